@@ -1,0 +1,318 @@
+//! What the tracker sends (`POST /collect`, `GET /collect.gif`) and what the beacon records.
+//!
+//! [`parse_collect`] turns a request body into a validated [`Hit`]; the beacon then adds what
+//! only it knows (visitor id, browser, time) to make an [`Event`], the unit written to the
+//! Redis stream and, by the worker, to ClickHouse.
+
+use serde::{Deserialize, Serialize};
+
+use crate::page::{self, MAX_PAGE_LEN};
+use crate::site::SiteId;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 4096;
+const MAX_URL: usize = 2048;
+const MAX_TITLE: usize = 512;
+const MAX_SID: usize = 64;
+const MAX_WIDTH: u32 = 100_000;
+
+/// The kind of a recorded event. The numbers are the ClickHouse `Enum8` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Pageview,
+    Ping,
+    Leave,
+    /// A filtered crawler hit: recorded for the "bots filtered" figures, never counted as a view.
+    Bot,
+}
+
+impl EventKind {
+    /// The wire name (`pageview`, `ping`, `leave`, `bot`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pageview => "pageview",
+            Self::Ping => "ping",
+            Self::Leave => "leave",
+            Self::Bot => "bot",
+        }
+    }
+
+    /// The ClickHouse `Enum8` value.
+    pub fn code(self) -> i8 {
+        match self {
+            Self::Pageview => 1,
+            Self::Ping => 2,
+            Self::Leave => 3,
+            Self::Bot => 4,
+        }
+    }
+}
+
+/// Why a tracking request was refused before any lookup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("the body is not valid JSON: {0}")]
+    Json(String),
+    #[error("`t` must be pageview, ping or leave")]
+    UnknownType,
+    #[error("`{0}` is required")]
+    Missing(&'static str),
+    #[error("`{0}` is too long")]
+    TooLong(&'static str),
+    #[error("`url` must be an absolute http(s) URL")]
+    BadUrl,
+    #[error("`site` is not a valid site id")]
+    BadSite,
+    #[error("`w` must be a width between 0 and 100000")]
+    BadWidth,
+}
+
+/// The JSON body of `POST /collect`, as sent by `t.js`. Also built from the query string of
+/// `GET /collect.gif`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CollectBody {
+    pub t: Option<String>,
+    pub site: Option<String>,
+    pub url: Option<String>,
+    pub page: Option<String>,
+    pub title: Option<String>,
+    #[serde(rename = "ref")]
+    pub referrer: Option<String>,
+    pub sid: Option<String>,
+    pub w: Option<serde_json::Number>,
+}
+
+/// A validated tracking request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub kind: EventKind,
+    pub site: SiteId,
+    /// Host of `url`, lower-cased.
+    pub host: String,
+    pub page: String,
+    pub path: String,
+    pub title: String,
+    pub referrer_host: String,
+    pub utm: page::Utm,
+    pub tab: String,
+    pub width: u16,
+}
+
+/// Parses a `POST /collect` body (JSON, sent as `application/json` or `text/plain`).
+pub fn parse_collect(body: &[u8]) -> Result<Hit, Malformed> {
+    let body: CollectBody =
+        serde_json::from_slice(body).map_err(|e| Malformed::Json(e.to_string()))?;
+    validate(body)
+}
+
+/// Validates the fields of a tracking request (shared by the JSON body and the pixel's query).
+pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
+    let kind = match body.t.as_deref() {
+        Some("pageview") => EventKind::Pageview,
+        Some("ping") => EventKind::Ping,
+        Some("leave") => EventKind::Leave,
+        Some(_) => return Err(Malformed::UnknownType),
+        None => return Err(Malformed::Missing("t")),
+    };
+    let site = body.site.ok_or(Malformed::Missing("site"))?;
+    let site = SiteId::parse(&site).map_err(|_| Malformed::BadSite)?;
+    let url = body.url.ok_or(Malformed::Missing("url"))?;
+    limit(&url, MAX_URL, "url")?;
+    let parts = page::split_url(&url).ok_or(Malformed::BadUrl)?;
+    let path = page::normalize_path(parts.path);
+    let page = match body.page.as_deref() {
+        Some(p) => {
+            limit(p, MAX_PAGE_LEN, "page")?;
+            page::normalize_page_id(p).unwrap_or_else(|| path.clone())
+        }
+        None => path.clone(),
+    };
+    let title = body.title.unwrap_or_default();
+    limit(&title, MAX_TITLE, "title")?;
+    let title: String = title.trim().chars().filter(|c| !c.is_control()).collect();
+    let referrer = body.referrer.unwrap_or_default();
+    limit(&referrer, MAX_URL, "ref")?;
+    let tab = body.sid.unwrap_or_default();
+    limit(&tab, MAX_SID, "sid")?;
+    if !tab.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(Malformed::TooLong("sid"));
+    }
+    let width = match body.w {
+        None => 0,
+        Some(n) => match n.as_u64() {
+            Some(w) if w <= u64::from(MAX_WIDTH) => w.min(u64::from(u16::MAX)) as u16,
+            _ => return Err(Malformed::BadWidth),
+        },
+    };
+    Ok(Hit {
+        kind,
+        referrer_host: page::referrer_host(&referrer, &parts.host),
+        utm: page::utm_from_query(parts.query),
+        host: parts.host,
+        site,
+        page,
+        path,
+        title,
+        tab,
+        width,
+    })
+}
+
+fn limit(value: &str, max: usize, field: &'static str) -> Result<(), Malformed> {
+    if value.len() > max {
+        Err(Malformed::TooLong(field))
+    } else {
+        Ok(())
+    }
+}
+
+/// One recorded event: what goes into the Redis stream and, from there, a ClickHouse row.
+///
+/// Serialised as compact JSON in the stream entry's `e` field; short names keep the stream
+/// small, since every pending event sits in Redis memory until the worker acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(rename = "k")]
+    pub kind: EventKind,
+    #[serde(rename = "s")]
+    pub site: String,
+    /// Milliseconds since the Unix epoch, set by the beacon.
+    #[serde(rename = "ts")]
+    pub ts_ms: i64,
+    #[serde(rename = "p", default, skip_serializing_if = "String::is_empty")]
+    pub page: String,
+    #[serde(rename = "pa", default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(rename = "ti", default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    #[serde(rename = "r", default, skip_serializing_if = "String::is_empty")]
+    pub referrer_host: String,
+    #[serde(rename = "us", default, skip_serializing_if = "String::is_empty")]
+    pub utm_source: String,
+    #[serde(rename = "um", default, skip_serializing_if = "String::is_empty")]
+    pub utm_medium: String,
+    #[serde(rename = "uc", default, skip_serializing_if = "String::is_empty")]
+    pub utm_campaign: String,
+    #[serde(rename = "b", default, skip_serializing_if = "String::is_empty")]
+    pub browser: String,
+    #[serde(rename = "o", default, skip_serializing_if = "String::is_empty")]
+    pub os: String,
+    #[serde(rename = "d", default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
+    #[serde(rename = "c", default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
+    #[serde(rename = "v", default)]
+    pub visitor: u64,
+    /// Session (visit) id; filled in by the Redis write script.
+    #[serde(rename = "se", default)]
+    pub session: u64,
+    /// Whether this event started a visit; filled in by the Redis write script.
+    #[serde(rename = "n", default)]
+    pub new_visit: bool,
+    #[serde(rename = "t", default, skip_serializing_if = "String::is_empty")]
+    pub tab: String,
+    #[serde(rename = "w", default)]
+    pub width: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ok(body: &str) -> Hit {
+        parse_collect(body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn parses_a_full_pageview() {
+        let hit = ok(r#"{"t":"pageview","site":"demo","url":"https://News.vn/th%E1%BB%9Di-s%E1%BB%B1/?utm_source=zalo#x","title":" Tin  ","ref":"https://www.google.com/","sid":"ab12","w":1280}"#);
+        assert_eq!(hit.kind, EventKind::Pageview);
+        assert_eq!(hit.site.as_str(), "demo");
+        assert_eq!(hit.host, "news.vn");
+        assert_eq!(hit.path, "/thời-sự");
+        assert_eq!(hit.page, "/thời-sự");
+        assert_eq!(hit.title, "Tin");
+        assert_eq!(hit.referrer_host, "google.com");
+        assert_eq!(hit.utm.source, "zalo");
+        assert_eq!(hit.tab, "ab12");
+        assert_eq!(hit.width, 1280);
+        let hit = ok(r#"{"t":"ping","site":"demo","url":"http://x.vn/a","page":" bai-123 "}"#);
+        assert_eq!((hit.kind, hit.page.as_str(), hit.path.as_str()), (EventKind::Ping, "bai-123", "/a"));
+    }
+
+    #[test]
+    fn refuses_malformed_bodies() {
+        let cases: &[(&str, Malformed)] = &[
+            (r#"{"t":"click","site":"demo","url":"https://a/"}"#, Malformed::UnknownType),
+            (r#"{"t":"bot","site":"demo","url":"https://a/"}"#, Malformed::UnknownType),
+            (r#"{"site":"demo","url":"https://a/"}"#, Malformed::Missing("t")),
+            (r#"{"t":"ping","url":"https://a/"}"#, Malformed::Missing("site")),
+            (r#"{"t":"ping","site":"demo"}"#, Malformed::Missing("url")),
+            (r#"{"t":"ping","site":"De mo","url":"https://a/"}"#, Malformed::BadSite),
+            (r#"{"t":"ping","site":"demo","url":"javascript:alert(1)"}"#, Malformed::BadUrl),
+            (r#"{"t":"ping","site":"demo","url":"https://a/","w":-1}"#, Malformed::BadWidth),
+            (r#"{"t":"ping","site":"demo","url":"https://a/","w":1.5}"#, Malformed::BadWidth),
+            (r#"{"t":"ping","site":"demo","url":"https://a/","sid":"a b"}"#, Malformed::TooLong("sid")),
+        ];
+        for (body, want) in cases {
+            assert_eq!(parse_collect(body.as_bytes()).unwrap_err(), *want, "{body}");
+        }
+        let long_title = format!(r#"{{"t":"ping","site":"demo","url":"https://a/","title":"{}"}}"#, "x".repeat(600));
+        assert_eq!(parse_collect(long_title.as_bytes()).unwrap_err(), Malformed::TooLong("title"));
+        assert!(matches!(parse_collect(b"{"), Err(Malformed::Json(_))));
+        assert!(matches!(parse_collect(b"\xff\xfe"), Err(Malformed::Json(_))));
+        assert!(matches!(parse_collect(br#"{"t":1}"#), Err(Malformed::Json(_))));
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let e = Event {
+            kind: EventKind::Pageview,
+            site: "demo".into(),
+            ts_ms: 1_700_000_000_123,
+            page: "/a".into(),
+            path: "/a".into(),
+            title: "T".into(),
+            referrer_host: String::new(),
+            utm_source: String::new(),
+            utm_medium: String::new(),
+            utm_campaign: String::new(),
+            browser: "Chrome".into(),
+            os: String::new(),
+            device: "desktop".into(),
+            country: String::new(),
+            visitor: 42,
+            session: 7,
+            new_visit: true,
+            tab: "t1".into(),
+            width: 800,
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_parser(body in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_collect(&body);
+        }
+
+        #[test]
+        fn arbitrary_field_values_never_panic(
+            t in "\\PC{0,12}|pageview|ping|leave",
+            site in "\\PC{0,8}|demo",
+            url in "\\PC{0,40}|https?://[a-z.]{1,10}/\\PC{0,30}",
+            page in proptest::option::of("\\PC{0,30}"),
+            w in proptest::option::of(any::<i64>()),
+        ) {
+            let body = serde_json::json!({"t": t, "site": site, "url": url, "page": page, "w": w});
+            if let Ok(hit) = parse_collect(body.to_string().as_bytes()) {
+                prop_assert!(hit.path.starts_with('/'));
+                prop_assert!(!hit.page.is_empty());
+            }
+        }
+    }
+}

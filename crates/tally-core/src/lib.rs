@@ -1,0 +1,20 @@
+//! # tally-core
+//!
+//! Domain types and pure logic shared by every role; no I/O happens here.
+//!
+//! - [`settings`]: the configuration tree, loaded from the embedded reference
+//!   (`config/tally.toml`), a file and `TALLY__SECTION__KEY` environment overrides.
+//! - [`site`]: validated site identifiers and the partition a site lives in.
+//! - [`event`]: what the tracker sends and what the beacon records.
+//! - [`page`]: URL → page key normalisation.
+//! - [`visitor`]: cookieless visitor ids (keyed hash with a daily salt).
+
+pub mod event;
+pub mod page;
+pub mod settings;
+pub mod site;
+pub mod visitor;
+
+pub use event::{Event, EventKind};
+pub use settings::Settings;
+pub use site::SiteId;

@@ -1,0 +1,432 @@
+//! The configuration tree and how it is loaded.
+//!
+//! Layers, later wins: the embedded reference `config/tally.toml` (which therefore holds every
+//! default), the file given with `--config`, then `TALLY__SECTION__KEY` variables. Unknown
+//! keys are refused rather than ignored, so a typo never silently falls back to a default.
+//! After deserialising, [`Settings::validate`] checks what types alone cannot.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use chrono_tz::Tz;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+use crate::site::SiteId;
+
+/// The reference configuration, embedded so the binary always knows every default.
+pub const REFERENCE: &str = include_str!("../../../config/tally.toml");
+
+/// Prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "TALLY__";
+
+/// Everything Tally can be configured with. See `config/tally.toml` for each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub redis: RedisSettings,
+    pub clickhouse: ClickHouseSettings,
+    pub worker: WorkerSettings,
+    pub tracking: TrackingSettings,
+    pub beacon: BeaconSettings,
+    pub admin: AdminSettings,
+    pub sites: Vec<SiteSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    pub partitions: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSettings {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSettings {
+    #[serde(with = "humantime_serde")]
+    pub online_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub visit_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeaconSettings {
+    pub buffer: usize,
+    pub batch: usize,
+    pub rate_limit_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub tokens: Vec<AdminToken>,
+}
+
+/// An admin bearer token, either for every site or limited to some.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum AdminToken {
+    All(String),
+    Limited { token: String, sites: Vec<SiteId> },
+}
+
+impl AdminToken {
+    /// The secret itself.
+    pub fn secret(&self) -> &str {
+        match self {
+            Self::All(token) | Self::Limited { token, .. } => token,
+        }
+    }
+
+    /// Whether this token may read `site`.
+    pub fn allows(&self, site: &SiteId) -> bool {
+        match self {
+            Self::All(_) => true,
+            Self::Limited { sites, .. } => sites.contains(site),
+        }
+    }
+}
+
+/// One tracked site.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSettings {
+    pub id: SiteId,
+    pub domains: Vec<String>,
+    #[serde(default = "utc")]
+    pub timezone: Tz,
+    #[serde(default = "yes")]
+    pub public_counters: bool,
+}
+
+fn utc() -> Tz {
+    Tz::UTC
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Why a configuration was refused. Every variant names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("unknown config key `{key}` (from {origin})")]
+    UnknownKey { key: String, origin: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Loads the reference defaults, then `path` (if any), then the `TALLY__…` entries of
+    /// `env`, and validates the result. `env` is a parameter so tests need not touch the
+    /// process environment; the binary passes `std::env::vars()`.
+    pub fn load<I>(path: Option<&Path>, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut tree: Table = toml::from_str(REFERENCE).expect("embedded reference config parses");
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file: Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            merge(&mut tree, file, "", &path.display().to_string())?;
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        env.sort();
+        for (name, value) in env {
+            apply_env(&mut tree, &name, &value)?;
+        }
+        let settings: Settings = serde_path_to_error::deserialize(Value::Table(tree))
+            .map_err(|e| invalid(e.path().to_string(), e.inner().to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the rules types cannot express. Errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.redis;
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            return Err(invalid("redis.url", "must start with redis:// or rediss://"));
+        }
+        if !(1..=1024).contains(&r.partitions) {
+            return Err(invalid("redis.partitions", "must be between 1 and 1024"));
+        }
+        let c = &self.clickhouse;
+        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            return Err(invalid("clickhouse.url", "must start with http:// or https://"));
+        }
+        if !is_identifier(&c.database) {
+            return Err(invalid(
+                "clickhouse.database",
+                "must be letters, digits and _ (not starting with a digit)",
+            ));
+        }
+        positive("clickhouse.query_timeout", c.query_timeout)?;
+        let w = &self.worker;
+        if w.max_rows == 0 {
+            return Err(invalid("worker.max_rows", "must be at least 1"));
+        }
+        if w.max_bytes < 4096 {
+            return Err(invalid("worker.max_bytes", "must be at least 4096"));
+        }
+        positive("worker.max_age", w.max_age)?;
+        positive("worker.claim_idle", w.claim_idle)?;
+        positive("worker.max_backoff", w.max_backoff)?;
+        let t = &self.tracking;
+        positive("tracking.online_window", t.online_window)?;
+        positive("tracking.heartbeat", t.heartbeat)?;
+        if t.visit_timeout < Duration::from_secs(1) {
+            return Err(invalid("tracking.visit_timeout", "must be at least 1s"));
+        }
+        let b = &self.beacon;
+        if b.batch == 0 {
+            return Err(invalid("beacon.batch", "must be at least 1"));
+        }
+        if b.buffer < b.batch {
+            return Err(invalid("beacon.buffer", "must be at least beacon.batch"));
+        }
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            if token.secret().len() < 8 {
+                return Err(invalid(
+                    format!("admin.tokens[{i}]"),
+                    "a token must be at least 8 characters",
+                ));
+            }
+            if let AdminToken::Limited { sites, .. } = token {
+                for site in sites {
+                    if self.site(site.as_str()).is_none() {
+                        return Err(invalid(
+                            format!("admin.tokens[{i}].sites"),
+                            format!("names site `{site}`, which is not configured"),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            if !seen.insert(&site.id) {
+                return Err(invalid(
+                    format!("sites[{i}].id"),
+                    format!("site `{}` is configured twice", site.id),
+                ));
+            }
+            if site.domains.is_empty() {
+                return Err(invalid(
+                    format!("sites[{i}].domains"),
+                    "list at least one host allowed to send events",
+                ));
+            }
+            for d in &site.domains {
+                if d.is_empty() || d.contains(['/', ':', ' ']) || d != &d.to_ascii_lowercase() {
+                    return Err(invalid(
+                        format!("sites[{i}].domains"),
+                        format!("`{d}` is not a lower-case host name (no scheme, port or path)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings of site `id`, if it is configured.
+    pub fn site(&self, id: &str) -> Option<&SiteSettings> {
+        self.sites.iter().find(|s| s.id.as_str() == id)
+    }
+
+    /// The configuration as TOML with passwords and tokens masked, for `tally config`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        copy.redis.url = mask_url_password(&copy.redis.url);
+        if !copy.clickhouse.password.is_empty() {
+            copy.clickhouse.password = MASK.into();
+        }
+        for token in &mut copy.admin.tokens {
+            match token {
+                AdminToken::All(t) | AdminToken::Limited { token: t, .. } => *t = MASK.into(),
+            }
+        }
+        toml::to_string(&copy).expect("settings serialise to TOML")
+    }
+}
+
+const MASK: &str = "********";
+
+fn mask_url_password(url: &str) -> String {
+    // redis://user:password@host → redis://user:********@host
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:{MASK}@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+fn positive(key: &str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        Err(invalid(key, "must be longer than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Letters, digits and `_`, not starting with a digit: safe to write into SQL unquoted.
+pub fn is_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && s.len() <= 64
+}
+
+/// Merges `from` into `into`; every key of `from` must exist in `into` (the reference), except
+/// below arrays, whose items the typed structs check.
+fn merge(into: &mut Table, from: Table, prefix: &str, origin: &str) -> Result<(), ConfigError> {
+    for (key, value) in from {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (into.get_mut(&key), value) {
+            (None, _) => {
+                return Err(ConfigError::UnknownKey {
+                    key: path,
+                    origin: origin.to_owned(),
+                });
+            }
+            (Some(Value::Table(inner)), Value::Table(value)) => merge(inner, value, &path, origin)?,
+            (Some(slot), value) => *slot = value,
+        }
+    }
+    Ok(())
+}
+
+/// Applies one `TALLY__SECTION__KEY=value` override. The value is read as the type the key
+/// already has, so `TALLY__CLICKHOUSE__PASSWORD=1234` stays a string.
+fn apply_env(tree: &mut Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let parts: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let key = parts.join(".");
+    let unknown = || ConfigError::UnknownKey {
+        key: key.clone(),
+        origin: format!("environment variable {name}"),
+    };
+    let (last, sections) = parts.split_last().ok_or_else(unknown)?;
+    let mut table = tree;
+    for section in sections {
+        table = match table.get_mut(section) {
+            Some(Value::Table(t)) => t,
+            _ => return Err(unknown()),
+        };
+    }
+    let slot = table.get_mut(last).ok_or_else(unknown)?;
+    let bad = |what: &str| invalid(key.clone(), format!("{name}={raw:?} is not {what}"));
+    *slot = match slot {
+        Value::String(_) => Value::String(raw.to_owned()),
+        Value::Integer(_) => Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
+        Value::Float(_) => Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
+        Value::Boolean(_) => Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(bad("true or false")),
+        }),
+        Value::Array(items) if items.iter().any(Value::is_table) || key == "sites" => {
+            return Err(invalid(
+                key.clone(),
+                "tables cannot be set from the environment; use the config file",
+            ));
+        }
+        Value::Array(_) => parse_env_list(raw).ok_or_else(|| bad("a list"))?,
+        Value::Table(_) | Value::Datetime(_) => return Err(unknown()),
+    };
+    Ok(())
+}
+
+/// A list from the environment: TOML (`["a", "b"]`) or comma-separated (`a,b`).
+fn parse_env_list(raw: &str) -> Option<Value> {
+    let raw = raw.trim();
+    if raw.starts_with('[') {
+        let table: Table = toml::from_str(&format!("v = {raw}")).ok()?;
+        return table.get("v").cloned();
+    }
+    Some(Value::Array(
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Value::String(s.to_owned()))
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests;
