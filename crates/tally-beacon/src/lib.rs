@@ -1,1 +1,88 @@
-//! placeholder
+//! # tally-beacon
+//!
+//! The tracking edge: `POST /collect`. Per request the handler does one parse, one
+//! validation and one enqueue into the [`batcher`], which writes many events per Redis round
+//! trip and keeps a bounded buffer while Redis is unreachable.
+//!
+//! - [`collect`]: the HTTP handlers and the rules of the contract (status codes).
+//! - [`batcher`]: the micro-batcher and its buffer.
+//! - [`client`]: the client address (socket or trusted proxy's X-Forwarded-For).
+//! - [`salt`]: today's visitor-id salt, cached and refreshed in the background.
+
+pub mod batcher;
+pub mod client;
+mod collect;
+mod error;
+pub mod salt;
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{Router, routing::post};
+use tally_core::{Settings, SiteId, settings::SiteSettings};
+use tally_redis::Store;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use error::ApiError;
+
+/// Errors while starting the beacon.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Redis(#[from] tally_redis::Error),
+}
+
+/// Shared state of the handlers.
+pub(crate) struct State {
+    pub(crate) settings: Settings,
+    pub(crate) sites: HashMap<SiteId, SiteSettings>,
+    pub(crate) batcher: batcher::Handle,
+    pub(crate) salt: salt::SaltCache,
+    pub(crate) client: client::ClientAddr,
+}
+
+/// The beacon role.
+pub struct Beacon {
+    state: Arc<State>,
+    batcher: batcher::Batcher,
+    store: Store,
+}
+
+impl Beacon {
+    /// Builds the role: loads today's salt (Redis must be reachable at start).
+    pub async fn build(settings: &Settings, store: Store) -> Result<Self, Error> {
+        let (handle, batcher) = batcher::Batcher::new(store.clone(), settings);
+        let salt = salt::SaltCache::load(&store).await?;
+        let state = State {
+            sites: settings
+                .sites
+                .iter()
+                .map(|s| (s.id.clone(), s.clone()))
+                .collect(),
+            client: client::ClientAddr::new(settings.server.trusted_proxies.clone()),
+            settings: settings.clone(),
+            batcher: handle,
+            salt,
+        };
+        Ok(Self {
+            state: Arc::new(state),
+            batcher,
+            store,
+        })
+    }
+
+    /// The beacon's routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/collect", post(collect::post_collect))
+            .with_state(self.state.clone())
+    }
+
+    /// Runs the batcher and the salt refresher until `shutdown`, then flushes the buffer
+    /// (for at most `server.shutdown_timeout`).
+    pub fn spawn(self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let salt = self.state.salt.clone();
+        let store = self.store.clone();
+        tracker.spawn(salt.refresh_daily(store, shutdown.clone()));
+        tracker.spawn(self.batcher.run(shutdown));
+    }
+}

@@ -1,1 +1,152 @@
-//! placeholder
+//! # tally-clickhouse
+//!
+//! The history tier. This crate holds every SQL statement Tally sends.
+//!
+//! | table | engine | holds |
+//! |---|---|---|
+//! | `schema_migrations` | MergeTree | applied migration versions |
+//! | `events` | MergeTree, monthly partitions | every accepted event, `event_id` = partition-streamid |
+//! | `counter_baselines` | ReplacingMergeTree | imported counts, added to live totals |
+//!
+//! Compatibility: every statement runs on Debian's ClickHouse 18.16 and on current releases.
+//! Hence `with_validation(false)` (18.16 knows neither `RowBinaryWithNamesAndTypes` nor the
+//! settings the crate's schema check sends) and client-side binds (`?` + `.bind()`) instead of
+//! server-side parameters. When `TALLY_SQL_LOG` names a directory, every statement is also
+//! appended to a file there, so `scripts/chdb-replay` can replay it on current ClickHouse.
+
+mod insert;
+pub mod migrate;
+mod row;
+mod sqllog;
+
+use std::time::Duration;
+
+use tally_core::settings::ClickHouseSettings;
+
+pub use insert::StoredEvent;
+pub use row::{EventRow, event_id};
+
+/// Errors from the history tier.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: u32,
+        name: &'static str,
+        source: clickhouse::error::Error,
+    },
+}
+
+impl Error {
+    /// Whether the server refused the data itself (retrying the same rows cannot succeed).
+    pub fn is_bad_data(&self) -> bool {
+        let Self::ClickHouse(clickhouse::error::Error::BadResponse(text)) = self else {
+            return false;
+        };
+        // Codes of parse and type errors: CANNOT_PARSE_TEXT 6, CANNOT_PARSE_INPUT_ASSERTION
+        // 27, CANNOT_READ_ALL_DATA 33, BAD_ARGUMENTS 36 (bad enum value), CANNOT_PARSE_DATE 38,
+        // CANNOT_PARSE_DATETIME 41, TYPE_MISMATCH 53, ARGUMENT_OUT_OF_BOUND 69,
+        // CANNOT_CONVERT_TYPE 70, CANNOT_PARSE_NUMBER 72, INCORRECT_DATA 117,
+        // UNKNOWN_ELEMENT_OF_ENUM 691.
+        const BAD_DATA: [u32; 12] = [6, 27, 33, 36, 38, 41, 53, 69, 70, 72, 117, 691];
+        error_code(text).is_some_and(|code| BAD_DATA.contains(&code))
+    }
+
+    /// Whether trying again later may succeed: everything that is not bad data.
+    pub fn is_retriable(&self) -> bool {
+        !self.is_bad_data()
+    }
+}
+
+/// The `Code: N` of a ClickHouse exception text.
+fn error_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A handle on ClickHouse, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    client: clickhouse::Client,
+    settings: ClickHouseSettings,
+}
+
+impl Db {
+    /// A client for the configured database. Nothing is sent until the first query.
+    pub fn new(settings: &ClickHouseSettings) -> Self {
+        let client = base_client(settings).with_database(&settings.database);
+        Self {
+            client,
+            settings: settings.clone(),
+        }
+    }
+
+    /// The database name (validated as an identifier when the settings were loaded).
+    pub fn database(&self) -> &str {
+        &self.settings.database
+    }
+
+    /// `SELECT 1`, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        let one: u8 = self.query("SELECT toUInt8(1)").fetch_one().await?;
+        debug_assert_eq!(one, 1);
+        Ok(())
+    }
+
+    /// The server version, e.g. `18.16.1`.
+    pub async fn version(&self) -> Result<String> {
+        Ok(self.query("SELECT version()").fetch_one().await?)
+    }
+
+    /// A query on this database, recorded in the SQL log. Values must be bound with `?`.
+    fn query(&self, sql: &str) -> clickhouse::query::Query {
+        sqllog::record(sql);
+        self.client.query(sql)
+    }
+
+    /// A statistics query: bounded by `query_timeout` on the server, because ClickHouse keeps
+    /// running a query whose HTTP client went away.
+    #[allow(dead_code)]
+    fn stats_query(&self, sql: &str) -> clickhouse::query::Query {
+        self.query(sql).with_setting(
+            "max_execution_time",
+            self.settings.query_timeout.as_secs().max(1).to_string(),
+        )
+    }
+}
+
+fn base_client(settings: &ClickHouseSettings) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(&settings.url)
+        .with_user(&settings.user)
+        .with_password(&settings.password)
+        .with_validation(false)
+}
+
+/// How long a single insert may take before it is abandoned and retried.
+pub const INSERT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_error_codes() {
+        assert_eq!(
+            error_code("Code: 36, e.displayText() = DB::Exception: Unexpected value"),
+            Some(36)
+        );
+        assert_eq!(
+            error_code("Code: 691. DB::Exception: Unknown element"),
+            Some(691)
+        );
+        assert_eq!(error_code("connection refused"), None);
+    }
+}

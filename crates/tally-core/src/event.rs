@@ -135,7 +135,10 @@ pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
     limit(&referrer, MAX_URL, "ref")?;
     let tab = body.sid.unwrap_or_default();
     limit(&tab, MAX_SID, "sid")?;
-    if !tab.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !tab
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(Malformed::TooLong("sid"));
     }
     let width = match body.w {
@@ -228,7 +231,9 @@ mod tests {
 
     #[test]
     fn parses_a_full_pageview() {
-        let hit = ok(r#"{"t":"pageview","site":"demo","url":"https://News.vn/th%E1%BB%9Di-s%E1%BB%B1/?utm_source=zalo#x","title":" Tin  ","ref":"https://www.google.com/","sid":"ab12","w":1280}"#);
+        let hit = ok(
+            r#"{"t":"pageview","site":"demo","url":"https://News.vn/th%E1%BB%9Di-s%E1%BB%B1/?utm_source=zalo#x","title":" Tin  ","ref":"https://www.google.com/","sid":"ab12","w":1280}"#,
+        );
         assert_eq!(hit.kind, EventKind::Pageview);
         assert_eq!(hit.site.as_str(), "demo");
         assert_eq!(hit.host, "news.vn");
@@ -240,31 +245,73 @@ mod tests {
         assert_eq!(hit.tab, "ab12");
         assert_eq!(hit.width, 1280);
         let hit = ok(r#"{"t":"ping","site":"demo","url":"http://x.vn/a","page":" bai-123 "}"#);
-        assert_eq!((hit.kind, hit.page.as_str(), hit.path.as_str()), (EventKind::Ping, "bai-123", "/a"));
+        assert_eq!(
+            (hit.kind, hit.page.as_str(), hit.path.as_str()),
+            (EventKind::Ping, "bai-123", "/a")
+        );
     }
 
     #[test]
     fn refuses_malformed_bodies() {
         let cases: &[(&str, Malformed)] = &[
-            (r#"{"t":"click","site":"demo","url":"https://a/"}"#, Malformed::UnknownType),
-            (r#"{"t":"bot","site":"demo","url":"https://a/"}"#, Malformed::UnknownType),
-            (r#"{"site":"demo","url":"https://a/"}"#, Malformed::Missing("t")),
-            (r#"{"t":"ping","url":"https://a/"}"#, Malformed::Missing("site")),
+            (
+                r#"{"t":"click","site":"demo","url":"https://a/"}"#,
+                Malformed::UnknownType,
+            ),
+            (
+                r#"{"t":"bot","site":"demo","url":"https://a/"}"#,
+                Malformed::UnknownType,
+            ),
+            (
+                r#"{"site":"demo","url":"https://a/"}"#,
+                Malformed::Missing("t"),
+            ),
+            (
+                r#"{"t":"ping","url":"https://a/"}"#,
+                Malformed::Missing("site"),
+            ),
             (r#"{"t":"ping","site":"demo"}"#, Malformed::Missing("url")),
-            (r#"{"t":"ping","site":"De mo","url":"https://a/"}"#, Malformed::BadSite),
-            (r#"{"t":"ping","site":"demo","url":"javascript:alert(1)"}"#, Malformed::BadUrl),
-            (r#"{"t":"ping","site":"demo","url":"https://a/","w":-1}"#, Malformed::BadWidth),
-            (r#"{"t":"ping","site":"demo","url":"https://a/","w":1.5}"#, Malformed::BadWidth),
-            (r#"{"t":"ping","site":"demo","url":"https://a/","sid":"a b"}"#, Malformed::TooLong("sid")),
+            (
+                r#"{"t":"ping","site":"De mo","url":"https://a/"}"#,
+                Malformed::BadSite,
+            ),
+            (
+                r#"{"t":"ping","site":"demo","url":"javascript:alert(1)"}"#,
+                Malformed::BadUrl,
+            ),
+            (
+                r#"{"t":"ping","site":"demo","url":"https://a/","w":-1}"#,
+                Malformed::BadWidth,
+            ),
+            (
+                r#"{"t":"ping","site":"demo","url":"https://a/","w":1.5}"#,
+                Malformed::BadWidth,
+            ),
+            (
+                r#"{"t":"ping","site":"demo","url":"https://a/","sid":"a b"}"#,
+                Malformed::TooLong("sid"),
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(parse_collect(body.as_bytes()).unwrap_err(), *want, "{body}");
         }
-        let long_title = format!(r#"{{"t":"ping","site":"demo","url":"https://a/","title":"{}"}}"#, "x".repeat(600));
-        assert_eq!(parse_collect(long_title.as_bytes()).unwrap_err(), Malformed::TooLong("title"));
+        let long_title = format!(
+            r#"{{"t":"ping","site":"demo","url":"https://a/","title":"{}"}}"#,
+            "x".repeat(600)
+        );
+        assert_eq!(
+            parse_collect(long_title.as_bytes()).unwrap_err(),
+            Malformed::TooLong("title")
+        );
         assert!(matches!(parse_collect(b"{"), Err(Malformed::Json(_))));
-        assert!(matches!(parse_collect(b"\xff\xfe"), Err(Malformed::Json(_))));
-        assert!(matches!(parse_collect(br#"{"t":1}"#), Err(Malformed::Json(_))));
+        assert!(matches!(
+            parse_collect(b"\xff\xfe"),
+            Err(Malformed::Json(_))
+        ));
+        assert!(matches!(
+            parse_collect(br#"{"t":1}"#),
+            Err(Malformed::Json(_))
+        ));
     }
 
     #[test]

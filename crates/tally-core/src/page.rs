@@ -28,7 +28,7 @@ pub fn split_url(url: &str) -> Option<UrlParts<'_>> {
     let authority = &rest[..end];
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if let Some(v6) = authority.strip_prefix('[') {
-        &v6[..v6.find(']')? ]
+        &v6[..v6.find(']')?]
     } else {
         authority.split(':').next().unwrap_or_default()
     };
@@ -47,7 +47,8 @@ pub fn split_url(url: &str) -> Option<UrlParts<'_>> {
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Normalises a URL path into a page key: percent-decoded (kept as UTF-8, so Vietnamese paths
@@ -196,13 +197,21 @@ mod tests {
 
     #[test]
     fn splits_urls() {
-        let p = split_url("HTTPS://User:pw@News.Example.vn:8443/tin-tuc/a?x=1&utm_source=fb#top").unwrap();
+        let p = split_url("HTTPS://User:pw@News.Example.vn:8443/tin-tuc/a?x=1&utm_source=fb#top")
+            .unwrap();
         assert_eq!(p.host, "news.example.vn");
         assert_eq!(p.path, "/tin-tuc/a");
         assert_eq!(p.query, "x=1&utm_source=fb");
         let p = split_url("http://[::1]:8080").unwrap();
         assert_eq!((p.host.as_str(), p.path, p.query), ("::1", "/", ""));
-        for bad in ["ftp://x/", "javascript:alert(1)", "/relative", "http://", "http:///x", "https://a b/"] {
+        for bad in [
+            "ftp://x/",
+            "javascript:alert(1)",
+            "/relative",
+            "http://",
+            "http:///x",
+            "https://a b/",
+        ] {
             assert!(split_url(bad).is_none(), "{bad}");
         }
     }
@@ -216,7 +225,10 @@ mod tests {
             ("/a/", "/a"),
             ("/a///", "/a"),
             ("a", "/a"),
-            ("/tin-t%E1%BB%A9c/b%C3%A0i-vi%E1%BA%BFt", "/tin-tức/bài-viết"),
+            (
+                "/tin-t%E1%BB%A9c/b%C3%A0i-vi%E1%BA%BFt",
+                "/tin-tức/bài-viết",
+            ),
             ("/tin-tức/", "/tin-tức"),
             ("/100%25", "/100%25"),
             ("/100%", "/100%25"),
@@ -232,18 +244,26 @@ mod tests {
 
     #[test]
     fn page_ids_are_trimmed() {
-        assert_eq!(normalize_page_id("  article-42 \n").as_deref(), Some("article-42"));
+        assert_eq!(
+            normalize_page_id("  article-42 \n").as_deref(),
+            Some("article-42")
+        );
         assert_eq!(normalize_page_id(" \t "), None);
     }
 
     #[test]
     fn extracts_utm_and_referrer() {
-        let utm = utm_from_query("a=1&utm_source=Face%20book&utm_medium=social+post&utm_campaign=t%E1%BA%BFt");
+        let utm = utm_from_query(
+            "a=1&utm_source=Face%20book&utm_medium=social+post&utm_campaign=t%E1%BA%BFt",
+        );
         assert_eq!(utm.source, "Face book");
         assert_eq!(utm.medium, "social post");
         assert_eq!(utm.campaign, "tết");
         assert_eq!(utm_from_query("q=1"), Utm::default());
-        assert_eq!(referrer_host("https://www.Google.com/search?q=x", "news.vn"), "google.com");
+        assert_eq!(
+            referrer_host("https://www.Google.com/search?q=x", "news.vn"),
+            "google.com"
+        );
         assert_eq!(referrer_host("https://news.vn/other", "news.vn"), "");
         assert_eq!(referrer_host("https://www.news.vn/other", "news.vn"), "");
         assert_eq!(referrer_host("android-app://x", "news.vn"), "");

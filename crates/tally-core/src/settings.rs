@@ -210,14 +210,20 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.redis;
         if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
-            return Err(invalid("redis.url", "must start with redis:// or rediss://"));
+            return Err(invalid(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
         }
         if !(1..=1024).contains(&r.partitions) {
             return Err(invalid("redis.partitions", "must be between 1 and 1024"));
         }
         let c = &self.clickhouse;
         if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-            return Err(invalid("clickhouse.url", "must start with http:// or https://"));
+            return Err(invalid(
+                "clickhouse.url",
+                "must start with http:// or https://",
+            ));
         }
         if !is_identifier(&c.database) {
             return Err(invalid(

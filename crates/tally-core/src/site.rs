@@ -27,7 +27,11 @@ impl SiteId {
             && s.len() <= MAX_SITE_ID_LEN
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok { Ok(Self(s.to_owned())) } else { Err(InvalidSiteId) }
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidSiteId)
+        }
     }
 
     /// The identifier as text.

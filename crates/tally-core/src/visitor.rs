@@ -47,7 +47,10 @@ mod tests {
         assert_eq!(base, visitor_id(&salt, "demo", ip, "UA"));
         assert_ne!(base, visitor_id(&[8u8; 16], "demo", ip, "UA"));
         assert_ne!(base, visitor_id(&salt, "other", ip, "UA"));
-        assert_ne!(base, visitor_id(&salt, "demo", "203.0.113.10".parse().unwrap(), "UA"));
+        assert_ne!(
+            base,
+            visitor_id(&salt, "demo", "203.0.113.10".parse().unwrap(), "UA")
+        );
         assert_ne!(base, visitor_id(&salt, "demo", ip, "UA2"));
         assert_ne!(session_candidate(base, 1), session_candidate(base, 2));
     }

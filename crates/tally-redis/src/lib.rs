@@ -1,1 +1,127 @@
-//! placeholder
+//! # tally-redis
+//!
+//! The live tier. This crate is the only code that names Redis keys (see [`keys`] for the
+//! table of every key) or talks to Redis:
+//!
+//! - [`Store::record`]: the beacon's write — one Lua call per partition per batch.
+//! - [`Store::counters`] / [`Store::page_views`]: live public counters, one round trip.
+//! - [`stream`]: the worker's side — consumer groups, reads, reclaims, acks, dead letters.
+//! - [`Store::salt`]: the daily visitor-id salt.
+
+pub mod keys;
+mod read;
+pub mod stream;
+mod write;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use keys::Keys;
+pub use read::Counters;
+pub use write::{Recorded, TrackedEvent};
+
+/// Errors from the live tier.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis returned an unexpected reply: {0}")]
+    Reply(String),
+}
+
+impl From<redis::ParsingError> for Error {
+    fn from(e: redis::ParsingError) -> Self {
+        Self::Reply(e.to_string())
+    }
+}
+
+impl Error {
+    /// Whether trying again later may succeed (Redis down, restarting, timed out).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || matches!(
+                        e.code(),
+                        Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
+                    )
+            }
+            Self::Reply(_) => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A handle on Redis, cheap to clone (one multiplexed connection that reconnects by itself).
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    partitions: u16,
+}
+
+impl Store {
+    /// Connects to `url`. Fails when Redis cannot be reached now; afterwards the handle
+    /// reconnects by itself and calls fail fast while Redis is down.
+    pub async fn connect(url: &str, partitions: u16) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self { conn, partitions })
+    }
+
+    /// Number of partitions events are spread over.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// `PING`, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The visitor-id salt of UTC day `day` (`YYYYMMDD`), created if absent. Creating it
+    /// deletes the salt of `previous_day`, so yesterday's ids cannot be recomputed.
+    pub async fn salt(&self, day: &str, previous_day: &str) -> Result<[u8; 16]> {
+        let mut conn = self.conn.clone();
+        let fresh: [u8; 16] = rand_salt();
+        let (created, current): (bool, Vec<u8>) = redis::pipe()
+            .cmd("SET")
+            .arg(keys::salt(day))
+            .arg(&fresh[..])
+            .arg("NX")
+            .arg("EX")
+            .arg(2 * 86_400)
+            .cmd("GET")
+            .arg(keys::salt(day))
+            .query_async(&mut conn)
+            .await?;
+        if created {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys::salt(previous_day))
+                .query_async(&mut conn)
+                .await?;
+        }
+        current
+            .try_into()
+            .map_err(|_| Error::Reply(format!("salt of {day} is not 16 bytes")))
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn rand_salt() -> [u8; 16] {
+    rand::random()
+}

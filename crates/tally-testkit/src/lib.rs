@@ -1,1 +1,79 @@
-//! placeholder
+//! # tally-testkit
+//!
+//! Test support, never shipped. It starts private `redis-server` and `clickhouse-server`
+//! processes (generated config, temp data directory, free loopback ports) once per test
+//! binary, gives each test its own Redis database and ClickHouse database, and runs the real
+//! Tally roles on port 0 ([`TestApp`]).
+//!
+//! Servers die with the test binary, even when it panics or is killed: each is watched by a
+//! small shell loop that kills the server and removes its directory once the test process is
+//! gone (statics are never dropped, so `Drop` cannot do it).
+
+mod app;
+mod server;
+
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU32, Ordering},
+};
+
+pub use app::TestApp;
+pub use server::{ClickHouseServer, RedisServer};
+use tally_core::Settings;
+
+/// The Redis and ClickHouse servers shared by the tests of one test binary.
+pub struct Services {
+    pub redis: RedisServer,
+    pub clickhouse: ClickHouseServer,
+}
+
+/// The shared services, started on first use.
+pub fn services() -> &'static Services {
+    static SERVICES: OnceLock<Services> = OnceLock::new();
+    SERVICES.get_or_init(|| Services {
+        redis: RedisServer::start(),
+        clickhouse: ClickHouseServer::start(),
+    })
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// Settings for one test: the reference defaults with a fresh Redis database and a fresh
+/// ClickHouse database on the shared servers, listening on port 0, worker tuned for tests
+/// (short batch age and claim idle), and one site `demo` allowing `localhost` and
+/// `127.0.0.1`, plus an admin token `test-admin-token`.
+pub fn settings() -> Settings {
+    let s = services();
+    settings_for(&s.redis, &s.clickhouse)
+}
+
+/// Like [`settings`], against the given servers (e.g. a private Redis a test will kill).
+pub fn settings_for(redis: &RedisServer, clickhouse: &ClickHouseServer) -> Settings {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let env = vec![
+        ("TALLY__SERVER__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        (
+            "TALLY__REDIS__URL".to_owned(),
+            redis.url(n % redis::DATABASES),
+        ),
+        ("TALLY__CLICKHOUSE__URL".to_owned(), clickhouse.url()),
+        (
+            "TALLY__CLICKHOUSE__DATABASE".to_owned(),
+            format!("test_{}_{n}", std::process::id()),
+        ),
+        ("TALLY__WORKER__MAX_AGE".to_owned(), "100ms".to_owned()),
+        ("TALLY__WORKER__CLAIM_IDLE".to_owned(), "1s".to_owned()),
+        ("TALLY__WORKER__MAX_BACKOFF".to_owned(), "500ms".to_owned()),
+        (
+            "TALLY__ADMIN__TOKENS".to_owned(),
+            "test-admin-token".to_owned(),
+        ),
+    ];
+    Settings::load(None, env).expect("test settings are valid")
+}
+
+/// Constants of the private Redis servers.
+pub mod redis {
+    /// Databases each private Redis offers; tests take them round-robin.
+    pub const DATABASES: u32 = 4096;
+}

@@ -1,1 +1,80 @@
-//! placeholder
+//! # tally-worker
+//!
+//! Moves events from the Redis streams into ClickHouse, effectively once:
+//!
+//! 1. read a batch with XREADGROUP (bounded by `worker.max_rows`, `max_bytes`, `max_age`);
+//! 2. insert it into ClickHouse;
+//! 3. only then XACK and XDEL the entries.
+//!
+//! A worker that dies between 2 and 3 leaves its entries pending; after `worker.claim_idle`
+//! another worker takes them over with XAUTOCLAIM and, before inserting, asks ClickHouse
+//! which of their `event_id`s are already stored and skips those — so nothing is lost and
+//! nothing is doubled. ClickHouse unreachable → retry with capped, jittered exponential
+//! backoff, forever; the stream holds the backlog. Entries ClickHouse refuses as bad data go
+//! to the dead-letter stream (the batch is bisected to find them), the rest are inserted.
+//!
+//! One task per partition, each with its own Redis connection (XREADGROUP blocks it).
+//! [`PartitionWorker::step`] runs one read–insert–ack cycle, so tests can drive it directly.
+
+mod partition;
+
+use tally_clickhouse::Db;
+use tally_core::Settings;
+use tally_redis::Store;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::info;
+
+pub use partition::{PartitionWorker, StepOutcome};
+
+/// Errors while starting the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Redis(#[from] tally_redis::Error),
+}
+
+/// The worker role: one [`PartitionWorker`] per partition.
+pub struct Worker {
+    partitions: Vec<PartitionWorker>,
+}
+
+impl Worker {
+    /// Connects one Redis handle per partition and makes sure the consumer groups exist.
+    pub async fn build(settings: &Settings, db: Db) -> Result<Self, Error> {
+        let consumer = consumer_name();
+        let mut partitions = Vec::new();
+        for p in 0..settings.redis.partitions {
+            let store = Store::connect(&settings.redis.url, settings.redis.partitions).await?;
+            store.ensure_group(p).await?;
+            partitions.push(PartitionWorker::new(
+                p,
+                store,
+                db.clone(),
+                &settings.worker,
+                consumer.clone(),
+            ));
+        }
+        info!(consumer = %consumer, partitions = partitions.len(), "worker ready");
+        Ok(Self { partitions })
+    }
+
+    /// Runs every partition until `shutdown`; each finishes and acknowledges its batch first.
+    pub fn spawn(self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        for worker in self.partitions {
+            tracker.spawn(worker.run(shutdown.clone()));
+        }
+    }
+}
+
+/// A consumer name unique to this process: a restarted worker never inherits the pending
+/// entries of its previous life under the same name, they are reclaimed like any other's.
+fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}

@@ -23,7 +23,8 @@ mod tempfile_lite {
         pub(super) fn with(text: &str) -> Self {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!("tally-cfg-{}-{n}.toml", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("tally-cfg-{}-{n}.toml", std::process::id()));
             let mut f = std::fs::File::create(&path).unwrap();
             super::Write::write_all(&mut f, text.as_bytes()).unwrap();
             Self(path)
@@ -93,7 +94,10 @@ fn an_env_override_wins_over_the_file() {
             ("TALLY__REDIS__URL", "redis://env:6379/3"),
             ("TALLY__REDIS__PARTITIONS", "16"),
             ("TALLY__CLICKHOUSE__PASSWORD", "1234"),
-            ("TALLY__SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1/32"),
+            (
+                "TALLY__SERVER__TRUSTED_PROXIES",
+                "10.0.0.0/8, 192.168.1.1/32",
+            ),
             ("TALLY__WORKER__MAX_AGE", "250ms"),
             ("UNRELATED", "ignored"),
         ]),
@@ -112,10 +116,16 @@ fn bad_values_are_refused_with_the_key_named() {
         (&[("TALLY__REDIS__PARTITIONS", "many")], "redis.partitions"),
         (&[("TALLY__REDIS__PARTITIONS", "0")], "redis.partitions"),
         (&[("TALLY__REDIS__URL", "http://x")], "redis.url"),
-        (&[("TALLY__CLICKHOUSE__DATABASE", "x; DROP")], "clickhouse.database"),
+        (
+            &[("TALLY__CLICKHOUSE__DATABASE", "x; DROP")],
+            "clickhouse.database",
+        ),
         (&[("TALLY__WORKER__MAX_AGE", "soon")], "worker.max_age"),
         (&[("TALLY__SERVER__LISTEN", "nowhere")], "server.listen"),
-        (&[("TALLY__SERVER__TRUSTED_PROXIES", "10.0.0.0/99")], "server.trusted_proxies"),
+        (
+            &[("TALLY__SERVER__TRUSTED_PROXIES", "10.0.0.0/99")],
+            "server.trusted_proxies",
+        ),
         (&[("TALLY__REDIS__NOPE", "1")], "redis.nope"),
         (&[("TALLY__BEACON__BUFFER", "10")], "beacon.buffer"),
     ];
@@ -130,12 +140,27 @@ fn bad_files_are_refused_with_the_key_named() {
     let cases = [
         ("[server]\nlisten = 8080\n", "server.listen"),
         ("[servr]\nlisten = \"x\"\n", "servr"),
-        ("[[sites]]\nid = \"Bad Id\"\ndomains = [\"a\"]\n", "sites[0].id"),
-        ("[[sites]]\nid = \"a\"\ndomains = [\"a\"]\ntimezone = \"Mars/Base\"\n", "sites[0].timezone"),
-        ("[[sites]]\nid = \"a\"\ndomains = [\"a\"]\ncolour = 1\n", "sites[0]"),
+        (
+            "[[sites]]\nid = \"Bad Id\"\ndomains = [\"a\"]\n",
+            "sites[0].id",
+        ),
+        (
+            "[[sites]]\nid = \"a\"\ndomains = [\"a\"]\ntimezone = \"Mars/Base\"\n",
+            "sites[0].timezone",
+        ),
+        (
+            "[[sites]]\nid = \"a\"\ndomains = [\"a\"]\ncolour = 1\n",
+            "sites[0]",
+        ),
         ("[[sites]]\nid = \"a\"\ndomains = []\n", "sites[0].domains"),
-        ("[[sites]]\nid = \"a\"\ndomains = [\"https://a\"]\n", "sites[0].domains"),
-        ("[[sites]]\nid = \"a\"\ndomains = [\"a\"]\n[[sites]]\nid = \"a\"\ndomains = [\"a\"]\n", "sites[1].id"),
+        (
+            "[[sites]]\nid = \"a\"\ndomains = [\"https://a\"]\n",
+            "sites[0].domains",
+        ),
+        (
+            "[[sites]]\nid = \"a\"\ndomains = [\"a\"]\n[[sites]]\nid = \"a\"\ndomains = [\"a\"]\n",
+            "sites[1].id",
+        ),
         ("[admin]\ntokens = [\"short\"]\n", "admin.tokens[0]"),
         (
             "[admin]\ntokens = [{ token = \"long-enough-token\", sites = [\"ghost\"] }]\n",
@@ -147,7 +172,10 @@ fn bad_files_are_refused_with_the_key_named() {
         let msg = err_text(Settings::load(Some(f.path()), env(&[])));
         assert!(msg.contains(key), "{text:?}: {msg:?} should name {key}");
     }
-    let msg = err_text(Settings::load(Some(Path::new("/nonexistent/tally.toml")), env(&[])));
+    let msg = err_text(Settings::load(
+        Some(Path::new("/nonexistent/tally.toml")),
+        env(&[]),
+    ));
     assert!(msg.contains("/nonexistent/tally.toml"), "{msg}");
 }
 
@@ -187,7 +215,12 @@ fn redacted_output_hides_every_secret() {
     );
     let s = Settings::load(Some(f.path()), env(&[])).unwrap();
     let out = s.to_redacted_toml();
-    for secret in ["redis-secret", "ch-secret", "admin-secret-1", "admin-secret-2"] {
+    for secret in [
+        "redis-secret",
+        "ch-secret",
+        "admin-secret-1",
+        "admin-secret-2",
+    ] {
         assert!(!out.contains(secret), "{secret} leaked:\n{out}");
     }
     assert!(out.contains("redis://tally:********@cache:6379"));

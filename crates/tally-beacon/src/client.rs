@@ -1,0 +1,89 @@
+//! The client's address: the socket peer, or — only when the peer is a trusted proxy — the
+//! right-most address in X-Forwarded-For that is not itself a trusted proxy.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// Resolves client addresses under a list of trusted proxy networks.
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    trusted: Vec<IpNet>,
+}
+
+impl ClientAddr {
+    pub fn new(trusted: Vec<IpNet>) -> Self {
+        Self { trusted }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address of a request from `peer` with `headers`.
+    pub fn resolve(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        let mut ip = peer.ip().to_canonical();
+        if !self.is_trusted(ip) {
+            return ip;
+        }
+        // Walk the chain from the nearest hop back; stop at the first untrusted address.
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(value) = value.to_str() else { return ip };
+            for hop in value.rsplit(',') {
+                match hop.trim().parse::<IpAddr>() {
+                    Ok(hop) => {
+                        ip = hop.to_canonical();
+                        if !self.is_trusted(ip) {
+                            return ip;
+                        }
+                    }
+                    Err(_) => return ip,
+                }
+            }
+        }
+        ip
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let c = ClientAddr::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let proxy: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let h = headers(&["203.0.113.5, 10.0.0.9"]);
+        assert_eq!(
+            c.resolve(proxy, &h),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            c.resolve(stranger, &h),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // A client cannot smuggle an address past the nearest untrusted hop.
+        let h = headers(&["1.1.1.1, 203.0.113.5"]);
+        assert_eq!(
+            c.resolve(proxy, &h),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        let h = headers(&["garbage"]);
+        assert_eq!(c.resolve(proxy, &h), "10.1.2.3".parse::<IpAddr>().unwrap());
+        let v4_mapped: SocketAddr = "[::ffff:198.51.100.7]:1".parse().unwrap();
+        assert_eq!(
+            c.resolve(v4_mapped, &HeaderMap::new()),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Inserting events and checking which are already stored.
+
+use std::collections::HashSet;
+
+use crate::{Db, EventRow, INSERT_TIMEOUT, Result, sqllog};
+
+/// How many ids one existence check sends (keeps the query well under `max_query_size`).
+const IDS_PER_CHECK: usize = 2000;
+
+impl Db {
+    /// Inserts `rows` into `events` in one INSERT (RowBinary). Rollups follow through their
+    /// materialized views.
+    pub async fn insert_events(&self, rows: &[EventRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqllog::record("INSERT INTO events FORMAT RowBinary");
+        let mut insert = self
+            .client
+            .insert::<EventRow>("events")
+            .await?
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Which of `ids` are already in `events`. `min_ts`/`max_ts` (seconds) bound the events'
+    /// timestamps, so only the partitions that can hold them are read.
+    pub async fn existing_event_ids(
+        &self,
+        ids: &[String],
+        min_ts: u32,
+        max_ts: u32,
+    ) -> Result<HashSet<String>> {
+        let mut found = HashSet::new();
+        for chunk in ids.chunks(IDS_PER_CHECK) {
+            let rows: Vec<String> = self
+                .query(
+                    "SELECT event_id FROM events \
+                     WHERE ts >= toDateTime(?, 'UTC') AND ts <= toDateTime(?, 'UTC') \
+                     AND has(?, event_id)",
+                )
+                .bind(min_ts)
+                .bind(max_ts)
+                .bind(chunk)
+                .fetch_all()
+                .await?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// Number of rows in `events` (all sites).
+    pub async fn count_events(&self) -> Result<u64> {
+        Ok(self.query("SELECT count() FROM events").fetch_one().await?)
+    }
+}
+
+/// A stored event as the tests read it back.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+pub struct StoredEvent {
+    pub event_id: String,
+    pub site: String,
+    pub kind: String,
+    pub page: String,
+    pub title: String,
+    pub referrer_host: String,
+    pub utm_source: String,
+    pub browser: String,
+    pub visitor: u64,
+    pub session: u64,
+    pub new_visit: u8,
+}
+
+impl Db {
+    /// Every stored event, oldest first (for tests and debugging; unbounded).
+    pub async fn debug_rows(&self) -> Result<Vec<StoredEvent>> {
+        Ok(self
+            .query(
+                "SELECT event_id, site, toString(kind), page, title, referrer_host, utm_source, \
+                 browser, visitor, session, new_visit FROM events ORDER BY ts, event_id",
+            )
+            .fetch_all()
+            .await?)
+    }
+}

@@ -1,0 +1,101 @@
+//! Versioned schema migrations, applied in order and recorded in `schema_migrations`.
+//!
+//! Each file in `migrations/` is applied once; an applied file is never edited, a change is a
+//! new file. Statements use `IF NOT EXISTS`, so two processes migrating at the same moment
+//! (e.g. a worker and an api starting together) both succeed.
+
+use tracing::info;
+
+use crate::{Db, Error, Result, base_client, sqllog};
+
+/// Every migration: version, name, SQL (statements separated by `;`).
+pub const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "events", include_str!("../migrations/0001_events.sql"))];
+
+const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime('UTC')
+) ENGINE = MergeTree ORDER BY version";
+
+impl Db {
+    /// Creates the database if needed and applies every pending migration. Returns the
+    /// versions applied by this call.
+    pub async fn migrate(&self) -> Result<Vec<u32>> {
+        // The database name is a validated identifier (settings), so it can be written into
+        // the statement; DDL cannot bind identifiers.
+        let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", self.database());
+        sqllog::record(&create_db);
+        base_client(&self.settings)
+            .query(&create_db)
+            .execute()
+            .await?;
+        self.query(CREATE_MIGRATIONS_TABLE).execute().await?;
+        let applied: Vec<u32> = self
+            .query("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all()
+            .await?;
+        let mut done = Vec::new();
+        for &(version, name, sql) in MIGRATIONS {
+            if applied.contains(&version) {
+                continue;
+            }
+            for statement in statements(sql) {
+                self.query(statement)
+                    .execute()
+                    .await
+                    .map_err(|source| Error::Migration {
+                        version,
+                        name,
+                        source,
+                    })?;
+            }
+            self.query(
+                "INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()",
+            )
+            .bind(version)
+            .bind(name)
+            .execute()
+            .await?;
+            info!(version, name, "applied migration");
+            done.push(version);
+        }
+        Ok(done)
+    }
+
+    /// Versions recorded as applied.
+    pub async fn applied_migrations(&self) -> Result<Vec<u32>> {
+        Ok(self
+            .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+            .fetch_all()
+            .await?)
+    }
+}
+
+/// The statements of a migration file: split on `;` at line ends, `--` comment lines dropped.
+fn statements(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(";\n").map(str::trim).filter(|s| {
+        s.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_split_into_statements() {
+        for (i, (version, _, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version as usize, i + 1);
+            assert!(statements(sql).count() >= 1);
+            for s in statements(sql) {
+                assert!(!s.ends_with(';'), "{s}");
+            }
+        }
+        assert_eq!(
+            statements(include_str!("../migrations/0001_events.sql")).count(),
+            2
+        );
+    }
+}

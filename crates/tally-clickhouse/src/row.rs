@@ -1,0 +1,68 @@
+//! Row types of the `events` table.
+
+use serde::Serialize;
+use tally_core::Event;
+
+/// One row of `events`, in the column order of the table (RowBinary is positional).
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct EventRow {
+    pub event_id: String,
+    pub site: String,
+    /// `Enum8` value, see `EventKind::code`.
+    pub kind: i8,
+    /// Seconds since the epoch (`DateTime`).
+    pub ts: u32,
+    pub ts_ms: u16,
+    pub page: String,
+    pub path: String,
+    pub title: String,
+    pub referrer_host: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub browser: String,
+    pub os: String,
+    pub device: String,
+    pub country: String,
+    pub visitor: u64,
+    pub session: u64,
+    pub new_visit: u8,
+    pub tab: String,
+    pub width: u16,
+}
+
+impl EventRow {
+    /// The row of `event`, read from `partition`'s stream under `stream_id`.
+    pub fn new(partition: u16, stream_id: &str, event: Event) -> Self {
+        let ts_ms = event.ts_ms.max(0);
+        Self {
+            event_id: event_id(partition, stream_id),
+            site: event.site,
+            kind: event.kind.code(),
+            ts: u32::try_from(ts_ms / 1000).unwrap_or(u32::MAX),
+            ts_ms: (ts_ms % 1000) as u16,
+            page: event.page,
+            path: event.path,
+            title: event.title,
+            referrer_host: event.referrer_host,
+            utm_source: event.utm_source,
+            utm_medium: event.utm_medium,
+            utm_campaign: event.utm_campaign,
+            browser: event.browser,
+            os: event.os,
+            device: event.device,
+            country: event.country,
+            visitor: event.visitor,
+            session: event.session,
+            new_visit: u8::from(event.new_visit),
+            tab: event.tab,
+            width: event.width,
+        }
+    }
+}
+
+/// The `event_id` of stream entry `stream_id` of `partition`. Stream ids are unique only
+/// within one stream, so the partition is part of the id.
+pub fn event_id(partition: u16, stream_id: &str) -> String {
+    format!("{partition}-{stream_id}")
+}

@@ -1,0 +1,86 @@
+//! Every Redis key Tally uses. Nothing outside this crate builds a key.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `tally:{pN}:events` | stream | accepted events, fields `e` (event JSON), `se` (session id), `n` (1 = started a visit); consumer group `tally` |
+//! | `tally:{pN}:dead` | stream | events ClickHouse refused, with the reason |
+//! | `tally:{pN}:views:S` | hash | page → live view count of site S |
+//! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots` of site S |
+//! | `tally:{pN}:online:S` | sorted set | visitor → last seen (ms), members older than the online window trimmed |
+//! | `tally:{pN}:online:S:PAGE` | sorted set | the same for one page; a `leave` removes the visitor |
+//! | `tally:{pN}:visit:S:V` | string, TTL = visit timeout | the running visit's session id of visitor V |
+//! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
+//! | `tally:{pN}:batch:ID` | string, 1-hour TTL | marks a beacon batch as applied, so a retried batch is not counted twice |
+//! | `tally:salt:YYYYMMDD` | string, 2-day TTL | the day's visitor-id salt (UTC days); yesterday's is deleted when today's is made |
+//!
+//! `pN` is the site's partition (`SiteId::partition`); the `{…}` hash tag keeps all keys of
+//! a partition in one Redis Cluster slot, so the write script stays atomic on a cluster.
+
+/// Name of the consumer group that workers share.
+pub const GROUP: &str = "tally";
+
+/// Key builder for one partition.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(partition: u16) -> Self {
+        Self {
+            prefix: format!("tally:{{p{partition}}}:"),
+        }
+    }
+
+    /// The `tally:{pN}:` prefix, handed to the write script.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    pub fn dead_letters(&self) -> String {
+        format!("{}dead", self.prefix)
+    }
+
+    pub fn views(&self, site: &str) -> String {
+        format!("{}views:{site}", self.prefix)
+    }
+
+    pub fn totals(&self, site: &str) -> String {
+        format!("{}totals:{site}", self.prefix)
+    }
+
+    pub fn online(&self, site: &str) -> String {
+        format!("{}online:{site}", self.prefix)
+    }
+
+    pub fn page_online(&self, site: &str, page: &str) -> String {
+        format!("{}online:{site}:{page}", self.prefix)
+    }
+
+    pub fn unique_visitors(&self, site: &str, day: &str) -> String {
+        format!("{}uv:{site}:{day}", self.prefix)
+    }
+}
+
+/// The visitor-id salt of a UTC day (`YYYYMMDD`).
+pub fn salt(day: &str) -> String {
+    format!("tally:salt:{day}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_partition_hash_tag() {
+        let k = Keys::new(3);
+        assert_eq!(k.events(), "tally:{p3}:events");
+        assert_eq!(k.views("demo"), "tally:{p3}:views:demo");
+        assert_eq!(k.page_online("demo", "/a"), "tally:{p3}:online:demo:/a");
+        assert_eq!(salt("20261126"), "tally:salt:20261126");
+    }
+}

@@ -1,0 +1,241 @@
+//! The worker's side of the event streams: consumer group reads, reclaiming entries of dead
+//! consumers, acknowledging and dead letters.
+//!
+//! Reads and claims parse replies from `redis::Value` by hand: the reply shapes of
+//! XREADGROUP and XAUTOCLAIM are small and stable, and this keeps us independent of the
+//! client's typed stream helpers.
+
+use redis::Value;
+use tally_core::Event;
+
+use crate::{Error, Keys, Result, Store, keys::GROUP};
+
+/// One entry read from a partition's stream.
+#[derive(Debug, Clone)]
+pub struct StreamEntry {
+    /// Stream id (`ms-seq`).
+    pub id: String,
+    /// The event, or the raw payload and why it could not be decoded.
+    pub event: std::result::Result<Event, (String, String)>,
+}
+
+impl StreamEntry {
+    /// Approximate size in bytes, for the worker's batch byte limit.
+    pub fn size(&self) -> usize {
+        match &self.event {
+            Ok(e) => 64 + e.page.len() + e.path.len() + e.title.len() + e.referrer_host.len(),
+            Err((raw, _)) => raw.len(),
+        }
+    }
+}
+
+impl Store {
+    /// Creates the consumer group of `partition` (and the stream) if missing.
+    pub async fn ensure_group(&self, partition: u16) -> Result<()> {
+        let mut conn = self.conn();
+        let result: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(Keys::new(partition).events())
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Reads up to `count` new entries for `consumer`, waiting up to `block_ms` for some.
+    ///
+    /// Blocking ties up the connection: use a `Store` of its own for each reading loop.
+    pub async fn read_new(
+        &self,
+        partition: u16,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<StreamEntry>> {
+        let mut conn = self.conn();
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(Keys::new(partition).events())
+            .arg(">")
+            .query_async(&mut conn)
+            .await?;
+        match reply {
+            Value::Nil => Ok(Vec::new()),
+            Value::Array(streams) => match streams.into_iter().next() {
+                Some(Value::Array(mut pair)) if pair.len() == 2 => parse_entries(pair.pop()),
+                other => Err(Error::Reply(format!("XREADGROUP stream: {other:?}"))),
+            },
+            Value::Map(map) => match map.into_iter().next() {
+                Some((_, entries)) => parse_entries(Some(entries)),
+                None => Ok(Vec::new()),
+            },
+            other => Err(Error::Reply(format!("XREADGROUP: {other:?}"))),
+        }
+    }
+
+    /// Takes over up to `count` entries that other consumers read but have not acknowledged
+    /// for at least `min_idle_ms`, scanning from `cursor` (`0-0` to start). Returns the
+    /// cursor for the next call (`0-0` when the scan is complete) and the entries.
+    pub async fn claim_idle(
+        &self,
+        partition: u16,
+        consumer: &str,
+        min_idle_ms: u64,
+        cursor: &str,
+        count: usize,
+    ) -> Result<(String, Vec<StreamEntry>)> {
+        let mut conn = self.conn();
+        let reply: Vec<Value> = redis::cmd("XAUTOCLAIM")
+            .arg(Keys::new(partition).events())
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(min_idle_ms)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        let mut parts = reply.into_iter();
+        let next = parts
+            .next()
+            .map(|v| redis::from_redis_value::<String>(v))
+            .transpose()?
+            .ok_or_else(|| Error::Reply("XAUTOCLAIM without cursor".into()))?;
+        Ok((next, parse_entries(parts.next())?))
+    }
+
+    /// Acknowledges and deletes `ids` from the stream (one atomic round trip).
+    pub async fn ack(&self, partition: u16, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = Keys::new(partition).events();
+        let mut conn = self.conn();
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(ids)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves entries to the partition's dead-letter stream with the reason, and
+    /// acknowledges them (one atomic round trip).
+    pub async fn dead_letter(
+        &self,
+        partition: u16,
+        entries: &[(String, String, String)],
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let keys = Keys::new(partition);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (id, payload, reason) in entries {
+            pipe.cmd("XADD")
+                .arg(keys.dead_letters())
+                .arg("*")
+                .arg("id")
+                .arg(id)
+                .arg("e")
+                .arg(payload)
+                .arg("reason")
+                .arg(reason)
+                .ignore();
+        }
+        let ids: Vec<&String> = entries.iter().map(|(id, _, _)| id).collect();
+        pipe.cmd("XACK")
+            .arg(keys.events())
+            .arg(GROUP)
+            .arg(&ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(keys.events())
+            .arg(&ids)
+            .ignore();
+        let mut conn = self.conn();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Entries in the partition's stream not yet acknowledged and deleted (the backlog).
+    pub async fn stream_len(&self, partition: u16) -> Result<u64> {
+        let mut conn = self.conn();
+        Ok(redis::cmd("XLEN")
+            .arg(Keys::new(partition).events())
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Entries in the partition's dead-letter stream.
+    pub async fn dead_letter_len(&self, partition: u16) -> Result<u64> {
+        let mut conn = self.conn();
+        Ok(redis::cmd("XLEN")
+            .arg(Keys::new(partition).dead_letters())
+            .query_async(&mut conn)
+            .await?)
+    }
+}
+
+fn parse_entries(value: Option<Value>) -> Result<Vec<StreamEntry>> {
+    let Some(Value::Array(items)) = value else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(pair) = item else {
+            // XAUTOCLAIM on old servers reports deleted entries as nil.
+            continue;
+        };
+        let mut pair = pair.into_iter();
+        let id: String = match pair.next() {
+            Some(v) => redis::from_redis_value(v)?,
+            None => continue,
+        };
+        let fields: Vec<String> = match pair.next() {
+            Some(Value::Nil) | None => Vec::new(),
+            Some(v) => redis::from_redis_value(v)?,
+        };
+        out.push(StreamEntry {
+            event: decode(&fields),
+            id,
+        });
+    }
+    Ok(out)
+}
+
+fn decode(fields: &[String]) -> std::result::Result<Event, (String, String)> {
+    let get = |name: &str| {
+        fields
+            .chunks_exact(2)
+            .find(|kv| kv[0] == name)
+            .map(|kv| kv[1].as_str())
+    };
+    let raw = get("e").unwrap_or_default();
+    let mut event: Event = serde_json::from_str(raw)
+        .map_err(|e| (raw.to_owned(), format!("undecodable event: {e}")))?;
+    event.session = get("se").and_then(|s| s.parse().ok()).unwrap_or(0);
+    event.new_visit = get("n") == Some("1");
+    Ok(event)
+}

@@ -1,0 +1,103 @@
+//! The beacon's write path.
+//!
+//! Round trips: one per batch. A batch is split by partition and each partition's events go
+//! to one `EVALSHA` of `lua/record.lua`; all of them travel in one pipeline. Only when Redis
+//! has lost its script cache (restart) does a batch take a second trip (`SCRIPT LOAD`).
+
+use std::collections::BTreeMap;
+
+use redis::Script;
+use tally_core::{Event, settings::TrackingSettings};
+
+use crate::{Error, Keys, Result, Store};
+
+static RECORD: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("lua/record.lua")));
+
+/// An event ready to be recorded, with what the script needs beside the event itself.
+#[derive(Debug, Clone)]
+pub struct TrackedEvent {
+    pub event: Event,
+    /// Partition of the event's site.
+    pub partition: u16,
+    /// Day of the event in the site's time zone (`YYYYMMDD`), for the unique-visitor count.
+    pub day: String,
+    /// Session id to use if this event starts a visit.
+    pub session_candidate: u64,
+}
+
+/// What a recorded batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// Events written by this call.
+    pub events: usize,
+    /// Events of partitions whose part of the batch had been applied by an earlier try.
+    pub already_applied: usize,
+}
+
+impl Store {
+    /// Records `events` atomically per partition: stream entry, live counters, online sets,
+    /// visits and unique visitors. `batch_id` must be unique per batch and reused on retry:
+    /// a partition that already applied this batch id is skipped, so a retry after a lost
+    /// reply never counts twice.
+    pub async fn record(
+        &self,
+        batch_id: u64,
+        events: &[TrackedEvent],
+        tracking: &TrackingSettings,
+        now_ms: i64,
+    ) -> Result<Recorded> {
+        let mut by_partition: BTreeMap<u16, Vec<&TrackedEvent>> = BTreeMap::new();
+        for e in events {
+            by_partition.entry(e.partition).or_default().push(e);
+        }
+        let mut pipe = redis::pipe();
+        let mut sizes = Vec::with_capacity(by_partition.len());
+        for (partition, events) in &by_partition {
+            let keys = Keys::new(*partition);
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(RECORD.get_hash())
+                .arg(1)
+                .arg(keys.events())
+                .arg(keys.prefix())
+                .arg(batch_id)
+                .arg(now_ms)
+                .arg(tracking.online_window.as_millis() as u64)
+                .arg(tracking.visit_timeout.as_secs())
+                .arg(events.len());
+            for e in events {
+                let json = serde_json::to_string(&e.event)
+                    .map_err(|err| Error::Reply(format!("cannot encode event: {err}")))?;
+                cmd.arg(e.event.kind.as_str())
+                    .arg(&e.event.site)
+                    .arg(&e.event.page)
+                    .arg(e.event.visitor)
+                    .arg(e.session_candidate)
+                    .arg(&e.day)
+                    .arg(json);
+            }
+            pipe.add_command(cmd);
+            sizes.push(events.len());
+        }
+        let mut conn = self.conn();
+        let replies: Vec<i64> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                RECORD.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        let mut recorded = Recorded {
+            events: 0,
+            already_applied: 0,
+        };
+        for (reply, size) in replies.into_iter().zip(sizes) {
+            if reply < 0 {
+                recorded.already_applied += size;
+            } else {
+                recorded.events += size;
+            }
+        }
+        Ok(recorded)
+    }
+}

@@ -1,0 +1,71 @@
+//! [`TestApp`]: the real roles, assembled as `tally serve` does, on port 0.
+
+use std::net::SocketAddr;
+
+use tally::{App, Roles};
+use tally_clickhouse::Db;
+use tally_core::Settings;
+use tally_redis::Store;
+use tokio_util::sync::CancellationToken;
+
+/// A running Tally on a free port. Stops (gracefully) when dropped or [`stop`](Self::stop)ped.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub settings: Settings,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Runs all three roles with `settings`.
+    pub async fn spawn(settings: Settings) -> Self {
+        Self::spawn_roles(settings, Roles::all()).await
+    }
+
+    /// Runs the given roles with `settings`.
+    pub async fn spawn_roles(settings: Settings, roles: Roles) -> Self {
+        let app = App::build(settings.clone(), roles)
+            .await
+            .expect("build the app");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            addr,
+            settings,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A Redis handle on this app's database.
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.settings.redis.url, self.settings.redis.partitions)
+            .await
+            .expect("connect to redis")
+    }
+
+    /// A ClickHouse handle on this app's database.
+    pub fn db(&self) -> Db {
+        Db::new(&self.settings.clickhouse)
+    }
+
+    /// Shuts down gracefully and waits for the app to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task").expect("app ran");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

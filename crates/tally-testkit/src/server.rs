@@ -1,0 +1,278 @@
+//! Private Redis and ClickHouse server processes.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
+/// Finds a server binary on PATH or in the usual Debian locations.
+fn binary(name: &str) -> PathBuf {
+    let env_name = format!("TALLY_{}", name.to_ascii_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(env_name) {
+        return PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not found: run scripts/services install"))
+}
+
+/// Starts `cmd` and a watchdog that kills it and removes `dir` once this process is gone.
+fn spawn_watched(mut cmd: Command, dir: &Path) -> Child {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill -9 {child} 2>/dev/null; sleep 0.2; rm -rf '{dir}'",
+        me = std::process::id(),
+        child = child.id(),
+        dir = dir.display(),
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start watchdog");
+    child
+}
+
+fn wait_until(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < deadline,
+            "{what} did not become ready in {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop_child(child: &mut Child, graceful: bool) {
+    if graceful {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A private `redis-server` with AOF on, on a free loopback port.
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+impl RedisServer {
+    /// Starts a new private server and waits until it answers.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tally-redis-")
+            .tempdir()
+            .unwrap();
+        let server = Self {
+            port: free_port(),
+            dir,
+            child: Mutex::new(None),
+        };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/DB`.
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the server again (same port and data) if it is stopped.
+    pub fn restart(&self) {
+        let mut child = self.child.lock().unwrap();
+        if child.is_some() {
+            return;
+        }
+        let mut cmd = Command::new(binary("redis-server"));
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(["--databases", &super::redis::DATABASES.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+            ])
+            .args([
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .args([
+                "--logfile",
+                &self.dir.path().join("redis.log").display().to_string(),
+            ]);
+        *child = Some(spawn_watched(cmd, self.dir.path()));
+        let port = self.port;
+        wait_until("redis-server", Duration::from_secs(20), || {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut buf = [0u8; 7];
+            s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut buf).is_ok()
+                && &buf == b"+PONG\r\n"
+        });
+    }
+
+    /// Stops the server with SIGTERM (AOF is flushed) and waits for it to exit.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            stop_child(&mut child, true);
+        }
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            stop_child(&mut child, false);
+        }
+    }
+}
+
+/// A private `clickhouse-server` on free loopback ports, user `default` without password.
+pub struct ClickHouseServer {
+    http_port: u16,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+impl ClickHouseServer {
+    /// Starts a new private server and waits until it answers.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tally-clickhouse-")
+            .tempdir()
+            .unwrap();
+        let http_port = free_port();
+        let d = dir.path().display().to_string();
+        let config = format!(
+            r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/log/server.log</log><errorlog>{d}/log/error.log</errorlog><size>10M</size><count>1</count></logger>
+  <http_port>{http_port}</http_port>
+  <tcp_port>{tcp_port}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+  <mark_cache_size>268435456</mark_cache_size>
+  <keep_alive_timeout>3</keep_alive_timeout>
+</yandex>
+"#,
+            tcp_port = free_port(),
+        );
+        let users = r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+"#;
+        std::fs::write(dir.path().join("config.xml"), config).unwrap();
+        std::fs::write(dir.path().join("users.xml"), users).unwrap();
+        let server = Self {
+            http_port,
+            dir,
+            child: Mutex::new(None),
+        };
+        server.restart();
+        server
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server again (same ports and data) if it is stopped.
+    pub fn restart(&self) {
+        let mut child = self.child.lock().unwrap();
+        if child.is_some() {
+            return;
+        }
+        let mut cmd = Command::new(binary("clickhouse-server"));
+        cmd.arg(format!(
+            "--config-file={}",
+            self.dir.path().join("config.xml").display()
+        ))
+        .current_dir(self.dir.path());
+        *child = Some(spawn_watched(cmd, self.dir.path()));
+        let port = self.http_port;
+        wait_until("clickhouse-server", Duration::from_secs(60), || {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut reply = String::new();
+            s.write_all(b"GET /ping HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut reply).is_ok()
+                && reply.ends_with("Ok.\n")
+        });
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            stop_child(&mut child, true);
+        }
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            stop_child(&mut child, false);
+        }
+    }
+}

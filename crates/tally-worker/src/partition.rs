@@ -1,0 +1,303 @@
+//! The read → insert → ack loop of one partition.
+
+use std::time::{Duration, Instant};
+
+use tally_clickhouse::{Db, EventRow};
+use tally_core::settings::WorkerSettings;
+use tally_redis::{Store, stream::StreamEntry};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Longest single XREADGROUP block, so shutdown and reclaims are noticed promptly.
+const MAX_BLOCK: Duration = Duration::from_millis(500);
+/// Margin around entry timestamps when asking ClickHouse which ids it already has: events
+/// may sit in a beacon's buffer before Redis assigns their stream id.
+const ID_CHECK_MARGIN_SECS: u32 = 86_400;
+
+/// What one [`PartitionWorker::step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Rows inserted into ClickHouse.
+    pub inserted: usize,
+    /// Reclaimed entries skipped because ClickHouse already had them.
+    pub skipped: usize,
+    /// Entries moved to the dead-letter stream.
+    pub dead: usize,
+}
+
+/// The worker of one partition.
+pub struct PartitionWorker {
+    partition: u16,
+    store: Store,
+    db: Db,
+    settings: WorkerSettings,
+    consumer: String,
+    last_claim: Option<Instant>,
+}
+
+impl PartitionWorker {
+    pub fn new(
+        partition: u16,
+        store: Store,
+        db: Db,
+        settings: &WorkerSettings,
+        consumer: String,
+    ) -> Self {
+        Self {
+            partition,
+            store,
+            db,
+            settings: settings.clone(),
+            consumer,
+            last_claim: None,
+        }
+    }
+
+    /// Loops over [`step`](Self::step) until `shutdown`. A step in progress always finishes:
+    /// its batch is inserted and acknowledged before the task ends.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            match self.step(&shutdown).await {
+                Ok(outcome) => {
+                    failures = 0;
+                    if outcome.inserted + outcome.skipped + outcome.dead > 0 {
+                        debug!(partition = self.partition, ?outcome, "batch done");
+                    }
+                }
+                Err(error) => {
+                    // Only Redis errors end up here (ClickHouse errors are retried inside
+                    // `step`); the entries stay in the stream either way.
+                    failures += 1;
+                    let delay = backoff(failures, self.settings.max_backoff);
+                    warn!(message = "worker step failed; retrying", partition = self.partition, %error, ?delay);
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        info!(partition = self.partition, "worker stopped");
+    }
+
+    /// One cycle: take over idle entries of dead consumers (every `claim_idle / 2`), else
+    /// read new entries until a batch limit is reached; insert; acknowledge.
+    pub async fn step(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<StepOutcome, tally_redis::Error> {
+        let claim_every = self.settings.claim_idle / 2;
+        if self.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
+            self.last_claim = Some(Instant::now());
+            let outcome = self.reclaim(shutdown).await?;
+            if outcome != StepOutcome::default() {
+                return Ok(outcome);
+            }
+        }
+        let batch = self.read_batch(shutdown).await?;
+        if batch.is_empty() {
+            return Ok(StepOutcome::default());
+        }
+        self.deliver(batch, false, shutdown).await
+    }
+
+    async fn reclaim(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<StepOutcome, tally_redis::Error> {
+        let mut total = StepOutcome::default();
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let (next, entries) = self
+                .store
+                .claim_idle(
+                    self.partition,
+                    &self.consumer,
+                    self.settings.claim_idle.as_millis() as u64,
+                    &cursor,
+                    self.settings.max_rows,
+                )
+                .await?;
+            if !entries.is_empty() {
+                info!(
+                    partition = self.partition,
+                    entries = entries.len(),
+                    "took over idle entries"
+                );
+                let outcome = self.deliver(entries, true, shutdown).await?;
+                total.inserted += outcome.inserted;
+                total.skipped += outcome.skipped;
+                total.dead += outcome.dead;
+            }
+            if next == "0-0" {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Reads new entries until `max_rows`, `max_bytes` or `max_age` (counted from the first
+    /// entry) is reached, or shutdown begins.
+    async fn read_batch(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<StreamEntry>, tally_redis::Error> {
+        let mut batch: Vec<StreamEntry> = Vec::new();
+        let mut bytes = 0usize;
+        let mut first_at: Option<Instant> = None;
+        loop {
+            let wait = match first_at {
+                None => MAX_BLOCK,
+                Some(t) => match self.settings.max_age.checked_sub(t.elapsed()) {
+                    Some(left) if !left.is_zero() => left.min(MAX_BLOCK),
+                    _ => break,
+                },
+            };
+            let want = self.settings.max_rows - batch.len();
+            let entries = self
+                .store
+                .read_new(
+                    self.partition,
+                    &self.consumer,
+                    want,
+                    wait.as_millis().max(1) as u64,
+                )
+                .await?;
+            if !entries.is_empty() && first_at.is_none() {
+                first_at = Some(Instant::now());
+            }
+            bytes += entries.iter().map(StreamEntry::size).sum::<usize>();
+            batch.extend(entries);
+            if batch.len() >= self.settings.max_rows
+                || bytes >= self.settings.max_bytes
+                || shutdown.is_cancelled()
+                || (first_at.is_none() && batch.is_empty())
+            {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Inserts `entries` and acknowledges them. Reclaimed entries are first checked against
+    /// ClickHouse. Retries ClickHouse outages without limit (until shutdown, when the entries
+    /// are left pending for another worker to take over).
+    async fn deliver(
+        &mut self,
+        entries: Vec<StreamEntry>,
+        reclaimed: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<StepOutcome, tally_redis::Error> {
+        let mut outcome = StepOutcome::default();
+        let mut ids = Vec::with_capacity(entries.len());
+        let mut dead = Vec::new();
+        let mut rows = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match entry.event {
+                Ok(event) => {
+                    rows.push(EventRow::new(self.partition, &entry.id, event));
+                    ids.push(entry.id);
+                }
+                Err((payload, reason)) => dead.push((entry.id, payload, reason)),
+            }
+        }
+        let mut failures = 0u32;
+        // A failed insert may still have been applied (reply lost, or part of a bisected
+        // batch went in), so every retry checks which ids are stored, like a reclaim.
+        let mut check_stored = reclaimed;
+        loop {
+            match self
+                .insert(&mut rows, &mut dead, check_stored, &mut outcome)
+                .await
+            {
+                Ok(()) => break,
+                Err(error) => {
+                    check_stored = true;
+                    failures += 1;
+                    let delay = backoff(failures, self.settings.max_backoff);
+                    warn!(message = "clickhouse insert failed; retrying", partition = self.partition, %error, ?delay, rows = rows.len());
+                    tokio::select! {
+                        () = shutdown.cancelled() => {
+                            warn!(partition = self.partition, rows = rows.len(), "shutting down with a batch unwritten; it stays pending for another worker");
+                            return Ok(outcome);
+                        }
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        dead.sort();
+        dead.dedup_by(|a, b| a.0 == b.0);
+        outcome.dead = dead.len();
+        self.store.dead_letter(self.partition, &dead).await?;
+        self.store.ack(self.partition, &ids).await?;
+        Ok(outcome)
+    }
+
+    /// Inserts `rows`, first dropping those ClickHouse already has when `check_stored`. Bad
+    /// data is split off into `dead` by bisection; only transient errors are returned.
+    async fn insert(
+        &self,
+        rows: &mut Vec<EventRow>,
+        dead: &mut Vec<(String, String, String)>,
+        check_stored: bool,
+        outcome: &mut StepOutcome,
+    ) -> Result<(), tally_clickhouse::Error> {
+        if check_stored && !rows.is_empty() {
+            let min = rows.iter().map(|r| r.ts).min().unwrap_or(0);
+            let max = rows.iter().map(|r| r.ts).max().unwrap_or(0);
+            let all: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
+            let stored = self
+                .db
+                .existing_event_ids(
+                    &all,
+                    min.saturating_sub(ID_CHECK_MARGIN_SECS),
+                    max.saturating_add(ID_CHECK_MARGIN_SECS),
+                )
+                .await?;
+            let before = rows.len();
+            rows.retain(|r| !stored.contains(&r.event_id));
+            outcome.skipped += before - rows.len();
+        }
+        let mut pending: Vec<&[EventRow]> = vec![rows.as_slice()];
+        let mut inserted = 0;
+        while let Some(chunk) = pending.pop() {
+            if chunk.is_empty() {
+                continue;
+            }
+            match self.db.insert_events(chunk).await {
+                Ok(()) => inserted += chunk.len(),
+                Err(e) if e.is_bad_data() && chunk.len() > 1 => {
+                    let (a, b) = chunk.split_at(chunk.len() / 2);
+                    pending.push(b);
+                    pending.push(a);
+                }
+                Err(e) if e.is_bad_data() => {
+                    let row = &chunk[0];
+                    warn!(partition = self.partition, event_id = %row.event_id, error = %e, "clickhouse refused an event; moved to dead letters");
+                    let stream_id = row
+                        .event_id
+                        .split_once('-')
+                        .map_or("", |(_, id)| id)
+                        .to_owned();
+                    dead.push((stream_id, format!("{row:?}"), e.to_string()));
+                }
+                Err(e) => {
+                    outcome.inserted += inserted;
+                    return Err(e);
+                }
+            }
+        }
+        outcome.inserted += inserted;
+        Ok(())
+    }
+}
+
+/// Capped exponential backoff with full jitter: a random delay in [d/2, d], d = 100ms·2^n.
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1u32 << failures.min(16));
+    let d = base.min(cap);
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}

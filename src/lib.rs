@@ -1,0 +1,178 @@
+//! # tally
+//!
+//! The `tally` binary's library: it assembles the roles of the workspace crates into one
+//! process. `tally serve` runs all three roles; `--roles` picks some.
+//!
+//! - [`App`]: build the roles from [`Settings`], bind the listener, run until shutdown.
+//! - [`cli`]: the command line.
+//!
+//! One HTTP listener serves `/healthz`, `/readyz` and the routes of the HTTP roles that run
+//! (beacon, api). The worker role runs in the background of the same process.
+
+pub mod cli;
+mod health;
+
+use std::{collections::BTreeSet, fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use tally_clickhouse::Db;
+use tally_core::Settings;
+use tally_redis::Store;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::info;
+
+/// A role this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Beacon,
+    Worker,
+    Api,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "beacon" => Ok(Self::Beacon),
+            "worker" => Ok(Self::Worker),
+            "api" => Ok(Self::Api),
+            other => Err(format!("unknown role `{other}` (beacon, worker, api)")),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Beacon => "beacon",
+            Self::Worker => "worker",
+            Self::Api => "api",
+        })
+    }
+}
+
+/// The set of roles to run; all three by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles(pub BTreeSet<Role>);
+
+impl Roles {
+    pub fn all() -> Self {
+        Self([Role::Beacon, Role::Worker, Role::Api].into())
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.0.contains(&role)
+    }
+}
+
+impl FromStr for Roles {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let roles = s
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<BTreeSet<Role>, _>>()?;
+        if roles.is_empty() {
+            return Err("name at least one role".into());
+        }
+        Ok(Self(roles))
+    }
+}
+
+/// A built Tally process, ready to run.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    beacon: Option<tally_beacon::Beacon>,
+    worker: Option<tally_worker::Worker>,
+    shutdown_timeout: Duration,
+}
+
+impl App {
+    /// Connects to Redis and ClickHouse, applies migrations (roles that use ClickHouse),
+    /// builds the roles and binds `server.listen` (port 0 picks a free port).
+    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
+        let store = Store::connect(&settings.redis.url, settings.redis.partitions)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", settings.redis.url))?;
+        let db = Db::new(&settings.clickhouse);
+        if roles.has(Role::Worker) || roles.has(Role::Api) {
+            db.migrate().await.with_context(|| {
+                format!("cannot migrate ClickHouse at {}", settings.clickhouse.url)
+            })?;
+        }
+        let mut router = health::router(store.clone(), db.clone());
+        let beacon = if roles.has(Role::Beacon) {
+            let beacon = tally_beacon::Beacon::build(&settings, store.clone()).await?;
+            router = router.merge(beacon.router());
+            Some(beacon)
+        } else {
+            None
+        };
+        if roles.has(Role::Api) {
+            let api = tally_api::Api::build(&settings, store.clone(), db.clone());
+            router = router.merge(api.router());
+        }
+        let worker = if roles.has(Role::Worker) {
+            Some(tally_worker::Worker::build(&settings, db.clone()).await?)
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        info!(addr = %listener.local_addr()?, roles = ?roles.0, "tally ready");
+        Ok(Self {
+            listener,
+            router,
+            beacon,
+            worker,
+            shutdown_timeout: settings.server.shutdown_timeout,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
+    /// finish, flushes the beacon's buffer and lets the worker ack its batch.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        // Background tasks stop only after the HTTP server has, so the last requests' events
+        // still reach the batcher.
+        let background = CancellationToken::new();
+        if let Some(beacon) = self.beacon {
+            beacon.spawn(&tracker, background.clone());
+        }
+        if let Some(worker) = self.worker {
+            worker.spawn(&tracker, background.clone());
+        }
+        tracker.close();
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let result = served.await.context("http server failed");
+        background.cancel();
+        if tokio::time::timeout(
+            self.shutdown_timeout + Duration::from_secs(1),
+            tracker.wait(),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("background tasks did not stop within the shutdown timeout");
+        }
+        info!("tally stopped");
+        result
+    }
+}
