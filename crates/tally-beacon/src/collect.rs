@@ -5,7 +5,8 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{
     body::Bytes,
     extract::{ConnectInfo, State as AxumState},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use chrono::Utc;
 use tally_core::{
@@ -22,7 +23,7 @@ pub(crate) async fn post_collect(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::TooLarge);
     }
@@ -36,7 +37,7 @@ async fn accept(
     hit: Hit,
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     let site = state.sites.get(&hit.site).ok_or(ApiError::UnknownSite)?;
     if !origin_allowed(headers, &hit.host, &site.domains) {
         return Err(ApiError::OriginNotAllowed);
@@ -95,8 +96,24 @@ async fn accept(
         session_candidate: visitor::session_candidate(visitor, ts_ms),
     };
     match state.batcher.submit(tracked).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => Ok(NoContent),
         Err(SubmitError::Full) => Err(ApiError::Unavailable),
+    }
+}
+
+/// `204 No Content`, readable from any origin (the tracker runs on the customer's site).
+pub(crate) struct NoContent;
+
+impl IntoResponse for NoContent {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::NO_CONTENT,
+            [(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            )],
+        )
+            .into_response()
     }
 }
 

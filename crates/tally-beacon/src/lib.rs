@@ -9,6 +9,7 @@
 //! - [`client`]: the client address (socket or trusted proxy's X-Forwarded-For).
 //! - [`salt`]: today's visitor-id salt, cached and refreshed in the background.
 
+mod assets;
 pub mod batcher;
 pub mod client;
 mod collect;
@@ -17,7 +18,10 @@ pub mod salt;
 
 use std::{collections::HashMap, sync::Arc};
 
-use axum::{Router, routing::post};
+use axum::{
+    Router,
+    routing::{get, post},
+};
 use tally_core::{Settings, SiteId, settings::SiteSettings};
 use tally_redis::Store;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -38,6 +42,7 @@ pub(crate) struct State {
     pub(crate) batcher: batcher::Handle,
     pub(crate) salt: salt::SaltCache,
     pub(crate) client: client::ClientAddr,
+    pub(crate) tracker: assets::Tracker,
 }
 
 /// The beacon role.
@@ -62,6 +67,7 @@ impl Beacon {
             settings: settings.clone(),
             batcher: handle,
             salt,
+            tracker: assets::Tracker::new(settings.tracking.heartbeat.as_millis()),
         };
         Ok(Self {
             state: Arc::new(state),
@@ -72,9 +78,15 @@ impl Beacon {
 
     /// The beacon's routes.
     pub fn router(&self) -> Router {
-        Router::new()
+        let mut router = Router::new()
             .route("/collect", post(collect::post_collect))
-            .with_state(self.state.clone())
+            .route("/t.js", get(assets::tracker));
+        if self.state.settings.server.demo_page {
+            router = router
+                .route("/demo", get(assets::demo))
+                .route("/demo/{*rest}", get(assets::demo));
+        }
+        router.with_state(self.state.clone())
     }
 
     /// Runs the batcher and the salt refresher until `shutdown`, then flushes the buffer

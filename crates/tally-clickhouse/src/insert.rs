@@ -2,7 +2,10 @@
 
 use std::collections::HashSet;
 
-use crate::{Db, EventRow, INSERT_TIMEOUT, Result, sqllog};
+use crate::{
+    Db, EventRow, INSERT_TIMEOUT, Result,
+    sqllog::{self, Logged},
+};
 
 /// How many ids one existence check sends (keeps the query well under `max_query_size`).
 const IDS_PER_CHECK: usize = 2000;
@@ -14,7 +17,10 @@ impl Db {
         if rows.is_empty() {
             return Ok(());
         }
-        sqllog::record("INSERT INTO events FORMAT RowBinary");
+        sqllog::record(&format!(
+            "INSERT INTO events ({}) FORMAT RowBinary",
+            <EventRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
+        ));
         let mut insert = self
             .client
             .insert::<EventRow>("events")
@@ -46,6 +52,7 @@ impl Db {
                 .bind(min_ts)
                 .bind(max_ts)
                 .bind(chunk)
+                .logged()
                 .fetch_all()
                 .await?;
             found.extend(rows);
@@ -55,7 +62,11 @@ impl Db {
 
     /// Number of rows in `events` (all sites).
     pub async fn count_events(&self) -> Result<u64> {
-        Ok(self.query("SELECT count() FROM events").fetch_one().await?)
+        Ok(self
+            .query("SELECT count() FROM events")
+            .logged()
+            .fetch_one()
+            .await?)
     }
 }
 
@@ -83,6 +94,7 @@ impl Db {
                 "SELECT event_id, site, toString(kind), page, title, referrer_host, utm_source, \
                  browser, visitor, session, new_visit FROM events ORDER BY ts, event_id",
             )
+            .logged()
             .fetch_all()
             .await?)
     }

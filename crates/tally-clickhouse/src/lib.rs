@@ -21,6 +21,7 @@ mod sqllog;
 
 use std::time::Duration;
 
+use sqllog::Logged;
 use tally_core::settings::ClickHouseSettings;
 
 pub use insert::StoredEvent;
@@ -95,19 +96,19 @@ impl Db {
 
     /// `SELECT 1`, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
-        let one: u8 = self.query("SELECT toUInt8(1)").fetch_one().await?;
+        let one: u8 = self.query("SELECT toUInt8(1)").logged().fetch_one().await?;
         debug_assert_eq!(one, 1);
         Ok(())
     }
 
     /// The server version, e.g. `18.16.1`.
     pub async fn version(&self) -> Result<String> {
-        Ok(self.query("SELECT version()").fetch_one().await?)
+        Ok(self.query("SELECT version()").logged().fetch_one().await?)
     }
 
-    /// A query on this database, recorded in the SQL log. Values must be bound with `?`.
+    /// A query on this database. Values must be bound with `?`; call `.logged()` (from
+    /// [`sqllog::Logged`]) after binding, so the SQL log holds what is really sent.
     fn query(&self, sql: &str) -> clickhouse::query::Query {
-        sqllog::record(sql);
         self.client.query(sql)
     }
 

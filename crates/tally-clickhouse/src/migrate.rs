@@ -6,7 +6,7 @@
 
 use tracing::info;
 
-use crate::{Db, Error, Result, base_client, sqllog};
+use crate::{Db, Error, Result, base_client, sqllog::Logged};
 
 /// Every migration: version, name, SQL (statements separated by `;`).
 pub const MIGRATIONS: &[(u32, &str, &str)] =
@@ -25,14 +25,18 @@ impl Db {
         // The database name is a validated identifier (settings), so it can be written into
         // the statement; DDL cannot bind identifiers.
         let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", self.database());
-        sqllog::record(&create_db);
         base_client(&self.settings)
             .query(&create_db)
+            .logged()
             .execute()
             .await?;
-        self.query(CREATE_MIGRATIONS_TABLE).execute().await?;
+        self.query(CREATE_MIGRATIONS_TABLE)
+            .logged()
+            .execute()
+            .await?;
         let applied: Vec<u32> = self
             .query("SELECT version FROM schema_migrations ORDER BY version")
+            .logged()
             .fetch_all()
             .await?;
         let mut done = Vec::new();
@@ -42,6 +46,7 @@ impl Db {
             }
             for statement in statements(sql) {
                 self.query(statement)
+                    .logged()
                     .execute()
                     .await
                     .map_err(|source| Error::Migration {
@@ -67,6 +72,7 @@ impl Db {
     pub async fn applied_migrations(&self) -> Result<Vec<u32>> {
         Ok(self
             .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+            .logged()
             .fetch_all()
             .await?)
     }

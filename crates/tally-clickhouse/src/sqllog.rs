@@ -15,7 +15,19 @@ static LOG: std::sync::LazyLock<Option<Mutex<std::fs::File>>> = std::sync::LazyL
     Some(Mutex::new(file))
 });
 
-/// Appends `sql` (one statement, `?` placeholders unbound) followed by a `;` line.
+/// Records a query as it will be sent (values bound) when it is executed.
+pub(crate) trait Logged {
+    fn logged(self) -> Self;
+}
+
+impl Logged for clickhouse::query::Query {
+    fn logged(self) -> Self {
+        record(&self.sql_display().to_string());
+        self
+    }
+}
+
+/// Appends `sql` (one statement) followed by a `;;` line.
 pub(crate) fn record(sql: &str) {
     if let Some(log) = LOG.as_ref() {
         let mut f = log.lock().unwrap_or_else(|e| e.into_inner());

@@ -46,6 +46,7 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    pub demo_page: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

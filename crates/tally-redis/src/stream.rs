@@ -110,7 +110,7 @@ impl Store {
         let mut parts = reply.into_iter();
         let next = parts
             .next()
-            .map(|v| redis::from_redis_value::<String>(v))
+            .map(redis::from_redis_value::<String>)
             .transpose()?
             .ok_or_else(|| Error::Reply("XAUTOCLAIM without cursor".into()))?;
         Ok((next, parse_entries(parts.next())?))

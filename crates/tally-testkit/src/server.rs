@@ -39,12 +39,17 @@ fn spawn_watched(mut cmd: Command, dir: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    // Exits quietly when the server is stopped by the test (the directory stays for a
+    // restart); cleans up when the test process is gone.
     let script = format!(
-        "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill -9 {child} 2>/dev/null; sleep 0.2; rm -rf '{dir}'",
+        "while kill -0 {me} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 0.5; done; \
+         if ! kill -0 {me} 2>/dev/null; then kill -9 {child} 2>/dev/null; sleep 0.2; rm -rf '{dir}'; fi",
         me = std::process::id(),
         child = child.id(),
         dir = dir.display(),
     );
+    // The watchdog must outlive this process, so it is deliberately never waited for.
+    #[allow(clippy::zombie_processes)]
     Command::new("sh")
         .arg("-c")
         .arg(script)
