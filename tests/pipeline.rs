@@ -1,25 +1,14 @@
 //! End to end: a page view posted to the beacon shows in the live counters at once and
 //! lands as exactly one row in ClickHouse.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::wait_for;
 
 use serde_json::{Value, json};
 use tally_testkit::TestApp;
-
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_page_view_is_counted_live_and_stored_once() {

@@ -1,37 +1,102 @@
-//! `POST /collect`: the contract's status codes, in the order they are checked.
+//! `POST /collect` and `GET /collect.gif`: the contract's status codes, checked in this
+//! order — 413 too large, 400 malformed, 404 unknown site, 403 origin not allowed, 429 rate
+//! limited, then: prefetches ignored (204), crawlers recorded as bots (204, not counted),
+//! everything else queued (204), or 503 when the buffer is full.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, State as AxumState},
+    extract::{ConnectInfo, Query, State as AxumState},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use chrono::Utc;
+use metrics::counter;
 use tally_core::{
     Event, EventKind,
-    event::{self, Hit, MAX_BODY},
+    event::{self, CollectBody, Hit, MAX_BODY},
     page, visitor,
 };
 use tally_redis::TrackedEvent;
 
 use crate::{ApiError, State, batcher::SubmitError};
 
+/// `POST /collect` (JSON body, sent as `application/json` or `text/plain` by sendBeacon).
 pub(crate) async fn post_collect(
     AxumState(state): AxumState<Arc<State>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<NoContent, ApiError> {
-    if body.len() > MAX_BODY {
-        return Err(ApiError::TooLarge);
+    let result = async {
+        if body.len() > MAX_BODY {
+            return Err(ApiError::TooLarge);
+        }
+        let hit = event::parse_collect(&body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        accept(&state, hit, peer, &headers).await
     }
-    let hit = event::parse_collect(&body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-    accept(&state, hit, peer, &headers).await
+    .await;
+    count_outcome(result)
 }
 
-/// Applies the site, origin and buffer rules to a parsed hit and queues it.
+/// The transparent 1×1 GIF of the pixel endpoint.
+const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+
+/// `GET /collect.gif?site=…&url=…&page=…&ref=…`: the no-JS pixel. Same rules as
+/// `/collect`; always a GIF body, the status tells the outcome, never cached.
+pub(crate) async fn pixel(
+    AxumState(state): AxumState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let Query(mut q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+        if q.values().map(String::len).sum::<usize>() > MAX_BODY {
+            return Err(ApiError::TooLarge);
+        }
+        let body = CollectBody {
+            t: Some(q.remove("t").unwrap_or_else(|| "pageview".to_owned())),
+            site: q.remove("site"),
+            url: q.remove("url"),
+            page: q.remove("page"),
+            title: q.remove("title"),
+            referrer: q.remove("ref"),
+            sid: None,
+            w: None,
+        };
+        let hit = event::validate(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        accept(&state, hit, peer, &headers).await
+    }
+    .await;
+    let status = match count_outcome(result) {
+        Ok(NoContent) => StatusCode::OK,
+        Err(e) => e.status(),
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/gif")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        GIF,
+    )
+        .into_response()
+}
+
+fn count_outcome(result: Result<NoContent, ApiError>) -> Result<NoContent, ApiError> {
+    if let Err(e) = &result {
+        counter!("tally_beacon_rejected_total", "reason" => e.code()).increment(1);
+    }
+    result
+}
+
+/// Applies the site, origin, rate and bot rules to a parsed hit and queues it.
 async fn accept(
     state: &State,
     hit: Hit,
@@ -43,27 +108,73 @@ async fn accept(
         return Err(ApiError::OriginNotAllowed);
     }
     let ip = state.client.resolve(peer, headers);
+    if let Some(limiter) = &state.limiter
+        && limiter.check_key(&ip).is_err()
+    {
+        return Err(ApiError::RateLimited);
+    }
+    if is_prefetch(headers) {
+        counter!("tally_beacon_ignored_total", "reason" => "prefetch").increment(1);
+        return Ok(NoContent);
+    }
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    let bot = user_agent.trim().is_empty() || state.bots.is_bot(user_agent);
+    let tracked = tracked_event(state, site, hit, ip, user_agent, bot);
+    match state.batcher.submit(tracked).await {
+        Ok(()) if bot => {
+            counter!("tally_beacon_bots_total").increment(1);
+            Ok(NoContent)
+        }
+        Ok(()) => {
+            counter!("tally_beacon_accepted_total").increment(1);
+            Ok(NoContent)
+        }
+        Err(SubmitError::Full) => Err(ApiError::Unavailable),
+    }
+}
+
+fn tracked_event(
+    state: &State,
+    site: &tally_core::settings::SiteSettings,
+    hit: Hit,
+    ip: IpAddr,
+    user_agent: &str,
+    bot: bool,
+) -> TrackedEvent {
     let now = Utc::now();
     let ts_ms = now.timestamp_millis();
-    let visitor = visitor::visitor_id(&state.salt.get(), hit.site.as_str(), ip, user_agent);
-    let ua = woothee::parser::Parser::new().parse(user_agent);
-    let (browser, os, device) = match &ua {
-        Some(ua) => (
-            ua.name.to_owned(),
-            ua.os.to_owned(),
-            device_class(ua.category),
-        ),
-        None => (String::new(), String::new(), String::new()),
-    };
     let partition = hit.site.partition(state.settings.redis.partitions);
     let day = now
         .with_timezone(&site.timezone)
         .format("%Y%m%d")
         .to_string();
+    if bot {
+        // A crawler hit is kept only as a count: no visitor id, no page details.
+        let event = Event {
+            kind: EventKind::Bot,
+            site: hit.site.as_str().to_owned(),
+            ts_ms,
+            ..Event::empty()
+        };
+        return TrackedEvent {
+            event,
+            partition,
+            day,
+            session_candidate: 0,
+        };
+    }
+    let visitor = visitor::visitor_id(&state.salt.get(), hit.site.as_str(), ip, user_agent);
+    let (browser, os, device) = match woothee::parser::Parser::new().parse(user_agent) {
+        Some(ua) => (
+            ua.name.to_owned(),
+            ua.os.to_owned(),
+            device_class(ua.category),
+        ),
+        None => (String::new(), String::new(), "unknown".to_owned()),
+    };
     let event = Event {
         kind: hit.kind,
         site: hit.site.as_str().to_owned(),
@@ -89,16 +200,27 @@ async fn accept(
         tab: hit.tab,
         width: hit.width,
     };
-    let tracked = TrackedEvent {
+    TrackedEvent {
         event,
         partition,
         day,
         session_candidate: visitor::session_candidate(visitor, ts_ms),
-    };
-    match state.batcher.submit(tracked).await {
-        Ok(()) => Ok(NoContent),
-        Err(SubmitError::Full) => Err(ApiError::Unavailable),
     }
+}
+
+/// Browsers announce speculative loads; they are not views.
+fn is_prefetch(headers: &HeaderMap) -> bool {
+    ["purpose", "sec-purpose", "x-purpose", "x-moz"]
+        .iter()
+        .any(|name| {
+            headers
+                .get(*name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    let v = v.to_ascii_lowercase();
+                    v.contains("prefetch") || v.contains("prerender") || v.contains("preview")
+                })
+        })
 }
 
 /// `204 No Content`, readable from any origin (the tracker runs on the customer's site).
@@ -120,17 +242,16 @@ impl IntoResponse for NoContent {
 fn device_class(category: &str) -> String {
     match category {
         "pc" => "desktop",
-        "smartphone" => "mobile",
-        "mobilephone" => "mobile",
+        "smartphone" | "mobilephone" => "mobile",
         "appliance" => "other",
         _ => "unknown",
     }
     .to_owned()
 }
 
-/// The request's Origin (or, without one, Referer) host and the event's URL host must both be
-/// among the site's domains (or subdomains of them). Requests with neither header — pixels
-/// in privacy-minded browsers — are judged by the event URL alone.
+/// The event URL's host, and the request's Origin (or, without one, Referer) host, must be
+/// among the site's domains or their subdomains. Requests with neither header — pixels in
+/// privacy-minded browsers — are judged by the event URL alone.
 fn origin_allowed(headers: &HeaderMap, url_host: &str, domains: &[String]) -> bool {
     let allowed = |host: &str| {
         domains.iter().any(|d| {
@@ -171,5 +292,25 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::REFERER, "https://www.news.vn/a".parse().unwrap());
         assert!(origin_allowed(&h, "news.vn", &domains));
+    }
+
+    #[test]
+    fn prefetches_are_recognised() {
+        for (name, value) in [
+            ("purpose", "prefetch"),
+            ("sec-purpose", "prefetch;prerender"),
+            ("x-moz", "prefetch"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            assert!(is_prefetch(&h), "{name}: {value}");
+        }
+        assert!(!is_prefetch(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_pixel_is_a_valid_gif() {
+        assert!(GIF.starts_with(b"GIF89a") && GIF.ends_with(b";"));
+        assert_eq!(GIF.len(), 43);
     }
 }

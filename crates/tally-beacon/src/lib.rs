@@ -43,6 +43,8 @@ pub(crate) struct State {
     pub(crate) salt: salt::SaltCache,
     pub(crate) client: client::ClientAddr,
     pub(crate) tracker: assets::Tracker,
+    pub(crate) bots: isbot::Bots,
+    pub(crate) limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
 
 /// The beacon role.
@@ -68,6 +70,9 @@ impl Beacon {
             batcher: handle,
             salt,
             tracker: assets::Tracker::new(settings.tracking.heartbeat.as_millis()),
+            bots: isbot::Bots::default(),
+            limiter: std::num::NonZeroU32::new(settings.beacon.rate_limit_per_minute)
+                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
         };
         Ok(Self {
             state: Arc::new(state),
@@ -80,6 +85,7 @@ impl Beacon {
     pub fn router(&self) -> Router {
         let mut router = Router::new()
             .route("/collect", post(collect::post_collect))
+            .route("/collect.gif", get(collect::pixel))
             .route("/t.js", get(assets::tracker));
         if self.state.settings.server.demo_page {
             router = router
@@ -95,6 +101,22 @@ impl Beacon {
         let salt = self.state.salt.clone();
         let store = self.store.clone();
         tracker.spawn(salt.refresh_daily(store, shutdown.clone()));
+        let state = self.state.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            // Forget idle clients of the rate limiter and publish the buffer size.
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
+                if let Some(limiter) = &state.limiter {
+                    limiter.retain_recent();
+                }
+                metrics::gauge!("tally_beacon_buffered_events")
+                    .set(state.batcher.buffered() as f64);
+            }
+        });
         tracker.spawn(self.batcher.run(shutdown));
     }
 }

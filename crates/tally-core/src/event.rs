@@ -219,6 +219,33 @@ pub struct Event {
     pub width: u16,
 }
 
+impl Event {
+    /// An event with every optional field empty (kind `Bot`, site empty, time 0).
+    pub fn empty() -> Self {
+        Self {
+            kind: EventKind::Bot,
+            site: String::new(),
+            ts_ms: 0,
+            page: String::new(),
+            path: String::new(),
+            title: String::new(),
+            referrer_host: String::new(),
+            utm_source: String::new(),
+            utm_medium: String::new(),
+            utm_campaign: String::new(),
+            browser: String::new(),
+            os: String::new(),
+            device: String::new(),
+            country: String::new(),
+            visitor: 0,
+            session: 0,
+            new_visit: false,
+            tab: String::new(),
+            width: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -1,0 +1,410 @@
+//! The tracking edge against real Redis (testkit): every status of the contract, the pixel,
+//! the tracker asset, the counting rules and a Redis outage under load.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CHROME, FIREFOX, GOOGLEBOT, Hit, counters, send, wait_for};
+use serde_json::{Value, json};
+use tally_testkit::{RedisServer, TestApp};
+
+fn trusting_localhost() -> tally_core::Settings {
+    let mut s = tally_testkit::settings();
+    s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    s
+}
+
+async fn post_raw(
+    http: &reqwest::Client,
+    app: &TestApp,
+    body: Vec<u8>,
+    origin: &str,
+) -> (u16, Value) {
+    let r = http
+        .post(app.url("/collect"))
+        .header("origin", origin)
+        .header("user-agent", CHROME)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn every_status_code_of_the_contract() {
+    let mut settings = tally_testkit::settings();
+    settings.beacon.rate_limit_per_minute = 1000;
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    let ok = |extra: Value| {
+        let mut body = json!({"t": "pageview", "site": "demo", "url": "http://localhost/a"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body.to_string().into_bytes()
+    };
+    let local = "http://localhost";
+
+    assert_eq!(post_raw(&http, &app, ok(json!({})), local).await.0, 204);
+
+    let malformed: Vec<(&str, Vec<u8>)> = vec![
+        ("bad json", b"{\"t\":".to_vec()),
+        (
+            "invalid utf-8",
+            b"{\"t\":\"pageview\",\"site\":\"demo\",\"url\":\"http://localhost/\xff\"}".to_vec(),
+        ),
+        ("unknown type", ok(json!({"t": "click"}))),
+        ("missing url", br#"{"t":"pageview","site":"demo"}"#.to_vec()),
+        ("url not http", ok(json!({"url": "ftp://localhost/a"}))),
+        ("javascript url", ok(json!({"url": "javascript:alert(1)"}))),
+        ("title too long", ok(json!({"title": "x".repeat(600)}))),
+        ("page too long", ok(json!({"page": "p".repeat(600)}))),
+        (
+            "ref too long",
+            ok(json!({"ref": format!("https://r/{}", "x".repeat(2100))})),
+        ),
+        ("sid too long", ok(json!({"sid": "s".repeat(65)}))),
+        ("bad width", ok(json!({"w": -5}))),
+        ("bad site id", ok(json!({"site": "No Such"}))),
+    ];
+    for (what, body) in malformed {
+        let (status, err) = post_raw(&http, &app, body, local).await;
+        assert_eq!(status, 400, "{what}");
+        assert_eq!(err["code"], "malformed", "{what}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+
+    let (status, err) = post_raw(&http, &app, ok(json!({"site": "elsewhere"})), local).await;
+    assert_eq!((status, err["code"].as_str()), (404, Some("unknown_site")));
+
+    let (status, err) = post_raw(&http, &app, ok(json!({})), "https://evil.example").await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (403, Some("origin_not_allowed"))
+    );
+    let (status, _) = post_raw(
+        &http,
+        &app,
+        ok(json!({"url": "https://evil.example/a"})),
+        local,
+    )
+    .await;
+    assert_eq!(status, 403, "the event URL's host must be allowed too");
+
+    let (status, err) = post_raw(&http, &app, vec![b' '; 5000], local).await;
+    assert_eq!((status, err["code"].as_str()), (413, Some("too_large")));
+
+    // Nothing refused was counted.
+    assert_eq!(counters(&http, &app, None).await["total_views"], 1);
+}
+
+#[tokio::test]
+async fn clients_over_the_rate_limit_get_429_and_others_do_not() {
+    let mut settings = trusting_localhost();
+    settings.beacon.rate_limit_per_minute = 3;
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(
+            send(&http, &app, &Hit::view("/a").ip("203.0.113.1")).await,
+            204
+        );
+    }
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("203.0.113.1")).await,
+        429
+    );
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("203.0.113.2")).await,
+        204
+    );
+    assert_eq!(counters(&http, &app, None).await["total_views"], 4);
+}
+
+#[tokio::test]
+async fn a_full_buffer_while_redis_is_down_answers_503_and_loses_nothing_accepted() {
+    let redis = RedisServer::start();
+    let mut settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
+    settings.beacon.buffer = 2;
+    settings.beacon.batch = 1;
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    redis.stop();
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        statuses.push(send(&http, &app, &Hit::view("/outage").sid(&format!("t{i}"))).await);
+    }
+    // One batch in the batcher's hands and two in the buffer; the rest is refused.
+    assert_eq!(statuses, [204, 204, 204, 503, 503]);
+    redis.restart();
+    wait_for("the buffered views to reach Redis", || async {
+        counters(&http, &app, None).await["total_views"] == 3
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_pixel_answers_a_gif_with_the_outcome_as_status() {
+    let app = TestApp::spawn(tally_testkit::settings()).await;
+    let http = reqwest::Client::new();
+    let get = |query: &str| {
+        http.get(app.url(&format!("/collect.gif?{query}")))
+            .header("user-agent", CHROME)
+            .send()
+    };
+    let r = get("site=demo&url=http%3A%2F%2Flocalhost%2Fnoscript&ref=https%3A%2F%2Fgoogle.com%2F")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert!(r.bytes().await.unwrap().starts_with(b"GIF89a"));
+    for (query, status) in [
+        ("site=demo", 400),
+        ("site=demo&url=ftp%3A%2F%2Fx", 400),
+        ("site=nope&url=http%3A%2F%2Flocalhost%2F", 404),
+        ("site=demo&url=http%3A%2F%2Fevil.example%2F", 403),
+    ] {
+        let r = get(query).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{query}");
+        assert_eq!(r.headers()["content-type"], "image/gif");
+        assert!(r.bytes().await.unwrap().starts_with(b"GIF89a"));
+    }
+    let c = counters(&http, &app, Some("/noscript")).await;
+    assert_eq!(
+        (c["page_views"].as_u64(), c["total_views"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn the_tracker_is_small_cacheable_and_revalidated() {
+    let app = TestApp::spawn(tally_testkit::settings()).await;
+    let http = reqwest::Client::new();
+    let r = http.get(app.url("/t.js")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].clone();
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.contains("30000"), "heartbeat from config filled in");
+    assert!(!body.contains("__HEARTBEAT_MS__"));
+    assert!(!body.contains("localStorage.setItem") && !body.contains("document.cookie"));
+    let gz = gzip_len(body.as_bytes());
+    assert!(gz < 2048, "tracker is {gz} bytes gzipped");
+    let r = http
+        .get(app.url("/t.js"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+}
+
+/// Gzip size via the system's gzip, to check the tracker's budget without a dependency.
+fn gzip_len(data: &[u8]) -> usize {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-9c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    child.wait_with_output().unwrap().stdout.len()
+}
+
+#[tokio::test]
+async fn counting_rules() {
+    let mut settings = trusting_localhost();
+    settings.tracking.visit_timeout = Duration::from_secs(2);
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    let totals = |c: &Value| {
+        (
+            c["total_views"].as_u64().unwrap(),
+            c["total_visits"].as_u64().unwrap(),
+            c["online"].as_u64().unwrap(),
+        )
+    };
+
+    // A crawler is answered 204 and not counted.
+    assert_eq!(
+        send(
+            &http,
+            &app,
+            &Hit::view("/a").ua(GOOGLEBOT).ip("198.51.100.1")
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ua("").ip("198.51.100.1")).await,
+        204
+    );
+    assert_eq!(totals(&counters(&http, &app, None).await), (0, 0, 0));
+
+    // Two visitors (different address, or different browser) make two visits, two online.
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("198.51.100.1")).await,
+        204
+    );
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("198.51.100.2")).await,
+        204
+    );
+    assert_eq!(totals(&counters(&http, &app, None).await), (2, 2, 2));
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("198.51.100.1").ua(FIREFOX)).await,
+        204
+    );
+    assert_eq!(totals(&counters(&http, &app, None).await), (3, 3, 3));
+
+    // One visitor's second tab: one more view, same visit, same online person.
+    assert_eq!(
+        send(&http, &app, &Hit::view("/b").ip("198.51.100.2").sid("tab2")).await,
+        204
+    );
+    let c = counters(&http, &app, Some("/b")).await;
+    assert_eq!(totals(&c), (4, 3, 3));
+    assert_eq!(
+        (c["page_views"].as_u64(), c["page_online"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // A ping adds presence, not a view.
+    assert_eq!(
+        send(
+            &http,
+            &app,
+            &Hit::view("/c").kind("ping").ip("198.51.100.2")
+        )
+        .await,
+        204
+    );
+    let c = counters(&http, &app, Some("/c")).await;
+    assert_eq!(totals(&c), (4, 3, 3));
+    assert_eq!(
+        (c["page_views"].as_u64(), c["page_online"].as_u64()),
+        (Some(0), Some(1))
+    );
+
+    // A leave ends that page's presence.
+    assert_eq!(
+        send(
+            &http,
+            &app,
+            &Hit::view("/c").kind("leave").ip("198.51.100.2")
+        )
+        .await,
+        204
+    );
+    assert_eq!(counters(&http, &app, Some("/c")).await["page_online"], 0);
+
+    // Back after the visit timeout: a new visit.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("198.51.100.1")).await,
+        204
+    );
+    assert_eq!(totals(&counters(&http, &app, None).await), (5, 4, 3));
+
+    // Bots are tallied on their own, and every figure shows in the metrics.
+    let store = app.store().await;
+    let site = tally_core::SiteId::parse("demo").unwrap();
+    let live = store.counters(&site, None, 0).await.unwrap();
+    assert_eq!(live.bots, 2);
+    let metrics = http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tally_beacon_bots_total"), "{metrics}");
+    assert!(metrics.contains("tally_beacon_accepted_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn prefetches_are_ignored() {
+    let app = TestApp::spawn(tally_testkit::settings()).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(app.url("/collect"))
+        .header("user-agent", CHROME)
+        .header("sec-purpose", "prefetch;prerender")
+        .body(json!({"t": "pageview", "site": "demo", "url": "http://localhost/a"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(counters(&http, &app, None).await["total_views"], 0);
+}
+
+#[tokio::test]
+async fn every_view_accepted_during_a_redis_outage_is_counted_once_it_is_back() {
+    let redis = RedisServer::start();
+    let settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    let sender = {
+        let http = http.clone();
+        let url = app.url("/collect");
+        tokio::spawn(async move {
+            let mut accepted = 0u64;
+            let mut refused = 0u64;
+            // A bounded stream: 300 views over about 6 seconds.
+            for i in 0..300 {
+                let body = json!({"t": "pageview", "site": "demo", "url": format!("http://localhost/p{}", i % 7)});
+                let r = http
+                    .post(&url)
+                    .header("user-agent", CHROME)
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    204 => accepted += 1,
+                    _ => refused += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (accepted, refused)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart();
+    let (accepted, refused) = sender.await.unwrap();
+    assert_eq!(refused, 0, "the buffer was large enough for the outage");
+    assert_eq!(accepted, 300);
+    wait_for("every accepted view in the counters", || async {
+        counters(&http, &app, None).await["total_views"] == accepted
+    })
+    .await;
+    // ...and exactly once in ClickHouse.
+    let db = app.db();
+    wait_for("every accepted view in ClickHouse", || {
+        let db = db.clone();
+        async move { db.count_events().await.unwrap_or(0) >= accepted }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(db.count_events().await.unwrap(), accepted);
+    app.stop().await;
+}

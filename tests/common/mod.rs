@@ -1,0 +1,92 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tally_testkit::TestApp;
+
+pub const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36";
+pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+pub const GOOGLEBOT: &str =
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// A tracking request as the tracker sends it.
+pub struct Hit<'a> {
+    pub kind: &'a str,
+    pub path: &'a str,
+    pub ua: &'a str,
+    pub ip: Option<&'a str>,
+    pub sid: &'a str,
+}
+
+impl<'a> Hit<'a> {
+    pub fn view(path: &'a str) -> Self {
+        Self {
+            kind: "pageview",
+            path,
+            ua: CHROME,
+            ip: None,
+            sid: "tab1",
+        }
+    }
+    pub fn kind(mut self, kind: &'a str) -> Self {
+        self.kind = kind;
+        self
+    }
+    pub fn ua(mut self, ua: &'a str) -> Self {
+        self.ua = ua;
+        self
+    }
+    pub fn ip(mut self, ip: &'a str) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+    pub fn sid(mut self, sid: &'a str) -> Self {
+        self.sid = sid;
+        self
+    }
+}
+
+/// Posts `hit` for site `demo` and returns the status.
+pub async fn send(http: &reqwest::Client, app: &TestApp, hit: &Hit<'_>) -> u16 {
+    let body = json!({
+        "t": hit.kind, "site": "demo", "url": format!("http://localhost{}", hit.path),
+        "title": "T", "sid": hit.sid,
+    });
+    let mut req = http
+        .post(app.url("/collect"))
+        .header("origin", "http://localhost")
+        .header("user-agent", hit.ua)
+        .header("content-type", "text/plain")
+        .body(body.to_string());
+    if let Some(ip) = hit.ip {
+        req = req.header("x-forwarded-for", ip);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+/// The public counters of site `demo` (and `page`).
+pub async fn counters(http: &reqwest::Client, app: &TestApp, page: Option<&str>) -> Value {
+    let mut url = app.url("/api/v1/sites/demo/counters");
+    if let Some(page) = page {
+        url = format!("{url}?page={page}");
+    }
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls `check` until it holds (at most 30 s).
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
