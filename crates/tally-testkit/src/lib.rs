@@ -10,6 +10,7 @@
 //! gone (statics are never dropped, so `Drop` cannot do it).
 
 mod app;
+mod browser;
 mod server;
 
 use std::sync::{
@@ -18,6 +19,7 @@ use std::sync::{
 };
 
 pub use app::TestApp;
+pub use browser::{Browser, DESKTOP_UA};
 pub use server::{ClickHouseServer, RedisServer};
 use tally_core::Settings;
 

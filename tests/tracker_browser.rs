@@ -1,0 +1,89 @@
+//! The tracker in a real browser: headless Chromium loads the demo article that embeds
+//! `/t.js`; the view is counted, the counter elements are filled, and an SPA route change
+//! (history.pushState) counts a second view.
+
+mod common;
+
+use common::{counters, wait_for};
+use serde_json::json;
+use tally_testkit::{Browser, TestApp};
+
+#[tokio::test]
+async fn the_tracker_counts_views_fills_counters_and_follows_spa_routes() {
+    let mut settings = tally_testkit::settings();
+    settings.server.demo_page = true;
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    let browser = Browser::start(1000, 700).await;
+    let c = &browser.client;
+
+    c.goto(&app.url("/demo/thoi-su/bai-1")).await.unwrap();
+    browser
+        .wait_for_js(
+            "return document.querySelector('[data-tally=\"page-views\"]').textContent",
+            json!("1"),
+        )
+        .await;
+    for (field, want) in [
+        ("online", "1"),
+        ("page-online", "1"),
+        ("total-visits", "1"),
+        ("total-views", "1"),
+    ] {
+        browser
+            .wait_for_js(
+                &format!("return document.querySelector('[data-tally=\"{field}\"]').textContent"),
+                json!(want),
+            )
+            .await;
+    }
+    let live = counters(&http, &app, Some("/demo/thoi-su/bai-1")).await;
+    assert_eq!(live["page_views"], 1);
+    assert_eq!(live["total_views"], 1);
+    browser.screenshot("tracker-demo-first-view").await;
+
+    // The tab id lives in sessionStorage; nothing in cookies or localStorage.
+    let storage = c
+        .execute(
+            "return [document.cookie, localStorage.length, !!sessionStorage.getItem('tally_sid')]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(storage, json!(["", 0, true]));
+
+    // An SPA route change: a second view, on the new page.
+    c.execute(
+        "document.querySelector('a[href=\"/demo/kinh-te/bai-2\"]').click(); return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_for("the SPA view in the counters", || async {
+        counters(&http, &app, None).await["total_views"] == 2
+    })
+    .await;
+    let second = counters(&http, &app, Some("/demo/kinh-te/bai-2")).await;
+    assert_eq!(second["page_views"], 1);
+    assert_eq!(second["total_visits"], 1, "same visitor, same visit");
+    browser
+        .wait_for_js(
+            "return document.querySelector('[data-tally=\"total-views\"]').textContent",
+            json!("2"),
+        )
+        .await;
+    browser.screenshot("tracker-demo-after-spa-route").await;
+
+    // A replaceState that keeps the path is not a new view.
+    c.execute(
+        "history.replaceState({}, '', location.pathname + '?x=1'); return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(counters(&http, &app, None).await["total_views"], 2);
+
+    browser.close().await;
+    app.stop().await;
+}
