@@ -2,10 +2,7 @@
 
 use std::collections::HashSet;
 
-use crate::{
-    Db, EventRow, INSERT_TIMEOUT, Result,
-    sqllog::{self, Logged},
-};
+use crate::{Db, EventRow, INSERT_TIMEOUT, Result, sqllog};
 
 /// How many ids one existence check sends (keeps the query well under `max_query_size`).
 const IDS_PER_CHECK: usize = 2000;
@@ -52,7 +49,6 @@ impl Db {
                 .bind(min_ts)
                 .bind(max_ts)
                 .bind(chunk)
-                .logged()
                 .fetch_all()
                 .await?;
             found.extend(rows);
@@ -62,11 +58,7 @@ impl Db {
 
     /// Number of rows in `events` (all sites).
     pub async fn count_events(&self) -> Result<u64> {
-        Ok(self
-            .query("SELECT count() FROM events")
-            .logged()
-            .fetch_one()
-            .await?)
+        Ok(self.query("SELECT count() FROM events").fetch_one().await?)
     }
 }
 
@@ -94,7 +86,6 @@ impl Db {
                 "SELECT event_id, site, toString(kind), page, title, referrer_host, utm_source, \
                  browser, visitor, session, new_visit FROM events ORDER BY ts, event_id",
             )
-            .logged()
             .fetch_all()
             .await?)
     }

@@ -21,7 +21,7 @@ mod sqllog;
 
 use std::time::Duration;
 
-use sqllog::Logged;
+use sqllog::Query;
 use tally_core::settings::ClickHouseSettings;
 
 pub use insert::StoredEvent;
@@ -96,26 +96,25 @@ impl Db {
 
     /// `SELECT 1`, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
-        let one: u8 = self.query("SELECT toUInt8(1)").logged().fetch_one().await?;
+        let one: u8 = self.query("SELECT toUInt8(1)").fetch_one().await?;
         debug_assert_eq!(one, 1);
         Ok(())
     }
 
     /// The server version, e.g. `18.16.1`.
     pub async fn version(&self) -> Result<String> {
-        Ok(self.query("SELECT version()").logged().fetch_one().await?)
+        Ok(self.query("SELECT version()").fetch_one().await?)
     }
 
-    /// A query on this database. Values must be bound with `?`; call `.logged()` (from
-    /// [`sqllog::Logged`]) after binding, so the SQL log holds what is really sent.
-    fn query(&self, sql: &str) -> clickhouse::query::Query {
-        self.client.query(sql)
+    /// A statement on this database. Values must be bound with `?`.
+    fn query(&self, sql: &str) -> Query {
+        Query::new(self.client.query(sql))
     }
 
     /// A statistics query: bounded by `query_timeout` on the server, because ClickHouse keeps
     /// running a query whose HTTP client went away.
     #[allow(dead_code)]
-    fn stats_query(&self, sql: &str) -> clickhouse::query::Query {
+    fn stats_query(&self, sql: &str) -> Query {
         self.query(sql).with_setting(
             "max_execution_time",
             self.settings.query_timeout.as_secs().max(1).to_string(),

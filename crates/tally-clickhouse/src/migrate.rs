@@ -6,11 +6,13 @@
 
 use tracing::info;
 
-use crate::{Db, Error, Result, base_client, sqllog::Logged};
+use crate::{Db, Error, Result, base_client, sqllog::Query};
 
 /// Every migration: version, name, SQL (statements separated by `;`).
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "events", include_str!("../migrations/0001_events.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "events", include_str!("../migrations/0001_events.sql")),
+    (2, "rollups", include_str!("../migrations/0002_rollups.sql")),
+];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -25,18 +27,12 @@ impl Db {
         // The database name is a validated identifier (settings), so it can be written into
         // the statement; DDL cannot bind identifiers.
         let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", self.database());
-        base_client(&self.settings)
-            .query(&create_db)
-            .logged()
+        Query::new(base_client(&self.settings).query(&create_db))
             .execute()
             .await?;
-        self.query(CREATE_MIGRATIONS_TABLE)
-            .logged()
-            .execute()
-            .await?;
+        self.query(CREATE_MIGRATIONS_TABLE).execute().await?;
         let applied: Vec<u32> = self
             .query("SELECT version FROM schema_migrations ORDER BY version")
-            .logged()
             .fetch_all()
             .await?;
         let mut done = Vec::new();
@@ -46,7 +42,6 @@ impl Db {
             }
             for statement in statements(sql) {
                 self.query(statement)
-                    .logged()
                     .execute()
                     .await
                     .map_err(|source| Error::Migration {
@@ -72,7 +67,6 @@ impl Db {
     pub async fn applied_migrations(&self) -> Result<Vec<u32>> {
         Ok(self
             .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
-            .logged()
             .fetch_all()
             .await?)
     }
