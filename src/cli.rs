@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tally_core::Settings;
+use tally_core::{Settings, SiteId};
 use tokio_util::sync::CancellationToken;
 
 use crate::{App, Roles};
@@ -32,6 +32,12 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration, secrets masked.
     Config,
+    /// Restore the live counters in Redis from ClickHouse and the streams (after a Redis loss).
+    RebuildCounters {
+        /// Only this site (default: every configured site).
+        #[arg(long)]
+        site: Option<String>,
+    },
 }
 
 impl Cli {
@@ -68,6 +74,27 @@ impl Cli {
             }
             Command::Config => {
                 print!("{}", settings.to_redacted_toml());
+                Ok(())
+            }
+            Command::RebuildCounters { site } => {
+                let site = match site {
+                    Some(s) => {
+                        let id =
+                            SiteId::parse(&s).map_err(|e| anyhow::anyhow!("--site {s:?}: {e}"))?;
+                        anyhow::ensure!(
+                            settings.site(id.as_str()).is_some(),
+                            "site `{id}` is not configured"
+                        );
+                        Some(id)
+                    }
+                    None => None,
+                };
+                for r in crate::rebuild::rebuild_counters(&settings, site.as_ref()).await? {
+                    println!(
+                        "{}: {} pages, {} views, {} visits, {} bots ({} events from the streams)",
+                        r.site, r.pages, r.views, r.visits, r.bots, r.from_streams
+                    );
+                }
                 Ok(())
             }
         }

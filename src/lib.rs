@@ -11,6 +11,7 @@
 
 pub mod cli;
 mod health;
+pub mod rebuild;
 
 use std::{collections::BTreeSet, fmt, net::SocketAddr, str::FromStr, time::Duration};
 

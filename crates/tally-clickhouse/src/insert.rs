@@ -1,6 +1,6 @@
 //! Inserting events and checking which are already stored.
 
-use std::collections::HashSet;
+use std::{borrow::Borrow, collections::HashSet};
 
 use crate::{Db, EventRow, INSERT_TIMEOUT, Result, sqllog};
 
@@ -10,7 +10,7 @@ const IDS_PER_CHECK: usize = 2000;
 impl Db {
     /// Inserts `rows` into `events` in one INSERT (RowBinary). Rollups follow through their
     /// materialized views.
-    pub async fn insert_events(&self, rows: &[EventRow]) -> Result<()> {
+    pub async fn insert_events<R: Borrow<EventRow>>(&self, rows: &[R]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -24,7 +24,7 @@ impl Db {
             .await?
             .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
         for row in rows {
-            insert.write(row).await?;
+            insert.write(row.borrow()).await?;
         }
         insert.end().await?;
         Ok(())
@@ -54,6 +54,14 @@ impl Db {
             found.extend(rows);
         }
         Ok(found)
+    }
+
+    /// Rows in `events` and distinct `event_id`s among them: equal when nothing was doubled.
+    pub async fn event_id_counts(&self) -> Result<(u64, u64)> {
+        Ok(self
+            .query("SELECT count(), uniqExact(event_id) FROM events")
+            .fetch_one()
+            .await?)
     }
 
     /// Number of rows in `events` (all sites).
@@ -88,5 +96,13 @@ impl Db {
             )
             .fetch_all()
             .await?)
+    }
+}
+
+impl Db {
+    /// Runs a statement as given, for tests that need to shape the server (never called with
+    /// input from a request).
+    pub async fn execute_unchecked(&self, sql: &str) -> Result<()> {
+        Ok(self.query(sql).execute().await?)
     }
 }

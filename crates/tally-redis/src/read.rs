@@ -79,3 +79,47 @@ impl Store {
         Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
     }
 }
+
+impl Store {
+    /// Replaces the live view counters and totals of `site` in one transaction (used by
+    /// `tally rebuild-counters` after a Redis loss).
+    pub async fn replace_counters(
+        &self,
+        site: &SiteId,
+        page_views: &[(String, u64)],
+        views: u64,
+        visits: u64,
+        bots: u64,
+    ) -> Result<()> {
+        let keys = Keys::new(site.partition(self.partitions()));
+        let s = site.as_str();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(keys.views(s))
+            .ignore()
+            .cmd("DEL")
+            .arg(keys.totals(s))
+            .ignore();
+        for chunk in page_views.chunks(1000) {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(keys.views(s));
+            for (page, n) in chunk {
+                cmd.arg(page).arg(n);
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        pipe.cmd("HSET")
+            .arg(keys.totals(s))
+            .arg("views")
+            .arg(views)
+            .arg("visits")
+            .arg(visits)
+            .arg("bots")
+            .arg(bots)
+            .ignore();
+        let mut conn = self.conn();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -239,3 +239,32 @@ fn decode(fields: &[String]) -> std::result::Result<Event, (String, String)> {
     event.new_visit = get("n") == Some("1");
     Ok(event)
 }
+
+impl Store {
+    /// Every entry still in `partition`'s stream (read in pages of 10,000), oldest first.
+    pub async fn all_entries(&self, partition: u16) -> Result<Vec<StreamEntry>> {
+        let key = Keys::new(partition).events();
+        let mut out = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let mut conn = self.conn();
+            let page: Value = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            let entries = parse_entries(Some(page))?;
+            let Some(last) = entries.last() else { break };
+            start = format!("({}", last.id);
+            let full = entries.len() == 10_000;
+            out.extend(entries);
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

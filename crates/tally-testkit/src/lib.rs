@@ -74,6 +74,34 @@ pub fn settings_for(redis: &RedisServer, clickhouse: &ClickHouseServer) -> Setti
     Settings::load(None, env).expect("test settings are valid")
 }
 
+/// The environment that makes a `tally` process use `settings` (for tests that run the
+/// binary, e.g. to kill it): every key tests change, as `TALLY__SECTION__KEY`.
+pub fn env_for(settings: &Settings) -> Vec<(String, String)> {
+    let s = settings;
+    let d = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    vec![
+        ("TALLY__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+        ("TALLY__REDIS__URL".into(), s.redis.url.clone()),
+        (
+            "TALLY__REDIS__PARTITIONS".into(),
+            s.redis.partitions.to_string(),
+        ),
+        ("TALLY__CLICKHOUSE__URL".into(), s.clickhouse.url.clone()),
+        (
+            "TALLY__CLICKHOUSE__DATABASE".into(),
+            s.clickhouse.database.clone(),
+        ),
+        (
+            "TALLY__WORKER__MAX_ROWS".into(),
+            s.worker.max_rows.to_string(),
+        ),
+        ("TALLY__WORKER__MAX_AGE".into(), d(s.worker.max_age)),
+        ("TALLY__WORKER__CLAIM_IDLE".into(), d(s.worker.claim_idle)),
+        ("TALLY__WORKER__MAX_BACKOFF".into(), d(s.worker.max_backoff)),
+        ("TALLY_LOG".into(), "info".into()),
+    ]
+}
+
 /// Constants of the private Redis servers.
 pub mod redis {
     /// Databases each private Redis offers; tests take them round-robin.

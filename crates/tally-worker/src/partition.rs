@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use metrics::{counter, gauge, histogram};
 use tally_clickhouse::{Db, EventRow};
 use tally_core::settings::WorkerSettings;
 use tally_redis::{Store, stream::StreamEntry};
@@ -208,13 +209,14 @@ impl PartitionWorker {
         let mut check_stored = reclaimed;
         loop {
             match self
-                .insert(&mut rows, &mut dead, check_stored, &mut outcome)
+                .insert(&rows, &mut dead, &mut check_stored, &mut outcome)
                 .await
             {
                 Ok(()) => break,
                 Err(error) => {
                     check_stored = true;
                     failures += 1;
+                    counter!("tally_worker_retries_total").increment(1);
                     let delay = backoff(failures, self.settings.max_backoff);
                     warn!(message = "clickhouse insert failed; retrying", partition = self.partition, %error, ?delay, rows = rows.len());
                     tokio::select! {
@@ -232,49 +234,55 @@ impl PartitionWorker {
         outcome.dead = dead.len();
         self.store.dead_letter(self.partition, &dead).await?;
         self.store.ack(self.partition, &ids).await?;
+        let partition = self.partition.to_string();
+        counter!("tally_worker_inserted_total").increment(outcome.inserted as u64);
+        counter!("tally_worker_skipped_total").increment(outcome.skipped as u64);
+        counter!("tally_worker_dead_letters_total").increment(outcome.dead as u64);
+        if let Ok(backlog) = self.store.stream_len(self.partition).await {
+            gauge!("tally_worker_stream_lag", "partition" => partition).set(backlog as f64);
+        }
         Ok(outcome)
     }
 
-    /// Inserts `rows`, first dropping those ClickHouse already has when `check_stored`. Bad
-    /// data is split off into `dead` by bisection; only transient errors are returned.
+    /// Inserts `rows`. Rows ClickHouse refuses as bad data are found by bisection and put in
+    /// `dead`; only transient errors are returned. Once anything failed — or for reclaimed
+    /// entries — each chunk is first checked against the ids ClickHouse already holds: a
+    /// failed insert may still have written rows (a lost reply; or a materialized view that
+    /// threw after the raw table was written), and they must not be written twice.
     async fn insert(
         &self,
-        rows: &mut Vec<EventRow>,
+        rows: &[EventRow],
         dead: &mut Vec<(String, String, String)>,
-        check_stored: bool,
+        check_stored: &mut bool,
         outcome: &mut StepOutcome,
     ) -> Result<(), tally_clickhouse::Error> {
-        if check_stored && !rows.is_empty() {
-            let min = rows.iter().map(|r| r.ts).min().unwrap_or(0);
-            let max = rows.iter().map(|r| r.ts).max().unwrap_or(0);
-            let all: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
-            let stored = self
-                .db
-                .existing_event_ids(
-                    &all,
-                    min.saturating_sub(ID_CHECK_MARGIN_SECS),
-                    max.saturating_add(ID_CHECK_MARGIN_SECS),
-                )
-                .await?;
-            let before = rows.len();
-            rows.retain(|r| !stored.contains(&r.event_id));
-            outcome.skipped += before - rows.len();
-        }
-        let mut pending: Vec<&[EventRow]> = vec![rows.as_slice()];
-        let mut inserted = 0;
-        while let Some(chunk) = pending.pop() {
+        let mut pending: Vec<Vec<&EventRow>> = vec![rows.iter().collect()];
+        while let Some(mut chunk) = pending.pop() {
+            if *check_stored {
+                let before = chunk.len();
+                self.drop_stored(&mut chunk).await?;
+                outcome.skipped += before - chunk.len();
+            }
             if chunk.is_empty() {
                 continue;
             }
-            match self.db.insert_events(chunk).await {
-                Ok(()) => inserted += chunk.len(),
+            let started = Instant::now();
+            let result = self.db.insert_events(&chunk).await;
+            histogram!("tally_worker_insert_seconds").record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    outcome.inserted += chunk.len();
+                    histogram!("tally_worker_batch_rows").record(chunk.len() as f64);
+                }
                 Err(e) if e.is_bad_data() && chunk.len() > 1 => {
-                    let (a, b) = chunk.split_at(chunk.len() / 2);
+                    *check_stored = true;
+                    let b = chunk.split_off(chunk.len() / 2);
                     pending.push(b);
-                    pending.push(a);
+                    pending.push(chunk);
                 }
                 Err(e) if e.is_bad_data() => {
-                    let row = &chunk[0];
+                    *check_stored = true;
+                    let row = chunk[0];
                     warn!(partition = self.partition, event_id = %row.event_id, error = %e, "clickhouse refused an event; moved to dead letters");
                     let stream_id = row
                         .event_id
@@ -283,13 +291,29 @@ impl PartitionWorker {
                         .to_owned();
                     dead.push((stream_id, format!("{row:?}"), e.to_string()));
                 }
-                Err(e) => {
-                    outcome.inserted += inserted;
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
-        outcome.inserted += inserted;
+        Ok(())
+    }
+
+    /// Removes from `chunk` the rows whose event_id ClickHouse already has.
+    async fn drop_stored(&self, chunk: &mut Vec<&EventRow>) -> Result<(), tally_clickhouse::Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let min = chunk.iter().map(|r| r.ts).min().unwrap_or(0);
+        let max = chunk.iter().map(|r| r.ts).max().unwrap_or(0);
+        let ids: Vec<String> = chunk.iter().map(|r| r.event_id.clone()).collect();
+        let stored = self
+            .db
+            .existing_event_ids(
+                &ids,
+                min.saturating_sub(ID_CHECK_MARGIN_SECS),
+                max.saturating_add(ID_CHECK_MARGIN_SECS),
+            )
+            .await?;
+        chunk.retain(|r| !stored.contains(&r.event_id));
         Ok(())
     }
 }

@@ -1,0 +1,244 @@
+//! Statistics queries. They read the rollups of `migrations/0002_rollups.sql`, never the raw
+//! table, and run with `max_execution_time` (stats_query). Ranges are UTC second bounds
+//! computed by the caller from days in the site's time zone; every value is bound.
+
+use serde::Deserialize;
+
+use crate::{Db, Result};
+
+/// A site and a half-open UTC time range `[start, end)` in seconds since the epoch.
+#[derive(Debug, Clone)]
+pub struct Range {
+    pub site: String,
+    pub start: u32,
+    pub end: u32,
+    /// IANA name of the site's time zone (validated by the caller), for daily grouping.
+    pub timezone: String,
+}
+
+/// The headline figures of a range.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub views: u64,
+    pub visits: u64,
+    pub visitors: u64,
+    /// Share of visits (started in the range) with exactly one page view, 0..=1.
+    pub bounce_rate: f64,
+    /// Mean time from a visit's first to its last event (pings included), in seconds.
+    pub avg_visit_seconds: f64,
+    pub bots_filtered: u64,
+}
+
+/// One bucket of a time series. `bucket` is the hour's start (Unix seconds) for hourly
+/// series and the local date (`YYYY-MM-DD`) for daily ones.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
+pub struct Bucket {
+    pub bucket: String,
+    pub views: u64,
+    pub visits: u64,
+    pub visitors: u64,
+}
+
+/// A page and its figures.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row, serde::Serialize)]
+pub struct PageRow {
+    pub page: String,
+    pub path: String,
+    pub title: String,
+    pub views: u64,
+    pub visitors: u64,
+}
+
+/// A value of a dimension (referrer host, browser, OS, device class, country) and its figures.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row, serde::Serialize)]
+pub struct NameRow {
+    pub name: String,
+    pub views: u64,
+    pub visitors: u64,
+}
+
+/// The dimensions kept in `dimension_hourly`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Referrer,
+    Browser,
+    Os,
+    Device,
+    Country,
+}
+
+impl Dimension {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Referrer => "referrer",
+            Self::Browser => "browser",
+            Self::Os => "os",
+            Self::Device => "device",
+            Self::Country => "country",
+        }
+    }
+}
+
+/// Hourly or daily buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Hour,
+    Day,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct Totals {
+    views: u64,
+    visits: u64,
+    visitors: u64,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct Visits {
+    sessions: u64,
+    bounces: u64,
+    seconds: i64,
+}
+
+const RANGE: &str = "site = ? AND hour >= toDateTime(?, 'UTC') AND hour < toDateTime(?, 'UTC')";
+
+impl Db {
+    /// Views, visits, unique visitors, bounce rate, average visit and filtered bots.
+    pub async fn summary(&self, r: &Range) -> Result<Summary> {
+        let totals = self
+            .stats_query(&format!(
+                "SELECT sumMerge(views) AS views, sumMerge(visits) AS visits, \
+                 uniqCombinedMerge(visitors) AS visitors FROM site_hourly WHERE {RANGE}"
+            ))
+            .bind(&r.site)
+            .bind(r.start)
+            .bind(r.end)
+            .fetch_one::<Totals>();
+        // Visits that started in the range; their rows may sit on the UTC days around it.
+        let visits = self
+            .stats_query(
+                "SELECT count() AS sessions, countIf(pv = 1) AS bounces, \
+                 sum(toInt64(toUInt32(last)) - toInt64(toUInt32(first))) AS seconds \
+                 FROM (SELECT session, minMerge(first_ts) AS first, maxMerge(last_ts) AS last, \
+                       sumMerge(pageviews) AS pv FROM sessions \
+                       WHERE site = ? AND day >= toDate(toDateTime(?, 'UTC')) \
+                       AND day <= toDate(toDateTime(?, 'UTC')) + 1 GROUP BY session) \
+                 WHERE pv > 0 AND first >= toDateTime(?, 'UTC') AND first < toDateTime(?, 'UTC')",
+            )
+            .bind(&r.site)
+            .bind(r.start)
+            .bind(r.end)
+            .bind(r.start)
+            .bind(r.end)
+            .fetch_one::<Visits>();
+        let bots = self
+            .stats_query(&format!(
+                "SELECT sumMerge(hits) FROM bots_hourly WHERE {RANGE}"
+            ))
+            .bind(&r.site)
+            .bind(r.start)
+            .bind(r.end)
+            .fetch_one::<u64>();
+        let (totals, visits, bots) = tokio::try_join!(totals, visits, bots)?;
+        let per_visit = |x: f64| {
+            if visits.sessions == 0 {
+                0.0
+            } else {
+                x / visits.sessions as f64
+            }
+        };
+        Ok(Summary {
+            views: totals.views,
+            visits: totals.visits,
+            visitors: totals.visitors,
+            bounce_rate: per_visit(visits.bounces as f64),
+            avg_visit_seconds: per_visit(visits.seconds as f64),
+            bots_filtered: bots,
+        })
+    }
+
+    /// Views, visits and unique visitors per hour or per local day; buckets without views
+    /// are absent (the caller fills them).
+    pub async fn timeseries(&self, r: &Range, interval: Interval) -> Result<Vec<Bucket>> {
+        let bucket = match interval {
+            Interval::Hour => "toString(toUnixTimestamp(hour))",
+            Interval::Day => "toString(toDate(hour, ?))",
+        };
+        let mut q = self.stats_query(&format!(
+            "SELECT {bucket} AS bucket, sumMerge(views) AS views, sumMerge(visits) AS visits, \
+             uniqCombinedMerge(visitors) AS visitors FROM site_hourly WHERE {RANGE} \
+             GROUP BY bucket ORDER BY bucket"
+        ));
+        if interval == Interval::Day {
+            q = q.bind(&r.timezone);
+        }
+        Ok(q.bind(&r.site)
+            .bind(r.start)
+            .bind(r.end)
+            .fetch_all()
+            .await?)
+    }
+
+    /// Pages by views (then page key), `limit` rows from `offset`.
+    pub async fn top_pages(&self, r: &Range, limit: u32, offset: u32) -> Result<Vec<PageRow>> {
+        Ok(self
+            .stats_query(&format!(
+                "SELECT page, anyLastMerge(path) AS path, anyLastMerge(title) AS title, \
+                 sumMerge(views) AS views, uniqCombinedMerge(visitors) AS visitors \
+                 FROM page_hourly WHERE {RANGE} GROUP BY page \
+                 ORDER BY views DESC, page ASC LIMIT ?, ?"
+            ))
+            .bind(&r.site)
+            .bind(r.start)
+            .bind(r.end)
+            .bind(offset)
+            .bind(limit)
+            .fetch_all()
+            .await?)
+    }
+
+    /// Values of `dim` by views (then name), at most `limit`.
+    pub async fn dimension(&self, r: &Range, dim: Dimension, limit: u32) -> Result<Vec<NameRow>> {
+        Ok(self
+            .stats_query(&format!(
+                "SELECT name, sumMerge(views) AS views, uniqCombinedMerge(visitors) AS visitors \
+                 FROM dimension_hourly WHERE dim = ? AND {RANGE} GROUP BY name \
+                 ORDER BY views DESC, name ASC LIMIT ?"
+            ))
+            .bind(dim.as_str())
+            .bind(&r.site)
+            .bind(r.start)
+            .bind(r.end)
+            .bind(limit)
+            .fetch_all()
+            .await?)
+    }
+
+    /// All-time page views per page of `site`, from the rollups (for rebuilding counters).
+    pub async fn page_view_totals(&self, site: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .stats_query(
+                "SELECT page, sumMerge(views) FROM page_hourly WHERE site = ? GROUP BY page",
+            )
+            .bind(site)
+            .fetch_all()
+            .await?)
+    }
+
+    /// All-time views, visits and bot hits of `site`, from the rollups.
+    pub async fn site_totals(&self, site: &str) -> Result<(u64, u64, u64)> {
+        let totals = self
+            .stats_query(
+                "SELECT sumMerge(views) AS views, sumMerge(visits) AS visits, \
+                 toUInt64(0) AS visitors FROM site_hourly WHERE site = ?",
+            )
+            .bind(site)
+            .fetch_one::<Totals>();
+        let bots = self
+            .stats_query("SELECT sumMerge(hits) FROM bots_hourly WHERE site = ?")
+            .bind(site)
+            .fetch_one::<u64>();
+        let (totals, bots) = tokio::try_join!(totals, bots)?;
+        Ok((totals.views, totals.visits, bots))
+    }
+}

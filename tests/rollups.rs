@@ -1,0 +1,297 @@
+//! The rollups fed by materialized views agree with what was inserted into the raw table:
+//! views, visits, unique visitors, bounces, visit lengths, pages and dimensions — on
+//! generated data spanning several hours and two months, inserted in several batches.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{TimeZone, Utc};
+use tally_clickhouse::{
+    EventRow,
+    stats::{Dimension, Interval, Range},
+};
+use tally_core::{Event, EventKind};
+
+/// A small deterministic generator (xorshift64*), so the data is the same on every run.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+struct Session {
+    visitor: u64,
+    start: i64,
+    views: Vec<(i64, String)>,
+    last: i64,
+}
+
+fn generate() -> (Vec<EventRow>, Vec<Session>, u64) {
+    let mut g = Gen(0x5eed);
+    let mut rows = Vec::new();
+    let mut sessions = Vec::new();
+    let mut seq = 0u64;
+    let mut push = |rows: &mut Vec<EventRow>,
+                    kind,
+                    ts_s: i64,
+                    page: &str,
+                    visitor,
+                    session,
+                    new_visit,
+                    browser: &str,
+                    referrer: &str| {
+        seq += 1;
+        let event = Event {
+            kind,
+            site: "demo".into(),
+            ts_ms: ts_s * 1000,
+            page: page.into(),
+            path: page.into(),
+            title: format!("Title of {page}"),
+            referrer_host: referrer.into(),
+            browser: browser.into(),
+            os: "Linux".into(),
+            device: "desktop".into(),
+            visitor,
+            session,
+            new_visit,
+            ..Event::empty()
+        };
+        rows.push(EventRow::new(0, &format!("{seq}-0"), event));
+    };
+    // Two stretches: across the January/February boundary, and a few hours in March.
+    let starts = [
+        Utc.with_ymd_and_hms(2026, 1, 31, 18, 0, 0)
+            .unwrap()
+            .timestamp(),
+        Utc.with_ymd_and_hms(2026, 3, 15, 9, 0, 0)
+            .unwrap()
+            .timestamp(),
+    ];
+    let mut bots = 0;
+    for (stretch, base) in starts.iter().enumerate() {
+        let hours = if stretch == 0 { 12 } else { 4 };
+        for i in 0..(if stretch == 0 { 120 } else { 40 }) {
+            let visitor = 1 + g.next(35);
+            let id = 1000 * (stretch as u64 + 1) + i;
+            let start = base + g.next(hours * 3600) as i64;
+            let browser = ["Chrome", "Firefox", "Safari"][g.next(3) as usize];
+            let referrer = ["", "google.com", "facebook.com"][g.next(3) as usize];
+            let mut t = start;
+            let mut views = Vec::new();
+            for v in 0..(1 + g.next(4)) {
+                let page = format!("/p{}", g.next(6));
+                push(
+                    &mut rows,
+                    EventKind::Pageview,
+                    t,
+                    &page,
+                    visitor,
+                    id,
+                    v == 0,
+                    browser,
+                    referrer,
+                );
+                views.push((t, page.clone()));
+                t += 5 + g.next(90) as i64;
+                if g.next(2) == 0 {
+                    push(
+                        &mut rows,
+                        EventKind::Ping,
+                        t,
+                        &page,
+                        visitor,
+                        id,
+                        false,
+                        browser,
+                        "",
+                    );
+                    t += 30;
+                }
+            }
+            let last = t;
+            push(
+                &mut rows,
+                EventKind::Leave,
+                t,
+                &views.last().unwrap().1.clone(),
+                visitor,
+                id,
+                false,
+                browser,
+                "",
+            );
+            sessions.push(Session {
+                visitor,
+                start,
+                views,
+                last,
+            });
+            if g.next(4) == 0 {
+                push(&mut rows, EventKind::Bot, start, "", 0, 0, false, "", "");
+                bots += 1;
+            }
+        }
+    }
+    (rows, sessions, bots)
+}
+
+fn range(start: i64, end: i64) -> Range {
+    Range {
+        site: "demo".into(),
+        start: start as u32,
+        end: end as u32,
+        timezone: "Asia/Ho_Chi_Minh".into(),
+    }
+}
+
+#[tokio::test]
+async fn rollups_agree_with_the_raw_events() {
+    let settings = tally_testkit::settings();
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    db.migrate().await.unwrap();
+    let (rows, sessions, bots) = generate();
+    // Several inserts, so the rollups hold several parts per key to merge on read.
+    for chunk in rows.chunks(97) {
+        db.insert_events(chunk).await.unwrap();
+    }
+    assert_eq!(db.count_events().await.unwrap(), rows.len() as u64);
+
+    let all = range(
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+        Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+    );
+    let views: Vec<&(i64, String)> = sessions.iter().flat_map(|s| &s.views).collect();
+    let visitors: BTreeSet<u64> = sessions.iter().map(|s| s.visitor).collect();
+    let bounces = sessions.iter().filter(|s| s.views.len() == 1).count();
+    let seconds: i64 = sessions.iter().map(|s| s.last - s.start).sum();
+
+    let summary = db.summary(&all).await.unwrap();
+    assert_eq!(summary.views, views.len() as u64);
+    assert_eq!(summary.visits, sessions.len() as u64);
+    assert_eq!(summary.visitors, visitors.len() as u64);
+    assert_eq!(summary.bots_filtered, bots);
+    assert!((summary.bounce_rate - bounces as f64 / sessions.len() as f64).abs() < 1e-9);
+    assert!((summary.avg_visit_seconds - seconds as f64 / sessions.len() as f64).abs() < 1e-6);
+
+    // Hourly series: every hour's views, visits and unique visitors.
+    let mut hourly: BTreeMap<i64, (u64, u64, BTreeSet<u64>)> = BTreeMap::new();
+    for s in &sessions {
+        for (i, (t, _)) in s.views.iter().enumerate() {
+            let e = hourly.entry(t - t.rem_euclid(3600)).or_default();
+            e.0 += 1;
+            e.1 += u64::from(i == 0);
+            e.2.insert(s.visitor);
+        }
+    }
+    let series = db.timeseries(&all, Interval::Hour).await.unwrap();
+    assert_eq!(series.len(), hourly.len());
+    for b in &series {
+        let hour: i64 = b.bucket.parse().unwrap();
+        let (v, n, u) = &hourly[&hour];
+        assert_eq!(
+            (b.views, b.visits, b.visitors),
+            (*v, *n, u.len() as u64),
+            "hour {hour}"
+        );
+    }
+
+    // Daily series in the site's time zone (UTC+7): the January stretch straddles two local days.
+    let tz: chrono_tz::Tz = "Asia/Ho_Chi_Minh".parse().unwrap();
+    let mut daily: BTreeMap<String, (u64, BTreeSet<u64>)> = BTreeMap::new();
+    for s in &sessions {
+        for (t, _) in &s.views {
+            let day = tz
+                .timestamp_opt(*t, 0)
+                .unwrap()
+                .format("%Y-%m-%d")
+                .to_string();
+            let e = daily.entry(day).or_default();
+            e.0 += 1;
+            e.1.insert(s.visitor);
+        }
+    }
+    let days = db.timeseries(&all, Interval::Day).await.unwrap();
+    assert_eq!(
+        days.iter().map(|d| d.bucket.clone()).collect::<Vec<_>>(),
+        daily.keys().cloned().collect::<Vec<_>>()
+    );
+    for d in &days {
+        assert_eq!(
+            (d.views, d.visitors),
+            (daily[&d.bucket].0, daily[&d.bucket].1.len() as u64),
+            "{}",
+            d.bucket
+        );
+    }
+
+    // Top pages in order, with their titles.
+    let mut pages: HashMap<&str, (u64, BTreeSet<u64>)> = HashMap::new();
+    for s in &sessions {
+        for (_, p) in &s.views {
+            let e = pages.entry(p).or_default();
+            e.0 += 1;
+            e.1.insert(s.visitor);
+        }
+    }
+    let mut want: Vec<(&str, u64, u64)> = pages
+        .iter()
+        .map(|(p, (v, u))| (*p, *v, u.len() as u64))
+        .collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let top = db.top_pages(&all, 100, 0).await.unwrap();
+    let got: Vec<(&str, u64, u64)> = top
+        .iter()
+        .map(|p| (p.page.as_str(), p.views, p.visitors))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        top.iter()
+            .all(|p| p.title == format!("Title of {}", p.page) && p.path == p.page)
+    );
+    let second_page = db.top_pages(&all, 2, 1).await.unwrap();
+    assert_eq!(second_page, top[1..3].to_vec());
+
+    // Browsers as a dimension.
+    let browsers = db.dimension(&all, Dimension::Browser, 10).await.unwrap();
+    assert_eq!(
+        browsers.iter().map(|b| b.views).sum::<u64>(),
+        views.len() as u64
+    );
+
+    // A range holding only the March stretch.
+    let march = range(
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+        Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp(),
+    );
+    let in_march: Vec<&Session> = sessions
+        .iter()
+        .filter(|s| s.start >= march.start as i64)
+        .collect();
+    let m = db.summary(&march).await.unwrap();
+    assert_eq!(
+        m.views,
+        in_march.iter().map(|s| s.views.len() as u64).sum::<u64>()
+    );
+    assert_eq!(m.visits, in_march.len() as u64);
+    assert_eq!(
+        m.visitors,
+        in_march
+            .iter()
+            .map(|s| s.visitor)
+            .collect::<BTreeSet<_>>()
+            .len() as u64
+    );
+}

@@ -1,0 +1,258 @@
+//! The worker's delivery guarantee under faults, against real Redis and ClickHouse:
+//! nothing lost, nothing doubled.
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    str::FromStr,
+    time::Duration,
+};
+
+use common::{CHROME, counters, wait_for};
+use serde_json::json;
+use tally::Roles;
+use tally_clickhouse::Db;
+use tally_core::Settings;
+use tally_redis::Store;
+use tally_testkit::{ClickHouseServer, TestApp};
+use tally_worker::{PartitionWorker, StepOutcome};
+use tokio_util::sync::CancellationToken;
+
+/// Sends `n` page views, `concurrency` at a time; returns how many were accepted.
+async fn send_views(url: String, n: usize, concurrency: usize, pause: Duration) -> u64 {
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for c in 0..concurrency {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0;
+            for i in (c..n).step_by(concurrency) {
+                let body = json!({"t": "pageview", "site": "demo", "url": format!("http://localhost/a{}", i % 13)});
+                let r = http.post(&url).header("user-agent", CHROME).body(body.to_string()).send().await;
+                if r.is_ok_and(|r| r.status() == 204) {
+                    accepted += 1;
+                }
+                tokio::time::sleep(pause).await;
+            }
+            accepted
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
+async fn backlog(store: &Store, partitions: u16) -> u64 {
+    let mut total = 0;
+    for p in 0..partitions {
+        total += store.stream_len(p).await.unwrap();
+    }
+    total
+}
+
+/// Waits until ClickHouse holds `expected` events and the streams are empty, then checks
+/// that no event_id appears twice.
+async fn assert_exactly_once(db: &Db, store: &Store, partitions: u16, expected: u64) {
+    wait_for(
+        "every accepted event in ClickHouse and the streams drained",
+        || async {
+            db.count_events().await.unwrap_or(0) >= expected
+                && backlog(store, partitions).await == 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rows, distinct) = db.event_id_counts().await.unwrap();
+    assert_eq!(rows, expected, "rows in ClickHouse vs accepted views");
+    assert_eq!(distinct, rows, "an event_id was inserted twice");
+}
+
+#[tokio::test]
+async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
+    let settings = tally_testkit::settings();
+    let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("beacon,api").unwrap()).await;
+    let store = app.store().await;
+    let db = app.db();
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    store.ensure_group(partition).await.unwrap();
+    assert_eq!(
+        send_views(app.url("/collect"), 10, 1, Duration::ZERO).await,
+        10
+    );
+
+    // A worker read the ten entries, inserted five and died before acknowledging.
+    let entries = store
+        .read_new(partition, "dead-worker", 100, 10)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 10);
+    let rows: Vec<_> = entries[..5]
+        .iter()
+        .map(|e| tally_clickhouse::EventRow::new(partition, &e.id, e.event.clone().unwrap()))
+        .collect();
+    db.insert_events(&rows).await.unwrap();
+    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
+
+    let mut rescuer = PartitionWorker::new(
+        partition,
+        store.clone(),
+        db.clone(),
+        &settings.worker,
+        "rescuer".into(),
+    );
+    let outcome = rescuer.step(&CancellationToken::new()).await.unwrap();
+    assert_eq!(
+        outcome,
+        StepOutcome {
+            inserted: 5,
+            skipped: 5,
+            dead: 0
+        }
+    );
+    assert_exactly_once(&db, &store, settings.redis.partitions, 10).await;
+}
+
+/// A `tally serve --roles worker` process.
+fn spawn_worker(settings: &Settings, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--roles", "worker"])
+        .envs(tally_testkit::env_for(settings))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start a worker process")
+}
+
+#[tokio::test]
+async fn killing_worker_processes_mid_batch_loses_and_doubles_nothing() {
+    let mut settings = tally_testkit::settings();
+    settings.worker.max_age = Duration::from_millis(150);
+    let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("beacon,api").unwrap()).await;
+    let log = std::env::temp_dir().join(format!("tally-worker-kills-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let sender = tokio::spawn(send_views(
+        app.url("/collect"),
+        1600,
+        4,
+        Duration::from_millis(15),
+    ));
+
+    // Kill -9 a worker every 400–900 ms, eight times, under the stream of views.
+    let mut worker = spawn_worker(&settings, &log);
+    for i in 0..8u64 {
+        tokio::time::sleep(Duration::from_millis(400 + (i * 137) % 500)).await;
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+        worker = spawn_worker(&settings, &log);
+    }
+    let accepted = sender.await.unwrap();
+    assert_eq!(accepted, 1600);
+    let store = app.store().await;
+    assert_exactly_once(&app.db(), &store, settings.redis.partitions, accepted).await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_eq!(
+        counters(&reqwest::Client::new(), &app, None).await["total_views"],
+        accepted
+    );
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!(
+        "worker log: {} takeovers of idle entries after kills",
+        log.matches("took over idle entries").count()
+    );
+}
+
+#[tokio::test]
+async fn clickhouse_killed_and_restarted_under_load_loses_nothing() {
+    let clickhouse = ClickHouseServer::start();
+    let settings = tally_testkit::settings_for(&tally_testkit::services().redis, &clickhouse);
+    let app = TestApp::spawn(settings.clone()).await;
+    let sender = tokio::spawn(send_views(
+        app.url("/collect"),
+        800,
+        4,
+        Duration::from_millis(15),
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    clickhouse.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    clickhouse.restart();
+    let accepted = sender.await.unwrap();
+    assert_eq!(accepted, 800, "the beacon does not depend on ClickHouse");
+    let store = app.store().await;
+    assert_exactly_once(&app.db(), &store, settings.redis.partitions, accepted).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_row_clickhouse_rejects_goes_to_dead_letters_and_the_rest_is_inserted() {
+    let settings = tally_testkit::settings();
+    let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("beacon,api").unwrap()).await;
+    let db = app.db();
+    // A computed column that refuses one page, standing in for any row the server rejects
+    // as bad data. It is evaluated before anything is written (unlike a view, which runs
+    // after the raw table took the block).
+    db.execute_unchecked(
+        "ALTER TABLE events ADD COLUMN guard UInt8 MATERIALIZED throwIf(page = '/poison')",
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    for page in ["/ok1", "/ok2", "/poison", "/ok3", "/ok4", "/ok5"] {
+        let body =
+            json!({"t": "pageview", "site": "demo", "url": format!("http://localhost{page}")});
+        let r = http
+            .post(app.url("/collect"))
+            .header("user-agent", CHROME)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let store = app.store().await;
+    let worker = tally_worker::Worker::build(&settings, db.clone())
+        .await
+        .unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let stop = CancellationToken::new();
+    worker.spawn(&tracker, stop.clone());
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    wait_for("the poisoned entry in the dead-letter stream", || async {
+        store.dead_letter_len(partition).await.unwrap() == 1
+    })
+    .await;
+    assert_exactly_once(&db, &store, settings.redis.partitions, 5).await;
+    let pages: Vec<String> = db
+        .debug_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.page)
+        .collect();
+    assert!(!pages.contains(&"/poison".to_owned()));
+    // The rollups hold exactly the five accepted rows too.
+    let all = tally_clickhouse::stats::Range {
+        site: "demo".into(),
+        start: 0,
+        end: u32::MAX,
+        timezone: "UTC".into(),
+    };
+    assert_eq!(db.summary(&all).await.unwrap().views, 5);
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
