@@ -32,11 +32,23 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration, secrets masked.
     Config,
+    /// Benchmarks (see scripts/bench).
+    #[command(subcommand, hide = true)]
+    Bench(BenchCommand),
     /// Restore the live counters in Redis from ClickHouse and the streams (after a Redis loss).
     RebuildCounters {
         /// Only this site (default: every configured site).
         #[arg(long)]
         site: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Worker drain rate from pre-filled streams, against a plain batch insert.
+    Drain {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
     },
 }
 
@@ -74,6 +86,20 @@ impl Cli {
             }
             Command::Config => {
                 print!("{}", settings.to_redacted_toml());
+                Ok(())
+            }
+            Command::Bench(BenchCommand::Drain { events }) => {
+                let r = crate::bench::drain(&settings, events).await?;
+                println!(
+                    "drain events={} prefill_s={:.2} drain_s={:.2} drain_rate={:.0} plain_s={:.2} plain_rate={:.0} ratio={:.2}",
+                    r.events,
+                    r.prefill.as_secs_f64(),
+                    r.drain.as_secs_f64(),
+                    r.drain_rate(),
+                    r.plain_insert.as_secs_f64(),
+                    r.plain_rate(),
+                    r.drain_rate() / r.plain_rate()
+                );
                 Ok(())
             }
             Command::RebuildCounters { site } => {

@@ -9,6 +9,7 @@
 //! One HTTP listener serves `/healthz`, `/readyz` and the routes of the HTTP roles that run
 //! (beacon, api). The worker role runs in the background of the same process.
 
+pub mod bench;
 pub mod cli;
 mod health;
 pub mod rebuild;

@@ -14,6 +14,14 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no such site")]
     UnknownSite,
+    #[error("no such resource")]
+    NotFound,
+    #[error("an admin token is required (Authorization: Bearer …)")]
+    Unauthorized,
+    #[error("this token may not read this site")]
+    Forbidden,
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Redis(#[from] tally_redis::Error),
     #[error(transparent)]
@@ -25,6 +33,17 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match &self {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
             Self::UnknownSite => (StatusCode::NOT_FOUND, "unknown_site", self.to_string()),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", self.to_string()),
+            Self::Internal(_) => {
+                error!(message = "request failed", error = %self);
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "something went wrong".to_owned(),
+                )
+            }
             Self::Redis(_) | Self::ClickHouse(_) => {
                 error!(message = "request failed", error = %self);
                 (

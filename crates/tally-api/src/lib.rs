@@ -1,16 +1,27 @@
 //! # tally-api
 //!
-//! The read side: public live counters (CORS `*`, short cache) and, later, the admin
-//! statistics API and pages.
+//! The read side: public live counters (CORS `*`, short cache), the admin statistics API
+//! and the admin pages.
 //!
-//! - [`counters`]: `GET /api/v1/sites/{site}/counters` and `/views`, live from Redis.
+//! - `counters`: `GET /api/v1/sites/{site}/counters` and `/views`, live from Redis.
+//! - `stats`: `GET /api/v1/sites` and `/api/v1/sites/{site}/stats/*` (admin token).
+//! - `auth`, `session`: bearer tokens and admin page sessions.
+//! - `openapi`: the OpenAPI document at `/api/openapi.json`.
 
+mod admin;
+mod auth;
 mod counters;
 mod error;
+mod openapi;
+mod session;
+mod stats;
 
 use std::{collections::HashMap, sync::Arc};
 
-use axum::{Router, routing::get};
+use axum::{
+    Router,
+    routing::{get, post},
+};
 use tally_clickhouse::Db;
 use tally_core::{Settings, SiteId, settings::SiteSettings};
 use tally_redis::Store;
@@ -21,7 +32,6 @@ pub(crate) struct State {
     pub(crate) settings: Settings,
     pub(crate) sites: HashMap<SiteId, SiteSettings>,
     pub(crate) store: Store,
-    #[allow(dead_code)]
     pub(crate) db: Db,
 }
 
@@ -52,6 +62,24 @@ impl Api {
         Router::new()
             .route("/api/v1/sites/{site}/counters", get(counters::counters))
             .route("/api/v1/sites/{site}/views", get(counters::views))
+            .route("/api/v1/sites", get(stats::sites))
+            .route("/api/v1/sites/{site}/stats/summary", get(stats::summary))
+            .route(
+                "/api/v1/sites/{site}/stats/timeseries",
+                get(stats::timeseries),
+            )
+            .route("/api/v1/sites/{site}/stats/pages", get(stats::pages))
+            .route("/api/v1/sites/{site}/stats/realtime", get(stats::realtime))
+            .route(
+                "/api/v1/sites/{site}/stats/{dimension}",
+                get(stats::dimension),
+            )
+            .route("/api/openapi.json", get(openapi::document))
+            .route("/admin", get(admin::index))
+            .route("/admin/login", post(admin::login))
+            .route("/admin/logout", post(admin::logout))
+            .route("/admin/sites/{site}", get(admin::site))
+            .route("/admin/assets/{file}", get(admin::asset))
             .with_state(self.state.clone())
     }
 }

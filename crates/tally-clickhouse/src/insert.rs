@@ -106,3 +106,35 @@ impl Db {
         Ok(self.query(sql).execute().await?)
     }
 }
+
+impl Db {
+    /// Creates `events_plain`, a copy of `events` without rollups, for the benchmark that
+    /// compares the worker's drain rate with a plain batch insert.
+    pub async fn create_plain_events_copy(&self) -> Result<()> {
+        self.query("DROP TABLE IF EXISTS events_plain")
+            .execute()
+            .await?;
+        self.query("CREATE TABLE events_plain AS events")
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts `rows` into `events_plain` (benchmark baseline).
+    pub async fn insert_plain<R: Borrow<EventRow>>(&self, rows: &[R]) -> Result<()> {
+        sqllog::record(&format!(
+            "INSERT INTO events_plain ({}) FORMAT RowBinary",
+            <EventRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
+        ));
+        let mut insert = self
+            .client
+            .insert::<EventRow>("events_plain")
+            .await?
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for row in rows {
+            insert.write(row.borrow()).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`page`]: URL → page key normalisation.
 //! - [`visitor`]: cookieless visitor ids (keyed hash with a daily salt).
 
+pub mod dates;
 pub mod event;
 pub mod page;
 pub mod settings;

@@ -103,6 +103,9 @@ pub struct BeaconSettings {
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     pub tokens: Vec<AdminToken>,
+    pub max_range_days: u32,
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
 }
 
 /// An admin bearer token, either for every site or limited to some.
@@ -274,6 +277,10 @@ impl Settings {
                 }
             }
         }
+        if self.admin.max_range_days == 0 {
+            return Err(invalid("admin.max_range_days", "must be at least 1"));
+        }
+        positive("admin.session_ttl", self.admin.session_ttl)?;
         let mut seen = HashSet::new();
         for (i, site) in self.sites.iter().enumerate() {
             if !seen.insert(&site.id) {

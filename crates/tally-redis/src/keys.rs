@@ -10,8 +10,12 @@
 //! | `tally:{pN}:online:S:PAGE` | sorted set | the same for one page; a `leave` removes the visitor |
 //! | `tally:{pN}:visit:S:V` | string, TTL = visit timeout | the running visit's session id of visitor V |
 //! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
+//! | `tally:{pN}:active:S` | sorted set | page → last event (ms) of pages read within the online window |
+//! | `tally:{pN}:titles:S` | hash | page → latest title seen |
+//! | `tally:{pN}:vpm:S:MINUTE` | string, 1-hour TTL | page views in that minute (Unix minutes), for the realtime chart |
 //! | `tally:{pN}:batch:ID` | string, 1-hour TTL | marks a beacon batch as applied, so a retried batch is not counted twice |
 //! | `tally:salt:YYYYMMDD` | string, 2-day TTL | the day's visitor-id salt (UTC days); yesterday's is deleted when today's is made |
+//! | `tally:session:ID` | string, TTL = `admin.session_ttl` (sliding) | signed-in admin page session → fingerprint of its token |
 //!
 //! `pN` is the site's partition (`SiteId::partition`); the `{…}` hash tag keeps all keys of
 //! a partition in one Redis Cluster slot, so the write script stays atomic on a cluster.
@@ -61,6 +65,18 @@ impl Keys {
         format!("{}online:{site}:{page}", self.prefix)
     }
 
+    pub fn active_pages(&self, site: &str) -> String {
+        format!("{}active:{site}", self.prefix)
+    }
+
+    pub fn titles(&self, site: &str) -> String {
+        format!("{}titles:{site}", self.prefix)
+    }
+
+    pub fn views_in_minute(&self, site: &str, minute: i64) -> String {
+        format!("{}vpm:{site}:{minute}", self.prefix)
+    }
+
     pub fn unique_visitors(&self, site: &str, day: &str) -> String {
         format!("{}uv:{site}:{day}", self.prefix)
     }
@@ -69,6 +85,11 @@ impl Keys {
 /// The visitor-id salt of a UTC day (`YYYYMMDD`).
 pub fn salt(day: &str) -> String {
     format!("tally:salt:{day}")
+}
+
+/// An admin page session (`tally:session:ID`), holding the fingerprint of its token.
+pub fn admin_session(id: &str) -> String {
+    format!("tally:session:{id}")
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use keys::Keys;
-pub use read::Counters;
+pub use read::{Counters, Realtime};
 pub use write::{Recorded, TrackedEvent};
 
 /// Errors from the live tier.
@@ -124,4 +124,43 @@ impl Store {
 
 fn rand_salt() -> [u8; 16] {
     rand::random()
+}
+
+impl Store {
+    /// Stores an admin session `id` → `value` for `ttl`.
+    pub async fn session_put(&self, id: &str, value: &str, ttl: Duration) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(keys::admin_session(id))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The value of admin session `id`, extending its life by `ttl`; `None` if expired.
+    pub async fn session_touch(&self, id: &str, ttl: Duration) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let (value, _): (Option<String>, i64) = redis::pipe()
+            .cmd("GET")
+            .arg(keys::admin_session(id))
+            .cmd("EXPIRE")
+            .arg(keys::admin_session(id))
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(value)
+    }
+
+    /// Ends admin session `id`.
+    pub async fn session_delete(&self, id: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys::admin_session(id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
 }

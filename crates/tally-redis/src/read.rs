@@ -123,3 +123,79 @@ impl Store {
         Ok(())
     }
 }
+
+/// What is happening on a site right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Realtime {
+    pub online: u64,
+    /// Pages with someone on them, most readers first: (page, title, readers).
+    pub pages: Vec<(String, String, u64)>,
+    /// Page views per minute, oldest first: (Unix minute, views).
+    pub views_per_minute: Vec<(i64, u64)>,
+}
+
+impl Store {
+    /// Online visitors, the pages being read (at most `max_pages`) and page views in each of
+    /// the last `minutes` minutes. Two round trips.
+    pub async fn realtime(
+        &self,
+        site: &SiteId,
+        now_ms: i64,
+        window_ms: i64,
+        minutes: i64,
+        max_pages: usize,
+    ) -> Result<Realtime> {
+        let keys = Keys::new(site.partition(self.partitions()));
+        let s = site.as_str();
+        let since = now_ms - window_ms;
+        let now_minute = now_ms.div_euclid(60_000);
+        let minute_keys: Vec<String> = (now_minute - minutes + 1..=now_minute)
+            .map(|m| keys.views_in_minute(s, m))
+            .collect();
+        let mut conn = self.conn();
+        let (online, pages, counts): (u64, Vec<String>, Vec<Option<u64>>) = redis::pipe()
+            .cmd("ZCOUNT")
+            .arg(keys.online(s))
+            .arg(since)
+            .arg("+inf")
+            .cmd("ZRANGEBYSCORE")
+            .arg(keys.active_pages(s))
+            .arg(since)
+            .arg("+inf")
+            .cmd("MGET")
+            .arg(&minute_keys)
+            .query_async(&mut conn)
+            .await?;
+        let mut rt = Realtime {
+            online,
+            pages: Vec::new(),
+            views_per_minute: (now_minute - minutes + 1..=now_minute)
+                .zip(counts)
+                .map(|(m, c)| (m, c.unwrap_or(0)))
+                .collect(),
+        };
+        if !pages.is_empty() {
+            let mut pipe = redis::pipe();
+            for page in &pages {
+                pipe.cmd("ZCOUNT")
+                    .arg(keys.page_online(s, page))
+                    .arg(since)
+                    .arg("+inf");
+            }
+            pipe.cmd("HMGET").arg(keys.titles(s)).arg(&pages);
+            let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+            let titles: Vec<Option<String>> =
+                redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))?;
+            for ((page, reply), title) in pages.into_iter().zip(replies).zip(titles) {
+                let readers: u64 = redis::from_redis_value(reply)?;
+                if readers > 0 {
+                    rt.pages.push((page, title.unwrap_or_default(), readers));
+                }
+            }
+            rt.pages
+                .sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+            rt.pages.truncate(max_pages);
+        }
+        Ok(rt)
+    }
+}

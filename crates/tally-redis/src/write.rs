@@ -74,6 +74,7 @@ impl Store {
                     .arg(e.event.visitor)
                     .arg(e.session_candidate)
                     .arg(&e.day)
+                    .arg(&e.event.title)
                     .arg(json);
             }
             pipe.add_command(cmd);

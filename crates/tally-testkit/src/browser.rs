@@ -21,6 +21,7 @@ pub const DESKTOP_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36
 /// A chromedriver process and a browser session on it.
 pub struct Browser {
     pub client: Client,
+    port: u16,
     driver: Child,
     _profile: tempfile::TempDir,
 }
@@ -72,6 +73,7 @@ impl Browser {
             .expect("open a browser session");
         Self {
             client,
+            port,
             driver,
             _profile: profile,
         }
@@ -105,6 +107,39 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Messages the page logged at level SEVERE (console errors, failed loads, uncaught
+    /// exceptions) since the last call, from chromedriver's log endpoint.
+    pub async fn console_errors(&self) -> Vec<String> {
+        let id = self
+            .client
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .expect("session id");
+        let url = format!("http://127.0.0.1:{}/session/{id}/se/log", self.port);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<String>();
+        let req = hyper::Request::post(url)
+            .header("content-type", "application/json")
+            .body(r#"{"type":"browser"}"#.to_owned())
+            .unwrap();
+        let resp = client.request(req).await.expect("read browser log");
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let log: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        log["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// Ends the session and chromedriver.

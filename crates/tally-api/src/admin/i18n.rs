@@ -1,0 +1,225 @@
+//! The admin pages' two languages and locale-aware numbers and dates.
+
+/// A language of the admin pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lang {
+    En,
+    Vi,
+}
+
+impl Lang {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "en" => Some(Self::En),
+            "vi" => Some(Self::Vi),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Vi => "vi",
+        }
+    }
+
+    /// A whole number with the locale's thousands separator: 6,738,189 / 6.738.189.
+    pub(crate) fn number(self, n: u64) -> String {
+        let sep = match self {
+            Self::En => ',',
+            Self::Vi => '.',
+        };
+        let digits = n.to_string();
+        let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(sep);
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// A share as a percentage with one decimal: 60.0% / 60,0%.
+    pub(crate) fn percent(self, share: f64) -> String {
+        let s = format!("{:.1}%", share * 100.0);
+        match self {
+            Self::En => s,
+            Self::Vi => s.replace('.', ","),
+        }
+    }
+
+    /// A duration in seconds as minutes and seconds: 2m 36s / 2 phút 36 giây.
+    pub(crate) fn duration(self, seconds: f64) -> String {
+        let s = seconds.max(0.0).round() as u64;
+        let (m, s) = (s / 60, s % 60);
+        match self {
+            Self::En if m > 0 => format!("{m}m {s}s"),
+            Self::En => format!("{s}s"),
+            Self::Vi if m > 0 => format!("{m} phút {s} giây"),
+            Self::Vi => format!("{s} giây"),
+        }
+    }
+
+    /// A date: Jul 5, 2021 / 05/07/2021.
+    pub(crate) fn date(self, d: chrono::NaiveDate) -> String {
+        match self {
+            Self::En => d.format("%b %-d, %Y").to_string(),
+            Self::Vi => d.format("%d/%m/%Y").to_string(),
+        }
+    }
+
+    /// Every label of the pages.
+    pub(crate) fn t(self) -> &'static Labels {
+        match self {
+            Self::En => &EN,
+            Self::Vi => &VI,
+        }
+    }
+}
+
+/// The labels of the admin pages in one language.
+pub(crate) struct Labels {
+    pub(crate) title: &'static str,
+    pub(crate) sign_in: &'static str,
+    pub(crate) sign_out: &'static str,
+    pub(crate) token: &'static str,
+    pub(crate) token_help: &'static str,
+    pub(crate) wrong_token: &'static str,
+    pub(crate) sites: &'static str,
+    pub(crate) today_views: &'static str,
+    pub(crate) online_now: &'static str,
+    pub(crate) views: &'static str,
+    pub(crate) visits: &'static str,
+    pub(crate) visitors: &'static str,
+    pub(crate) bounce_rate: &'static str,
+    pub(crate) avg_visit: &'static str,
+    pub(crate) bots_filtered: &'static str,
+    pub(crate) today: &'static str,
+    pub(crate) yesterday: &'static str,
+    pub(crate) last_7: &'static str,
+    pub(crate) last_30: &'static str,
+    pub(crate) custom: &'static str,
+    pub(crate) from: &'static str,
+    pub(crate) to: &'static str,
+    pub(crate) apply: &'static str,
+    pub(crate) over_time: &'static str,
+    pub(crate) top_pages: &'static str,
+    pub(crate) page: &'static str,
+    pub(crate) referrers: &'static str,
+    pub(crate) direct: &'static str,
+    pub(crate) browsers: &'static str,
+    pub(crate) os: &'static str,
+    pub(crate) devices: &'static str,
+    pub(crate) countries: &'static str,
+    pub(crate) unknown: &'static str,
+    pub(crate) reading_now: &'static str,
+    pub(crate) nobody: &'static str,
+    pub(crate) no_data: &'static str,
+    pub(crate) all_sites: &'static str,
+    pub(crate) times_in: &'static str,
+    pub(crate) language: &'static str,
+}
+
+static EN: Labels = Labels {
+    title: "Tally statistics",
+    sign_in: "Sign in",
+    sign_out: "Sign out",
+    token: "Admin token",
+    token_help: "Paste an admin token from Tally's configuration.",
+    wrong_token: "That token is not valid. Check it and try again.",
+    sites: "Sites",
+    today_views: "Views today",
+    online_now: "Online now",
+    views: "Views",
+    visits: "Visits",
+    visitors: "Unique visitors",
+    bounce_rate: "Bounce rate",
+    avg_visit: "Average visit",
+    bots_filtered: "Crawler hits filtered",
+    today: "Today",
+    yesterday: "Yesterday",
+    last_7: "7 days",
+    last_30: "30 days",
+    custom: "Custom",
+    from: "From",
+    to: "To",
+    apply: "Show",
+    over_time: "Views and visitors over time",
+    top_pages: "Top pages",
+    page: "Page",
+    referrers: "Referrers",
+    direct: "(direct or unknown)",
+    browsers: "Browsers",
+    os: "Operating systems",
+    devices: "Devices",
+    countries: "Countries",
+    unknown: "(unknown)",
+    reading_now: "Being read now",
+    nobody: "Nobody is reading right now.",
+    no_data: "No data for this range.",
+    all_sites: "All sites",
+    times_in: "Times in",
+    language: "Tiếng Việt",
+};
+
+static VI: Labels = Labels {
+    title: "Thống kê Tally",
+    sign_in: "Đăng nhập",
+    sign_out: "Đăng xuất",
+    token: "Mã quản trị",
+    token_help: "Dán mã quản trị trong cấu hình của Tally.",
+    wrong_token: "Mã không hợp lệ. Vui lòng kiểm tra và thử lại.",
+    sites: "Trang web",
+    today_views: "Lượt xem hôm nay",
+    online_now: "Đang online",
+    views: "Lượt xem",
+    visits: "Lượt truy cập",
+    visitors: "Khách duy nhất",
+    bounce_rate: "Tỷ lệ thoát",
+    avg_visit: "Thời gian truy cập TB",
+    bots_filtered: "Lượt bot đã lọc",
+    today: "Hôm nay",
+    yesterday: "Hôm qua",
+    last_7: "7 ngày",
+    last_30: "30 ngày",
+    custom: "Tùy chọn",
+    from: "Từ",
+    to: "Đến",
+    apply: "Xem",
+    over_time: "Lượt xem và khách theo thời gian",
+    top_pages: "Trang được xem nhiều",
+    page: "Trang",
+    referrers: "Nguồn truy cập",
+    direct: "(trực tiếp hoặc không rõ)",
+    browsers: "Trình duyệt",
+    os: "Hệ điều hành",
+    devices: "Thiết bị",
+    countries: "Quốc gia",
+    unknown: "(không rõ)",
+    reading_now: "Đang được đọc",
+    nobody: "Hiện không có ai đang đọc.",
+    no_data: "Không có dữ liệu trong khoảng này.",
+    all_sites: "Tất cả trang web",
+    times_in: "Giờ theo",
+    language: "English",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_follow_the_locale() {
+        assert_eq!(Lang::En.number(6_738_189), "6,738,189");
+        assert_eq!(Lang::Vi.number(6_738_189), "6.738.189");
+        assert_eq!(Lang::En.number(120), "120");
+        assert_eq!(Lang::En.number(1000), "1,000");
+        assert_eq!(Lang::Vi.percent(0.6), "60,0%");
+        assert_eq!(Lang::En.duration(162.0), "2m 42s");
+        assert_eq!(Lang::Vi.duration(42.0), "42 giây");
+        let d = chrono::NaiveDate::from_ymd_opt(2021, 7, 5).unwrap();
+        assert_eq!(Lang::Vi.date(d), "05/07/2021");
+        assert_eq!(Lang::En.date(d), "Jul 5, 2021");
+    }
+}

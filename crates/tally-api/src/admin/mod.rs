@@ -1,0 +1,568 @@
+//! The admin statistics pages (`/admin`): server-rendered HTML (askama templates, which
+//! escape everything by default — titles, paths and referrers come from visitors), one small
+//! script for live updates, one stylesheet; every asset is served from here.
+
+mod chart;
+mod i18n;
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::{
+    Form,
+    extract::{Path, Query, State as AxumState},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Redirect, Response},
+};
+use chrono::{Datelike, Days, Utc};
+use serde::Deserialize;
+use tally_clickhouse::stats::{Dimension, Interval, NameRow, Range};
+use tally_core::{SiteId, dates::DayRange, settings::AdminToken};
+
+use crate::{
+    ApiError, State,
+    auth::find_token,
+    session::{self, COOKIE},
+};
+use i18n::{Labels, Lang};
+
+/// How often the site page refreshes the live figures.
+const POLL_MS: u64 = 5000;
+const LANG_COOKIE: &str = "tally_lang";
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PageQuery {
+    lang: Option<String>,
+    range: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The page language: `?lang=` (remembered in a cookie), else the cookie, else the
+/// browser's preference, else English.
+fn language(query: &PageQuery, headers: &HeaderMap) -> (Lang, bool) {
+    if let Some(lang) = query.lang.as_deref().and_then(Lang::parse) {
+        return (lang, true);
+    }
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == LANG_COOKIE)
+        .and_then(|(_, v)| Lang::parse(v));
+    if let Some(lang) = cookie {
+        return (lang, false);
+    }
+    let prefers_vi = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("vi"));
+    (if prefers_vi { Lang::Vi } else { Lang::En }, false)
+}
+
+/// An HTML response with the admin pages' security headers (and the language cookie).
+fn html(status: StatusCode, body: String, lang: Lang, remember: bool) -> Response {
+    let mut r = (status, Html(body)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if remember {
+        let cookie = format!(
+            "{LANG_COOKIE}={}; Path=/admin; Max-Age=31536000; SameSite=Lax",
+            lang.code()
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+fn render(t: &impl Template) -> Result<String, ApiError> {
+    t.render()
+        .map_err(|e| ApiError::Internal(format!("template: {e}")))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    error: Option<&'a str>,
+}
+
+struct SiteCard {
+    id: String,
+    views_today: String,
+    online: String,
+}
+
+#[derive(Template)]
+#[template(path = "sites.html")]
+struct SitesPage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    sites: Vec<SiteCard>,
+}
+
+struct TableRow {
+    name: String,
+    detail: String,
+    views: String,
+    visitors: String,
+    share: u64,
+}
+
+#[derive(Template)]
+#[template(path = "table.html")]
+struct Table<'a> {
+    t: &'a Labels,
+    title: &'a str,
+    head: &'a str,
+    rows: Vec<TableRow>,
+}
+
+#[derive(Template)]
+#[template(path = "site.html")]
+struct SitePage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    site: String,
+    timezone: String,
+    poll_ms: u64,
+    online: String,
+    range: &'a str,
+    ranges: Vec<(&'static str, &'static str)>,
+    range_label: String,
+    from: String,
+    to: String,
+    cards: Vec<(&'static str, String)>,
+    chart: String,
+    reading: Vec<(String, String, String)>,
+    tables: Vec<String>,
+}
+
+fn lang_href(lang: Lang) -> String {
+    let other = if lang == Lang::Vi { "en" } else { "vi" };
+    format!("?lang={other}")
+}
+
+async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Option<AdminToken>, ApiError> {
+    session::from_cookie(state, headers).await
+}
+
+fn login_page(
+    lang: Lang,
+    remember: bool,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<Response, ApiError> {
+    let page = LoginPage {
+        t: lang.t(),
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: false,
+        error,
+    };
+    Ok(html(status, render(&page)?, lang, remember))
+}
+
+/// `GET /admin`: the sign-in form, or the sites this token may see with today's views and
+/// who is online.
+pub(crate) async fn index(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (lang, remember) = language(&q, &headers);
+    let Some(token) = signed_in(&state, &headers).await? else {
+        return login_page(lang, remember, StatusCode::OK, None);
+    };
+    let now = Utc::now();
+    let mut sites = Vec::new();
+    for site in state.settings.sites.iter().filter(|s| token.allows(&s.id)) {
+        let today = DayRange::parse(None, None, site.timezone, now, 1)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let range = Range {
+            site: site.id.to_string(),
+            start: today.start_utc(),
+            end: today.end_utc(),
+            timezone: site.timezone.name().to_owned(),
+        };
+        let since =
+            now.timestamp_millis() - state.settings.tracking.online_window.as_millis() as i64;
+        let (summary, live) = tokio::try_join!(
+            async { state.db.summary(&range).await.map_err(ApiError::from) },
+            async {
+                state
+                    .store
+                    .counters(&site.id, None, since)
+                    .await
+                    .map_err(ApiError::from)
+            },
+        )?;
+        sites.push(SiteCard {
+            id: site.id.to_string(),
+            views_today: lang.number(summary.views),
+            online: lang.number(live.online),
+        });
+    }
+    let page = SitesPage {
+        t: lang.t(),
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: true,
+        sites,
+    };
+    Ok(html(StatusCode::OK, render(&page)?, lang, remember))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+}
+
+/// `POST /admin/login`: a valid token starts a session (cookie) and goes to `/admin`; a wrong
+/// one shows the form again with the reason.
+pub(crate) async fn login(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, ApiError> {
+    let (lang, _) = language(&PageQuery::default(), &headers);
+    let Some(token) = find_token(&state.settings.admin.tokens, form.token.trim()) else {
+        return login_page(
+            lang,
+            false,
+            StatusCode::UNAUTHORIZED,
+            Some(lang.t().wrong_token),
+        );
+    };
+    let id = session::new_id();
+    let ttl = state.settings.admin.session_ttl;
+    state
+        .store
+        .session_put(&id, &session::fingerprint(token), ttl)
+        .await?;
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        ttl.as_secs()
+    );
+    let mut r = Redirect::to("/admin").into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+/// `POST /admin/logout`: ends the session.
+pub(crate) async fn logout(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(id) = session::cookie_value(&headers) {
+        state.store.session_delete(id).await?;
+    }
+    let mut r = Redirect::to("/admin").into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("tally_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(r)
+}
+
+/// The day range of `?range=today|yesterday|7d|30d|custom&from&to`, in the site's zone.
+fn page_range(
+    q: &PageQuery,
+    tz: chrono_tz::Tz,
+    max_days: u32,
+) -> (String, Result<DayRange, String>) {
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    let back = |n: u64| {
+        today
+            .checked_sub_days(Days::new(n))
+            .unwrap_or(today)
+            .to_string()
+    };
+    let key = q.range.clone().unwrap_or_else(|| "today".into());
+    let (from, to) = match key.as_str() {
+        "yesterday" => (back(1), back(1)),
+        "7d" => (back(6), today.to_string()),
+        "30d" => (back(29), today.to_string()),
+        "custom" => (
+            q.from.clone().unwrap_or_default(),
+            q.to.clone().unwrap_or_default(),
+        ),
+        _ => (today.to_string(), today.to_string()),
+    };
+    let key = match key.as_str() {
+        "yesterday" | "7d" | "30d" | "custom" => key,
+        _ => "today".into(),
+    };
+    let range = DayRange::parse(Some(&from), Some(&to), tz, Utc::now(), max_days)
+        .map_err(|e| e.to_string());
+    (key, range)
+}
+
+fn rows(lang: Lang, rows: Vec<NameRow>, empty_name: &str) -> Vec<TableRow> {
+    let max = rows.iter().map(|r| r.views).max().unwrap_or(0).max(1);
+    rows.into_iter()
+        .map(|r| TableRow {
+            name: if r.name.is_empty() {
+                empty_name.to_owned()
+            } else {
+                r.name
+            },
+            detail: String::new(),
+            views: lang.number(r.views),
+            visitors: lang.number(r.visitors),
+            share: r.views * 100 / max,
+        })
+        .collect()
+}
+
+/// `GET /admin/sites/{site}`: everything about one site for a range.
+pub(crate) async fn site(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (lang, remember) = language(&q, &headers);
+    let Some(token) = signed_in(&state, &headers).await? else {
+        return Ok(Redirect::to("/admin").into_response());
+    };
+    let id = SiteId::parse(&site).map_err(|_| ApiError::UnknownSite)?;
+    let settings = state.sites.get(&id).ok_or(ApiError::UnknownSite)?;
+    if !token.allows(&id) {
+        return Err(ApiError::Forbidden);
+    }
+    let tz = settings.timezone;
+    let t = lang.t();
+    let (key, days) = page_range(&q, tz, state.settings.admin.max_range_days);
+    let days = days.map_err(ApiError::BadRequest)?;
+    let range = Range {
+        site: id.to_string(),
+        start: days.start_utc(),
+        end: days.end_utc(),
+        timezone: tz.name().to_owned(),
+    };
+    let interval = if days.from == days.to {
+        Interval::Hour
+    } else {
+        Interval::Day
+    };
+    let now = Utc::now().timestamp_millis();
+    let window = state.settings.tracking.online_window.as_millis() as i64;
+    let db = &state.db;
+    let (summary, series, pages, referrers, browsers, os, devices, countries, live) = tokio::try_join!(
+        async { db.summary(&range).await.map_err(ApiError::from) },
+        async {
+            db.timeseries(&range, interval)
+                .await
+                .map_err(ApiError::from)
+        },
+        async { db.top_pages(&range, 20, 0).await.map_err(ApiError::from) },
+        async {
+            db.dimension(&range, Dimension::Referrer, 10)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            db.dimension(&range, Dimension::Browser, 8)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            db.dimension(&range, Dimension::Os, 8)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            db.dimension(&range, Dimension::Device, 5)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            db.dimension(&range, Dimension::Country, 10)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            state
+                .store
+                .realtime(&id, now, window, 30, 10)
+                .await
+                .map_err(ApiError::from)
+        },
+    )?;
+
+    let found: std::collections::HashMap<&str, &tally_clickhouse::stats::Bucket> =
+        series.iter().map(|b| (b.bucket.as_str(), b)).collect();
+    let bar = |label: String, key: &str| {
+        let (v, u) = found.get(key).map_or((0, 0), |b| (b.views, b.visitors));
+        chart::Bar {
+            tooltip: format!(
+                "{label}: {} {}, {} {}",
+                lang.number(v),
+                t.views,
+                lang.number(u),
+                t.visitors
+            ),
+            label,
+            views: v,
+            visitors: u,
+        }
+    };
+    let bars: Vec<chart::Bar> = match interval {
+        Interval::Hour => (range.start..range.end)
+            .step_by(3600)
+            .map(|h| {
+                let local = chrono::TimeZone::timestamp_opt(&tz, i64::from(h), 0).single();
+                let label = local
+                    .map(|l| l.format("%H:00").to_string())
+                    .unwrap_or_default();
+                bar(label, &h.to_string())
+            })
+            .collect(),
+        Interval::Day => days
+            .days()
+            .map(|d| {
+                let label = match lang {
+                    Lang::En => d.format("%b %-d").to_string(),
+                    Lang::Vi => format!("{:02}/{:02}", d.day(), d.month()),
+                };
+                bar(label, &d.format("%Y-%m-%d").to_string())
+            })
+            .collect(),
+    };
+    let chart = chart::svg(&bars, |n| lang.number(n), t.views, t.visitors);
+
+    let max = pages.iter().map(|p| p.views).max().unwrap_or(0).max(1);
+    let page_rows: Vec<TableRow> = pages
+        .into_iter()
+        .map(|p| TableRow {
+            name: if p.title.is_empty() {
+                p.page.clone()
+            } else {
+                p.title
+            },
+            detail: p.page,
+            views: lang.number(p.views),
+            visitors: lang.number(p.visitors),
+            share: p.views * 100 / max,
+        })
+        .collect();
+    let table = |title: &str, head: &str, rows: Vec<TableRow>| {
+        render(&Table {
+            t,
+            title,
+            head,
+            rows,
+        })
+    };
+    let tables = vec![
+        table(t.top_pages, t.page, page_rows)?,
+        table(t.referrers, t.referrers, rows(lang, referrers, t.direct))?,
+        table(t.browsers, t.browsers, rows(lang, browsers, t.unknown))?,
+        table(t.os, t.os, rows(lang, os, t.unknown))?,
+        table(t.devices, t.devices, rows(lang, devices, t.unknown))?,
+        table(t.countries, t.countries, rows(lang, countries, t.unknown))?,
+    ];
+    let range_label = if days.from == days.to {
+        lang.date(days.from)
+    } else {
+        format!("{} – {}", lang.date(days.from), lang.date(days.to))
+    };
+    let page = SitePage {
+        t,
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: true,
+        site: id.to_string(),
+        timezone: tz.name().to_owned(),
+        poll_ms: POLL_MS,
+        online: lang.number(live.online),
+        range: &key,
+        ranges: vec![
+            ("today", t.today),
+            ("yesterday", t.yesterday),
+            ("7d", t.last_7),
+            ("30d", t.last_30),
+        ],
+        range_label,
+        from: days.from.to_string(),
+        to: days.to.to_string(),
+        cards: vec![
+            (t.views, lang.number(summary.views)),
+            (t.visits, lang.number(summary.visits)),
+            (t.visitors, lang.number(summary.visitors)),
+            (t.bounce_rate, lang.percent(summary.bounce_rate)),
+            (t.avg_visit, lang.duration(summary.avg_visit_seconds)),
+            (t.bots_filtered, lang.number(summary.bots_filtered)),
+        ],
+        chart,
+        reading: live
+            .pages
+            .into_iter()
+            .map(|(page, title, n)| {
+                (
+                    if title.is_empty() {
+                        page.clone()
+                    } else {
+                        title
+                    },
+                    page,
+                    lang.number(n),
+                )
+            })
+            .collect(),
+        tables,
+    };
+    Ok(html(StatusCode::OK, render(&page)?, lang, remember))
+}
+
+/// `GET /admin/assets/{file}`: the stylesheet and the script, cacheable for an hour.
+pub(crate) async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "admin.css" => (
+            include_str!("../../assets/admin.css"),
+            "text/css; charset=utf-8",
+        ),
+        "admin.js" => (
+            include_str!("../../assets/admin.js"),
+            "application/javascript; charset=utf-8",
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,222 @@
+//! The admin statistics API: `/api/v1/sites` and `/api/v1/sites/{site}/stats/*`. Figures
+//! come from ClickHouse's rollups (realtime: from Redis); ranges are days in the site's
+//! time zone.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State as AxumState},
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tally_clickhouse::stats::{Dimension, Interval, Range};
+use tally_core::{SiteId, dates::DayRange};
+
+use crate::{ApiError, State, auth::Admin};
+
+/// Most rows one list request may ask for.
+const MAX_LIMIT: u32 = 1000;
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+    interval: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+fn number(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+    match value {
+        None | Some("") => Ok(default),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "`{name}` must be a whole number from 0 to {max}"
+            ))),
+        },
+    }
+}
+
+/// The site (checked against the token) and its validated day range.
+fn range(
+    state: &State,
+    admin: &Admin,
+    site: &str,
+    q: &RangeQuery,
+) -> Result<(SiteId, DayRange, Range), ApiError> {
+    let id = admin.site(state, site)?;
+    let tz = state.sites[&id].timezone;
+    let days = DayRange::parse(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        tz,
+        Utc::now(),
+        state.settings.admin.max_range_days,
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let r = Range {
+        site: id.to_string(),
+        start: days.start_utc(),
+        end: days.end_utc(),
+        timezone: tz.name().to_owned(),
+    };
+    Ok((id, days, r))
+}
+
+#[derive(Serialize)]
+struct SiteBody {
+    id: String,
+    domains: Vec<String>,
+    timezone: String,
+    public_counters: bool,
+}
+
+/// `GET /api/v1/sites`: the sites this token may see.
+pub(crate) async fn sites(AxumState(state): AxumState<Arc<State>>, admin: Admin) -> Json<Value> {
+    let sites: Vec<SiteBody> = state
+        .settings
+        .sites
+        .iter()
+        .filter(|s| admin.0.allows(&s.id))
+        .map(|s| SiteBody {
+            id: s.id.to_string(),
+            domains: s.domains.clone(),
+            timezone: s.timezone.name().to_owned(),
+            public_counters: s.public_counters,
+        })
+        .collect();
+    Json(json!({ "sites": sites }))
+}
+
+/// `GET …/stats/summary?from&to`
+pub(crate) async fn summary(
+    AxumState(state): AxumState<Arc<State>>,
+    admin: Admin,
+    Path(site): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, _, r) = range(&state, &admin, &site, &q)?;
+    let s = state.db.summary(&r).await?;
+    Ok(Json(json!({
+        "views": s.views,
+        "visits": s.visits,
+        "visitors": s.visitors,
+        "bounce_rate": (s.bounce_rate * 10_000.0).round() / 10_000.0,
+        "avg_visit_seconds": s.avg_visit_seconds.round(),
+        "bots_filtered": s.bots_filtered,
+    })))
+}
+
+/// `GET …/stats/timeseries?from&to&interval=hour|day` — every bucket of the range, zeros
+/// included, `t` in the site's time zone.
+pub(crate) async fn timeseries(
+    AxumState(state): AxumState<Arc<State>>,
+    admin: Admin,
+    Path(site): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, days, r) = range(&state, &admin, &site, &q)?;
+    let interval = match q.interval.as_deref() {
+        None | Some("") | Some("day") => Interval::Day,
+        Some("hour") => Interval::Hour,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`interval` must be hour or day".into(),
+            ));
+        }
+    };
+    let rows = state.db.timeseries(&r, interval).await?;
+    let found: std::collections::HashMap<&str, &tally_clickhouse::stats::Bucket> =
+        rows.iter().map(|b| (b.bucket.as_str(), b)).collect();
+    let point = |t: String, key: &str| {
+        let b = found.get(key);
+        json!({
+            "t": t,
+            "views": b.map_or(0, |b| b.views),
+            "visits": b.map_or(0, |b| b.visits),
+            "visitors": b.map_or(0, |b| b.visitors),
+        })
+    };
+    let points: Vec<Value> = match interval {
+        Interval::Day => days
+            .days()
+            .map(|d| point(days.day_start_rfc3339(d), &d.format("%Y-%m-%d").to_string()))
+            .collect(),
+        Interval::Hour => (r.start..r.end)
+            .step_by(3600)
+            .map(|h| point(days.rfc3339(i64::from(h)), &h.to_string()))
+            .collect(),
+    };
+    Ok(Json(json!({ "points": points })))
+}
+
+/// `GET …/stats/pages?from&to&limit=20&offset=0`
+pub(crate) async fn pages(
+    AxumState(state): AxumState<Arc<State>>,
+    admin: Admin,
+    Path(site): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, _, r) = range(&state, &admin, &site, &q)?;
+    let limit = number(q.limit.as_deref(), "limit", 20, MAX_LIMIT)?;
+    let offset = number(q.offset.as_deref(), "offset", 0, u32::MAX)?;
+    let rows = state.db.top_pages(&r, limit, offset).await?;
+    Ok(Json(json!({ "pages": rows })))
+}
+
+/// `GET …/stats/{referrers|browsers|os|devices|countries}?from&to&limit`
+pub(crate) async fn dimension(
+    AxumState(state): AxumState<Arc<State>>,
+    admin: Admin,
+    Path((site, dim)): Path<(String, String)>,
+    Query(q): Query<RangeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let dim = match dim.as_str() {
+        "referrers" => Dimension::Referrer,
+        "browsers" => Dimension::Browser,
+        "os" => Dimension::Os,
+        "devices" => Dimension::Device,
+        "countries" => Dimension::Country,
+        _ => return Err(ApiError::NotFound),
+    };
+    let (_, _, r) = range(&state, &admin, &site, &q)?;
+    let limit = number(q.limit.as_deref(), "limit", 20, MAX_LIMIT)?;
+    let rows = state.db.dimension(&r, dim, limit).await?;
+    Ok(Json(json!({ "rows": rows })))
+}
+
+/// `GET …/stats/realtime` — live from Redis: online now, pages being read, views per minute
+/// over the last 30 minutes.
+pub(crate) async fn realtime(
+    AxumState(state): AxumState<Arc<State>>,
+    admin: Admin,
+    Path(site): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = admin.site(&state, &site)?;
+    let tz = state.sites[&id].timezone;
+    let now = Utc::now().timestamp_millis();
+    let window = state.settings.tracking.online_window.as_millis() as i64;
+    let rt = state.store.realtime(&id, now, window, 30, 50).await?;
+    let pages: Vec<Value> = rt
+        .pages
+        .into_iter()
+        .map(|(page, title, online)| json!({"page": page, "title": title, "online": online}))
+        .collect();
+    let per_minute: Vec<Value> = rt
+        .views_per_minute
+        .into_iter()
+        .map(|(minute, views)| {
+            let t = chrono::TimeZone::timestamp_opt(&tz, minute * 60, 0)
+                .single()
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            json!({"t": t, "views": views})
+        })
+        .collect();
+    Ok(Json(
+        json!({"online": rt.online, "pages": pages, "views_per_minute": per_minute}),
+    ))
+}

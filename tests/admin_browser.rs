@@ -1,0 +1,318 @@
+//! The admin pages in headless Chromium against the real server with seeded data: sign-in,
+//! the seeded numbers, the live online figure changing without a reload, a hostile title
+//! shown as text, no console errors, no request to another host, Vietnamese labels, and
+//! screenshots at desktop and phone width (target/screenshots/).
+
+mod common;
+
+use chrono::Utc;
+use common::{Hit, send};
+use fantoccini::Locator;
+use serde_json::json;
+use tally_clickhouse::EventRow;
+use tally_core::{Event, EventKind, dates::DayRange, settings::AdminToken};
+use tally_testkit::{Browser, TestApp};
+
+const TOKEN: &str = "admin-browser-token";
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+/// 1,234 page views today (site time zone) by 300 visitors in 400 visits, a hostile title.
+async fn seed(app: &TestApp) {
+    let tz = app.settings.sites[0].timezone;
+    let today = DayRange::parse(None, None, tz, Utc::now(), 1).unwrap();
+    let start = i64::from(today.start_utc());
+    let mut rows = Vec::new();
+    for i in 0..1234u64 {
+        let (page, title) = match i % 3 {
+            0 => ("/xss", XSS.to_owned()),
+            1 => ("/thoi-su/bai-1", "Thời sự: bài một".to_owned()),
+            _ => ("/kinh-te/bai-2", "Kinh tế: bài hai".to_owned()),
+        };
+        let session = 1 + i % 400;
+        let event = Event {
+            kind: EventKind::Pageview,
+            site: "demo".into(),
+            ts_ms: (start + (i % 600) as i64) * 1000,
+            page: page.into(),
+            path: page.into(),
+            title,
+            referrer_host: ["google.com", "facebook.com", ""][(i % 3) as usize].into(),
+            browser: ["Chrome", "Safari"][(i % 2) as usize].into(),
+            os: "Android".into(),
+            device: "mobile".into(),
+            visitor: 1 + session % 300,
+            session,
+            new_visit: i < 400,
+            ..Event::empty()
+        };
+        rows.push(EventRow::new(7, &format!("seed-{i}"), event));
+    }
+    app.db().insert_events(&rows).await.unwrap();
+}
+
+async fn text(browser: &Browser, selector: &str) -> String {
+    browser
+        .client
+        .find(Locator::Css(selector))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn card_values(browser: &Browser) -> Vec<String> {
+    let v = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('.stat .value')].map(e => e.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test]
+async fn admin_pages_in_a_real_browser() {
+    let mut settings = tally_testkit::settings();
+    settings.admin.tokens = vec![AdminToken::All(TOKEN.into())];
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let app = TestApp::spawn(settings).await;
+    seed(&app).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        send(&http, &app, &Hit::view("/thoi-su/bai-1").ip("198.51.100.1")).await,
+        204
+    );
+    let db = app.db();
+    common::wait_for("the live view in ClickHouse", || async {
+        db.count_events().await.unwrap_or(0) == 1235
+    })
+    .await;
+
+    let browser = Browser::start(1280, 1800).await;
+    let c = &browser.client;
+
+    // Sign-in: a wrong token is refused with a reason, the right one signs in.
+    c.goto(&app.url("/admin")).await.unwrap();
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys("not-the-token")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text(&browser, ".error").await.contains("not valid"));
+    browser.screenshot("admin-login-refused").await;
+    // The refused sign-in answers 401, which the browser logs; nothing else may be logged.
+    let errors = browser.console_errors().await;
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("/admin/login") && e.contains("401")),
+        "{errors:?}"
+    );
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_js(
+            "return document.querySelectorAll('.sites .site').length",
+            json!(1),
+        )
+        .await;
+    assert_eq!(
+        text(&browser, ".site dd").await,
+        "1,235",
+        "1,234 seeded views and one live"
+    );
+    browser.screenshot("admin-sites").await;
+
+    // The site page shows the seeded figures.
+    c.find(Locator::Css(".site a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_js("return location.pathname", json!("/admin/sites/demo"))
+        .await;
+    let cards = card_values(&browser).await;
+    assert_eq!(cards[0], "1,235", "{cards:?}");
+    assert_eq!(
+        &cards[1..3],
+        ["401", "301"],
+        "visits and unique visitors ({cards:?})"
+    );
+    assert_eq!(text(&browser, "#online").await, "1");
+    let body = c
+        .execute("return document.body.innerText", vec![])
+        .await
+        .unwrap();
+    let body = body.as_str().unwrap();
+    assert!(body.contains(XSS), "the hostile title is shown as text");
+    assert!(body.contains("Thời sự: bài một"));
+    assert!(body.contains("google.com"));
+    let images = c
+        .execute("return document.querySelectorAll('img').length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(images, json!(0), "no element was injected");
+    browser.screenshot("admin-site-desktop").await;
+
+    // A new visitor's page view shows up in "online now" without a reload.
+    c.execute("window.notReloaded = true; return true", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&http, &app, &Hit::view("/kinh-te/bai-2").ip("198.51.100.2")).await,
+        204
+    );
+    browser
+        .wait_for_js(
+            "return document.getElementById('online').textContent",
+            json!("2"),
+        )
+        .await;
+    assert_eq!(
+        c.execute("return window.notReloaded", vec![])
+            .await
+            .unwrap(),
+        json!(true)
+    );
+    browser
+        .wait_for_js(
+            "return document.querySelectorAll('#reading li').length",
+            json!(2),
+        )
+        .await;
+
+    // Other ranges.
+    common::wait_for("the second live view in ClickHouse", || async {
+        db.count_events().await.unwrap_or(0) == 1236
+    })
+    .await;
+    c.goto(&app.url("/admin/sites/demo?range=7d"))
+        .await
+        .unwrap();
+    assert_eq!(card_values(&browser).await[0], "1,236");
+    assert_eq!(
+        c.execute(
+            "return document.querySelectorAll('.chart .bar').length",
+            vec![]
+        )
+        .await
+        .unwrap(),
+        json!(7)
+    );
+    c.goto(&app.url("/admin/sites/demo?range=yesterday"))
+        .await
+        .unwrap();
+    assert_eq!(card_values(&browser).await[0], "0");
+
+    // Vietnamese, remembered.
+    c.goto(&app.url("/admin/sites/demo?lang=vi")).await.unwrap();
+    let body = c
+        .execute("return document.body.innerText", vec![])
+        .await
+        .unwrap();
+    assert!(body.as_str().unwrap().contains("Lượt xem"));
+    assert!(body.as_str().unwrap().contains("Đang online"));
+    assert_eq!(card_values(&browser).await[0], "1.236");
+    c.goto(&app.url("/admin/sites/demo")).await.unwrap();
+    let lang = c
+        .execute("return document.documentElement.lang", vec![])
+        .await
+        .unwrap();
+    assert_eq!(lang, json!("vi"));
+    browser.screenshot("admin-site-desktop-vi").await;
+
+    // Nothing loaded from another host, nothing logged as an error.
+    let resources = c
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    for r in resources.as_array().unwrap() {
+        assert!(
+            r.as_str().unwrap().starts_with(&app.url("/")),
+            "request to another host: {r}"
+        );
+    }
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // Sign out.
+    c.find(Locator::Css("form[action='/admin/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_js("return !!document.getElementById('token')", json!(true))
+        .await;
+    browser.close().await;
+
+    // The phone layout.
+    let phone = Browser::start(390, 2400).await;
+    phone.client.goto(&app.url("/admin")).await.unwrap();
+    phone
+        .client
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    phone
+        .client
+        .find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    phone
+        .wait_for_js(
+            "return document.querySelectorAll('.sites .site').length",
+            json!(1),
+        )
+        .await;
+    phone
+        .client
+        .goto(&app.url("/admin/sites/demo?lang=en"))
+        .await
+        .unwrap();
+    let overflow = phone
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow, json!(true), "the page fits a phone's width");
+    phone.screenshot("admin-site-phone").await;
+    assert!(phone.console_errors().await.is_empty());
+    phone.close().await;
+    app.stop().await;
+}

@@ -1,0 +1,701 @@
+//! The query API on seeded data, against real Redis and ClickHouse: exact figures, live
+//! counters, authorisation and validation, and the OpenAPI document walked end to end.
+
+mod common;
+
+use chrono::{NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+use common::{CHROME, FIREFOX, Hit, send};
+use serde_json::{Value, json};
+use tally_clickhouse::EventRow;
+use tally_core::{
+    Event, EventKind, SiteId,
+    settings::{AdminToken, SiteSettings},
+};
+use tally_testkit::TestApp;
+
+const TOKEN: &str = "test-admin-token";
+const LIMITED: &str = "limited-token-1";
+
+fn settings() -> tally_core::Settings {
+    let mut s = tally_testkit::settings();
+    s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let site = |id: &str, tz: Tz, public| SiteSettings {
+        id: SiteId::parse(id).unwrap(),
+        domains: vec!["localhost".into()],
+        timezone: tz,
+        public_counters: public,
+    };
+    s.sites.push(site("utc", Tz::UTC, true));
+    s.sites.push(site("private", Tz::UTC, false));
+    s.admin.tokens = vec![
+        AdminToken::All(TOKEN.into()),
+        AdminToken::Limited {
+            token: LIMITED.into(),
+            sites: vec![SiteId::parse("utc").unwrap()],
+        },
+    ];
+    s.admin.max_range_days = 31;
+    s
+}
+
+/// (local time in UTC+7, kind, page, visitor, session, new visit, referrer)
+type Seed = (
+    &'static str,
+    EventKind,
+    &'static str,
+    u64,
+    u64,
+    bool,
+    &'static str,
+);
+
+const SEED: [Seed; 12] = [
+    (
+        "2021-07-05 08:10:00",
+        EventKind::Pageview,
+        "/a",
+        1,
+        11,
+        true,
+        "google.com",
+    ),
+    (
+        "2021-07-05 08:12:00",
+        EventKind::Pageview,
+        "/b",
+        1,
+        11,
+        false,
+        "",
+    ),
+    (
+        "2021-07-05 08:13:00",
+        EventKind::Ping,
+        "/b",
+        1,
+        11,
+        false,
+        "",
+    ),
+    (
+        "2021-07-05 08:30:00",
+        EventKind::Pageview,
+        "/a",
+        2,
+        22,
+        true,
+        "facebook.com",
+    ),
+    (
+        "2021-07-05 23:50:00",
+        EventKind::Pageview,
+        "/c",
+        3,
+        33,
+        true,
+        "google.com",
+    ),
+    (
+        "2021-07-05 23:55:00",
+        EventKind::Ping,
+        "/c",
+        3,
+        33,
+        false,
+        "",
+    ),
+    (
+        "2021-07-06 00:20:00",
+        EventKind::Pageview,
+        "/a",
+        1,
+        44,
+        true,
+        "",
+    ),
+    (
+        "2021-07-06 00:25:00",
+        EventKind::Pageview,
+        "/a",
+        1,
+        44,
+        false,
+        "",
+    ),
+    (
+        "2021-07-06 00:25:30",
+        EventKind::Leave,
+        "/a",
+        1,
+        44,
+        false,
+        "",
+    ),
+    (
+        "2021-07-06 10:00:00",
+        EventKind::Pageview,
+        "/b",
+        4,
+        55,
+        true,
+        "google.com",
+    ),
+    ("2021-07-06 11:00:00", EventKind::Bot, "", 0, 0, false, ""),
+    (
+        "2021-07-07 09:00:00",
+        EventKind::Pageview,
+        "/z",
+        9,
+        99,
+        true,
+        "",
+    ),
+];
+
+async fn seed(app: &TestApp) {
+    let tz: Tz = "Asia/Ho_Chi_Minh".parse().unwrap();
+    let mut rows = Vec::new();
+    for site in ["demo", "utc"] {
+        for (i, (local, kind, page, visitor, session, new_visit, referrer)) in
+            SEED.iter().enumerate()
+        {
+            let naive = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S").unwrap();
+            let t = tz.from_local_datetime(&naive).unwrap().timestamp();
+            let event = Event {
+                kind: *kind,
+                site: site.into(),
+                ts_ms: t * 1000,
+                page: (*page).into(),
+                path: (*page).into(),
+                title: format!("Bài {page}"),
+                referrer_host: (*referrer).into(),
+                browser: if *visitor == 2 {
+                    "Firefox".into()
+                } else {
+                    "Chrome".into()
+                },
+                os: "Linux".into(),
+                device: "desktop".into(),
+                visitor: *visitor,
+                session: *session,
+                new_visit: *new_visit,
+                ..Event::empty()
+            };
+            rows.push(EventRow::new(9, &format!("{site}-{i}"), event));
+        }
+    }
+    app.db().insert_events(&rows).await.unwrap();
+}
+
+async fn get(
+    http: &reqwest::Client,
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut req = http.get(app.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn ok(http: &reqwest::Client, app: &TestApp, path: &str) -> Value {
+    let (status, body) = get(http, app, path, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn exact_figures_on_seeded_data() {
+    let app = TestApp::spawn(settings()).await;
+    seed(&app).await;
+    let http = reqwest::Client::new();
+    let range = "from=2021-07-05&to=2021-07-06";
+
+    for site in ["demo", "utc"] {
+        let s = ok(
+            &http,
+            &app,
+            &format!("/api/v1/sites/{site}/stats/summary?{range}"),
+        )
+        .await;
+        assert_eq!(
+            s,
+            json!({"views": 7, "visits": 5, "visitors": 4, "bounce_rate": 0.6,
+                   "avg_visit_seconds": 162.0, "bots_filtered": 1}),
+            "{site}"
+        );
+    }
+
+    // Daily series in each site's own time zone.
+    let days = ok(
+        &http,
+        &app,
+        &format!("/api/v1/sites/demo/stats/timeseries?{range}&interval=day"),
+    )
+    .await;
+    assert_eq!(
+        days,
+        json!({"points": [
+            {"t": "2021-07-05T00:00:00+07:00", "views": 4, "visits": 3, "visitors": 3},
+            {"t": "2021-07-06T00:00:00+07:00", "views": 3, "visits": 2, "visitors": 2},
+        ]})
+    );
+    let days = ok(
+        &http,
+        &app,
+        &format!("/api/v1/sites/utc/stats/timeseries?{range}&interval=day"),
+    )
+    .await;
+    assert_eq!(
+        days,
+        json!({"points": [
+            {"t": "2021-07-05T00:00:00+00:00", "views": 6, "visits": 4, "visitors": 3},
+            {"t": "2021-07-06T00:00:00+00:00", "views": 1, "visits": 1, "visitors": 1},
+        ]})
+    );
+
+    // Hourly: 24 points for one local day, zeros included.
+    let hours = ok(
+        &http,
+        &app,
+        "/api/v1/sites/demo/stats/timeseries?from=2021-07-05&to=2021-07-05&interval=hour",
+    )
+    .await;
+    let points = hours["points"].as_array().unwrap();
+    assert_eq!(points.len(), 24);
+    assert_eq!(points[0]["t"], "2021-07-05T00:00:00+07:00");
+    assert_eq!(
+        points[8],
+        json!({"t": "2021-07-05T08:00:00+07:00", "views": 3, "visits": 2, "visitors": 2})
+    );
+    assert_eq!(
+        points[23],
+        json!({"t": "2021-07-05T23:00:00+07:00", "views": 1, "visits": 1, "visitors": 1})
+    );
+    let busy: u64 = points.iter().map(|p| p["views"].as_u64().unwrap()).sum();
+    assert_eq!(busy, 4);
+    let hours = ok(
+        &http,
+        &app,
+        "/api/v1/sites/utc/stats/timeseries?from=2021-07-05&to=2021-07-05&interval=hour",
+    )
+    .await;
+    let views: Vec<(usize, u64)> = hours["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter_map(|(h, p)| p["views"].as_u64().filter(|v| *v > 0).map(|v| (h, v)))
+        .collect();
+    assert_eq!(views, [(1, 3), (16, 1), (17, 2)]);
+
+    let pages = ok(
+        &http,
+        &app,
+        &format!("/api/v1/sites/demo/stats/pages?{range}"),
+    )
+    .await;
+    assert_eq!(
+        pages,
+        json!({"pages": [
+            {"page": "/a", "path": "/a", "title": "Bài /a", "views": 4, "visitors": 2},
+            {"page": "/b", "path": "/b", "title": "Bài /b", "views": 2, "visitors": 2},
+            {"page": "/c", "path": "/c", "title": "Bài /c", "views": 1, "visitors": 1},
+        ]})
+    );
+    let second = ok(
+        &http,
+        &app,
+        &format!("/api/v1/sites/demo/stats/pages?{range}&limit=1&offset=1"),
+    )
+    .await;
+    assert_eq!(second["pages"][0]["page"], "/b");
+
+    let referrers = ok(
+        &http,
+        &app,
+        &format!("/api/v1/sites/demo/stats/referrers?{range}"),
+    )
+    .await;
+    assert_eq!(
+        referrers,
+        json!({"rows": [
+            {"name": "", "views": 3, "visitors": 1},
+            {"name": "google.com", "views": 3, "visitors": 3},
+            {"name": "facebook.com", "views": 1, "visitors": 1},
+        ]})
+    );
+    let browsers = ok(
+        &http,
+        &app,
+        &format!("/api/v1/sites/demo/stats/browsers?{range}&limit=1"),
+    )
+    .await;
+    assert_eq!(
+        browsers,
+        json!({"rows": [{"name": "Chrome", "views": 6, "visitors": 3}]})
+    );
+    let devices = ok(
+        &http,
+        &app,
+        &format!("/api/v1/sites/demo/stats/devices?{range}"),
+    )
+    .await;
+    assert_eq!(devices["rows"][0]["name"], "desktop");
+    assert_eq!(
+        ok(&http, &app, &format!("/api/v1/sites/demo/stats/os?{range}")).await["rows"][0]["views"],
+        7
+    );
+    assert_eq!(
+        ok(
+            &http,
+            &app,
+            &format!("/api/v1/sites/demo/stats/countries?{range}")
+        )
+        .await["rows"][0]["name"],
+        ""
+    );
+
+    // Realtime comes from the live tier: two people on the site now.
+    assert_eq!(
+        send(&http, &app, &Hit::view("/live").ip("203.0.113.1")).await,
+        204
+    );
+    assert_eq!(
+        send(
+            &http,
+            &app,
+            &Hit::view("/live").ip("203.0.113.2").ua(FIREFOX)
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        send(
+            &http,
+            &app,
+            &Hit::view("/other").ip("203.0.113.1").ua(CHROME).sid("t2")
+        )
+        .await,
+        204
+    );
+    let rt = ok(&http, &app, "/api/v1/sites/demo/stats/realtime").await;
+    assert_eq!(rt["online"], 2);
+    assert_eq!(
+        rt["pages"],
+        json!([{"page": "/live", "title": "T", "online": 2}, {"page": "/other", "title": "T", "online": 1}])
+    );
+    let per_minute = rt["views_per_minute"].as_array().unwrap();
+    assert_eq!(per_minute.len(), 30);
+    assert_eq!(
+        per_minute
+            .iter()
+            .map(|p| p["views"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn counters_are_live_before_the_worker_flushes() {
+    let app = TestApp::spawn_roles(settings(), "beacon,api".parse().unwrap()).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        send(&http, &app, &Hit::view("/tin-moi").ip("203.0.113.7")).await,
+        204
+    );
+    let (status, c) = get(
+        &http,
+        &app,
+        "/api/v1/sites/demo/counters?page=/tin-moi",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(c["page_views"], 1);
+    assert_eq!(
+        app.db().count_events().await.unwrap(),
+        0,
+        "no worker ran: nothing in ClickHouse yet"
+    );
+    let r = http
+        .get(app.url("/api/v1/sites/demo/counters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+    let (status, views) = get(
+        &http,
+        &app,
+        "/api/v1/sites/demo/views?page=/tin-moi&page=/never",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        views,
+        json!({"site": "demo", "views": {"/tin-moi": 1, "/never": 0}})
+    );
+    let many: String = (0..101).map(|i| format!("page=/p{i}&")).collect();
+    assert_eq!(
+        get(
+            &http,
+            &app,
+            &format!("/api/v1/sites/demo/views?{many}"),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        get(&http, &app, "/api/v1/sites/private/counters", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get(&http, &app, "/api/v1/sites/nope/counters", None)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn authorisation_and_validation() {
+    let app = TestApp::spawn(settings()).await;
+    seed(&app).await;
+    let http = reqwest::Client::new();
+    let summary = "/api/v1/sites/demo/stats/summary?from=2021-07-05&to=2021-07-06";
+
+    assert_eq!(get(&http, &app, summary, None).await.0, 401);
+    assert_eq!(
+        get(&http, &app, summary, Some("wrong-token-123")).await.0,
+        401
+    );
+    let r = http
+        .get(app.url(summary))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(get(&http, &app, summary, Some(LIMITED)).await.0, 403);
+    assert_eq!(
+        get(
+            &http,
+            &app,
+            "/api/v1/sites/utc/stats/summary",
+            Some(LIMITED)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        get(&http, &app, "/api/v1/sites/nope/stats/summary", Some(TOKEN))
+            .await
+            .0,
+        404
+    );
+    let (_, sites) = get(&http, &app, "/api/v1/sites", Some(LIMITED)).await;
+    assert_eq!(sites["sites"].as_array().unwrap().len(), 1);
+    assert_eq!(sites["sites"][0]["id"], "utc");
+    let (_, sites) = get(&http, &app, "/api/v1/sites", Some(TOKEN)).await;
+    assert_eq!(sites["sites"].as_array().unwrap().len(), 3);
+
+    for bad in [
+        "from=2021-7-5",
+        "from=2021-07-06&to=2021-07-05",
+        "from=2021-01-01&to=2021-07-05",
+        "from=2021-07-05&to=tomorrow",
+        "from=2021-07-05'; DROP TABLE events --",
+    ] {
+        let (status, body) = get(
+            &http,
+            &app,
+            &format!("/api/v1/sites/demo/stats/summary?{bad}"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["code"], "bad_request");
+    }
+    assert_eq!(
+        get(
+            &http,
+            &app,
+            "/api/v1/sites/demo/stats/timeseries?interval=week",
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        get(
+            &http,
+            &app,
+            "/api/v1/sites/demo/stats/pages?limit=-1",
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        get(
+            &http,
+            &app,
+            "/api/v1/sites/demo/stats/pages?limit=5000",
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        get(&http, &app, "/api/v1/sites/demo/stats/cookies", Some(TOKEN))
+            .await
+            .0,
+        404
+    );
+
+    // Injection-shaped input is data, never SQL or a key pattern.
+    let (status, c) = get(
+        &http,
+        &app,
+        "/api/v1/sites/demo/counters?page=%27%20OR%201%3D1%20--",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(c["page"], "' OR 1=1 --");
+    assert_eq!(c["page_views"], 0);
+    let (status, c) = get(&http, &app, "/api/v1/sites/demo/counters?page=*", None).await;
+    assert_eq!((status, c["page_views"].as_u64()), (200, Some(0)));
+    assert_eq!(
+        get(&http, &app, "/api/v1/sites/demo'--/counters", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get(
+            &http,
+            &app,
+            "/api/v1/sites/demo%27%20OR%201%3D1/stats/summary",
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        app.db().count_events().await.unwrap(),
+        24,
+        "nothing was changed"
+    );
+}
+
+/// Checks `value` against the parts of a JSON schema the document uses (type, required,
+/// properties, items).
+fn conforms(value: &Value, schema: &Value) -> Result<(), String> {
+    let ty = schema["type"].as_str().unwrap_or("");
+    let ok = match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_u64() || value.is_i64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        return Err(format!("{value} is not {ty}"));
+    }
+    for key in schema["required"].as_array().into_iter().flatten() {
+        let key = key.as_str().unwrap();
+        if value.get(key).is_none() {
+            return Err(format!("missing `{key}` in {value}"));
+        }
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, s) in props {
+            if let Some(v) = value.get(k) {
+                conforms(v, s).map_err(|e| format!("{k}: {e}"))?;
+            }
+        }
+    }
+    if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
+        for v in list {
+            conforms(v, items)?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_route_in_the_openapi_document_answers_as_documented() {
+    let app = TestApp::spawn(settings()).await;
+    seed(&app).await;
+    let http = reqwest::Client::new();
+    let (status, doc) = get(&http, &app, "/api/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 12, "{} paths", paths.len());
+    for (path, item) in paths {
+        let op = &item["get"];
+        let mut url = path.replace("{site}", "demo");
+        let mut query = vec![];
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            match (p["name"].as_str().unwrap(), p["in"].as_str().unwrap()) {
+                ("page", "query") => query.push("page=/a".to_owned()),
+                ("from", _) => query.push("from=2021-07-05".to_owned()),
+                ("to", _) => query.push("to=2021-07-06".to_owned()),
+                _ => {}
+            }
+        }
+        if !query.is_empty() {
+            url = format!("{url}?{}", query.join("&"));
+        }
+        let secured = op.get("security").is_some();
+        let (status, body) = get(&http, &app, &url, secured.then_some(TOKEN)).await;
+        assert_eq!(status, 200, "{url}: {body}");
+        conforms(
+            &body,
+            &op["responses"]["200"]["content"]["application/json"]["schema"],
+        )
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+        if secured {
+            let (status, body) = get(&http, &app, &url, None).await;
+            assert_eq!(status, 401, "{url}");
+            assert!(op["responses"]["401"].is_object(), "{url} documents 401");
+            conforms(&body, &doc["components"]["schemas"]["Error"]).unwrap();
+        }
+        if path.contains("{site}") {
+            let (status, _) = get(
+                &http,
+                &app,
+                &url.replace("/demo", "/nope"),
+                secured.then_some(TOKEN),
+            )
+            .await;
+            assert_eq!(status, 404, "{url} with an unknown site");
+            assert!(op["responses"]["404"].is_object());
+        }
+    }
+}
