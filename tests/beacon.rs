@@ -408,3 +408,77 @@ async fn every_view_accepted_during_a_redis_outage_is_counted_once_it_is_back() 
     assert_eq!(db.count_events().await.unwrap(), accepted);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn one_batch_with_repeated_visitors_counts_like_single_events() {
+    use tally_core::{Event, EventKind};
+    use tally_redis::TrackedEvent;
+    let app = TestApp::spawn_roles(tally_testkit::settings(), "beacon,api".parse().unwrap()).await;
+    let http = reqwest::Client::new();
+    let store = app.store().await;
+    let site = tally_core::SiteId::parse("demo").unwrap();
+    let partition = site.partition(app.settings.redis.partitions);
+    let ev = |kind, page: &str, visitor| TrackedEvent {
+        event: Event {
+            kind,
+            site: "demo".into(),
+            ts_ms: 1,
+            page: page.into(),
+            title: format!("T{page}"),
+            visitor,
+            ..Event::empty()
+        },
+        partition,
+        day: "20260101".into(),
+        session_candidate: visitor * 10,
+    };
+    let batch = vec![
+        ev(EventKind::Pageview, "/a", 1),
+        ev(EventKind::Pageview, "/b", 1),
+        ev(EventKind::Ping, "/b", 1),
+        ev(EventKind::Leave, "/a", 1),
+        ev(EventKind::Pageview, "/a", 2),
+        ev(EventKind::Ping, "/c", 3),
+        ev(EventKind::Bot, "", 0),
+    ];
+    let now = chrono::Utc::now().timestamp_millis();
+    let recorded = store
+        .record(7, &batch, &app.settings.tracking, now)
+        .await
+        .unwrap();
+    assert_eq!(recorded.events, 7);
+    // The same batch again (a retry) changes nothing.
+    let again = store
+        .record(7, &batch, &app.settings.tracking, now)
+        .await
+        .unwrap();
+    assert_eq!((again.events, again.already_applied), (0, 7));
+    let c = counters(&http, &app, Some("/a")).await;
+    assert_eq!(
+        (c["total_views"].as_u64(), c["total_visits"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(
+        (c["page_views"].as_u64(), c["page_online"].as_u64()),
+        (Some(2), Some(1)),
+        "visitor 1 left /a"
+    );
+    assert_eq!(c["online"], 3);
+    assert_eq!(counters(&http, &app, Some("/b")).await["page_online"], 1);
+    assert_eq!(store.counters(&site, None, 0).await.unwrap().bots, 1);
+    let rt = store.realtime(&site, now, 300_000, 2, 10).await.unwrap();
+    let pages: Vec<(&str, &str, u64)> = rt
+        .pages
+        .iter()
+        .map(|(p, t, n)| (p.as_str(), t.as_str(), *n))
+        .collect();
+    assert_eq!(pages, [("/a", "T/a", 1), ("/b", "T/b", 1), ("/c", "", 1)]);
+    assert_eq!(rt.views_per_minute.last().unwrap().1, 3);
+    // Every event is in the stream, with its session: visitor 1's events share one.
+    let entries = store.all_entries(partition).await.unwrap();
+    let sessions: Vec<u64> = entries
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().session)
+        .collect();
+    assert_eq!(sessions, [10, 10, 10, 10, 20, 0, 0]);
+}

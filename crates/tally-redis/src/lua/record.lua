@@ -8,6 +8,10 @@
 --          title, json.
 -- Returns  the number of events recorded, or -1 when this batch id was already applied
 --          (a retry after a lost reply must not count twice).
+--
+-- Cost: per event only the visit check (SET NX EX, or GET + EXPIRE once per visitor and
+-- batch) and the XADD; counters, online sets, unique-visitor sketches and titles are
+-- accumulated in Lua tables and written once per key at the end of the batch.
 local prefix = ARGV[1]
 local now = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
@@ -19,16 +23,34 @@ if not redis.call('SET', prefix .. 'batch:' .. ARGV[2], '1', 'NX', 'EX', 3600) t
   return -1
 end
 
--- Sorted sets touched by this batch are trimmed of aged members once per batch.
-local touched = {}
-local function touch(key, member)
-  redis.call('ZADD', key, now, member)
-  if not touched[key] then
-    touched[key] = true
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-    redis.call('PEXPIRE', key, window)
+local incr = {}      -- hash key -> field -> increment
+local incr_order = {}
+local function add(key, field, by)
+  local h = incr[key]
+  if not h then
+    h = {}
+    incr[key] = h
+    incr_order[#incr_order + 1] = key
   end
+  h[field] = (h[field] or 0) + by
 end
+
+local zsets = {}     -- sorted-set key -> member -> true (present now) / false (left)
+local zset_order = {}
+local function presence(key, member, here)
+  local z = zsets[key]
+  if not z then
+    z = {}
+    zsets[key] = z
+    zset_order[#zset_order + 1] = key
+  end
+  z[member] = here
+end
+
+local sketches = {}  -- HyperLogLog key -> list of visitors
+local sketch_order = {}
+local titles = {}    -- titles key -> page -> title
+local visits = {}    -- visit key -> session id, for visitors already seen in this batch
 
 for i = 0, n - 1 do
   local base = 7 + i * 8
@@ -37,43 +59,100 @@ for i = 0, n - 1 do
   local title, json = ARGV[base + 6], ARGV[base + 7]
   local session, new_visit = '0', '0'
   if kind == 'bot' then
-    redis.call('HINCRBY', prefix .. 'totals:' .. site, 'bots', 1)
+    add(prefix .. 'totals:' .. site, 'bots', 1)
   else
     local visit = prefix .. 'visit:' .. site .. ':' .. visitor
+    local known = visits[visit]
     if kind == 'pageview' then
-      if redis.call('SET', visit, candidate, 'NX', 'EX', timeout) then
+      if known and known ~= '0' then
+        session = known
+      elseif redis.call('SET', visit, candidate, 'NX', 'EX', timeout) then
         session, new_visit = candidate, '1'
-        redis.call('HINCRBY', prefix .. 'totals:' .. site, 'visits', 1)
+        add(prefix .. 'totals:' .. site, 'visits', 1)
       else
         session = redis.call('GET', visit)
         redis.call('EXPIRE', visit, timeout)
       end
-      redis.call('HINCRBY', prefix .. 'views:' .. site, page, 1)
-      redis.call('HINCRBY', prefix .. 'totals:' .. site, 'views', 1)
+      visits[visit] = session
+      add(prefix .. 'views:' .. site, page, 1)
+      add(prefix .. 'totals:' .. site, 'views', 1)
+      add(prefix .. 'vpm:' .. site .. ':' .. minute, 'n', 1)
       local uv = prefix .. 'uv:' .. site .. ':' .. day
-      redis.call('PFADD', uv, visitor)
-      redis.call('EXPIRE', uv, 172800)
-      local vpm = prefix .. 'vpm:' .. site .. ':' .. minute
-      redis.call('INCR', vpm)
-      redis.call('EXPIRE', vpm, 3600)
+      if not sketches[uv] then
+        sketches[uv] = {}
+        sketch_order[#sketch_order + 1] = uv
+      end
+      local list = sketches[uv]
+      list[#list + 1] = visitor
       if title ~= '' then
-        redis.call('HSET', prefix .. 'titles:' .. site, page, title)
+        local tk = prefix .. 'titles:' .. site
+        titles[tk] = titles[tk] or {}
+        titles[tk][page] = title
       end
     else
       -- Pings and leaves keep a running visit alive but never start one.
-      session = redis.call('GET', visit) or '0'
-      if session ~= '0' then
-        redis.call('EXPIRE', visit, timeout)
+      if known == nil then
+        known = redis.call('GET', visit) or '0'
+        if known ~= '0' then
+          redis.call('EXPIRE', visit, timeout)
+        end
+        visits[visit] = known
       end
+      session = known
     end
-    touch(prefix .. 'online:' .. site, visitor)
-    if kind == 'leave' then
-      redis.call('ZREM', prefix .. 'online:' .. site .. ':' .. page, visitor)
-    else
-      touch(prefix .. 'online:' .. site .. ':' .. page, visitor)
-      touch(prefix .. 'active:' .. site, page)
+    presence(prefix .. 'online:' .. site, visitor, true)
+    presence(prefix .. 'online:' .. site .. ':' .. page, visitor, kind ~= 'leave')
+    if kind ~= 'leave' then
+      presence(prefix .. 'active:' .. site, page, true)
     end
   end
   redis.call('XADD', KEYS[1], '*', 'e', json, 'se', session, 'n', new_visit)
+end
+
+-- Counters. View-per-minute keys are plain strings; the rest are hashes.
+for _, key in ipairs(incr_order) do
+  for field, by in pairs(incr[key]) do
+    if field == 'n' and string.find(key, ':vpm:', 1, true) then
+      redis.call('INCRBY', key, by)
+      redis.call('EXPIRE', key, 3600)
+    else
+      redis.call('HINCRBY', key, field, by)
+    end
+  end
+end
+
+-- Presence: add who is here, remove who left, drop members older than the window.
+for _, key in ipairs(zset_order) do
+  local here, gone = {}, {}
+  for member, present in pairs(zsets[key]) do
+    if present then
+      here[#here + 1] = now
+      here[#here + 1] = member
+    else
+      gone[#gone + 1] = member
+    end
+  end
+  if #gone > 0 then
+    redis.call('ZREM', key, unpack(gone))
+  end
+  if #here > 0 then
+    redis.call('ZADD', key, unpack(here))
+    redis.call('PEXPIRE', key, window)
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+end
+
+for _, key in ipairs(sketch_order) do
+  redis.call('PFADD', key, unpack(sketches[key]))
+  redis.call('EXPIRE', key, 172800)
+end
+
+for key, pages in pairs(titles) do
+  local args = {}
+  for page, title in pairs(pages) do
+    args[#args + 1] = page
+    args[#args + 1] = title
+  end
+  redis.call('HSET', key, unpack(args))
 end
 return n
