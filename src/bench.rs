@@ -162,3 +162,172 @@ pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport>
         plain_insert,
     })
 }
+
+/// Percentiles (p50, p99) of `samples`, in the samples' unit.
+pub fn p50_p99(samples: &mut [f64]) -> (f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Freshness: sends page views to `target` at `rate` per second for `duration`, each on its
+/// own page `/fresh/N` of `site`, and measures the time from the 204 to the row being in
+/// ClickHouse (polled every 10 ms). Returns (p50, p99) in milliseconds and the count.
+pub async fn freshness(
+    settings: &Settings,
+    target: &str,
+    site: &str,
+    host: &str,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<(f64, f64, usize)> {
+    let db = Db::new(&settings.clickhouse);
+    let http = reqwest::Client::new();
+    let url = format!("{}/collect", target.trim_end_matches('/'));
+    let total = (rate as f64 * duration.as_secs_f64()) as usize;
+    let prefix = format!("/fresh/{}/", chrono::Utc::now().timestamp_millis());
+    let sender = {
+        let (http, prefix, host, site) = (
+            http.clone(),
+            prefix.clone(),
+            host.to_owned(),
+            site.to_owned(),
+        );
+        tokio::spawn(async move {
+            let mut accepted_at = Vec::with_capacity(total);
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+            for i in 0..total {
+                tick.tick().await;
+                let body = serde_json::json!({"t": "pageview", "site": site, "url": format!("https://{host}{prefix}{i}")});
+                let r = http
+                    .post(&url)
+                    .header(
+                        "user-agent",
+                        "Mozilla/5.0 (X11; Linux x86_64) Chrome/130.0 Safari/537.36",
+                    )
+                    .header(
+                        "x-forwarded-for",
+                        format!("198.18.{}.{}", i / 250 % 250, 1 + i % 250),
+                    )
+                    .body(body.to_string())
+                    .send()
+                    .await?;
+                ensure!(r.status() == 204, "view {i} refused: {}", r.status());
+                accepted_at.push(Instant::now());
+            }
+            Ok::<_, anyhow::Error>(accepted_at)
+        })
+    };
+    // Rows of one site travel through one stream in order, so the k-th marked row to appear
+    // is the k-th view sent.
+    let mut seen_at: Vec<Instant> = Vec::with_capacity(total);
+    let deadline = Instant::now() + duration + Duration::from_secs(30);
+    while seen_at.len() < total && Instant::now() < deadline {
+        let n = db.count_pages_with_prefix(site, &prefix).await? as usize;
+        let now = Instant::now();
+        while seen_at.len() < n.min(total) {
+            seen_at.push(now);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let accepted_at = sender.await??;
+    ensure!(
+        seen_at.len() == total,
+        "only {} of {total} views reached ClickHouse",
+        seen_at.len()
+    );
+    let mut ms: Vec<f64> = accepted_at
+        .iter()
+        .zip(&seen_at)
+        .map(|(a, s)| s.saturating_duration_since(*a).as_secs_f64() * 1000.0)
+        .collect();
+    let (p50, p99) = p50_p99(&mut ms);
+    Ok((p50, p99, total))
+}
+
+/// Inserts `n` generated page views spread over the last `days` days into `events` (the
+/// rollups fill through their views), for the admin query benchmark.
+pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::Result<Duration> {
+    let db = Db::new(&settings.clickhouse);
+    db.migrate().await?;
+    let mut g = Synth::new(7);
+    let now = chrono::Utc::now().timestamp();
+    let span = i64::from(days) * 86_400;
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(100_000);
+    for i in 0..n {
+        let site = &settings.sites[i % settings.sites.len()];
+        let page = format!("/tin-tuc/bai-{}", g.zipf(20_000));
+        let visitor = 1 + g.below(2_000_000);
+        let ts = now - span + (i as i64 * span / n as i64);
+        let event = Event {
+            kind: EventKind::Pageview,
+            site: site.id.to_string(),
+            ts_ms: ts * 1000,
+            title: format!("Bài viết {page}"),
+            path: page.clone(),
+            page,
+            referrer_host: ["", "google.com", "facebook.com", "zalo.me", "coccoc.com"]
+                [g.below(5) as usize]
+                .into(),
+            browser: ["Chrome", "Safari", "Firefox", "Edge", "Coc Coc"][g.below(5) as usize].into(),
+            os: ["Windows 10", "Android", "iOS", "Mac OSX", "Linux"][g.below(5) as usize].into(),
+            device: ["desktop", "mobile"][g.below(2) as usize].into(),
+            visitor,
+            session: visitor * 1000 + (ts / 1800) as u64 % 1000,
+            new_visit: g.below(3) == 0,
+            ..Event::empty()
+        };
+        batch.push(EventRow::new(0, &format!("h{i}"), event));
+        if batch.len() == 100_000 {
+            db.insert_events(&batch).await?;
+            batch.clear();
+        }
+    }
+    db.insert_events(&batch).await?;
+    Ok(started.elapsed())
+}
+
+/// Times the admin queries (summary, daily timeseries, top pages) over the last 30 and 90
+/// days of every site, `rounds` times. Returns (name, p50 ms, p99 ms) per query.
+pub async fn admin_queries(
+    settings: &Settings,
+    rounds: usize,
+) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    use tally_clickhouse::stats::{Interval, Range};
+    let db = Db::new(&settings.clickhouse);
+    let now = chrono::Utc::now().timestamp() as u32;
+    let mut out = Vec::new();
+    for days in [30u32, 90] {
+        let mut timings: [Vec<f64>; 3] = Default::default();
+        for round in 0..rounds {
+            let site = &settings.sites[round % settings.sites.len()];
+            let r = Range {
+                site: site.id.to_string(),
+                start: now - days * 86_400,
+                end: now + 3600,
+                timezone: site.timezone.name().to_owned(),
+            };
+            let t = Instant::now();
+            db.summary(&r).await?;
+            timings[0].push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            db.timeseries(&r, Interval::Day).await?;
+            timings[1].push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            db.top_pages(&r, 20, 0).await?;
+            timings[2].push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        for (name, samples) in ["summary", "timeseries (day)", "top pages"]
+            .iter()
+            .zip(timings.iter_mut())
+        {
+            let (p50, p99) = p50_p99(samples);
+            out.push((format!("{name}, {days} days"), p50, p99));
+        }
+    }
+    Ok(out)
+}

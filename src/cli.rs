@@ -32,6 +32,28 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration, secrets masked.
     Config,
+    /// Send realistic tracking traffic to a running Tally and report what happened.
+    Loadgen {
+        /// Base URL of the Tally to load.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        /// Site and its host, `ID=HOST` (repeatable). Default: every configured site with its
+        /// first domain.
+        #[arg(long = "site", value_name = "ID=HOST")]
+        sites: Vec<String>,
+        /// Pages per site (popularity is Zipf-like).
+        #[arg(long, default_value_t = 5000)]
+        pages: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Target requests per second in total (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// How long to run, e.g. 30s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+    },
     /// Benchmarks (see scripts/bench).
     #[command(subcommand, hide = true)]
     Bench(BenchCommand),
@@ -45,6 +67,27 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Time from an accepted view to its row in ClickHouse, at a steady rate.
+    Freshness {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+    },
+    /// Insert a generated history of page views into ClickHouse.
+    SeedHistory {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
+    /// Time the admin queries over the seeded history.
+    Queries {
+        #[arg(long, default_value_t = 40)]
+        rounds: usize,
+    },
     /// Worker drain rate from pre-filled streams, against a plain batch insert.
     Drain {
         #[arg(long, default_value_t = 1_000_000)]
@@ -86,6 +129,75 @@ impl Cli {
             }
             Command::Config => {
                 print!("{}", settings.to_redacted_toml());
+                Ok(())
+            }
+            Command::Loadgen {
+                target,
+                sites,
+                pages,
+                connections,
+                rate,
+                duration,
+            } => {
+                let sites = if sites.is_empty() {
+                    settings
+                        .sites
+                        .iter()
+                        .map(|s| (s.id.to_string(), s.domains[0].clone()))
+                        .collect()
+                } else {
+                    sites
+                        .iter()
+                        .map(|s| {
+                            s.split_once('=')
+                                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                                .ok_or_else(|| anyhow::anyhow!("--site {s:?}: write ID=HOST"))
+                        })
+                        .collect::<anyhow::Result<_>>()?
+                };
+                let spec = crate::loadgen::LoadSpec {
+                    target,
+                    sites,
+                    pages,
+                    connections,
+                    rate,
+                    duration,
+                    progress: true,
+                };
+                println!("{}", crate::loadgen::run(spec).await?);
+                Ok(())
+            }
+            Command::Bench(BenchCommand::Freshness {
+                target,
+                rate,
+                duration,
+            }) => {
+                let site = &settings.sites[0];
+                let (p50, p99, n) = crate::bench::freshness(
+                    &settings,
+                    &target,
+                    site.id.as_str(),
+                    &site.domains[0],
+                    rate,
+                    duration,
+                )
+                .await?;
+                println!("freshness views={n} rate={rate} p50_ms={p50:.0} p99_ms={p99:.0}");
+                Ok(())
+            }
+            Command::Bench(BenchCommand::SeedHistory { events, days }) => {
+                let took = crate::bench::seed_history(&settings, events, days).await?;
+                println!(
+                    "seed-history events={events} days={days} seconds={:.1} rows_per_s={:.0}",
+                    took.as_secs_f64(),
+                    events as f64 / took.as_secs_f64()
+                );
+                Ok(())
+            }
+            Command::Bench(BenchCommand::Queries { rounds }) => {
+                for (name, p50, p99) in crate::bench::admin_queries(&settings, rounds).await? {
+                    println!("query {name:<28} p50_ms={p50:.1} p99_ms={p99:.1}");
+                }
                 Ok(())
             }
             Command::Bench(BenchCommand::Drain { events }) => {

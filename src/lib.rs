@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod cli;
 mod health;
+pub mod loadgen;
 pub mod rebuild;
 
 use std::{collections::BTreeSet, fmt, net::SocketAddr, str::FromStr, time::Duration};

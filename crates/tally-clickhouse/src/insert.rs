@@ -138,3 +138,15 @@ impl Db {
         Ok(())
     }
 }
+
+impl Db {
+    /// Events of `site` whose page starts with `prefix` (benchmarks follow marked events).
+    pub async fn count_pages_with_prefix(&self, site: &str, prefix: &str) -> Result<u64> {
+        Ok(self
+            .query("SELECT count() FROM events WHERE site = ? AND startsWith(page, ?)")
+            .bind(site)
+            .bind(prefix)
+            .fetch_one()
+            .await?)
+    }
+}
