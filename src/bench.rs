@@ -263,6 +263,7 @@ pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::R
         let page = format!("/tin-tuc/bai-{}", g.zipf(20_000));
         let visitor = 1 + g.below(2_000_000);
         let ts = now - span + (i as i64 * span / n as i64);
+        let new_visit = g.below(3) == 0;
         let event = Event {
             kind: EventKind::Pageview,
             site: site.id.to_string(),
@@ -278,7 +279,9 @@ pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::R
             device: ["desktop", "mobile"][g.below(2) as usize].into(),
             visitor,
             session: visitor * 1000 + (ts / 1800) as u64 % 1000,
-            new_visit: g.below(3) == 0,
+            new_visit,
+            visit_seq: if new_visit { 1 } else { 2 + g.below(3) as u16 },
+            gap_ms: if new_visit { 0 } else { g.below(60_000) as u32 },
             ..Event::empty()
         };
         batch.push(EventRow::new(0, &format!("h{i}"), event));

@@ -32,6 +32,30 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration, secrets masked.
     Config,
+    /// Import a site's existing per-page counters (CSV `page,views[,title]`, header optional)
+    /// as its baseline; running it again replaces the previous import.
+    ImportCounters {
+        #[arg(long)]
+        site: String,
+        /// The CSV file.
+        file: std::path::PathBuf,
+        /// Site-wide total views to carry over (default: the sum of the pages).
+        #[arg(long)]
+        total_views: Option<u64>,
+        /// Site-wide total visits to carry over (default: 0).
+        #[arg(long)]
+        total_visits: Option<u64>,
+    },
+    /// Export a site's per-page totals (live + imported) as CSV `page,views,title`.
+    Export {
+        #[arg(long)]
+        site: String,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Drop raw events older than `retention.raw_days` now (the worker also does it hourly).
+    Retention,
     /// Send realistic tracking traffic to a running Tally and report what happened.
     Loadgen {
         /// Base URL of the Tally to load.
@@ -214,6 +238,56 @@ impl Cli {
                 );
                 Ok(())
             }
+            Command::ImportCounters {
+                site,
+                file,
+                total_views,
+                total_visits,
+            } => {
+                let site = configured_site(&settings, &site)?;
+                let b = crate::import::import_counters(
+                    &settings,
+                    &site,
+                    &file,
+                    total_views,
+                    total_visits,
+                    true,
+                )
+                .await?;
+                println!(
+                    "{site}: imported {} pages, total views {}, total visits {}",
+                    b.pages.len(),
+                    b.total_views,
+                    b.total_visits
+                );
+                Ok(())
+            }
+            Command::Export { site, out } => {
+                let site = configured_site(&settings, &site)?;
+                let n = match out {
+                    Some(path) => {
+                        let mut f = std::fs::File::create(&path)
+                            .with_context(|| format!("cannot create {}", path.display()))?;
+                        crate::import::export(&settings, &site, &mut f).await?
+                    }
+                    None => {
+                        crate::import::export(&settings, &site, &mut std::io::stdout().lock())
+                            .await?
+                    }
+                };
+                eprintln!("{site}: exported {n} pages");
+                Ok(())
+            }
+            Command::Retention => {
+                let Some(cutoff) = tally_worker::retention_cutoff(&settings.retention) else {
+                    println!("retention.raw_days = 0: raw events are kept forever");
+                    return Ok(());
+                };
+                let db = tally_clickhouse::Db::new(&settings.clickhouse);
+                let dropped = db.drop_raw_before(cutoff).await?;
+                println!("dropped raw partitions {dropped:?} (rows before {cutoff}); rollups kept");
+                Ok(())
+            }
             Command::RebuildCounters { site } => {
                 let site = match site {
                     Some(s) => {
@@ -237,6 +311,16 @@ impl Cli {
             }
         }
     }
+}
+
+/// `s` as the id of a configured site, or an error saying why not.
+fn configured_site(settings: &Settings, s: &str) -> anyhow::Result<SiteId> {
+    let id = SiteId::parse(s).map_err(|e| anyhow::anyhow!("--site {s:?}: {e}"))?;
+    anyhow::ensure!(
+        settings.site(id.as_str()).is_some(),
+        "site `{id}` is not configured"
+    );
+    Ok(id)
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod cli;
 mod health;
+pub mod import;
 pub mod loadgen;
 pub mod rebuild;
 

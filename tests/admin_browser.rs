@@ -21,7 +21,7 @@ async fn seed(app: &TestApp) {
     let tz = app.settings.sites[0].timezone;
     let today = DayRange::parse(None, None, tz, Utc::now(), 1).unwrap();
     let start = i64::from(today.start_utc());
-    let mut rows = Vec::new();
+    let mut events = Vec::new();
     for i in 0..1234u64 {
         let (page, title) = match i % 3 {
             0 => ("/xss", XSS.to_owned()),
@@ -45,8 +45,14 @@ async fn seed(app: &TestApp) {
             new_visit: i < 400,
             ..Event::empty()
         };
-        rows.push(EventRow::new(7, &format!("seed-{i}"), event));
+        events.push(event);
     }
+    common::sequence(&mut events);
+    let rows: Vec<EventRow> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| EventRow::new(7, &format!("seed-{i}"), e))
+        .collect();
     app.db().insert_events(&rows).await.unwrap();
 }
 

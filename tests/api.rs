@@ -155,7 +155,7 @@ const SEED: [Seed; 12] = [
 
 async fn seed(app: &TestApp) {
     let tz: Tz = "Asia/Ho_Chi_Minh".parse().unwrap();
-    let mut rows = Vec::new();
+    let mut events = Vec::new();
     for site in ["demo", "utc"] {
         for (i, (local, kind, page, visitor, session, new_visit, referrer)) in
             SEED.iter().enumerate()
@@ -182,9 +182,16 @@ async fn seed(app: &TestApp) {
                 new_visit: *new_visit,
                 ..Event::empty()
             };
-            rows.push(EventRow::new(9, &format!("{site}-{i}"), event));
+            events.push((format!("{site}-{i}"), event));
         }
     }
+    let (ids, mut events): (Vec<String>, Vec<Event>) = events.into_iter().unzip();
+    common::sequence(&mut events);
+    let rows: Vec<EventRow> = ids
+        .iter()
+        .zip(events)
+        .map(|(id, e)| EventRow::new(9, id, e))
+        .collect();
     app.db().insert_events(&rows).await.unwrap();
 }
 

@@ -418,11 +418,12 @@ async fn one_batch_with_repeated_visitors_counts_like_single_events() {
     let store = app.store().await;
     let site = tally_core::SiteId::parse("demo").unwrap();
     let partition = site.partition(app.settings.redis.partitions);
-    let ev = |kind, page: &str, visitor| TrackedEvent {
+    // Visitor 1's leave comes 2 s after its other events.
+    let ev = |kind, page: &str, visitor: u64| TrackedEvent {
         event: Event {
             kind,
             site: "demo".into(),
-            ts_ms: 1,
+            ts_ms: 1_000_000 + if kind == EventKind::Leave { 2000 } else { 0 },
             page: page.into(),
             title: format!("T{page}"),
             visitor,
@@ -481,4 +482,15 @@ async fn one_batch_with_repeated_visitors_counts_like_single_events() {
         .map(|e| e.event.as_ref().unwrap().session)
         .collect();
     assert_eq!(sessions, [10, 10, 10, 10, 20, 0, 0]);
+    // Page view ordinals within the visit, and the time since the visit's previous event.
+    let seq: Vec<u16> = entries
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().visit_seq)
+        .collect();
+    assert_eq!(seq, [1, 2, 0, 0, 1, 0, 0]);
+    let gaps: Vec<u32> = entries
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().gap_ms)
+        .collect();
+    assert_eq!(gaps, [0, 0, 0, 2000, 0, 0, 0]);
 }

@@ -2,6 +2,8 @@
 //! views, visits, unique visitors, bounces, visit lengths, pages and dimensions — on
 //! generated data spanning several hours and two months, inserted in several batches.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{TimeZone, Utc};
@@ -31,20 +33,29 @@ struct Session {
 }
 
 fn generate() -> (Vec<EventRow>, Vec<Session>, u64) {
+    let (mut events, sessions, bots) = generate_events();
+    common::sequence(&mut events);
+    let rows = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| EventRow::new(0, &format!("{i}-0"), e))
+        .collect();
+    (rows, sessions, bots)
+}
+
+fn generate_events() -> (Vec<Event>, Vec<Session>, u64) {
     let mut g = Gen(0x5eed);
     let mut rows = Vec::new();
     let mut sessions = Vec::new();
-    let mut seq = 0u64;
-    let mut push = |rows: &mut Vec<EventRow>,
-                    kind,
-                    ts_s: i64,
-                    page: &str,
-                    visitor,
-                    session,
-                    new_visit,
-                    browser: &str,
-                    referrer: &str| {
-        seq += 1;
+    let push = |rows: &mut Vec<Event>,
+                kind,
+                ts_s: i64,
+                page: &str,
+                visitor,
+                session,
+                new_visit,
+                browser: &str,
+                referrer: &str| {
         let event = Event {
             kind,
             site: "demo".into(),
@@ -61,7 +72,7 @@ fn generate() -> (Vec<EventRow>, Vec<Session>, u64) {
             new_visit,
             ..Event::empty()
         };
-        rows.push(EventRow::new(0, &format!("{seq}-0"), event));
+        rows.push(event);
     };
     // Two stretches: across the January/February boundary, and a few hours in March.
     let starts = [

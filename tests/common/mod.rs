@@ -90,3 +90,29 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Fills in what the Redis write script would for events inserted straight into ClickHouse:
+/// per session, in time order, the page view's ordinal, the gap since the session's previous
+/// event, and whether the event started the visit.
+pub fn sequence(events: &mut [tally_core::Event]) {
+    use std::collections::HashMap;
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|&i| events[i].ts_ms);
+    let mut state: HashMap<(String, u64), (i64, u16)> = HashMap::new();
+    for i in order {
+        let e = &mut events[i];
+        if e.session == 0 {
+            continue;
+        }
+        let entry = state
+            .entry((e.site.clone(), e.session))
+            .or_insert((e.ts_ms, 0));
+        e.gap_ms = (e.ts_ms - entry.0).max(0) as u32;
+        entry.0 = e.ts_ms;
+        if e.kind == tally_core::EventKind::Pageview {
+            entry.1 += 1;
+            e.visit_seq = entry.1;
+        }
+        e.new_visit = e.visit_seq == 1;
+    }
+}

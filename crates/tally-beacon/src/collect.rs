@@ -197,6 +197,8 @@ fn tracked_event(
         visitor,
         session: 0,
         new_visit: false,
+        visit_seq: 0,
+        gap_ms: 0,
         tab: hit.tab,
         width: hit.width,
     };

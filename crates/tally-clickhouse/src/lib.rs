@@ -6,11 +6,11 @@
 //! |---|---|---|
 //! | `schema_migrations` | MergeTree | applied migration versions |
 //! | `events` | MergeTree, monthly partitions | every accepted event, `event_id` = partition-streamid |
-//! | `counter_baselines` | ReplacingMergeTree | imported counts, added to live totals |
+//! | `counter_baselines` | MergeTree | imported counts per import (`import_id`); the newest import of a site counts, page `''` holds its site totals |
 //! | `site_hourly` | AggregatingMergeTree ← `site_hourly_mv` | per site and UTC hour: views, visits, visitor states |
 //! | `page_hourly` | AggregatingMergeTree ← `page_hourly_mv` | per page and hour: path, title, views, visitor states |
 //! | `dimension_hourly` | AggregatingMergeTree ← `dimension_hourly_mv` | per referrer/browser/os/device/country and hour |
-//! | `sessions` | AggregatingMergeTree ← `sessions_mv` | per visit and UTC day: first and last event, page views |
+//! | `visit_hourly` | AggregatingMergeTree ← `visit_hourly_mv` | per site and hour: visits started, visits with a 2nd page view, summed gaps between a visit's events |
 //! | `bots_hourly` | AggregatingMergeTree ← `bots_hourly_mv` | filtered crawler hits per hour |
 //!
 //! Compatibility: every statement runs on Debian's ClickHouse 18.16 and on current releases.
@@ -19,8 +19,10 @@
 //! server-side parameters. When `TALLY_SQL_LOG` names a directory, every statement is also
 //! appended to a file there, so `scripts/chdb-replay` can replay it on current ClickHouse.
 
+mod baselines;
 mod insert;
 pub mod migrate;
+pub mod retention;
 mod row;
 mod sqllog;
 pub mod stats;
@@ -30,6 +32,7 @@ use std::time::Duration;
 use sqllog::Query;
 use tally_core::settings::ClickHouseSettings;
 
+pub use baselines::{Baseline, BaselineRow};
 pub use insert::StoredEvent;
 pub use row::{EventRow, event_id};
 

@@ -12,6 +12,16 @@ use crate::{Db, Error, Result, base_client, sqllog::Query};
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "events", include_str!("../migrations/0001_events.sql")),
     (2, "rollups", include_str!("../migrations/0002_rollups.sql")),
+    (
+        3,
+        "baselines",
+        include_str!("../migrations/0003_baselines.sql"),
+    ),
+    (
+        4,
+        "visit_rollup",
+        include_str!("../migrations/0004_visit_rollup.sql"),
+    ),
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

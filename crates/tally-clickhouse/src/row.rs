@@ -29,6 +29,8 @@ pub struct EventRow {
     pub new_visit: u8,
     pub tab: String,
     pub width: u16,
+    pub visit_seq: u16,
+    pub gap_ms: u32,
 }
 
 impl EventRow {
@@ -57,6 +59,8 @@ impl EventRow {
             new_visit: u8::from(event.new_visit),
             tab: event.tab,
             width: event.width,
+            visit_seq: event.visit_seq,
+            gap_ms: event.gap_ms,
         }
     }
 }

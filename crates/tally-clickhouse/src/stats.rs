@@ -22,7 +22,8 @@ pub struct Summary {
     pub views: u64,
     pub visits: u64,
     pub visitors: u64,
-    /// Share of visits (started in the range) with exactly one page view, 0..=1.
+    /// Share of visits (started in the range) with exactly one page view, 0..=1. A visit
+    /// whose second page view falls after the range counts as a bounce.
     pub bounce_rate: f64,
     /// Mean time from a visit's first to its last event (pings included), in seconds.
     pub avg_visit_seconds: f64,
@@ -95,9 +96,9 @@ struct Totals {
 
 #[derive(Deserialize, clickhouse::Row)]
 struct Visits {
-    sessions: u64,
-    bounces: u64,
-    seconds: i64,
+    started: u64,
+    continued: u64,
+    gap_ms: u64,
 }
 
 const RANGE: &str = "site = ? AND hour >= toDateTime(?, 'UTC') AND hour < toDateTime(?, 'UTC')";
@@ -114,20 +115,14 @@ impl Db {
             .bind(r.start)
             .bind(r.end)
             .fetch_one::<Totals>();
-        // Visits that started in the range; their rows may sit on the UTC days around it.
+        // Bounces and visit lengths are sums over events (see migration 4): a visit that
+        // reaches a second page view is no bounce; its length is the sum of its gaps.
         let visits = self
-            .stats_query(
-                "SELECT count() AS sessions, countIf(pv = 1) AS bounces, \
-                 sum(toInt64(toUInt32(last)) - toInt64(toUInt32(first))) AS seconds \
-                 FROM (SELECT session, minMerge(first_ts) AS first, maxMerge(last_ts) AS last, \
-                       sumMerge(pageviews) AS pv FROM sessions \
-                       WHERE site = ? AND day >= toDate(toDateTime(?, 'UTC')) \
-                       AND day <= toDate(toDateTime(?, 'UTC')) + 1 GROUP BY session) \
-                 WHERE pv > 0 AND first >= toDateTime(?, 'UTC') AND first < toDateTime(?, 'UTC')",
-            )
+            .stats_query(&format!(
+                "SELECT sumMerge(started) AS started, sumMerge(continued) AS continued, \
+                 sumMerge(gap_ms) AS gap_ms FROM visit_hourly WHERE {RANGE}"
+            ))
             .bind(&r.site)
-            .bind(r.start)
-            .bind(r.end)
             .bind(r.start)
             .bind(r.end)
             .fetch_one::<Visits>();
@@ -141,18 +136,19 @@ impl Db {
             .fetch_one::<u64>();
         let (totals, visits, bots) = tokio::try_join!(totals, visits, bots)?;
         let per_visit = |x: f64| {
-            if visits.sessions == 0 {
+            if visits.started == 0 {
                 0.0
             } else {
-                x / visits.sessions as f64
+                x / visits.started as f64
             }
         };
+        let bounces = visits.started.saturating_sub(visits.continued);
         Ok(Summary {
             views: totals.views,
             visits: totals.visits,
             visitors: totals.visitors,
-            bounce_rate: per_visit(visits.bounces as f64),
-            avg_visit_seconds: per_visit(visits.seconds as f64),
+            bounce_rate: per_visit(bounces as f64),
+            avg_visit_seconds: per_visit(visits.gap_ms as f64 / 1000.0),
             bots_filtered: bots,
         })
     }

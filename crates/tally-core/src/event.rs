@@ -213,6 +213,13 @@ pub struct Event {
     /// Whether this event started a visit; filled in by the Redis write script.
     #[serde(rename = "n", default)]
     pub new_visit: bool,
+    /// Ordinal of this page view in its visit (1 = the first); 0 for pings and leaves.
+    /// Filled in by the Redis write script.
+    #[serde(rename = "q", default)]
+    pub visit_seq: u16,
+    /// Milliseconds since the visit's previous event; filled in by the Redis write script.
+    #[serde(rename = "g", default)]
+    pub gap_ms: u32,
     #[serde(rename = "t", default, skip_serializing_if = "String::is_empty")]
     pub tab: String,
     #[serde(rename = "w", default)]
@@ -240,6 +247,8 @@ impl Event {
             visitor: 0,
             session: 0,
             new_visit: false,
+            visit_seq: 0,
+            gap_ms: 0,
             tab: String::new(),
             width: 0,
         }
@@ -361,6 +370,8 @@ mod tests {
             visitor: 42,
             session: 7,
             new_visit: true,
+            visit_seq: 1,
+            gap_ms: 0,
             tab: "t1".into(),
             width: 800,
         };

@@ -33,6 +33,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub clickhouse: ClickHouseSettings,
     pub worker: WorkerSettings,
+    pub retention: RetentionSettings,
     pub tracking: TrackingSettings,
     pub beacon: BeaconSettings,
     pub admin: AdminSettings,
@@ -78,6 +79,12 @@ pub struct WorkerSettings {
     pub claim_idle: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub raw_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

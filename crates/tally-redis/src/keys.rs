@@ -2,17 +2,19 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tally:{pN}:events` | stream | accepted events, fields `e` (event JSON), `se` (session id), `n` (1 = started a visit); consumer group `tally` |
+//! | `tally:{pN}:events` | stream | accepted events, fields `e` (event JSON), `se` (session id), `n` (1 = started a visit), `q` (page view's ordinal in the visit), `g` (ms since the visit's previous event); consumer group `tally` |
 //! | `tally:{pN}:dead` | stream | events ClickHouse refused, with the reason |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots` of site S |
 //! | `tally:{pN}:online:S` | sorted set | visitor → last seen (ms), members older than the online window trimmed |
 //! | `tally:{pN}:online:S:PAGE` | sorted set | the same for one page; a `leave` removes the visitor |
-//! | `tally:{pN}:visit:S:V` | string, TTL = visit timeout | the running visit's session id of visitor V |
+//! | `tally:{pN}:visit:S:V` | string, TTL = visit timeout | visitor V's running visit: `session:last event ms:page views` |
 //! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
 //! | `tally:{pN}:active:S` | sorted set | page → last event (ms) of pages read within the online window |
 //! | `tally:{pN}:titles:S` | hash | page → latest title seen |
 //! | `tally:{pN}:vpm:S:MINUTE` | string, 1-hour TTL | page views in that minute (Unix minutes), for the realtime chart |
+//! | `tally:{pN}:baseline:S` | hash | page → imported view count (added to live page views) |
+//! | `tally:{pN}:baseline_totals:S` | hash | imported `views`, `visits` (added to live totals) |
 //! | `tally:{pN}:batch:ID` | string, 1-hour TTL | marks a beacon batch as applied, so a retried batch is not counted twice |
 //! | `tally:salt:YYYYMMDD` | string, 2-day TTL | the day's visitor-id salt (UTC days); yesterday's is deleted when today's is made |
 //! | `tally:session:ID` | string, TTL = `admin.session_ttl` (sliding) | signed-in admin page session → fingerprint of its token |
@@ -63,6 +65,14 @@ impl Keys {
 
     pub fn page_online(&self, site: &str, page: &str) -> String {
         format!("{}online:{site}:{page}", self.prefix)
+    }
+
+    pub fn baseline(&self, site: &str) -> String {
+        format!("{}baseline:{site}", self.prefix)
+    }
+
+    pub fn baseline_totals(&self, site: &str) -> String {
+        format!("{}baseline_totals:{site}", self.prefix)
     }
 
     pub fn active_pages(&self, site: &str) -> String {

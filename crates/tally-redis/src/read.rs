@@ -31,6 +31,9 @@ impl Store {
         pipe.cmd("HMGET")
             .arg(keys.totals(s))
             .arg(&["views", "visits", "bots"])
+            .cmd("HMGET")
+            .arg(keys.baseline_totals(s))
+            .arg(&["views", "visits"])
             .cmd("ZCOUNT")
             .arg(keys.online(s))
             .arg(online_since_ms)
@@ -38,6 +41,9 @@ impl Store {
         if let Some(page) = page {
             pipe.cmd("HGET")
                 .arg(keys.views(s))
+                .arg(page)
+                .cmd("HGET")
+                .arg(keys.baseline(s))
                 .arg(page)
                 .cmd("ZCOUNT")
                 .arg(keys.page_online(s, page))
@@ -47,36 +53,115 @@ impl Store {
         let mut conn = self.conn();
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
         let totals: Vec<Option<u64>> = redis::from_redis_value(replies[0].clone())?;
+        let base: Vec<Option<u64>> = redis::from_redis_value(replies[1].clone())?;
+        let at = |v: &[Option<u64>], i: usize| v.get(i).copied().flatten().unwrap_or(0);
         let number = |v: &Value| -> Result<u64> {
             Ok(redis::from_redis_value::<Option<u64>>(v.clone())?.unwrap_or(0))
         };
         let mut c = Counters {
-            views: totals.first().copied().flatten().unwrap_or(0),
-            visits: totals.get(1).copied().flatten().unwrap_or(0),
-            bots: totals.get(2).copied().flatten().unwrap_or(0),
-            online: number(&replies[1])?,
+            views: at(&totals, 0) + at(&base, 0),
+            visits: at(&totals, 1) + at(&base, 1),
+            bots: at(&totals, 2),
+            online: number(&replies[2])?,
             ..Counters::default()
         };
         if page.is_some() {
-            c.page_views = Some(number(&replies[2])?);
-            c.page_online = Some(number(&replies[3])?);
+            c.page_views = Some(number(&replies[3])? + number(&replies[4])?);
+            c.page_online = Some(number(&replies[5])?);
         }
         Ok(c)
     }
 
-    /// Live view counts of several pages of a site (0 for unknown pages).
+    /// Live view counts (imported baselines included) of several pages of a site, 0 for
+    /// unknown pages. One round trip.
     pub async fn page_views(&self, site: &SiteId, pages: &[String]) -> Result<Vec<u64>> {
         if pages.is_empty() {
             return Ok(Vec::new());
         }
         let keys = Keys::new(site.partition(self.partitions()));
         let mut conn = self.conn();
-        let counts: Vec<Option<u64>> = redis::cmd("HMGET")
+        let (live, base): (Vec<Option<u64>>, Vec<Option<u64>>) = redis::pipe()
+            .cmd("HMGET")
             .arg(keys.views(site.as_str()))
+            .arg(pages)
+            .cmd("HMGET")
+            .arg(keys.baseline(site.as_str()))
             .arg(pages)
             .query_async(&mut conn)
             .await?;
-        Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+        Ok(live
+            .into_iter()
+            .zip(base)
+            .map(|(l, b)| l.unwrap_or(0) + b.unwrap_or(0))
+            .collect())
+    }
+
+    /// Replaces the imported baseline of `site` in one transaction.
+    pub async fn replace_baseline(
+        &self,
+        site: &SiteId,
+        pages: &[(String, u64)],
+        total_views: u64,
+        total_visits: u64,
+    ) -> Result<()> {
+        let keys = Keys::new(site.partition(self.partitions()));
+        let s = site.as_str();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(keys.baseline(s))
+            .ignore()
+            .cmd("HSET")
+            .arg(keys.baseline_totals(s))
+            .arg("views")
+            .arg(total_views)
+            .arg("visits")
+            .arg(total_visits)
+            .ignore();
+        for chunk in pages.chunks(1000) {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(keys.baseline(s));
+            for (page, n) in chunk {
+                cmd.arg(page).arg(n);
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        let mut conn = self.conn();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Every page of `site` with its live views, imported views and latest title.
+    pub async fn all_pages(&self, site: &SiteId) -> Result<Vec<(String, u64, u64, String)>> {
+        let keys = Keys::new(site.partition(self.partitions()));
+        let s = site.as_str();
+        let mut conn = self.conn();
+        let (live, base, titles): (
+            std::collections::HashMap<String, u64>,
+            std::collections::HashMap<String, u64>,
+            std::collections::HashMap<String, String>,
+        ) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(keys.views(s))
+            .cmd("HGETALL")
+            .arg(keys.baseline(s))
+            .cmd("HGETALL")
+            .arg(keys.titles(s))
+            .query_async(&mut conn)
+            .await?;
+        let mut pages: std::collections::BTreeSet<&String> = live.keys().collect();
+        pages.extend(base.keys());
+        Ok(pages
+            .into_iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    live.get(p).copied().unwrap_or(0),
+                    base.get(p).copied().unwrap_or(0),
+                    titles.get(p).cloned().unwrap_or_default(),
+                )
+            })
+            .collect())
     }
 }
 

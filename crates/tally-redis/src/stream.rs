@@ -237,6 +237,8 @@ fn decode(fields: &[String]) -> std::result::Result<Event, (String, String)> {
         .map_err(|e| (raw.to_owned(), format!("undecodable event: {e}")))?;
     event.session = get("se").and_then(|s| s.parse().ok()).unwrap_or(0);
     event.new_visit = get("n") == Some("1");
+    event.visit_seq = get("q").and_then(|s| s.parse().ok()).unwrap_or(0);
+    event.gap_ms = get("g").and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok(event)
 }
 

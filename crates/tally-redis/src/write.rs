@@ -75,7 +75,8 @@ impl Store {
                     .arg(e.session_candidate)
                     .arg(&e.day)
                     .arg(&e.event.title)
-                    .arg(json);
+                    .arg(json)
+                    .arg(e.event.ts_ms);
             }
             pipe.add_command(cmd);
             sizes.push(events.len());

@@ -19,7 +19,7 @@
 mod partition;
 
 use tally_clickhouse::Db;
-use tally_core::Settings;
+use tally_core::{Settings, settings::RetentionSettings};
 use tally_redis::Store;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::info;
@@ -33,9 +33,21 @@ pub enum Error {
     Redis(#[from] tally_redis::Error),
 }
 
-/// The worker role: one [`PartitionWorker`] per partition.
+/// The worker role: one [`PartitionWorker`] per partition, and the hourly retention job.
 pub struct Worker {
     partitions: Vec<PartitionWorker>,
+    db: Db,
+    retention: RetentionSettings,
+}
+
+/// The first UTC day whose raw events `retention` keeps; `None` keeps everything.
+pub fn retention_cutoff(retention: &RetentionSettings) -> Option<chrono::NaiveDate> {
+    (retention.raw_days > 0).then(|| {
+        let today = chrono::Utc::now().date_naive();
+        today
+            .checked_sub_days(chrono::Days::new(u64::from(retention.raw_days)))
+            .unwrap_or(today)
+    })
 }
 
 impl Worker {
@@ -55,13 +67,40 @@ impl Worker {
             ));
         }
         info!(consumer = %consumer, partitions = partitions.len(), "worker ready");
-        Ok(Self { partitions })
+        Ok(Self {
+            partitions,
+            db,
+            retention: settings.retention.clone(),
+        })
     }
 
     /// Runs every partition until `shutdown`; each finishes and acknowledges its batch first.
     pub fn spawn(self, tracker: &TaskTracker, shutdown: CancellationToken) {
         for worker in self.partitions {
             tracker.spawn(worker.run(shutdown.clone()));
+        }
+        if self.retention.raw_days > 0 {
+            tracker.spawn(retention_loop(self.db, self.retention, shutdown));
+        }
+    }
+}
+
+/// Drops raw partitions past `retention.raw_days` at start and then every hour. Several
+/// workers may do it at once: dropping a partition that is already gone is harmless.
+async fn retention_loop(db: Db, retention: RetentionSettings, shutdown: CancellationToken) {
+    loop {
+        if let Some(cutoff) = retention_cutoff(&retention) {
+            match db.drop_raw_before(cutoff).await {
+                Ok(dropped) if !dropped.is_empty() => {
+                    info!(?dropped, %cutoff, "dropped raw event partitions")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(message = "retention failed; will retry", %error),
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
         }
     }
 }

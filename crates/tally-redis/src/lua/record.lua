@@ -4,14 +4,19 @@
 --          touches is built from ARGV[1] and carries the same {pN} hash tag, so the whole
 --          batch lives in one cluster slot.
 -- ARGV     prefix, batch id, now (ms), online window (ms), visit timeout (s), event count,
---          then 8 values per event: kind, site, page, visitor, session candidate, day,
---          title, json.
+--          then 9 values per event: kind, site, page, visitor, session candidate, day,
+--          title, json, time (ms).
 -- Returns  the number of events recorded, or -1 when this batch id was already applied
 --          (a retry after a lost reply must not count twice).
 --
--- Cost: per event only the visit check (SET NX EX, or GET + EXPIRE once per visitor and
--- batch) and the XADD; counters, online sets, unique-visitor sketches and titles are
--- accumulated in Lua tables and written once per key at the end of the batch.
+-- A visit key holds "session:last event (ms):page views so far". Each stream entry gets the
+-- session, whether it started the visit, the page view's ordinal in the visit (0 for pings
+-- and leaves) and the time since the visit's previous event — so bounce rates and visit
+-- lengths are sums over events, and statistics never group by visit.
+--
+-- Cost: per event the XADD, and per visitor and batch one GET and one SET; counters, online
+-- sets, unique-visitor sketches and titles are accumulated in Lua tables and written once per
+-- key at the end of the batch.
 local prefix = ARGV[1]
 local now = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
@@ -50,30 +55,50 @@ end
 local sketches = {}  -- HyperLogLog key -> list of visitors
 local sketch_order = {}
 local titles = {}    -- titles key -> page -> title
-local visits = {}    -- visit key -> session id, for visitors already seen in this batch
+local visits = {}    -- visit key -> {session, last ms, page views} or false (no visit)
+local visit_order = {}
+
+local function visit_state(key, ts)
+  local v = visits[key]
+  if v == nil then
+    local raw = redis.call('GET', key)
+    if raw then
+      local s, last, pv = string.match(raw, '^(%d+):(%d+):(%d+)$')
+      if s then
+        v = {s, tonumber(last), tonumber(pv)}
+      else
+        v = {raw, ts, 1}
+      end
+    else
+      v = false
+    end
+    visits[key] = v
+  end
+  return v
+end
 
 for i = 0, n - 1 do
-  local base = 7 + i * 8
+  local base = 7 + i * 9
   local kind, site, page = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   local visitor, candidate, day = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
-  local title, json = ARGV[base + 6], ARGV[base + 7]
-  local session, new_visit = '0', '0'
+  local title, json, ts = ARGV[base + 6], ARGV[base + 7], tonumber(ARGV[base + 8])
+  local session, new_visit, seq, gap = '0', '0', 0, 0
   if kind == 'bot' then
     add(prefix .. 'totals:' .. site, 'bots', 1)
   else
     local visit = prefix .. 'visit:' .. site .. ':' .. visitor
-    local known = visits[visit]
+    local v = visit_state(visit, ts)
     if kind == 'pageview' then
-      if known and known ~= '0' then
-        session = known
-      elseif redis.call('SET', visit, candidate, 'NX', 'EX', timeout) then
-        session, new_visit = candidate, '1'
+      if not v then
+        v = {candidate, ts, 0}
+        visits[visit] = v
+        new_visit = '1'
         add(prefix .. 'totals:' .. site, 'visits', 1)
       else
-        session = redis.call('GET', visit)
-        redis.call('EXPIRE', visit, timeout)
+        gap = math.max(0, ts - v[2])
       end
-      visits[visit] = session
+      v[3] = v[3] + 1
+      seq = v[3]
       add(prefix .. 'views:' .. site, page, 1)
       add(prefix .. 'totals:' .. site, 'views', 1)
       add(prefix .. 'vpm:' .. site .. ':' .. minute, 'n', 1)
@@ -89,16 +114,19 @@ for i = 0, n - 1 do
         titles[tk] = titles[tk] or {}
         titles[tk][page] = title
       end
-    else
-      -- Pings and leaves keep a running visit alive but never start one.
-      if known == nil then
-        known = redis.call('GET', visit) or '0'
-        if known ~= '0' then
-          redis.call('EXPIRE', visit, timeout)
-        end
-        visits[visit] = known
+    elseif v then
+      -- Pings and leaves keep a running visit alive (and long) but never start one.
+      gap = math.max(0, ts - v[2])
+    end
+    if v then
+      session = v[1]
+      if ts > v[2] then
+        v[2] = ts
       end
-      session = known
+      if not v.dirty then
+        v.dirty = true
+        visit_order[#visit_order + 1] = visit
+      end
     end
     presence(prefix .. 'online:' .. site, visitor, true)
     presence(prefix .. 'online:' .. site .. ':' .. page, visitor, kind ~= 'leave')
@@ -106,7 +134,12 @@ for i = 0, n - 1 do
       presence(prefix .. 'active:' .. site, page, true)
     end
   end
-  redis.call('XADD', KEYS[1], '*', 'e', json, 'se', session, 'n', new_visit)
+  redis.call('XADD', KEYS[1], '*', 'e', json, 'se', session, 'n', new_visit, 'q', seq, 'g', gap)
+end
+
+for _, key in ipairs(visit_order) do
+  local v = visits[key]
+  redis.call('SET', key, v[1] .. ':' .. string.format('%d', v[2]) .. ':' .. v[3], 'EX', timeout)
 end
 
 -- Counters. View-per-minute keys are plain strings; the rest are hashes.

@@ -1,0 +1,243 @@
+//! `tally import-counters` and `tally export`: bring a site's existing counters in (so a
+//! portal that has shown "Total visits: 6,738,189" for years does not start from zero), and
+//! take its per-page totals out again.
+//!
+//! An import is checked whole before anything is written: every bad row is reported with its
+//! line number and nothing changes. It is stored as one ClickHouse insert (the newest import
+//! of a site is the one that counts, so re-running replaces instead of adding) and then
+//! copied into Redis, where the public counters add it to the live figures.
+
+use std::{collections::HashSet, io::Read, path::Path};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use tally_clickhouse::{Baseline, Db};
+use tally_core::{Settings, SiteId, page::normalize_page_id};
+use tally_redis::Store;
+
+/// Longest accepted title, as for tracked titles.
+const MAX_TITLE: usize = 512;
+/// Bad rows listed before the report is cut short.
+const MAX_REPORTED: usize = 20;
+
+/// Parses the CSV text `page,views[,title]` (header optional). All errors, by line.
+pub fn parse_csv(
+    text: &[u8],
+    progress: &ProgressBar,
+) -> Result<Vec<(String, String, u64)>, Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text);
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, record) in reader.byte_records().enumerate() {
+        let line = record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(i as u64 + 1, |p| p.line());
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        if i % 1000 == 0 {
+            progress.set_position(record.position().map_or(0, |p| p.byte()));
+        }
+        let field = |n: usize| record.get(n).map(std::str::from_utf8);
+        let (page, views, title) = match (field(0), field(1), field(2)) {
+            (Some(Ok(p)), Some(Ok(v)), t) => (p, v, t),
+            (Some(Err(_)), ..) | (_, Some(Err(_)), _) => {
+                errors.push(format!("line {line}: not valid UTF-8"));
+                continue;
+            }
+            _ => {
+                errors.push(format!("line {line}: expected page,views[,title]"));
+                continue;
+            }
+        };
+        if i == 0 && page.eq_ignore_ascii_case("page") && views.eq_ignore_ascii_case("views") {
+            continue;
+        }
+        if record.len() > 3 {
+            errors.push(format!(
+                "line {line}: expected at most 3 columns, found {}",
+                record.len()
+            ));
+            continue;
+        }
+        let title = match title {
+            None => String::new(),
+            Some(Ok(t)) if t.len() <= MAX_TITLE => t.to_owned(),
+            Some(Ok(_)) => {
+                errors.push(format!("line {line}: title longer than {MAX_TITLE} bytes"));
+                continue;
+            }
+            Some(Err(_)) => {
+                errors.push(format!("line {line}: not valid UTF-8"));
+                continue;
+            }
+        };
+        let Some(page) = normalize_page_id(page) else {
+            errors.push(format!("line {line}: empty page"));
+            continue;
+        };
+        let Ok(views) = views.parse::<u64>() else {
+            errors.push(format!(
+                "line {line}: views `{views}` is not a whole number"
+            ));
+            continue;
+        };
+        if !seen.insert(page.clone()) {
+            errors.push(format!("line {line}: page `{page}` appears twice"));
+            continue;
+        }
+        rows.push((page, title, views));
+    }
+    progress.set_position(text.len() as u64);
+    if errors.is_empty() {
+        Ok(rows)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Imports `file` as the baseline of `site`. Returns the number of pages imported.
+pub async fn import_counters(
+    settings: &Settings,
+    site: &SiteId,
+    file: &Path,
+    total_views: Option<u64>,
+    total_visits: Option<u64>,
+    show_progress: bool,
+) -> anyhow::Result<Baseline> {
+    if settings.site(site.as_str()).is_none() {
+        bail!("site `{site}` is not configured");
+    }
+    let mut text = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|mut f| f.read_to_end(&mut text))
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let progress = if show_progress {
+        let bar = ProgressBar::new(text.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message("checking");
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let rows = match parse_csv(&text, &progress) {
+        Ok(rows) => rows,
+        Err(errors) => {
+            progress.abandon();
+            let shown: Vec<&String> = errors.iter().take(MAX_REPORTED).collect();
+            let more = errors.len().saturating_sub(MAX_REPORTED);
+            let mut msg = format!(
+                "{} bad row(s) in {}; nothing was imported:",
+                errors.len(),
+                file.display()
+            );
+            for e in shown {
+                msg.push_str("\n  ");
+                msg.push_str(e);
+            }
+            if more > 0 {
+                msg.push_str(&format!("\n  … and {more} more"));
+            }
+            bail!(msg);
+        }
+    };
+    progress.finish_and_clear();
+    let page_sum: u64 = rows.iter().map(|(_, _, v)| v).sum();
+    let baseline = Baseline {
+        total_views: total_views.unwrap_or(page_sum),
+        total_visits: total_visits.unwrap_or(0),
+        pages: rows,
+    };
+    let db = Db::new(&settings.clickhouse);
+    db.migrate().await?;
+    let import_id = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    db.store_baseline(site.as_str(), import_id, &baseline)
+        .await
+        .context("cannot store the baseline in ClickHouse")?;
+    let store = Store::connect(&settings.redis.url, settings.redis.partitions).await?;
+    apply_to_redis(&store, site, &baseline).await?;
+    Ok(baseline)
+}
+
+/// Copies a baseline into Redis (also used when rebuilding counters).
+pub async fn apply_to_redis(
+    store: &Store,
+    site: &SiteId,
+    baseline: &Baseline,
+) -> anyhow::Result<()> {
+    let pages: Vec<(String, u64)> = baseline
+        .pages
+        .iter()
+        .map(|(p, _, v)| (p.clone(), *v))
+        .collect();
+    store
+        .replace_baseline(site, &pages, baseline.total_views, baseline.total_visits)
+        .await
+        .context(
+            "stored in ClickHouse, but cannot copy the baseline to Redis; run the import again",
+        )
+}
+
+/// Writes `site`'s per-page totals (live + imported) as CSV `page,views,title` to `out`.
+pub async fn export(
+    settings: &Settings,
+    site: &SiteId,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<usize> {
+    if settings.site(site.as_str()).is_none() {
+        bail!("site `{site}` is not configured");
+    }
+    let store = Store::connect(&settings.redis.url, settings.redis.partitions).await?;
+    let pages = store.all_pages(site).await?;
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(["page", "views", "title"])?;
+    for (page, live, base, title) in &pages {
+        w.write_record([page.as_str(), &(live + base).to_string(), title.as_str()])?;
+    }
+    w.flush()?;
+    Ok(pages.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_are_checked_by_line() {
+        let ok = "page,views,title\n/a,10,Bài A\n\"/b,c\",20\narticle-3, 30 ,\"Tin \"\"hot\"\"\"\n";
+        let rows = parse_csv(ok.as_bytes(), &ProgressBar::hidden()).unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("/a".to_owned(), "Bài A".to_owned(), 10),
+                ("/b,c".to_owned(), String::new(), 20),
+                ("article-3".to_owned(), "Tin \"hot\"".to_owned(), 30),
+            ]
+        );
+        let bad = "/a,10\n/b,ten\n/c\n/a,5\n,3\n/d,1,t,extra\n";
+        let errors = parse_csv(bad.as_bytes(), &ProgressBar::hidden()).unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(errors[0].starts_with("line 2:") && errors[0].contains("`ten`"));
+        assert!(errors[1].starts_with("line 3:"));
+        assert!(errors[2].starts_with("line 4:") && errors[2].contains("twice"));
+        assert!(errors[3].starts_with("line 5:"));
+        assert!(errors[4].starts_with("line 6:"));
+        let latin1 = b"/a,1,caf\xe9\n";
+        assert!(parse_csv(latin1, &ProgressBar::hidden()).unwrap_err()[0].contains("UTF-8"));
+    }
+}
