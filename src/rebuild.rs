@@ -1,6 +1,6 @@
 //! `tally rebuild-counters`: restores the live counters in Redis (page views, site views,
 //! visits, bots) after Redis lost them, from ClickHouse's rollups plus the events still
-//! waiting in the streams that ClickHouse does not hold yet.
+//! waiting in the streams that ClickHouse does not hold yet, and the imported baselines.
 //!
 //! Run it with the beacons stopped (or accept that views arriving during the rebuild may be
 //! missed): it replaces the counters in one transaction.
@@ -96,6 +96,9 @@ async fn rebuild_site(
         .replace_counters(site, &page_views, views, visits, bots)
         .await
         .context("cannot write the counters to Redis")?;
+    // Imported baselines live in ClickHouse too; put them back beside the counters.
+    let baseline = db.baseline(site.as_str()).await?;
+    crate::import::apply_to_redis(store, site, &baseline).await?;
     Ok(Rebuilt {
         site: site.clone(),
         pages: page_views.len(),

@@ -104,8 +104,9 @@ pub(crate) fn build() -> Value {
         "security": [{"bearer": []}],
         "responses": {
             "200": ok(json!({"type": "object", "required": ["sites"], "properties": {"sites": {"type": "array", "items": {
-                "type": "object", "required": ["id", "timezone", "domains", "public_counters"], "properties": {
-                "id": string, "timezone": string, "domains": {"type": "array", "items": string}, "public_counters": {"type": "boolean"}}}}}})),
+                "type": "object", "required": ["id", "timezone", "domains", "public_counters", "total_views", "total_visits"], "properties": {
+                "id": string, "timezone": string, "domains": {"type": "array", "items": string}, "public_counters": {"type": "boolean"},
+                "total_views": int, "total_visits": int}}}}})),
             "401": error_response("No or wrong token"),
         }
     }}));
