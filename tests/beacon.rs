@@ -139,14 +139,18 @@ async fn a_full_buffer_while_redis_is_down_answers_503_and_loses_nothing_accepte
     let http = reqwest::Client::new();
     redis.stop();
     let mut statuses = Vec::new();
-    for i in 0..5 {
+    for i in 0..8 {
         statuses.push(send(&http, &app, &Hit::view("/outage").sid(&format!("t{i}"))).await);
     }
-    // One batch in the batcher's hands and two in the buffer; the rest is refused.
-    assert_eq!(statuses, [204, 204, 204, 503, 503]);
+    // One-event batches in the batcher's hands (IN_FLIGHT of them) and two in the buffer;
+    // the rest is refused.
+    let held = tally_beacon::batcher::IN_FLIGHT + 2;
+    let mut want = vec![204; held];
+    want.resize(8, 503);
+    assert_eq!(statuses, want);
     redis.restart();
     wait_for("the buffered views to reach Redis", || async {
-        counters(&http, &app, None).await["total_views"] == 3
+        counters(&http, &app, None).await["total_views"] == held as u64
     })
     .await;
     app.stop().await;

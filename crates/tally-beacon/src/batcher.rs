@@ -3,15 +3,21 @@
 //! Handlers `submit` events into a bounded queue (`beacon.buffer`) and wait briefly for the
 //! write, so a view is visible in the counters by the time its request is answered. The
 //! batcher takes whatever is queued (up to `beacon.batch`) and writes it with one Redis round
-//! trip. When Redis is unreachable it retries the same batch (same batch id, so a retry
-//! never counts twice) with capped exponential backoff while new events wait in the queue;
-//! only a full queue makes handlers answer 503. On shutdown it drains the queue.
+//! trip, with a few batches in flight at once. When Redis is unreachable each batch is
+//! retried (same batch id, so a retry never counts twice) with capped exponential backoff
+//! while new events wait in the queue; only a full queue makes handlers answer 503. On
+//! shutdown it drains the queue.
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use tally_core::{Settings, settings::TrackingSettings};
 use tally_redis::{Store, TrackedEvent};
-use tokio::sync::{mpsc, oneshot};
+
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -58,6 +64,11 @@ impl Handle {
     }
 }
 
+/// Batches written to Redis at the same time. One batch in flight makes the handlers' wait
+/// a full round trip plus the script's run; a few keep Redis busy while the next batch
+/// forms, and batches stay large enough for the script's per-batch savings.
+pub const IN_FLIGHT: usize = 3;
+
 /// The batcher task's side.
 pub struct Batcher {
     rx: mpsc::Receiver<Pending>,
@@ -80,45 +91,78 @@ impl Batcher {
         (Handle { tx }, batcher)
     }
 
-    /// Writes batches until `shutdown`, then drains what is queued.
+    /// Writes batches (up to [`IN_FLIGHT`] at once) until `shutdown`, then drains what is
+    /// queued within `server.shutdown_timeout`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut batch: Vec<Pending> = Vec::with_capacity(self.batch);
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut writes = JoinSet::new();
+        let mut deadline = None;
         loop {
-            tokio::select! {
-                biased;
-                n = self.rx.recv_many(&mut batch, self.batch) => {
-                    if n == 0 {
-                        return;
+            // Wait for a free slot first, so the next batch gathers what arrives meanwhile.
+            let slot = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
+            let mut batch = Vec::with_capacity(self.batch);
+            let n = if deadline.is_none() {
+                tokio::select! {
+                    biased;
+                    n = self.rx.recv_many(&mut batch, self.batch) => n,
+                    () = shutdown.cancelled() => {
+                        // Stop accepting; what is queued is still written.
+                        self.rx.close();
+                        deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
+                        self.rx.recv_many(&mut batch, self.batch).await
                     }
                 }
-                () = shutdown.cancelled() => break,
+            } else {
+                self.rx.recv_many(&mut batch, self.batch).await
+            };
+            if n == 0 {
+                break;
             }
-            if !self.write(&mut batch, &shutdown, None).await {
-                return;
+            let job = Write {
+                store: self.store.clone(),
+                tracking: self.tracking.clone(),
+                shutdown: shutdown.clone(),
+                drain_timeout: self.drain_timeout,
+            };
+            writes.spawn(async move {
+                let written = job.write(batch, deadline).await;
+                drop(slot);
+                written
+            });
+            while let Some(done) = writes.try_join_next() {
+                if !done.unwrap_or(false) {
+                    warn!("shutdown timeout reached with events unwritten");
+                }
             }
         }
-        // Shutting down: stop accepting, then write what is left, within the drain timeout.
-        self.rx.close();
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        while self.rx.recv_many(&mut batch, self.batch).await > 0 {
-            if !self.write(&mut batch, &shutdown, Some(deadline)).await {
-                return;
+        while let Some(done) = writes.join_next().await {
+            if !done.unwrap_or(false) {
+                warn!("shutdown timeout reached with events unwritten");
             }
         }
         info!("beacon buffer drained");
     }
+}
 
-    /// Writes `batch` (retrying while Redis is unreachable) and empties it. Returns false if
-    /// the deadline passed first; once shutdown starts, retries get `server.shutdown_timeout`.
-    async fn write(
-        &mut self,
-        batch: &mut Vec<Pending>,
-        shutdown: &CancellationToken,
-        mut deadline: Option<tokio::time::Instant>,
-    ) -> bool {
+/// What one batch write needs.
+struct Write {
+    store: Store,
+    tracking: TrackingSettings,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+}
+
+impl Write {
+    /// Writes `batch`, retrying while Redis is unreachable with capped backoff. Returns false
+    /// if the deadline passed first; once shutdown starts, retries get the drain timeout.
+    async fn write(self, batch: Vec<Pending>, mut deadline: Option<tokio::time::Instant>) -> bool {
         let batch_id: u64 = rand::random();
         let (events, waiters): (Vec<TrackedEvent>, Vec<_>) =
-            batch.drain(..).map(|p| (p.event, p.written)).unzip();
+            batch.into_iter().map(|p| (p.event, p.written)).unzip();
         let mut delay = Duration::from_millis(50);
         loop {
             let now_ms = chrono::Utc::now().timestamp_millis();
@@ -130,13 +174,13 @@ impl Batcher {
                 Ok(_) => break,
                 Err(error) => {
                     warn!(message = "cannot write events to redis; retrying", %error, events = events.len());
-                    if shutdown.is_cancelled() && deadline.is_none() {
+                    if self.shutdown.is_cancelled() && deadline.is_none() {
                         deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
                     }
                     if deadline.is_some_and(|d| tokio::time::Instant::now() + delay > d) {
                         warn!(
-                            message = "shutdown timeout reached with events unwritten",
-                            lost = events.len() + self.rx.len()
+                            message = "giving up on a batch at shutdown",
+                            lost = events.len()
                         );
                         return false;
                     }
