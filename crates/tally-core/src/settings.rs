@@ -256,8 +256,12 @@ impl Settings {
         let t = &self.tracking;
         positive("tracking.online_window", t.online_window)?;
         positive("tracking.heartbeat", t.heartbeat)?;
-        if t.visit_timeout < Duration::from_secs(1) {
-            return Err(invalid("tracking.visit_timeout", "must be at least 1s"));
+        if t.visit_timeout < Duration::from_secs(1) || t.visit_timeout > Duration::from_secs(86_400)
+        {
+            return Err(invalid(
+                "tracking.visit_timeout",
+                "must be between 1s and 24h",
+            ));
         }
         let b = &self.beacon;
         if b.batch == 0 {

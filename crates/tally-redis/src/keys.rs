@@ -8,7 +8,7 @@
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots` of site S |
 //! | `tally:{pN}:online:S` | sorted set | visitor → last seen (ms), members older than the online window trimmed |
 //! | `tally:{pN}:online:S:PAGE` | sorted set | the same for one page; a `leave` removes the visitor |
-//! | `tally:{pN}:visit:S:V` | string, TTL = visit timeout | visitor V's running visit: `session:last event ms:page views` |
+//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `session:last event ms:page views` of visits active on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout |
 //! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
 //! | `tally:{pN}:active:S` | sorted set | page → last event (ms) of pages read within the online window |
 //! | `tally:{pN}:titles:S` | hash | page → latest title seen |

@@ -9,14 +9,17 @@
 -- Returns  the number of events recorded, or -1 when this batch id was already applied
 --          (a retry after a lost reply must not count twice).
 --
--- A visit key holds "session:last event (ms):page views so far". Each stream entry gets the
+-- Visits live in one hash per site and UTC day (visitor -> "session:last event ms:page
+-- views"), read once per batch (today's and yesterday's) and written once per batch; a visit
+-- whose last event is older than the visit timeout is over. Each stream entry gets the
 -- session, whether it started the visit, the page view's ordinal in the visit (0 for pings
 -- and leaves) and the time since the visit's previous event — so bounce rates and visit
 -- lengths are sums over events, and statistics never group by visit.
 --
--- Cost: per event the XADD, and per visitor and batch one GET and one SET; counters, online
--- sets, unique-visitor sketches and titles are accumulated in Lua tables and written once per
--- key at the end of the batch.
+-- Cost: per event the XADD; everything else (visits, counters, online sets, unique-visitor
+-- sketches, titles) is gathered in Lua tables and written once per key and batch. Aged
+-- members of the online sets are trimmed in about one batch in five (reads count by score,
+-- so trimming only bounds memory).
 local prefix = ARGV[1]
 local now = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
@@ -55,26 +58,40 @@ end
 local sketches = {}  -- HyperLogLog key -> list of visitors
 local sketch_order = {}
 local titles = {}    -- titles key -> page -> title
-local visits = {}    -- visit key -> {session, last ms, page views} or false (no visit)
-local visit_order = {}
+local today = math.floor(now / 86400000)
+local timeout_ms = timeout * 1000
+local trim = string.byte(ARGV[2], -1) % 8 == 0
 
-local function visit_state(key, ts)
-  local v = visits[key]
-  if v == nil then
-    local raw = redis.call('GET', key)
+-- Visits of the batch's visitors, per site: visitor -> {session, last ms, page views}.
+local visits = {}
+local visit_sites = {}
+for i = 0, n - 1 do
+  local base = 7 + i * 9
+  local site, visitor = ARGV[base + 1], ARGV[base + 3]
+  if ARGV[base] ~= 'bot' then
+    if not visits[site] then
+      visits[site] = {}
+      visit_sites[#visit_sites + 1] = site
+    end
+    visits[site][visitor] = false
+  end
+end
+for _, site in ipairs(visit_sites) do
+  local who = {}
+  for visitor in pairs(visits[site]) do
+    who[#who + 1] = visitor
+  end
+  local now_day = redis.call('HMGET', prefix .. 'visits:' .. site .. ':' .. today, unpack(who))
+  local old_day = redis.call('HMGET', prefix .. 'visits:' .. site .. ':' .. (today - 1), unpack(who))
+  for j, visitor in ipairs(who) do
+    local raw = now_day[j] or old_day[j]
     if raw then
       local s, last, pv = string.match(raw, '^(%d+):(%d+):(%d+)$')
       if s then
-        v = {s, tonumber(last), tonumber(pv)}
-      else
-        v = {raw, ts, 1}
+        visits[site][visitor] = {s, tonumber(last), tonumber(pv)}
       end
-    else
-      v = false
     end
-    visits[key] = v
   end
-  return v
 end
 
 for i = 0, n - 1 do
@@ -86,12 +103,14 @@ for i = 0, n - 1 do
   if kind == 'bot' then
     add(prefix .. 'totals:' .. site, 'bots', 1)
   else
-    local visit = prefix .. 'visit:' .. site .. ':' .. visitor
-    local v = visit_state(visit, ts)
+    local v = visits[site][visitor]
+    if v and ts - v[2] > timeout_ms then
+      v = false
+    end
     if kind == 'pageview' then
       if not v then
         v = {candidate, ts, 0}
-        visits[visit] = v
+        visits[site][visitor] = v
         new_visit = '1'
         add(prefix .. 'totals:' .. site, 'visits', 1)
       else
@@ -123,10 +142,7 @@ for i = 0, n - 1 do
       if ts > v[2] then
         v[2] = ts
       end
-      if not v.dirty then
-        v.dirty = true
-        visit_order[#visit_order + 1] = visit
-      end
+      v.dirty = true
     end
     presence(prefix .. 'online:' .. site, visitor, true)
     presence(prefix .. 'online:' .. site .. ':' .. page, visitor, kind ~= 'leave')
@@ -137,9 +153,19 @@ for i = 0, n - 1 do
   redis.call('XADD', KEYS[1], '*', 'e', json, 'se', session, 'n', new_visit, 'q', seq, 'g', gap)
 end
 
-for _, key in ipairs(visit_order) do
-  local v = visits[key]
-  redis.call('SET', key, v[1] .. ':' .. string.format('%d', v[2]) .. ':' .. v[3], 'EX', timeout)
+for _, site in ipairs(visit_sites) do
+  local args = {}
+  for visitor, v in pairs(visits[site]) do
+    if v and v.dirty then
+      args[#args + 1] = visitor
+      args[#args + 1] = v[1] .. ':' .. string.format('%d', v[2]) .. ':' .. v[3]
+    end
+  end
+  if #args > 0 then
+    local key = prefix .. 'visits:' .. site .. ':' .. today
+    redis.call('HSET', key, unpack(args))
+    redis.call('EXPIRE', key, 172800)
+  end
 end
 
 -- Counters. View-per-minute keys are plain strings; the rest are hashes.
@@ -172,7 +198,9 @@ for _, key in ipairs(zset_order) do
     redis.call('ZADD', key, unpack(here))
     redis.call('PEXPIRE', key, window)
   end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if trim then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  end
 end
 
 for _, key in ipairs(sketch_order) do
