@@ -306,3 +306,21 @@ async fn rollups_agree_with_the_raw_events() {
             .len() as u64
     );
 }
+
+#[tokio::test]
+async fn processes_migrating_at_the_same_moment_all_succeed() {
+    let settings = tally_testkit::settings();
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.migrate().await })
+        })
+        .collect();
+    for run in runs {
+        let result = run.await.unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+    let applied = db.applied_migrations().await.unwrap();
+    assert_eq!(applied, (1..=tally_clickhouse::migrate::MIGRATIONS.len() as u32).collect::<Vec<_>>());
+}

@@ -1,8 +1,9 @@
 //! Versioned schema migrations, applied in order and recorded in `schema_migrations`.
 //!
 //! Each file in `migrations/` is applied once; an applied file is never edited, a change is a
-//! new file. Statements use `IF NOT EXISTS`, so two processes migrating at the same moment
-//! (e.g. a worker and an api starting together) both succeed.
+//! new file. Statements use `IF NOT EXISTS` where the server allows it, and "already exists"
+//! answers count as done, so two processes migrating at the same moment (a worker and an api
+//! starting together) both succeed.
 
 use tracing::info;
 
@@ -51,14 +52,21 @@ impl Db {
                 continue;
             }
             for statement in statements(sql) {
-                self.query(statement)
-                    .execute()
-                    .await
-                    .map_err(|source| Error::Migration {
-                        version,
-                        name,
-                        source,
-                    })?;
+                match self.query(statement).execute().await {
+                    Ok(()) => {}
+                    // Another process applying the same migration at the same moment got
+                    // there first (18.16 knows no ADD COLUMN IF NOT EXISTS).
+                    Err(e) if already_done(&e) => {
+                        info!(version, name, "statement already applied by another process");
+                    }
+                    Err(source) => {
+                        return Err(Error::Migration {
+                            version,
+                            name,
+                            source,
+                        });
+                    }
+                }
             }
             self.query(
                 "INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()",
@@ -79,6 +87,20 @@ impl Db {
             .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
             .fetch_all()
             .await?)
+    }
+}
+
+/// Whether `e` says the statement's effect is already there: DUPLICATE_COLUMN (15),
+/// TABLE_ALREADY_EXISTS (57), or ILLEGAL_COLUMN (44) "already exists" (18.16's answer to a
+/// second ADD COLUMN).
+fn already_done(e: &clickhouse::error::Error) -> bool {
+    match e {
+        clickhouse::error::Error::BadResponse(text) => match crate::error_code(text) {
+            Some(15 | 57) => true,
+            Some(44) => text.contains("already exists"),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
