@@ -108,7 +108,7 @@ pub fn synth_events(settings: &Settings, n: usize, seed: u64) -> Vec<TrackedEven
 /// Pre-fills the streams with `n` events, drains them with the worker, then inserts the same
 /// rows into a table without rollups. Needs an empty ClickHouse database and Redis.
 pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport> {
-    let store = Store::connect(&settings.redis.url, settings.redis.partitions)
+    let store = Store::connect(&settings.redis)
         .await
         .context("cannot connect to Redis")?;
     let db = Db::new(&settings.clickhouse);

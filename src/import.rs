@@ -169,7 +169,7 @@ pub async fn import_counters(
     db.store_baseline(site.as_str(), import_id, &baseline)
         .await
         .context("cannot store the baseline in ClickHouse")?;
-    let store = Store::connect(&settings.redis.url, settings.redis.partitions).await?;
+    let store = Store::connect(&settings.redis).await?;
     apply_to_redis(&store, site, &baseline).await?;
     Ok(baseline)
 }
@@ -202,7 +202,7 @@ pub async fn export(
     if settings.site(site.as_str()).is_none() {
         bail!("site `{site}` is not configured");
     }
-    let store = Store::connect(&settings.redis.url, settings.redis.partitions).await?;
+    let store = Store::connect(&settings.redis).await?;
     let pages = store.all_pages(site).await?;
     let mut w = csv::Writer::from_writer(out);
     w.write_record(["page", "views", "title"])?;

@@ -99,7 +99,7 @@ impl App {
     /// Connects to Redis and ClickHouse, applies migrations (roles that use ClickHouse),
     /// builds the roles and binds `server.listen` (port 0 picks a free port).
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.redis.url, settings.redis.partitions)
+        let store = Store::connect(&settings.redis)
             .await
             .with_context(|| format!("cannot connect to Redis at {}", settings.redis.url))?;
         let db = Db::new(&settings.clickhouse);

@@ -29,7 +29,7 @@ pub async fn rebuild_counters(
     settings: &Settings,
     only: Option<&SiteId>,
 ) -> anyhow::Result<Vec<Rebuilt>> {
-    let store = Store::connect(&settings.redis.url, settings.redis.partitions)
+    let store = Store::connect(&settings.redis)
         .await
         .context("cannot connect to Redis")?;
     let db = Db::new(&settings.clickhouse);

@@ -322,5 +322,8 @@ async fn processes_migrating_at_the_same_moment_all_succeed() {
         assert!(result.is_ok(), "{result:?}");
     }
     let applied = db.applied_migrations().await.unwrap();
-    assert_eq!(applied, (1..=tally_clickhouse::migrate::MIGRATIONS.len() as u32).collect::<Vec<_>>());
+    assert_eq!(
+        applied,
+        (1..=tally_clickhouse::migrate::MIGRATIONS.len() as u32).collect::<Vec<_>>()
+    );
 }

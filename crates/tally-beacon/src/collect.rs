@@ -24,7 +24,7 @@ use tally_core::{
 };
 use tally_redis::TrackedEvent;
 
-use crate::{ApiError, State, batcher::SubmitError};
+use crate::{ApiError, State, agent::Agent, batcher::SubmitError};
 
 /// `POST /collect` (JSON body, sent as `application/json` or `text/plain` by sendBeacon).
 pub(crate) async fn post_collect(
@@ -121,8 +121,9 @@ async fn accept(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let bot = user_agent.trim().is_empty() || state.bots.is_bot(user_agent);
-    let tracked = tracked_event(state, site, hit, ip, user_agent, bot);
+    let agent = state.agents.classify(user_agent);
+    let bot = agent.bot;
+    let tracked = tracked_event(state, site, hit, ip, user_agent, &agent);
     match state.batcher.submit(tracked).await {
         Ok(()) if bot => {
             counter!("tally_beacon_bots_total").increment(1);
@@ -142,7 +143,7 @@ fn tracked_event(
     hit: Hit,
     ip: IpAddr,
     user_agent: &str,
-    bot: bool,
+    agent: &Agent,
 ) -> TrackedEvent {
     let now = Utc::now();
     let ts_ms = now.timestamp_millis();
@@ -151,7 +152,7 @@ fn tracked_event(
         .with_timezone(&site.timezone)
         .format("%Y%m%d")
         .to_string();
-    if bot {
+    if agent.bot {
         // A crawler hit is kept only as a count: no visitor id, no page details.
         let event = Event {
             kind: EventKind::Bot,
@@ -167,14 +168,7 @@ fn tracked_event(
         };
     }
     let visitor = visitor::visitor_id(&state.salt.get(), hit.site.as_str(), ip, user_agent);
-    let (browser, os, device) = match woothee::parser::Parser::new().parse(user_agent) {
-        Some(ua) => (
-            ua.name.to_owned(),
-            ua.os.to_owned(),
-            device_class(ua.category),
-        ),
-        None => (String::new(), String::new(), "unknown".to_owned()),
-    };
+
     let event = Event {
         kind: hit.kind,
         site: hit.site.as_str().to_owned(),
@@ -190,9 +184,9 @@ fn tracked_event(
         utm_source: hit.utm.source,
         utm_medium: hit.utm.medium,
         utm_campaign: hit.utm.campaign,
-        browser,
-        os,
-        device,
+        browser: agent.browser.clone(),
+        os: agent.os.clone(),
+        device: agent.device.clone(),
         country: String::new(),
         visitor,
         session: 0,
@@ -239,16 +233,6 @@ impl IntoResponse for NoContent {
         )
             .into_response()
     }
-}
-
-fn device_class(category: &str) -> String {
-    match category {
-        "pc" => "desktop",
-        "smartphone" | "mobilephone" => "mobile",
-        "appliance" => "other",
-        _ => "unknown",
-    }
-    .to_owned()
 }
 
 /// The event URL's host, and the request's Origin (or, without one, Referer) host, must be

@@ -9,6 +9,7 @@
 //! - [`client`]: the client address (socket or trusted proxy's X-Forwarded-For).
 //! - [`salt`]: today's visitor-id salt, cached and refreshed in the background.
 
+mod agent;
 mod assets;
 pub mod batcher;
 pub mod client;
@@ -43,7 +44,7 @@ pub(crate) struct State {
     pub(crate) salt: salt::SaltCache,
     pub(crate) client: client::ClientAddr,
     pub(crate) tracker: assets::Tracker,
-    pub(crate) bots: isbot::Bots,
+    pub(crate) agents: agent::Agents,
     pub(crate) limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
 
@@ -70,7 +71,7 @@ impl Beacon {
             batcher: handle,
             salt,
             tracker: assets::Tracker::new(settings.tracking.heartbeat.as_millis()),
-            bots: isbot::Bots::default(),
+            agents: agent::Agents::new(),
             limiter: std::num::NonZeroU32::new(settings.beacon.rate_limit_per_minute)
                 .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
         };

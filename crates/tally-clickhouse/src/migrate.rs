@@ -57,7 +57,10 @@ impl Db {
                     // Another process applying the same migration at the same moment got
                     // there first (18.16 knows no ADD COLUMN IF NOT EXISTS).
                     Err(e) if already_done(&e) => {
-                        info!(version, name, "statement already applied by another process");
+                        info!(
+                            version,
+                            name, "statement already applied by another process"
+                        );
                     }
                     Err(source) => {
                         return Err(Error::Migration {

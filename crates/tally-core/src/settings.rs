@@ -54,7 +54,23 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: String,
+    pub cluster: bool,
     pub partitions: u16,
+}
+
+impl RedisSettings {
+    /// The node URLs: one, or with `cluster` the comma-separated list.
+    pub fn nodes(&self) -> Vec<&str> {
+        if self.cluster {
+            self.url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect()
+        } else {
+            vec![self.url.as_str()]
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,12 +236,18 @@ impl Settings {
     /// Checks the rules types cannot express. Errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.redis;
-        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+        let nodes = r.nodes();
+        if nodes.is_empty()
+            || nodes
+                .iter()
+                .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
             return Err(invalid(
                 "redis.url",
-                "must start with redis:// or rediss://",
+                "must start with redis:// or rediss:// (with redis.cluster: a comma-separated list)",
             ));
         }
+
         if !(1..=1024).contains(&r.partitions) {
             return Err(invalid("redis.partitions", "must be between 1 and 1024"));
         }

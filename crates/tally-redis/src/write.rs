@@ -1,8 +1,9 @@
 //! The beacon's write path.
 //!
 //! Round trips: one per batch. A batch is split by partition and each partition's events go
-//! to one `EVALSHA` of `lua/record.lua`; all of them travel in one pipeline. Only when Redis
-//! has lost its script cache (restart) does a batch take a second trip (`SCRIPT LOAD`).
+//! to one `EVALSHA` of `lua/record.lua`; all of them travel in one pipeline (to a cluster:
+//! one call per partition, sent together, as partitions live in different slots). Only when
+//! Redis has lost its script cache (restart) does a batch take a second trip (`SCRIPT LOAD`).
 
 use std::collections::BTreeMap;
 
@@ -51,7 +52,7 @@ impl Store {
         for e in events {
             by_partition.entry(e.partition).or_default().push(e);
         }
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(by_partition.len());
         let mut sizes = Vec::with_capacity(by_partition.len());
         for (partition, events) in &by_partition {
             let keys = Keys::new(*partition);
@@ -78,16 +79,37 @@ impl Store {
                     .arg(json)
                     .arg(e.event.ts_ms);
             }
-            pipe.add_command(cmd);
+            cmds.push(cmd);
             sizes.push(events.len());
         }
         let mut conn = self.conn();
-        let replies: Vec<i64> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                RECORD.prepare_invoke().load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
+        let replies: Vec<i64> = if self.is_cluster() {
+            // Partitions live in different slots: one call each, all at once.
+            let calls = cmds.iter().map(|cmd| {
+                let mut conn = self.conn();
+                async move {
+                    match cmd.query_async::<i64>(&mut conn).await {
+                        Err(e) if e.code() == Some("NOSCRIPT") => {
+                            RECORD.prepare_invoke().load_async(&mut conn).await?;
+                            cmd.query_async::<i64>(&mut conn).await
+                        }
+                        other => other,
+                    }
+                }
+            });
+            futures_util::future::try_join_all(calls).await?
+        } else {
+            let mut pipe = redis::pipe();
+            for cmd in &cmds {
+                pipe.add_command(cmd.clone());
             }
-            other => other?,
+            match pipe.query_async(&mut conn).await {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    RECORD.prepare_invoke().load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await?
+                }
+                other => other?,
+            }
         };
         let mut recorded = Recorded {
             events: 0,

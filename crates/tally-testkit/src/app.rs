@@ -45,7 +45,7 @@ impl TestApp {
 
     /// A Redis handle on this app's database.
     pub async fn store(&self) -> Store {
-        Store::connect(&self.settings.redis.url, self.settings.redis.partitions)
+        Store::connect(&self.settings.redis)
             .await
             .expect("connect to redis")
     }

@@ -20,7 +20,7 @@ use std::sync::{
 
 pub use app::TestApp;
 pub use browser::{Browser, DESKTOP_UA};
-pub use server::{ClickHouseServer, RedisServer};
+pub use server::{ClickHouseServer, RedisCluster, RedisServer};
 use tally_core::Settings;
 
 /// The Redis and ClickHouse servers shared by the tests of one test binary.
@@ -74,6 +74,15 @@ pub fn settings_for(redis: &RedisServer, clickhouse: &ClickHouseServer) -> Setti
     Settings::load(None, env).expect("test settings are valid")
 }
 
+/// Settings against a Redis Cluster (database 0, the only one a cluster has) and the shared
+/// ClickHouse.
+pub fn settings_for_cluster(cluster: &RedisCluster) -> Settings {
+    let mut s = settings();
+    s.redis.cluster = true;
+    s.redis.url = cluster.urls();
+    s
+}
+
 /// The environment that makes a `tally` process use `settings` (for tests that run the
 /// binary, e.g. to kill it): every key tests change, as `TALLY__SECTION__KEY`.
 pub fn env_for(settings: &Settings) -> Vec<(String, String)> {
@@ -82,6 +91,7 @@ pub fn env_for(settings: &Settings) -> Vec<(String, String)> {
     vec![
         ("TALLY__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
         ("TALLY__REDIS__URL".into(), s.redis.url.clone()),
+        ("TALLY__REDIS__CLUSTER".into(), s.redis.cluster.to_string()),
         (
             "TALLY__REDIS__PARTITIONS".into(),
             s.redis.partitions.to_string(),

@@ -95,11 +95,16 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
+    cluster: bool,
 }
 
 impl RedisServer {
     /// Starts a new private server and waits until it answers.
     pub fn start() -> Self {
+        Self::start_node(false)
+    }
+
+    fn start_node(cluster: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tally-redis-")
             .tempdir()
@@ -108,6 +113,7 @@ impl RedisServer {
             port: free_port(),
             dir,
             child: Mutex::new(None),
+            cluster,
         };
         server.restart();
         server
@@ -152,6 +158,15 @@ impl RedisServer {
                 "--logfile",
                 &self.dir.path().join("redis.log").display().to_string(),
             ]);
+        if self.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", "2000"]);
+        }
         *child = Some(spawn_watched(cmd, self.dir.path()));
         let port = self.port;
         wait_until("redis-server", Duration::from_secs(20), || {
@@ -279,5 +294,52 @@ impl ClickHouseServer {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             stop_child(&mut child, false);
         }
+    }
+}
+
+/// A private Redis Cluster of three masters (no replicas), slots spread by
+/// `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, joins them and waits for `cluster_state:ok`.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_node(true)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for node in &nodes {
+            wait_until("cluster_state:ok", Duration::from_secs(30), || {
+                Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            });
+        }
+        Self { nodes }
+    }
+
+    /// The nodes as a comma-separated URL list (`redis.url` with `redis.cluster = true`).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

@@ -56,7 +56,7 @@ impl Worker {
         let consumer = consumer_name();
         let mut partitions = Vec::new();
         for p in 0..settings.redis.partitions {
-            let store = Store::connect(&settings.redis.url, settings.redis.partitions).await?;
+            let store = Store::connect(&settings.redis).await?;
             store.ensure_group(p).await?;
             partitions.push(PartitionWorker::new(
                 p,
