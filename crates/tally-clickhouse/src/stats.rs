@@ -176,14 +176,23 @@ impl Db {
     }
 
     /// Pages by views (then page key), `limit` rows from `offset`.
+    ///
+    /// Two steps: the page list is ranked by views alone (small sum states), and only the
+    /// pages kept get their unique-visitor states and titles merged — over a month of a busy
+    /// site that is a few dozen pages instead of hundreds of thousands.
     pub async fn top_pages(&self, r: &Range, limit: u32, offset: u32) -> Result<Vec<PageRow>> {
         Ok(self
             .stats_query(&format!(
                 "SELECT page, anyLastMerge(path) AS path, anyLastMerge(title) AS title, \
                  sumMerge(views) AS views, uniqCombinedMerge(visitors) AS visitors \
-                 FROM page_hourly WHERE {RANGE} GROUP BY page \
-                 ORDER BY views DESC, page ASC LIMIT ?, ?"
+                 FROM page_hourly WHERE {RANGE} AND page IN ( \
+                     SELECT page FROM page_hourly WHERE {RANGE} GROUP BY page \
+                     ORDER BY sumMerge(views) DESC, page ASC LIMIT ?, ?) \
+                 GROUP BY page ORDER BY views DESC, page ASC"
             ))
+            .bind(&r.site)
+            .bind(r.start)
+            .bind(r.end)
             .bind(&r.site)
             .bind(r.start)
             .bind(r.end)
