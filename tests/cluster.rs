@@ -89,14 +89,7 @@ async fn the_pipeline_runs_on_a_redis_cluster_through_worker_kills() {
 
     // Live counters per site, straight from the cluster.
     for (i, site) in SITES.iter().enumerate() {
-        let c: serde_json::Value = http
-            .get(app.url(&format!("/api/v1/sites/{site}/counters")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let c = common::get_json(&http, &app.url(&format!("/api/v1/sites/{site}/counters"))).await;
         assert_eq!(c["total_views"], accepted[i], "{site}");
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::wait_for;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tally_testkit::TestApp;
 
 #[tokio::test]
@@ -43,14 +43,11 @@ async fn a_page_view_is_counted_live_and_stored_once() {
     assert_eq!(response.status(), 204);
 
     // Live at once: no waiting for the worker.
-    let counters: Value = http
-        .get(app.url("/api/v1/sites/demo/counters?page=/tin-t%E1%BB%A9c/bai-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counters = common::get_json(
+        &http,
+        &app.url("/api/v1/sites/demo/counters?page=/tin-t%E1%BB%A9c/bai-1"),
+    )
+    .await;
     assert_eq!(
         counters,
         json!({"site": "demo", "page": "/tin-tức/bai-1", "page_views": 1, "page_online": 1,

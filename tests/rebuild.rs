@@ -12,14 +12,11 @@ use tally_testkit::{RedisServer, TestApp};
 
 async fn snapshot(http: &reqwest::Client, app: &TestApp) -> (Value, Value) {
     let totals = common::counters(http, app, None).await;
-    let views: Value = http
-        .get(app.url("/api/v1/sites/demo/views?page=/a&page=/b&page=/c&page=/never"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let views = common::get_json(
+        http,
+        &app.url("/api/v1/sites/demo/views?page=/a&page=/b&page=/c&page=/never"),
+    )
+    .await;
     (json_without_online(totals), views)
 }
 

@@ -72,7 +72,7 @@ pub async fn counters(http: &reqwest::Client, app: &TestApp, page: Option<&str>)
     if let Some(page) = page {
         url = format!("{url}?page={page}");
     }
-    http.get(url).send().await.unwrap().json().await.unwrap()
+    get_json(http, &url).await
 }
 
 /// Polls `check` until it holds (at most 30 s).
@@ -115,4 +115,9 @@ pub fn sequence(events: &mut [tally_core::Event]) {
         }
         e.new_visit = e.visit_seq == 1;
     }
+}
+
+/// GETs `url` and parses the JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }

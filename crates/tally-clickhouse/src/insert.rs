@@ -11,16 +11,21 @@ impl Db {
     /// Inserts `rows` into `events` in one INSERT (RowBinary). Rollups follow through their
     /// materialized views.
     pub async fn insert_events<R: Borrow<EventRow>>(&self, rows: &[R]) -> Result<()> {
+        self.insert_event_rows("events", rows).await
+    }
+
+    /// One RowBinary INSERT of `rows` into `table` (a table with the columns of `events`).
+    async fn insert_event_rows<R: Borrow<EventRow>>(&self, table: &str, rows: &[R]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         sqllog::record(&format!(
-            "INSERT INTO events ({}) FORMAT RowBinary",
+            "INSERT INTO {table} ({}) FORMAT RowBinary",
             <EventRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
         ));
         let mut insert = self
             .client
-            .insert::<EventRow>("events")
+            .insert::<EventRow>(table)
             .await?
             .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
         for row in rows {
@@ -122,20 +127,7 @@ impl Db {
 
     /// Inserts `rows` into `events_plain` (benchmark baseline).
     pub async fn insert_plain<R: Borrow<EventRow>>(&self, rows: &[R]) -> Result<()> {
-        sqllog::record(&format!(
-            "INSERT INTO events_plain ({}) FORMAT RowBinary",
-            <EventRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
-        ));
-        let mut insert = self
-            .client
-            .insert::<EventRow>("events_plain")
-            .await?
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
-        for row in rows {
-            insert.write(row.borrow()).await?;
-        }
-        insert.end().await?;
-        Ok(())
+        self.insert_event_rows("events_plain", rows).await
     }
 }
 

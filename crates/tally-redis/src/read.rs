@@ -118,14 +118,7 @@ impl Store {
             .arg("visits")
             .arg(total_visits)
             .ignore();
-        for chunk in pages.chunks(1000) {
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(keys.baseline(s));
-            for (page, n) in chunk {
-                cmd.arg(page).arg(n);
-            }
-            pipe.add_command(cmd).ignore();
-        }
+        hset_counts(&mut pipe, &keys.baseline(s), pages);
         let mut conn = self.conn();
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
@@ -186,14 +179,7 @@ impl Store {
             .cmd("DEL")
             .arg(keys.totals(s))
             .ignore();
-        for chunk in page_views.chunks(1000) {
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(keys.views(s));
-            for (page, n) in chunk {
-                cmd.arg(page).arg(n);
-            }
-            pipe.add_command(cmd).ignore();
-        }
+        hset_counts(&mut pipe, &keys.views(s), page_views);
         pipe.cmd("HSET")
             .arg(keys.totals(s))
             .arg("views")
@@ -282,5 +268,18 @@ impl Store {
             rt.pages.truncate(max_pages);
         }
         Ok(rt)
+    }
+}
+
+/// Adds `HSET key page count …` commands for `counts` to `pipe`, 1,000 fields at a time
+/// (large imports stay within sane command sizes).
+fn hset_counts(pipe: &mut redis::Pipeline, key: &str, counts: &[(String, u64)]) {
+    for chunk in counts.chunks(1000) {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key);
+        for (page, n) in chunk {
+            cmd.arg(page).arg(n);
+        }
+        pipe.add_command(cmd).ignore();
     }
 }
