@@ -88,7 +88,8 @@ async fn admin_pages_in_a_real_browser() {
     seed(&app).await;
     let http = reqwest::Client::new();
     assert_eq!(
-        send(&http, &app, &Hit::view("/thoi-su/bai-1").ip("198.51.100.1")).await,
+        // Live views go to pages of their own, so the seeded pages keep their titles.
+        send(&http, &app, &Hit::view("/tin-nong/1").ip("198.51.100.1")).await,
         204
     );
     let db = app.db();
@@ -187,7 +188,7 @@ async fn admin_pages_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(
-        send(&http, &app, &Hit::view("/kinh-te/bai-2").ip("198.51.100.2")).await,
+        send(&http, &app, &Hit::view("/tin-nong/2").ip("198.51.100.2")).await,
         204
     );
     browser
