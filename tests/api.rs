@@ -706,3 +706,47 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
         }
     }
 }
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_address() {
+    let app = TestApp::spawn(settings()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |token: &str, ip: &str| {
+        http.post(app.url("/admin/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", ip)
+            .body(format!("token={token}"))
+            .send()
+    };
+    for _ in 0..10 {
+        assert_eq!(
+            login("wrong-guess-000", "203.0.113.50")
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    let r = login(TOKEN, "203.0.113.50").await.unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "even the right token waits once the address is over the limit"
+    );
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Too many sign-in attempts")
+    );
+    let r = login(TOKEN, "203.0.113.51").await.unwrap();
+    assert_eq!(r.status(), 303, "other addresses are not affected");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}

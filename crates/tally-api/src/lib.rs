@@ -33,6 +33,9 @@ pub(crate) struct State {
     pub(crate) sites: HashMap<SiteId, SiteSettings>,
     pub(crate) store: Store,
     pub(crate) db: Db,
+    pub(crate) client: tally_core::client::ClientAddr,
+    /// Sign-in attempts per client address: a handful a minute, so tokens cannot be guessed.
+    pub(crate) logins: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
 /// The api role.
@@ -51,6 +54,10 @@ impl Api {
             settings: settings.clone(),
             store,
             db,
+            client: tally_core::client::ClientAddr::new(settings.server.trusted_proxies.clone()),
+            logins: governor::RateLimiter::keyed(governor::Quota::per_minute(
+                std::num::NonZeroU32::new(10).expect("non-zero"),
+            )),
         };
         Self {
             state: Arc::new(state),

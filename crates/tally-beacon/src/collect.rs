@@ -107,7 +107,11 @@ async fn accept(
     if !origin_allowed(headers, &hit.host, &site.domains) {
         return Err(ApiError::OriginNotAllowed);
     }
-    let ip = state.client.resolve(peer, headers);
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes());
+    let ip = state.client.resolve(peer, forwarded);
     if let Some(limiter) = &state.limiter
         && limiter.check_key(&ip).is_err()
     {

@@ -6,13 +6,11 @@
 //!
 //! - [`collect`]: the HTTP handlers and the rules of the contract (status codes).
 //! - [`batcher`]: the micro-batcher and its buffer.
-//! - [`client`]: the client address (socket or trusted proxy's X-Forwarded-For).
 //! - [`salt`]: today's visitor-id salt, cached and refreshed in the background.
 
 mod agent;
 mod assets;
 pub mod batcher;
-pub mod client;
 mod collect;
 mod error;
 pub mod salt;
@@ -42,7 +40,7 @@ pub(crate) struct State {
     pub(crate) sites: HashMap<SiteId, SiteSettings>,
     pub(crate) batcher: batcher::Handle,
     pub(crate) salt: salt::SaltCache,
-    pub(crate) client: client::ClientAddr,
+    pub(crate) client: tally_core::client::ClientAddr,
     pub(crate) tracker: assets::Tracker,
     pub(crate) agents: agent::Agents,
     pub(crate) limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
@@ -66,7 +64,7 @@ impl Beacon {
                 .iter()
                 .map(|s| (s.id.clone(), s.clone()))
                 .collect(),
-            client: client::ClientAddr::new(settings.server.trusted_proxies.clone()),
+            client: tally_core::client::ClientAddr::new(settings.server.trusted_proxies.clone()),
             settings: settings.clone(),
             batcher: handle,
             salt,

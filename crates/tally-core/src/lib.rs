@@ -8,7 +8,9 @@
 //! - [`event`]: what the tracker sends and what the beacon records.
 //! - [`page`]: URL → page key normalisation.
 //! - [`visitor`]: cookieless visitor ids (keyed hash with a daily salt).
+//! - [`client`]: the client address behind trusted proxies.
 
+pub mod client;
 pub mod dates;
 pub mod event;
 pub mod page;

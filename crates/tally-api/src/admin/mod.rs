@@ -8,9 +8,11 @@ mod i18n;
 use std::sync::Arc;
 
 use askama::Template;
+use std::net::SocketAddr;
+
 use axum::{
     Form,
-    extract::{Path, Query, State as AxumState},
+    extract::{ConnectInfo, Path, Query, State as AxumState},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
 };
@@ -245,10 +247,27 @@ pub(crate) struct LoginForm {
 /// one shows the form again with the reason.
 pub(crate) async fn login(
     AxumState(state): AxumState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
     let (lang, _) = language(&PageQuery::default(), &headers);
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes());
+    if state
+        .logins
+        .check_key(&state.client.resolve(peer, forwarded))
+        .is_err()
+    {
+        return login_page(
+            lang,
+            false,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(lang.t().too_many),
+        );
+    }
     let Some(token) = find_token(&state.settings.admin.tokens, form.token.trim()) else {
         return login_page(
             lang,

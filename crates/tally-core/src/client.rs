@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
 use ipnet::IpNet;
 
 /// Resolves client addresses under a list of trusted proxy networks.
@@ -21,15 +20,21 @@ impl ClientAddr {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client address of a request from `peer` with `headers`.
-    pub fn resolve(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    /// The client address of a request from `peer` whose X-Forwarded-For header values (in
+    /// order) are `forwarded_for`.
+    pub fn resolve<'a, I>(&self, peer: SocketAddr, forwarded_for: I) -> IpAddr
+    where
+        I: DoubleEndedIterator<Item = &'a [u8]>,
+    {
         let mut ip = peer.ip().to_canonical();
         if !self.is_trusted(ip) {
             return ip;
         }
         // Walk the chain from the nearest hop back; stop at the first untrusted address.
-        for value in headers.get_all("x-forwarded-for").iter().rev() {
-            let Ok(value) = value.to_str() else { return ip };
+        for value in forwarded_for.rev() {
+            let Ok(value) = std::str::from_utf8(value) else {
+                return ip;
+            };
             for hop in value.rsplit(',') {
                 match hop.trim().parse::<IpAddr>() {
                     Ok(hop) => {
@@ -50,12 +55,8 @@ impl ClientAddr {
 mod tests {
     use super::*;
 
-    fn headers(xff: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in xff {
-            h.append("x-forwarded-for", v.parse().unwrap());
-        }
-        h
+    fn headers<'a>(xff: &'a [&'a str]) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+        xff.iter().map(|v| v.as_bytes())
     }
 
     #[test]
