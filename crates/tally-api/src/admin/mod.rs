@@ -46,15 +46,7 @@ fn language(query: &PageQuery, headers: &HeaderMap) -> (Lang, bool) {
     if let Some(lang) = query.lang.as_deref().and_then(Lang::parse) {
         return (lang, true);
     }
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == LANG_COOKIE)
-        .and_then(|(_, v)| Lang::parse(v));
-    if let Some(lang) = cookie {
+    if let Some(lang) = session::cookie(headers, LANG_COOKIE).and_then(Lang::parse) {
         return (lang, false);
     }
     let prefers_vi = headers
