@@ -45,6 +45,11 @@ fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// A JSON error response `{"code", "message"}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, Json<Value>) {
+    (status, Json(json!({"code": code, "message": message})))
+}
+
 async fn readyz(State((store, db)): State<(Store, Db)>) -> (StatusCode, Json<Value>) {
     let (redis, clickhouse) = tokio::join!(store.ping(), db.ping());
     let state = |r: &Result<(), _>| if r.is_ok() { "ok" } else { "unreachable" };

@@ -19,7 +19,7 @@ pub mod rebuild;
 use std::{collections::BTreeSet, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use anyhow::Context;
-use axum::Router;
+use axum::{Router, http::StatusCode};
 use tally_clickhouse::Db;
 use tally_core::Settings;
 use tally_redis::Store;
@@ -125,6 +125,18 @@ impl App {
         } else {
             None
         };
+        // Unknown paths and methods answer in the contract's error format too.
+        let router = router
+            .fallback(|| async {
+                health::error(StatusCode::NOT_FOUND, "not_found", "no such resource")
+            })
+            .method_not_allowed_fallback(|| async {
+                health::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this resource does not take that method",
+                )
+            });
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;

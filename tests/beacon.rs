@@ -101,6 +101,23 @@ async fn every_status_code_of_the_contract() {
 
     let (status, err) = post_raw(&http, &app, vec![b' '; 5000], local).await;
     assert_eq!((status, err["code"].as_str()), (413, Some("too_large")));
+    let (status, err) = post_raw(&http, &app, vec![b'x'; 10 << 20], local).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (413, Some("too_large")),
+        "a 10 MiB body"
+    );
+
+    // Unknown paths and methods answer in the same error format.
+    let r = http.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_found");
+    let r = http.get(app.url("/collect")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "method_not_allowed"
+    );
 
     // Nothing refused was counted.
     assert_eq!(counters(&http, &app, None).await["total_views"], 1);

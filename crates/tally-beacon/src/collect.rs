@@ -10,7 +10,7 @@ use std::{
 };
 
 use axum::{
-    body::Bytes,
+    body::Body,
     extract::{ConnectInfo, Query, State as AxumState},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -31,9 +31,13 @@ pub(crate) async fn post_collect(
     AxumState(state): AxumState<Arc<State>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<NoContent, ApiError> {
     let result = async {
+        // Read at most one byte past the limit: a huge body is refused without being read.
+        let body = axum::body::to_bytes(body, MAX_BODY + 1)
+            .await
+            .map_err(|_| ApiError::TooLarge)?;
         if body.len() > MAX_BODY {
             return Err(ApiError::TooLarge);
         }
