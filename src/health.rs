@@ -52,12 +52,15 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> (StatusCod
 
 async fn readyz(State((store, db)): State<(Store, Db)>) -> (StatusCode, Json<Value>) {
     let (redis, clickhouse) = tokio::join!(store.ping(), db.ping());
-    let state = |r: &Result<(), _>| if r.is_ok() { "ok" } else { "unreachable" };
-    let body = json!({"redis": state(&redis.map_err(|_| ())), "clickhouse": state(&clickhouse.map_err(|_| ()))});
-    let status = if body["redis"] == "ok" && body["clickhouse"] == "ok" {
+    let (redis, clickhouse) = (redis.is_ok(), clickhouse.is_ok());
+    let word = |up: bool| if up { "ok" } else { "unreachable" };
+    let status = if redis && clickhouse {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    (
+        status,
+        Json(json!({"redis": word(redis), "clickhouse": word(clickhouse)})),
+    )
 }

@@ -36,34 +36,14 @@ fn pages(query: Option<&str>) -> Result<Vec<String>, ApiError> {
             continue;
         };
         let value = value.replace('+', " ");
-        let decoded = percent_decode(&value)
-            .ok_or_else(|| ApiError::BadRequest("`page` is not valid UTF-8".into()))?;
+        let decoded = percent_encoding::percent_decode_str(&value)
+            .decode_utf8()
+            .map_err(|_| ApiError::BadRequest("`page` is not valid UTF-8".into()))?;
         let page = normalize_page_id(&decoded)
             .ok_or_else(|| ApiError::BadRequest("`page` is empty".into()))?;
         out.push(page);
     }
     Ok(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 fn public<T: Serialize>(body: T) -> Response {

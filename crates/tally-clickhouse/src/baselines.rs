@@ -43,7 +43,7 @@ impl Db {
         import_id: u64,
         baseline: &Baseline,
     ) -> Result<()> {
-        let now = u32::try_from(chrono_now()).unwrap_or(u32::MAX);
+        let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
         let mut rows = Vec::with_capacity(baseline.pages.len() + 1);
         rows.push(BaselineRow {
             site: site.into(),
@@ -103,11 +103,4 @@ impl Db {
         }
         Ok(b)
     }
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
