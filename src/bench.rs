@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use tally_clickhouse::{Db, EventRow};
-use tally_core::{Event, EventKind, Settings, visitor};
+use tally_core::{Event, EventKind, Settings, dates::DayRange, visitor};
 use tally_redis::{Store, TrackedEvent};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -112,7 +112,7 @@ pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport>
         .await
         .context("cannot connect to Redis")?;
     let db = Db::new(&settings.clickhouse);
-    db.migrate().await?;
+    db.migrate(&settings.sites).await?;
     ensure!(
         db.count_events().await? == 0,
         "the benchmark needs an empty `events` table"
@@ -148,7 +148,14 @@ pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport>
     let rows: Vec<EventRow> = events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| EventRow::new(e.partition, &format!("{i}-0"), e.event))
+        .map(|(i, e)| {
+            let tz = settings
+                .sites
+                .iter()
+                .find(|s| s.id.as_str() == e.event.site)
+                .map_or(chrono_tz::UTC, |s| s.timezone);
+            EventRow::new(e.partition, &format!("{i}-0"), e.event, tz)
+        })
         .collect();
     let started = Instant::now();
     for chunk in rows.chunks(settings.worker.max_rows) {
@@ -252,7 +259,7 @@ pub async fn freshness(
 /// rollups fill through their views), for the admin query benchmark.
 pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::Result<Duration> {
     let db = Db::new(&settings.clickhouse);
-    db.migrate().await?;
+    db.migrate(&settings.sites).await?;
     let mut g = Synth::new(7);
     let now = chrono::Utc::now().timestamp();
     let span = i64::from(days) * 86_400;
@@ -284,7 +291,7 @@ pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::R
             gap_ms: if new_visit { 0 } else { g.below(60_000) as u32 },
             ..Event::empty()
         };
-        batch.push(EventRow::new(0, &format!("h{i}"), event));
+        batch.push(EventRow::new(0, &format!("h{i}"), event, site.timezone));
         if batch.len() == 100_000 {
             db.insert_events(&batch).await?;
             batch.clear();
@@ -302,18 +309,22 @@ pub async fn admin_queries(
 ) -> anyhow::Result<Vec<(String, f64, f64)>> {
     use tally_clickhouse::stats::{Interval, Range};
     let db = Db::new(&settings.clickhouse);
-    let now = chrono::Utc::now().timestamp() as u32;
     let mut out = Vec::new();
     for days in [30u32, 90] {
         let mut timings: [Vec<f64>; 3] = Default::default();
         for round in 0..rounds {
             let site = &settings.sites[round % settings.sites.len()];
-            let r = Range {
-                site: site.id.to_string(),
-                start: now - days * 86_400,
-                end: now + 3600,
-                timezone: site.timezone.name().to_owned(),
-            };
+            let today = chrono::Utc::now()
+                .with_timezone(&site.timezone)
+                .date_naive();
+            let r = Range::new(
+                site.id.as_str(),
+                &DayRange {
+                    from: today - chrono::Days::new(u64::from(days) - 1),
+                    to: today,
+                    tz: site.timezone,
+                },
+            );
             let t = Instant::now();
             db.summary(&r).await?;
             timings[0].push(t.elapsed().as_secs_f64() * 1000.0);

@@ -141,7 +141,10 @@ impl Cli {
             }
             Command::Migrate => {
                 let db = tally_clickhouse::Db::new(&settings.clickhouse);
-                let applied = db.migrate().await.context("migration failed")?;
+                let applied = db
+                    .migrate(&settings.sites)
+                    .await
+                    .context("migration failed")?;
                 let version = db.version().await?;
                 println!(
                     "ClickHouse {version}, database `{}`: applied {} migration(s) {:?}",

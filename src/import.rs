@@ -164,7 +164,7 @@ pub async fn import_counters(
         pages: rows,
     };
     let db = Db::new(&settings.clickhouse);
-    db.migrate().await?;
+    db.migrate(&settings.sites).await?;
     let import_id = chrono::Utc::now().timestamp_micros().max(0) as u64;
     db.store_baseline(site.as_str(), import_id, &baseline)
         .await

@@ -104,7 +104,7 @@ impl App {
             .with_context(|| format!("cannot connect to Redis at {}", settings.redis.url))?;
         let db = Db::new(&settings.clickhouse);
         if roles.has(Role::Worker) || roles.has(Role::Api) {
-            db.migrate().await.with_context(|| {
+            db.migrate(&settings.sites).await.with_context(|| {
                 format!("cannot migrate ClickHouse at {}", settings.clickhouse.url)
             })?;
         }

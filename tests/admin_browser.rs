@@ -51,7 +51,7 @@ async fn seed(app: &TestApp) {
     let rows: Vec<EventRow> = events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| EventRow::new(7, &format!("seed-{i}"), e))
+        .map(|(i, e)| EventRow::new(7, &format!("seed-{i}"), e, tz))
         .collect();
     app.db().insert_events(&rows).await.unwrap();
 }

@@ -190,7 +190,10 @@ async fn seed(app: &TestApp) {
     let rows: Vec<EventRow> = ids
         .iter()
         .zip(events)
-        .map(|(id, e)| EventRow::new(9, id, e))
+        .map(|(id, e)| {
+            let tz = common::zone(&app.settings, &e.site);
+            EventRow::new(9, id, e, tz)
+        })
         .collect();
     app.db().insert_events(&rows).await.unwrap();
 }

@@ -153,7 +153,7 @@ async fn imported_counters_add_to_live_ones_and_reimporting_replaces() {
 async fn retention_drops_old_raw_months_and_keeps_rollups() {
     let settings = tally_testkit::settings();
     let db = tally_clickhouse::Db::new(&settings.clickhouse);
-    db.migrate().await.unwrap();
+    db.migrate(&settings.sites).await.unwrap();
     let at = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).unwrap().timestamp() * 1000;
     let rows: Vec<EventRow> = [
         at(2021, 1, 10),
@@ -172,7 +172,7 @@ async fn retention_drops_old_raw_months_and_keeps_rollups() {
             visitor: 1,
             ..Event::empty()
         };
-        EventRow::new(0, &format!("r{i}"), e)
+        EventRow::new(0, &format!("r{i}"), e, common::zone(&settings, "demo"))
     })
     .collect();
     db.insert_events(&rows).await.unwrap();
@@ -182,12 +182,7 @@ async fn retention_drops_old_raw_months_and_keeps_rollups() {
         .unwrap();
     assert_eq!(dropped, [202101, 202102]);
     assert_eq!(db.count_events().await.unwrap(), 1);
-    let all = tally_clickhouse::stats::Range {
-        site: "demo".into(),
-        start: 0,
-        end: u32::MAX,
-        timezone: "UTC".into(),
-    };
+    let all = common::all_time("demo");
     assert_eq!(
         db.summary(&all).await.unwrap().views,
         4,

@@ -38,7 +38,7 @@ fn generate() -> (Vec<EventRow>, Vec<Session>, u64) {
     let rows = events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| EventRow::new(0, &format!("{i}-0"), e))
+        .map(|(i, e)| EventRow::new(0, &format!("{i}-0"), e, chrono_tz::Asia::Ho_Chi_Minh))
         .collect();
     (rows, sessions, bots)
 }
@@ -151,20 +151,23 @@ fn generate_events() -> (Vec<Event>, Vec<Session>, u64) {
     (rows, sessions, bots)
 }
 
-fn range(start: i64, end: i64) -> Range {
-    Range {
-        site: "demo".into(),
-        start: start as u32,
-        end: end as u32,
-        timezone: "Asia/Ho_Chi_Minh".into(),
-    }
+/// Whole local days `from..=to` of the test site, which lives in Ho Chi Minh City (UTC+7).
+fn range(from: &str, to: &str) -> Range {
+    Range::new(
+        "demo",
+        &tally_core::dates::DayRange {
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
+            tz: chrono_tz::Asia::Ho_Chi_Minh,
+        },
+    )
 }
 
 #[tokio::test]
 async fn rollups_agree_with_the_raw_events() {
     let settings = tally_testkit::settings();
     let db = tally_clickhouse::Db::new(&settings.clickhouse);
-    db.migrate().await.unwrap();
+    db.migrate(&settings.sites).await.unwrap();
     let (rows, sessions, bots) = generate();
     // Several inserts, so the rollups hold several parts per key to merge on read.
     for chunk in rows.chunks(97) {
@@ -172,14 +175,7 @@ async fn rollups_agree_with_the_raw_events() {
     }
     assert_eq!(db.count_events().await.unwrap(), rows.len() as u64);
 
-    let all = range(
-        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .unwrap()
-            .timestamp(),
-        Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0)
-            .unwrap()
-            .timestamp(),
-    );
+    let all = range("2026-01-01", "2026-03-31");
     let views: Vec<&(i64, String)> = sessions.iter().flat_map(|s| &s.views).collect();
     let visitors: BTreeSet<u64> = sessions.iter().map(|s| s.visitor).collect();
     let bounces = sessions.iter().filter(|s| s.views.len() == 1).count();
@@ -279,14 +275,7 @@ async fn rollups_agree_with_the_raw_events() {
     );
 
     // A range holding only the March stretch.
-    let march = range(
-        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0)
-            .unwrap()
-            .timestamp(),
-        Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0)
-            .unwrap()
-            .timestamp(),
-    );
+    let march = range("2026-03-01", "2026-03-31");
     let in_march: Vec<&Session> = sessions
         .iter()
         .filter(|s| s.start >= march.start as i64)
@@ -314,7 +303,8 @@ async fn processes_migrating_at_the_same_moment_all_succeed() {
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let db = db.clone();
-            tokio::spawn(async move { db.migrate().await })
+            let sites = settings.sites.clone();
+            tokio::spawn(async move { db.migrate(&sites).await })
         })
         .collect();
     for run in runs {
@@ -326,4 +316,132 @@ async fn processes_migrating_at_the_same_moment_all_succeed() {
         applied,
         (1..=tally_clickhouse::migrate::MIGRATIONS.len() as u32).collect::<Vec<_>>()
     );
+}
+
+/// An install at schema version 4 has hourly page and dimension rollups; version 5 reads
+/// daily ones. The upgrade copies the hourly history onto local days, per site zone.
+#[tokio::test]
+async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
+    let mut settings = tally_testkit::settings();
+    settings.sites[0].timezone = chrono_tz::Asia::Ho_Chi_Minh;
+    let site = settings.sites[0].id.to_string();
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    assert_eq!(
+        db.migrate_to(&settings.sites, 4).await.unwrap(),
+        [1, 2, 3, 4]
+    );
+    // Rows as a version-4 worker wrote them (no `day` column): 18:00Z on 1 March is
+    // already 2 March in the site's zone; 10:00Z stays on 1 March.
+    let hours = [
+        ("2026-03-01 10:00:00", "/a", 1, "google.com"),
+        ("2026-03-01 10:20:00", "/a", 2, "google.com"),
+        ("2026-03-01 18:00:00", "/b", 1, ""),
+        ("2026-03-01 18:30:00", "/a", 3, ""),
+        ("2026-03-01 19:00:00", "/a", 3, ""),
+    ];
+    let values: Vec<String> = hours
+        .iter()
+        .enumerate()
+        .map(|(i, (ts, page, visitor, referrer))| {
+            format!(
+                "('old-{i}', '{site}', 'pageview', '{ts}', '{page}', '{page}', 'Title {page}', \
+                 '{referrer}', 'Chrome', {visitor}, {new_visit})",
+                new_visit = u8::from(i != 4)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO {}.events (event_id, site, kind, ts, page, path, title, referrer_host, \
+         browser, visitor, new_visit) VALUES {}",
+        settings.clickhouse.database,
+        values.join(", ")
+    );
+    let http = reqwest::Client::new();
+    let response = http
+        .post(&settings.clickhouse.url)
+        .body(sql)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5]);
+    let day = |d: &str| {
+        Range::new(
+            &site,
+            &tally_core::dates::DayRange {
+                from: d.parse().unwrap(),
+                to: d.parse().unwrap(),
+                tz: chrono_tz::Asia::Ho_Chi_Minh,
+            },
+        )
+    };
+    let first = db.summary(&day("2026-03-01")).await.unwrap();
+    assert_eq!((first.views, first.visits, first.visitors), (2, 2, 2));
+    let second = db.summary(&day("2026-03-02")).await.unwrap();
+    assert_eq!((second.views, second.visits, second.visitors), (3, 2, 2));
+    let pages = db.top_pages(&day("2026-03-02"), 10, 0).await.unwrap();
+    assert_eq!(
+        pages
+            .iter()
+            .map(|p| (p.page.as_str(), p.title.as_str(), p.views, p.visitors))
+            .collect::<Vec<_>>(),
+        [("/a", "Title /a", 2, 1), ("/b", "Title /b", 1, 1)]
+    );
+    let referrers = db
+        .dimension(&day("2026-03-01"), Dimension::Referrer, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        referrers
+            .iter()
+            .map(|r| (r.name.as_str(), r.views))
+            .collect::<Vec<_>>(),
+        [("google.com", 2)]
+    );
+    let both = Range::new(
+        &site,
+        &tally_core::dates::DayRange {
+            from: "2026-03-01".parse().unwrap(),
+            to: "2026-03-02".parse().unwrap(),
+            tz: chrono_tz::Asia::Ho_Chi_Minh,
+        },
+    );
+    let series = db.timeseries(&both, Interval::Day).await.unwrap();
+    assert_eq!(
+        series
+            .iter()
+            .map(|b| (b.bucket.as_str(), b.views, b.visitors))
+            .collect::<Vec<_>>(),
+        [("2026-03-01", 2, 2), ("2026-03-02", 3, 2)]
+    );
+
+    // New rows after the upgrade land on their local day too, next to the copied history.
+    let event = Event {
+        kind: EventKind::Pageview,
+        site: site.clone(),
+        ts_ms: Utc
+            .with_ymd_and_hms(2026, 3, 1, 20, 0, 0)
+            .unwrap()
+            .timestamp_millis(),
+        page: "/b".into(),
+        path: "/b".into(),
+        visitor: 9,
+        new_visit: true,
+        ..Event::empty()
+    };
+    db.insert_events(&[EventRow::new(
+        0,
+        "new-0",
+        event,
+        chrono_tz::Asia::Ho_Chi_Minh,
+    )])
+    .await
+    .unwrap();
+    let second = db.summary(&day("2026-03-02")).await.unwrap();
+    assert_eq!((second.views, second.visits, second.visitors), (4, 3, 3));
 }

@@ -93,7 +93,11 @@ async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
     assert_eq!(entries.len(), 10);
     let rows: Vec<_> = entries[..5]
         .iter()
-        .map(|e| tally_clickhouse::EventRow::new(partition, &e.id, e.event.clone().unwrap()))
+        .map(|e| {
+            let event = e.event.clone().unwrap();
+            let tz = common::zone(&settings, &event.site);
+            tally_clickhouse::EventRow::new(partition, &e.id, event, tz)
+        })
         .collect();
     db.insert_events(&rows).await.unwrap();
     tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
@@ -102,7 +106,7 @@ async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
         partition,
         store.clone(),
         db.clone(),
-        &settings.worker,
+        &settings,
         "rescuer".into(),
     );
     let outcome = rescuer.step(&CancellationToken::new()).await.unwrap();
@@ -245,12 +249,7 @@ async fn a_row_clickhouse_rejects_goes_to_dead_letters_and_the_rest_is_inserted(
         .collect();
     assert!(!pages.contains(&"/poison".to_owned()));
     // The rollups hold exactly the five accepted rows too.
-    let all = tally_clickhouse::stats::Range {
-        site: "demo".into(),
-        start: 0,
-        end: u32::MAX,
-        timezone: "UTC".into(),
-    };
+    let all = common::all_time("demo");
     assert_eq!(db.summary(&all).await.unwrap().views, 5);
     stop.cancel();
     tracker.close();

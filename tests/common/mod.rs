@@ -121,3 +121,25 @@ pub fn sequence(events: &mut [tally_core::Event]) {
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// The time zone of `site` in `settings` (UTC for a site not configured), as the worker
+/// gives it to `EventRow::new`.
+pub fn zone(settings: &tally_core::Settings, site: &str) -> chrono_tz::Tz {
+    settings
+        .sites
+        .iter()
+        .find(|s| s.id.as_str() == site)
+        .map_or(chrono_tz::UTC, |s| s.timezone)
+}
+
+/// Every day from 1970-01-02 to 2100-12-31 in UTC: "all time" for the statistics queries.
+pub fn all_time(site: &str) -> tally_clickhouse::stats::Range {
+    tally_clickhouse::stats::Range::new(
+        site,
+        &tally_core::dates::DayRange {
+            from: chrono::NaiveDate::from_ymd_opt(1970, 1, 2).unwrap(),
+            to: chrono::NaiveDate::from_ymd_opt(2100, 12, 31).unwrap(),
+            tz: chrono_tz::UTC,
+        },
+    )
+}

@@ -57,12 +57,7 @@ fn range(
         state.settings.admin.max_range_days,
     )
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let r = Range {
-        site: id.to_string(),
-        start: days.start_utc(),
-        end: days.end_utc(),
-        timezone: tz.name().to_owned(),
-    };
+    let r = Range::new(id.as_str(), &days);
     Ok((id, days, r))
 }
 

@@ -5,6 +5,9 @@
 //! answers count as done, so two processes migrating at the same moment (a worker and an api
 //! starting together) both succeed.
 
+use std::collections::BTreeMap;
+
+use tally_core::settings::SiteSettings;
 use tracing::info;
 
 use crate::{Db, Error, Result, base_client, sqllog::Query};
@@ -23,6 +26,35 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "visit_rollup",
         include_str!("../migrations/0004_visit_rollup.sql"),
     ),
+    (
+        5,
+        "daily_rollups",
+        include_str!("../migrations/0005_daily_rollups.sql"),
+    ),
+];
+
+/// The hourly rollups whose history migration 5 copies into daily ones: from, into (with its
+/// columns), the grouping keys and the states merged per day.
+const DAILY_BACKFILL: &[(&str, &str, &str, &str)] = &[
+    (
+        "site_hourly",
+        "site_daily (site, day, views, visits, visitors)",
+        "site, day",
+        "sumMergeState(views), sumMergeState(visits), uniqCombinedMergeState(visitors)",
+    ),
+    (
+        "page_hourly",
+        "page_daily (site, page, day, path, title, views, visitors)",
+        "site, page, day",
+        "anyLastMergeState(path), anyLastMergeState(title), sumMergeState(views), \
+         uniqCombinedMergeState(visitors)",
+    ),
+    (
+        "dimension_hourly",
+        "dimension_daily (site, dim, name, day, views, visitors)",
+        "site, dim, name, day",
+        "sumMergeState(views), uniqCombinedMergeState(visitors)",
+    ),
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -33,8 +65,14 @@ const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrati
 
 impl Db {
     /// Creates the database if needed and applies every pending migration. Returns the
-    /// versions applied by this call.
-    pub async fn migrate(&self) -> Result<Vec<u32>> {
+    /// versions applied by this call. `sites` gives each site's time zone, for migrations
+    /// that regroup history by local day (a site missing there is taken as UTC).
+    pub async fn migrate(&self, sites: &[SiteSettings]) -> Result<Vec<u32>> {
+        self.migrate_to(sites, u32::MAX).await
+    }
+
+    /// Like [`migrate`](Self::migrate), stopping after version `last` (to test upgrades).
+    pub async fn migrate_to(&self, sites: &[SiteSettings], last: u32) -> Result<Vec<u32>> {
         // The database name is a validated identifier (settings), so it can be written into
         // the statement; DDL cannot bind identifiers.
         let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", self.database());
@@ -48,7 +86,7 @@ impl Db {
             .await?;
         let mut done = Vec::new();
         for &(version, name, sql) in MIGRATIONS {
-            if applied.contains(&version) {
+            if applied.contains(&version) || version > last {
                 continue;
             }
             for statement in statements(sql) {
@@ -71,6 +109,15 @@ impl Db {
                     }
                 }
             }
+            if version == 5 {
+                self.backfill_daily(sites)
+                    .await
+                    .map_err(|source| Error::Migration {
+                        version,
+                        name,
+                        source,
+                    })?;
+            }
             self.query(
                 "INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()",
             )
@@ -82,6 +129,54 @@ impl Db {
             done.push(version);
         }
         Ok(done)
+    }
+
+    /// Copies the hourly page, dimension and site history into the daily rollups of
+    /// migration 5, each hour counted on its date in the site's zone (zones are whole hours
+    /// from UTC, so every hour falls on one local day). Only the process that creates the
+    /// marker table copies, so two processes migrating at once do not count twice.
+    async fn backfill_daily(
+        &self,
+        sites: &[SiteSettings],
+    ) -> std::result::Result<(), clickhouse::error::Error> {
+        match self
+            .query("CREATE TABLE daily_backfill (done UInt8) ENGINE = Log")
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if already_done(&e) => {
+                info!("daily rollups already copied by another process");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        let mut zones: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for site in sites {
+            zones
+                .entry(site.timezone.name())
+                .or_default()
+                .push(site.id.to_string());
+        }
+        let known: Vec<String> = zones.values().flatten().cloned().collect();
+        for (from, into, keys, states) in DAILY_BACKFILL {
+            for (zone, ids) in &zones {
+                let sql = format!(
+                    "INSERT INTO {into} SELECT {keys}, {states} FROM \
+                     (SELECT *, toDate(hour, ?) AS day FROM {from} WHERE has(?, site)) \
+                     GROUP BY {keys}"
+                );
+                self.query(&sql).bind(*zone).bind(ids).execute().await?;
+            }
+            let sql = format!(
+                "INSERT INTO {into} SELECT {keys}, {states} FROM \
+                 (SELECT *, toDate(hour) AS day FROM {from} WHERE NOT has(?, site)) \
+                 GROUP BY {keys}"
+            );
+            self.query(&sql).bind(&known).execute().await?;
+        }
+        info!("copied the hourly page, dimension and site history into daily rollups");
+        Ok(())
     }
 
     /// Versions recorded as applied.

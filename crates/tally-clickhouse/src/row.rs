@@ -1,5 +1,6 @@
 //! Row types of the `events` table.
 
+use chrono_tz::Tz;
 use serde::Serialize;
 use tally_core::Event;
 
@@ -31,13 +32,18 @@ pub struct EventRow {
     pub width: u16,
     pub visit_seq: u16,
     pub gap_ms: u32,
+    /// The event's date in its site's time zone (`Date`: days since 1970-01-01), the key
+    /// of the daily rollups.
+    pub day: u16,
 }
 
 impl EventRow {
-    /// The row of `event`, read from `partition`'s stream under `stream_id`.
-    pub fn new(partition: u16, stream_id: &str, event: Event) -> Self {
+    /// The row of `event`, read from `partition`'s stream under `stream_id`; `tz` is the
+    /// time zone of the event's site.
+    pub fn new(partition: u16, stream_id: &str, event: Event, tz: Tz) -> Self {
         let ts_ms = event.ts_ms.max(0);
         Self {
+            day: local_day(ts_ms, tz),
             event_id: event_id(partition, stream_id),
             site: event.site,
             kind: event.kind.code(),
@@ -65,8 +71,40 @@ impl EventRow {
     }
 }
 
+/// The date of `ts_ms` in `tz` as days since 1970-01-01 (ClickHouse `Date`).
+fn local_day(ts_ms: i64, tz: Tz) -> u16 {
+    let Some(utc) = chrono::DateTime::from_timestamp_millis(ts_ms) else {
+        return 0;
+    };
+    let days = utc
+        .with_timezone(&tz)
+        .date_naive()
+        .signed_duration_since(chrono::NaiveDate::default())
+        .num_days();
+    u16::try_from(days.max(0)).unwrap_or(u16::MAX)
+}
+
 /// The `event_id` of stream entry `stream_id` of `partition`. Stream ids are unique only
 /// within one stream, so the partition is part of the id.
 pub fn event_id(partition: u16, stream_id: &str) -> String {
     format!("{partition}-{stream_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_day_is_the_date_in_the_sites_zone() {
+        // 2026-11-25T18:30:00Z is already 26 November in Ho Chi Minh City (UTC+7).
+        let ts = 1_795_631_400_000;
+        let utc = local_day(ts, chrono_tz::UTC);
+        let hcm = local_day(ts, chrono_tz::Asia::Ho_Chi_Minh);
+        assert_eq!(hcm, utc + 1);
+        assert_eq!(
+            chrono::NaiveDate::default() + chrono::Days::new(u64::from(utc)),
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+        );
+        assert_eq!(local_day(0, chrono_tz::UTC), 0);
+    }
 }

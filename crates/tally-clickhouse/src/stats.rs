@@ -1,19 +1,37 @@
-//! Statistics queries. They read the rollups of `migrations/0002_rollups.sql`, never the raw
-//! table, and run with `max_execution_time` (stats_query). Ranges are UTC second bounds
-//! computed by the caller from days in the site's time zone; every value is bound.
+//! Statistics queries. They read the rollups (`migrations/0002_rollups.sql`,
+//! `0004_visit_rollup.sql`, `0005_daily_rollups.sql`), never the raw table, and run with
+//! `max_execution_time` (stats_query). A range is whole days in the site's time zone: the
+//! daily rollups are read by local date, the hourly ones by the range's UTC bounds. Every
+//! value is bound.
 
 use serde::Deserialize;
 
 use crate::{Db, Result};
 
-/// A site and a half-open UTC time range `[start, end)` in seconds since the epoch.
+/// A site and whole days in its time zone: `first_day..=last_day`, which is the half-open
+/// UTC range `[start, end)` in seconds since the epoch.
 #[derive(Debug, Clone)]
 pub struct Range {
     pub site: String,
     pub start: u32,
     pub end: u32,
-    /// IANA name of the site's time zone (validated by the caller), for daily grouping.
-    pub timezone: String,
+    /// `YYYY-MM-DD`, local.
+    pub first_day: String,
+    /// `YYYY-MM-DD`, local, inclusive.
+    pub last_day: String,
+}
+
+impl Range {
+    /// The range of `days` for `site`.
+    pub fn new(site: &str, days: &tally_core::dates::DayRange) -> Self {
+        Self {
+            site: site.to_owned(),
+            start: days.start_utc(),
+            end: days.end_utc(),
+            first_day: days.from.format("%Y-%m-%d").to_string(),
+            last_day: days.to.format("%Y-%m-%d").to_string(),
+        }
+    }
 }
 
 /// The headline figures of a range.
@@ -58,7 +76,7 @@ pub struct NameRow {
     pub visitors: u64,
 }
 
-/// The dimensions kept in `dimension_hourly`.
+/// The dimensions kept in `dimension_daily`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dimension {
     Referrer,
@@ -101,7 +119,10 @@ struct Visits {
     gap_ms: u64,
 }
 
+/// Hourly rollups: the range's UTC bounds.
 const RANGE: &str = "site = ? AND hour >= toDateTime(?, 'UTC') AND hour < toDateTime(?, 'UTC')";
+/// Daily rollups: the range's local days.
+const DAYS: &str = "site = ? AND day >= toDate(?) AND day <= toDate(?)";
 
 impl Db {
     /// Views, visits, unique visitors, bounce rate, average visit and filtered bots.
@@ -109,11 +130,11 @@ impl Db {
         let totals = self
             .stats_query(&format!(
                 "SELECT sumMerge(views) AS views, sumMerge(visits) AS visits, \
-                 uniqCombinedMerge(visitors) AS visitors FROM site_hourly WHERE {RANGE}"
+                 uniqCombinedMerge(visitors) AS visitors FROM site_daily WHERE {DAYS}"
             ))
             .bind(&r.site)
-            .bind(r.start)
-            .bind(r.end)
+            .bind(&r.first_day)
+            .bind(&r.last_day)
             .fetch_one::<Totals>();
         // Bounces and visit lengths are sums over events (see migration 4): a visit that
         // reaches a second page view is no bounce; its length is the sum of its gaps.
@@ -156,23 +177,22 @@ impl Db {
     /// Views, visits and unique visitors per hour or per local day; buckets without views
     /// are absent (the caller fills them).
     pub async fn timeseries(&self, r: &Range, interval: Interval) -> Result<Vec<Bucket>> {
-        let bucket = match interval {
-            Interval::Hour => "toString(toUnixTimestamp(hour))",
-            Interval::Day => "toString(toDate(hour, ?))",
+        let (bucket, table, range) = match interval {
+            Interval::Hour => ("toString(toUnixTimestamp(hour))", "site_hourly", RANGE),
+            Interval::Day => ("toString(day)", "site_daily", DAYS),
         };
-        let mut q = self.stats_query(&format!(
-            "SELECT {bucket} AS bucket, sumMerge(views) AS views, sumMerge(visits) AS visits, \
-             uniqCombinedMerge(visitors) AS visitors FROM site_hourly WHERE {RANGE} \
-             GROUP BY bucket ORDER BY bucket"
-        ));
-        if interval == Interval::Day {
-            q = q.bind(&r.timezone);
-        }
-        Ok(q.bind(&r.site)
-            .bind(r.start)
-            .bind(r.end)
-            .fetch_all()
-            .await?)
+        let q = self
+            .stats_query(&format!(
+                "SELECT {bucket} AS bucket, sumMerge(views) AS views, sumMerge(visits) AS visits, \
+                 uniqCombinedMerge(visitors) AS visitors FROM {table} WHERE {range} \
+                 GROUP BY bucket ORDER BY bucket"
+            ))
+            .bind(&r.site);
+        let q = match interval {
+            Interval::Hour => q.bind(r.start).bind(r.end),
+            Interval::Day => q.bind(&r.first_day).bind(&r.last_day),
+        };
+        Ok(q.fetch_all().await?)
     }
 
     /// Pages by views (then page key), `limit` rows from `offset`.
@@ -185,17 +205,17 @@ impl Db {
             .stats_query(&format!(
                 "SELECT page, anyLastMerge(path) AS path, anyLastMerge(title) AS title, \
                  sumMerge(views) AS views, uniqCombinedMerge(visitors) AS visitors \
-                 FROM page_hourly WHERE {RANGE} AND page IN ( \
-                     SELECT page FROM page_hourly WHERE {RANGE} GROUP BY page \
+                 FROM page_daily WHERE {DAYS} AND page IN ( \
+                     SELECT page FROM page_daily WHERE {DAYS} GROUP BY page \
                      ORDER BY sumMerge(views) DESC, page ASC LIMIT ?, ?) \
                  GROUP BY page ORDER BY views DESC, page ASC"
             ))
             .bind(&r.site)
-            .bind(r.start)
-            .bind(r.end)
+            .bind(&r.first_day)
+            .bind(&r.last_day)
             .bind(&r.site)
-            .bind(r.start)
-            .bind(r.end)
+            .bind(&r.first_day)
+            .bind(&r.last_day)
             .bind(offset)
             .bind(limit)
             .fetch_all()
@@ -207,13 +227,13 @@ impl Db {
         Ok(self
             .stats_query(&format!(
                 "SELECT name, sumMerge(views) AS views, uniqCombinedMerge(visitors) AS visitors \
-                 FROM dimension_hourly WHERE dim = ? AND {RANGE} GROUP BY name \
+                 FROM dimension_daily WHERE dim = ? AND {DAYS} GROUP BY name \
                  ORDER BY views DESC, name ASC LIMIT ?"
             ))
             .bind(dim.as_str())
             .bind(&r.site)
-            .bind(r.start)
-            .bind(r.end)
+            .bind(&r.first_day)
+            .bind(&r.last_day)
             .bind(limit)
             .fetch_all()
             .await?)
@@ -223,7 +243,7 @@ impl Db {
     pub async fn page_view_totals(&self, site: &str) -> Result<Vec<(String, u64)>> {
         Ok(self
             .stats_query(
-                "SELECT page, sumMerge(views) FROM page_hourly WHERE site = ? GROUP BY page",
+                "SELECT page, sumMerge(views) FROM page_daily WHERE site = ? GROUP BY page",
             )
             .bind(site)
             .fetch_all()

@@ -62,7 +62,7 @@ impl Worker {
                 p,
                 store,
                 db.clone(),
-                &settings.worker,
+                settings,
                 consumer.clone(),
             ));
         }

@@ -1,10 +1,15 @@
 //! The read → insert → ack loop of one partition.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use chrono_tz::Tz;
 use metrics::{counter, gauge, histogram};
 use tally_clickhouse::{Db, EventRow};
-use tally_core::settings::WorkerSettings;
+use tally_core::{Settings, settings::WorkerSettings};
 use tally_redis::{Store, stream::StreamEntry};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -32,6 +37,9 @@ pub struct PartitionWorker {
     store: Store,
     db: Db,
     settings: WorkerSettings,
+    /// Each site's time zone, for the local day of its rows (a site no longer configured
+    /// is counted in UTC).
+    zones: Arc<HashMap<String, Tz>>,
     consumer: String,
     last_claim: Option<Instant>,
 }
@@ -41,14 +49,20 @@ impl PartitionWorker {
         partition: u16,
         store: Store,
         db: Db,
-        settings: &WorkerSettings,
+        settings: &Settings,
         consumer: String,
     ) -> Self {
+        let zones = settings
+            .sites
+            .iter()
+            .map(|s| (s.id.to_string(), s.timezone))
+            .collect();
         Self {
             partition,
             store,
             db,
-            settings: settings.clone(),
+            settings: settings.worker.clone(),
+            zones: Arc::new(zones),
             consumer,
             last_claim: None,
         }
@@ -197,7 +211,8 @@ impl PartitionWorker {
         for entry in entries {
             match entry.event {
                 Ok(event) => {
-                    rows.push(EventRow::new(self.partition, &entry.id, event));
+                    let tz = self.zones.get(&event.site).copied().unwrap_or(Tz::UTC);
+                    rows.push(EventRow::new(self.partition, &entry.id, event, tz));
                     ids.push(entry.id);
                 }
                 Err((payload, reason)) => dead.push((entry.id, payload, reason)),

@@ -196,12 +196,7 @@ pub(crate) async fn index(
     for site in state.settings.sites.iter().filter(|s| token.allows(&s.id)) {
         let today = DayRange::parse(None, None, site.timezone, now, 1)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let range = Range {
-            site: site.id.to_string(),
-            start: today.start_utc(),
-            end: today.end_utc(),
-            timezone: site.timezone.name().to_owned(),
-        };
+        let range = Range::new(site.id.as_str(), &today);
         let since =
             now.timestamp_millis() - state.settings.tracking.online_window.as_millis() as i64;
         let (summary, live) = tokio::try_join!(
@@ -373,12 +368,7 @@ pub(crate) async fn site(
     let t = lang.t();
     let (key, days) = page_range(&q, tz, state.settings.admin.max_range_days);
     let days = days.map_err(ApiError::BadRequest)?;
-    let range = Range {
-        site: id.to_string(),
-        start: days.start_utc(),
-        end: days.end_utc(),
-        timezone: tz.name().to_owned(),
-    };
+    let range = Range::new(id.as_str(), &days);
     let interval = if days.from == days.to {
         Interval::Hour
     } else {
