@@ -515,3 +515,60 @@ async fn one_batch_with_repeated_visitors_counts_like_single_events() {
         .collect();
     assert_eq!(gaps, [0, 0, 0, 2000, 0, 0, 0]);
 }
+
+/// The api answers concurrent counters requests with shared reads: every answer must still
+/// be its own page's figures, and include every view accepted before it was asked for.
+#[tokio::test]
+async fn concurrent_counters_requests_get_their_own_live_figures() {
+    let app = TestApp::spawn_roles(trusting_localhost(), "beacon,api".parse().unwrap()).await;
+    let http = reqwest::Client::new();
+    // Pages /p0 … /p4 get 1 … 5 views, from different visitors.
+    for page in 0..5u32 {
+        for view in 0..=page {
+            let path = format!("/p{page}");
+            let ip = format!("198.51.100.{}", 10 * page + view + 1);
+            assert_eq!(send(&http, &app, &Hit::view(&path).ip(&ip)).await, 204);
+        }
+    }
+    let total: u64 = (1..=5).sum();
+
+    // Many requests at once over the five pages and the site alone, while the page /live
+    // gets a view before each of its own requests: each answer sees exactly the views
+    // accepted before it was sent.
+    let readers = (0..300u32).map(|i| {
+        let http = http.clone();
+        let app = &app;
+        async move {
+            let page = (i % 6 < 5).then(|| format!("/p{}", i % 6));
+            let c = counters(&http, app, page.as_deref()).await;
+            (page, c)
+        }
+    });
+    let live = async {
+        for n in 1..=20u64 {
+            let ip = format!("203.0.113.{n}");
+            assert_eq!(send(&http, &app, &Hit::view("/live").ip(&ip)).await, 204);
+            let c = counters(&http, &app, Some("/live")).await;
+            assert_eq!(c["page_views"], n, "view {n} of /live is read back at once");
+            let site_views = c["total_views"].as_u64().unwrap();
+            assert!(site_views >= total + n, "{c}");
+        }
+    };
+    let (answers, ()) = tokio::join!(futures_util::future::join_all(readers), live);
+    for (page, c) in answers {
+        match page {
+            Some(page) => {
+                let n: u64 = page[2..].parse::<u64>().unwrap() + 1;
+                assert_eq!(c["page"], page.as_str(), "{c}");
+                assert_eq!(c["page_views"], n, "{c}");
+            }
+            None => {
+                assert!(
+                    c.get("page").is_none() && c.get("page_views").is_none(),
+                    "{c}"
+                );
+                assert!(c["total_views"].as_u64().unwrap() >= total, "{c}");
+            }
+        }
+    }
+}

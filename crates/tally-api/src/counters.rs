@@ -1,5 +1,5 @@
-//! Public counters, read live from Redis in one round trip: a view accepted by the beacon
-//! shows here at once, without waiting for the worker.
+//! Public counters, read live from Redis (batched with concurrent requests, see `live`): a
+//! view accepted by the beacon shows here at once, without waiting for the worker.
 
 use std::sync::Arc;
 
@@ -86,9 +86,11 @@ pub(crate) async fn counters(
         return Err(ApiError::BadRequest("give at most one `page`".into()));
     }
     let page = pages.pop();
-    let since = chrono::Utc::now().timestamp_millis()
-        - state.settings.tracking.online_window.as_millis() as i64;
-    let c = state.store.counters(&id, page.as_deref(), since).await?;
+    let c = state
+        .live
+        .counters(id.clone(), page.clone())
+        .await
+        .map_err(ApiError::Unavailable)?;
     Ok(public(CountersBody {
         site: id.to_string(),
         page,

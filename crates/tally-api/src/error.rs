@@ -24,6 +24,9 @@ pub enum ApiError {
     Internal(String),
     #[error(transparent)]
     Redis(#[from] tally_redis::Error),
+    /// A store failed for a batch of requests (the message is the store's).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     ClickHouse(#[from] tally_clickhouse::Error),
 }
@@ -44,7 +47,7 @@ impl IntoResponse for ApiError {
                     "something went wrong".to_owned(),
                 )
             }
-            Self::Redis(_) | Self::ClickHouse(_) => {
+            Self::Redis(_) | Self::ClickHouse(_) | Self::Unavailable(_) => {
                 error!(message = "request failed", error = %self);
                 (
                     StatusCode::SERVICE_UNAVAILABLE,

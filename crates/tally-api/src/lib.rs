@@ -3,7 +3,8 @@
 //! The read side: public live counters (CORS `*`, short cache), the admin statistics API
 //! and the admin pages.
 //!
-//! - `counters`: `GET /api/v1/sites/{site}/counters` and `/views`, live from Redis.
+//! - `counters`: `GET /api/v1/sites/{site}/counters` and `/views`, live from Redis;
+//!   `live` batches the counters reads of concurrent requests.
 //! - `stats`: `GET /api/v1/sites` and `/api/v1/sites/{site}/stats/*` (admin token).
 //! - `auth`, `session`: bearer tokens and admin page sessions.
 //! - `openapi`: the OpenAPI document at `/api/openapi.json`.
@@ -12,6 +13,7 @@ mod admin;
 mod auth;
 mod counters;
 mod error;
+mod live;
 mod openapi;
 mod session;
 mod stats;
@@ -32,6 +34,8 @@ pub(crate) struct State {
     pub(crate) settings: Settings,
     pub(crate) sites: HashMap<SiteId, SiteSettings>,
     pub(crate) store: Store,
+    /// Batched reads of the public counters.
+    pub(crate) live: live::LiveReader,
     pub(crate) db: Db,
     pub(crate) client: tally_core::client::ClientAddr,
     /// Sign-in attempts per client address: a handful a minute, so tokens cannot be guessed.
@@ -44,6 +48,7 @@ pub struct Api {
 }
 
 impl Api {
+    /// Builds the role; starts the counters reader task (call within a Tokio runtime).
     pub fn build(settings: &Settings, store: Store, db: Db) -> Self {
         let state = State {
             sites: settings
@@ -52,6 +57,7 @@ impl Api {
                 .map(|s| (s.id.clone(), s.clone()))
                 .collect(),
             settings: settings.clone(),
+            live: live::LiveReader::spawn(store.clone(), settings.tracking.online_window),
             store,
             db,
             client: tally_core::client::ClientAddr::new(settings.server.trusted_proxies.clone()),

@@ -1,10 +1,12 @@
-//! Live counters for the public API. Each call is one pipelined round trip.
+//! Live counters for the public API. Each call is one pipelined round trip (per partition).
 
 use redis::Value;
 use serde::Serialize;
 use tally_core::SiteId;
 
-use crate::{Keys, Result, Store};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::{Error, Keys, Result, Store};
 
 /// Live counters of a site, and of one page when asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -17,6 +19,30 @@ pub struct Counters {
     pub page_online: Option<u64>,
 }
 
+/// The counters in `replies`: the site's three replies from `site_at` (totals, baseline
+/// totals, online), the page's three from `page_at` (views, baseline views, online).
+fn counters_from(replies: &[Value], site_at: usize, page_at: Option<usize>) -> Result<Counters> {
+    let list = |v: &Value| -> Result<Vec<Option<u64>>> { Ok(redis::from_redis_value_ref(v)?) };
+    let number = |v: &Value| -> Result<u64> {
+        Ok(redis::from_redis_value_ref::<Option<u64>>(v)?.unwrap_or(0))
+    };
+    let at = |v: &[Option<u64>], i: usize| v.get(i).copied().flatten().unwrap_or(0);
+    let totals = list(&replies[site_at])?;
+    let base = list(&replies[site_at + 1])?;
+    let mut c = Counters {
+        views: at(&totals, 0) + at(&base, 0),
+        visits: at(&totals, 1) + at(&base, 1),
+        bots: at(&totals, 2),
+        online: number(&replies[site_at + 2])?,
+        ..Counters::default()
+    };
+    if let Some(p) = page_at {
+        c.page_views = Some(number(&replies[p])? + number(&replies[p + 1])?);
+        c.page_online = Some(number(&replies[p + 2])?);
+    }
+    Ok(c)
+}
+
 impl Store {
     /// Site totals and online count, plus `page`'s views and online count.
     pub async fn counters(
@@ -25,51 +51,96 @@ impl Store {
         page: Option<&str>,
         online_since_ms: i64,
     ) -> Result<Counters> {
-        let keys = Keys::new(site.partition(self.partitions()));
-        let s = site.as_str();
-        let mut pipe = redis::pipe();
-        pipe.cmd("HMGET")
-            .arg(keys.totals(s))
-            .arg(&["views", "visits", "bots"])
-            .cmd("HMGET")
-            .arg(keys.baseline_totals(s))
-            .arg(&["views", "visits"])
-            .cmd("ZCOUNT")
-            .arg(keys.online(s))
-            .arg(online_since_ms)
-            .arg("+inf");
-        if let Some(page) = page {
-            pipe.cmd("HGET")
-                .arg(keys.views(s))
-                .arg(page)
-                .cmd("HGET")
-                .arg(keys.baseline(s))
-                .arg(page)
-                .cmd("ZCOUNT")
-                .arg(keys.page_online(s, page))
-                .arg(online_since_ms)
-                .arg("+inf");
+        let wanted = [(site.clone(), page.map(str::to_owned))];
+        let mut all = self.counters_many(&wanted, online_since_ms).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// [`counters`](Self::counters) of several sites and pages at once: one pipeline per
+    /// partition (a partition is one cluster slot), sent together; each site's totals and
+    /// each distinct page are asked once however often they are wanted. Answers in the
+    /// order of `wanted`.
+    pub async fn counters_many(
+        &self,
+        wanted: &[(SiteId, Option<String>)],
+        online_since_ms: i64,
+    ) -> Result<Vec<Counters>> {
+        let mut by_partition: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, (site, _)) in wanted.iter().enumerate() {
+            by_partition
+                .entry(site.partition(self.partitions()))
+                .or_default()
+                .push(i);
         }
-        let mut conn = self.conn();
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
-        let totals: Vec<Option<u64>> = redis::from_redis_value(replies[0].clone())?;
-        let base: Vec<Option<u64>> = redis::from_redis_value(replies[1].clone())?;
-        let at = |v: &[Option<u64>], i: usize| v.get(i).copied().flatten().unwrap_or(0);
-        let number = |v: &Value| -> Result<u64> {
-            Ok(redis::from_redis_value::<Option<u64>>(v.clone())?.unwrap_or(0))
-        };
-        let mut c = Counters {
-            views: at(&totals, 0) + at(&base, 0),
-            visits: at(&totals, 1) + at(&base, 1),
-            bots: at(&totals, 2),
-            online: number(&replies[2])?,
-            ..Counters::default()
-        };
-        if page.is_some() {
-            c.page_views = Some(number(&replies[3])? + number(&replies[4])?);
-            c.page_online = Some(number(&replies[5])?);
+        let reads = by_partition
+            .into_iter()
+            .map(|(partition, indices)| async move {
+                let keys = Keys::new(partition);
+                let mut pipe = redis::pipe();
+                let mut sent = 0usize;
+                // Where each site's and each page's three replies start.
+                let mut sites: HashMap<&str, usize> = HashMap::new();
+                let mut pages: HashMap<(&str, &str), usize> = HashMap::new();
+                let mut layout = Vec::with_capacity(indices.len());
+                for &i in &indices {
+                    let (site, page) = &wanted[i];
+                    let s = site.as_str();
+                    let site_at = *sites.entry(s).or_insert_with(|| {
+                        pipe.cmd("HMGET")
+                            .arg(keys.totals(s))
+                            .arg(&["views", "visits", "bots"])
+                            .cmd("HMGET")
+                            .arg(keys.baseline_totals(s))
+                            .arg(&["views", "visits"])
+                            .cmd("ZCOUNT")
+                            .arg(keys.online(s))
+                            .arg(online_since_ms)
+                            .arg("+inf");
+                        sent += 3;
+                        sent - 3
+                    });
+                    let page_at = page.as_deref().map(|p| {
+                        *pages.entry((s, p)).or_insert_with(|| {
+                            pipe.cmd("HGET")
+                                .arg(keys.views(s))
+                                .arg(p)
+                                .cmd("HGET")
+                                .arg(keys.baseline(s))
+                                .arg(p)
+                                .cmd("ZCOUNT")
+                                .arg(keys.page_online(s, p))
+                                .arg(online_since_ms)
+                                .arg("+inf");
+                            sent += 3;
+                            sent - 3
+                        })
+                    });
+                    layout.push((i, site_at, page_at));
+                }
+                let mut conn = self.conn();
+                let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+                if replies.len() != sent {
+                    return Err(Error::Reply(format!(
+                        "{} replies to {sent} counter reads",
+                        replies.len()
+                    )));
+                }
+                layout
+                    .into_iter()
+                    .map(|(i, site_at, page_at)| {
+                        Ok((i, counters_from(&replies, site_at, page_at)?))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            });
+        let mut out = vec![Counters::default(); wanted.len()];
+        for (i, c) in futures_util::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            out[i] = c;
         }
-        Ok(c)
+        Ok(out)
     }
 
     /// Live view counts (imported baselines included) of several pages of a site, 0 for
