@@ -65,9 +65,18 @@ impl Api {
                 std::num::NonZeroU32::new(10).expect("non-zero"),
             )),
         };
-        Self {
-            state: Arc::new(state),
-        }
+        let state = Arc::new(state);
+        // Forget sign-in limits of addresses that have been quiet for their whole window, so
+        // the limiter's memory follows recent clients only; ends with the role.
+        let weak = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                let Some(state) = weak.upgrade() else { return };
+                state.logins.retain_recent();
+            }
+        });
+        Self { state }
     }
 
     /// The api's routes.

@@ -66,6 +66,8 @@ pub enum Malformed {
     BadSite,
     #[error("`w` must be a width between 0 and 100000")]
     BadWidth,
+    #[error("`sid` may hold only letters, digits, `-` and `_`")]
+    BadSid,
 }
 
 /// The JSON body of `POST /collect`, as sent by `t.js`. Also built from the query string of
@@ -139,7 +141,7 @@ pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(Malformed::TooLong("sid"));
+        return Err(Malformed::BadSid);
     }
     let width = match body.w {
         None => 0,
@@ -325,7 +327,7 @@ mod tests {
             ),
             (
                 r#"{"t":"ping","site":"demo","url":"https://a/","sid":"a b"}"#,
-                Malformed::TooLong("sid"),
+                Malformed::BadSid,
             ),
         ];
         for (body, want) in cases {
