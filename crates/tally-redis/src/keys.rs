@@ -2,7 +2,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tally:{pN}:events` | stream | accepted events, fields `e` (event JSON), `se` (session id), `n` (1 = started a visit), `q` (page view's ordinal in the visit), `g` (ms since the visit's previous event); consumer group `tally` |
+//! | `tally:{pN}:events` | stream | accepted events, fields `e` (event JSON) and `m` = "session new ordinal gap": the session id, 1 if the event started a visit, the page view's ordinal in the visit, ms since the visit's previous event (older entries carry them as fields `se`, `n`, `q`, `g`; both layouts are read); consumer group `tally` |
 //! | `tally:{pN}:dead` | stream | events ClickHouse refused, with the reason |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots` of site S |

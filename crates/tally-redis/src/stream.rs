@@ -225,6 +225,8 @@ fn parse_entries(value: Option<Value>) -> Result<Vec<StreamEntry>> {
     Ok(out)
 }
 
+/// The event of an entry: `e` (the event's JSON) and `m` ("session new-visit ordinal gap",
+/// see the write script), or the earlier layout with `se`, `n`, `q` and `g` fields.
 fn decode(fields: &[String]) -> std::result::Result<Event, (String, String)> {
     let get = |name: &str| {
         fields
@@ -235,10 +237,18 @@ fn decode(fields: &[String]) -> std::result::Result<Event, (String, String)> {
     let raw = get("e").unwrap_or_default();
     let mut event: Event = serde_json::from_str(raw)
         .map_err(|e| (raw.to_owned(), format!("undecodable event: {e}")))?;
-    event.session = get("se").and_then(|s| s.parse().ok()).unwrap_or(0);
-    event.new_visit = get("n") == Some("1");
-    event.visit_seq = get("q").and_then(|s| s.parse().ok()).unwrap_or(0);
-    event.gap_ms = get("g").and_then(|s| s.parse().ok()).unwrap_or(0);
+    if let Some(meta) = get("m") {
+        let mut m = meta.split(' ');
+        event.session = m.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        event.new_visit = m.next() == Some("1");
+        event.visit_seq = m.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        event.gap_ms = m.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    } else {
+        event.session = get("se").and_then(|s| s.parse().ok()).unwrap_or(0);
+        event.new_visit = get("n") == Some("1");
+        event.visit_seq = get("q").and_then(|s| s.parse().ok()).unwrap_or(0);
+        event.gap_ms = get("g").and_then(|s| s.parse().ok()).unwrap_or(0);
+    }
     Ok(event)
 }
 
@@ -268,5 +278,62 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(kv: &[(&str, &str)]) -> Vec<String> {
+        kv.iter()
+            .flat_map(|(k, v)| [(*k).to_owned(), (*v).to_owned()])
+            .collect()
+    }
+
+    const EVENT: &str = r#"{"k":"pageview","s":"news","ts":1795722928472,"p":"/a","v":7}"#;
+
+    #[test]
+    fn entries_carry_the_visit_figures_in_one_field() {
+        let event = decode(&fields(&[("e", EVENT), ("m", "42 1 3 1500")])).unwrap();
+        assert_eq!(event.site, "news");
+        assert_eq!(
+            (
+                event.session,
+                event.new_visit,
+                event.visit_seq,
+                event.gap_ms
+            ),
+            (42, true, 3, 1500)
+        );
+    }
+
+    /// Entries written before the figures moved into `m` (still in a stream at an upgrade).
+    #[test]
+    fn entries_of_the_earlier_layout_still_decode() {
+        let event = decode(&fields(&[
+            ("e", EVENT),
+            ("se", "42"),
+            ("n", "0"),
+            ("q", "2"),
+            ("g", "900"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                event.session,
+                event.new_visit,
+                event.visit_seq,
+                event.gap_ms
+            ),
+            (42, false, 2, 900)
+        );
+    }
+
+    #[test]
+    fn an_undecodable_payload_is_kept_with_the_reason() {
+        let (raw, reason) = decode(&fields(&[("e", "{not json"), ("m", "0 0 0 0")])).unwrap_err();
+        assert_eq!(raw, "{not json");
+        assert!(reason.starts_with("undecodable event"), "{reason}");
     }
 }

@@ -14,7 +14,9 @@
 -- whose last event is older than the visit timeout is over. Each stream entry gets the
 -- session, whether it started the visit, the page view's ordinal in the visit (0 for pings
 -- and leaves) and the time since the visit's previous event — so bounce rates and visit
--- lengths are sums over events, and statistics never group by visit.
+-- lengths are sums over events, and statistics never group by visit. They travel in one
+-- field, `m` = "session new ordinal gap": two fields per entry instead of five keep the
+-- worker's reply parsing (its largest cost in the drain benchmark) ~10 % cheaper.
 --
 -- Cost: per event the XADD; everything else (visits, counters, online sets, unique-visitor
 -- sketches, titles) is gathered in Lua tables and written once per key and batch. Aged
@@ -150,7 +152,7 @@ for i = 0, n - 1 do
       presence(prefix .. 'active:' .. site, page, true)
     end
   end
-  redis.call('XADD', KEYS[1], '*', 'e', json, 'se', session, 'n', new_visit, 'q', seq, 'g', gap)
+  redis.call('XADD', KEYS[1], '*', 'e', json, 'm', session .. ' ' .. new_visit .. ' ' .. seq .. ' ' .. gap)
 end
 
 for _, site in ipairs(visit_sites) do
