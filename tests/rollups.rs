@@ -325,6 +325,7 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
     let mut settings = tally_testkit::settings();
     settings.sites[0].timezone = chrono_tz::Asia::Ho_Chi_Minh;
     let site = settings.sites[0].id.to_string();
+    assert_eq!(site, "demo", "`range` reads the test site");
     let db = tally_clickhouse::Db::new(&settings.clickhouse);
     assert_eq!(
         db.migrate_to(&settings.sites, 4).await.unwrap(),
@@ -370,16 +371,7 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
     );
 
     assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5]);
-    let day = |d: &str| {
-        Range::new(
-            &site,
-            &tally_core::dates::DayRange {
-                from: d.parse().unwrap(),
-                to: d.parse().unwrap(),
-                tz: chrono_tz::Asia::Ho_Chi_Minh,
-            },
-        )
-    };
+    let day = |d: &str| range(d, d);
     let first = db.summary(&day("2026-03-01")).await.unwrap();
     assert_eq!((first.views, first.visits, first.visitors), (2, 2, 2));
     let second = db.summary(&day("2026-03-02")).await.unwrap();
@@ -403,15 +395,10 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
             .collect::<Vec<_>>(),
         [("google.com", 2)]
     );
-    let both = Range::new(
-        &site,
-        &tally_core::dates::DayRange {
-            from: "2026-03-01".parse().unwrap(),
-            to: "2026-03-02".parse().unwrap(),
-            tz: chrono_tz::Asia::Ho_Chi_Minh,
-        },
-    );
-    let series = db.timeseries(&both, Interval::Day).await.unwrap();
+    let series = db
+        .timeseries(&range("2026-03-01", "2026-03-02"), Interval::Day)
+        .await
+        .unwrap();
     assert_eq!(
         series
             .iter()
