@@ -115,6 +115,10 @@ async fn admin_pages_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    // The form posts and the refusal arrives as a new page: wait for it before reading it.
+    browser
+        .wait_for_js("return !!document.querySelector('.error')", json!(true))
+        .await;
     assert!(text(&browser, ".error").await.contains("not valid"));
     browser.screenshot("admin-login-refused").await;
     // The refused sign-in answers 401, which the browser logs; nothing else may be logged.
