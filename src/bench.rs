@@ -105,6 +105,9 @@ pub fn synth_events(settings: &Settings, n: usize, seed: u64) -> Vec<TrackedEven
         .collect()
 }
 
+/// Events per recorded batch when pre-filling the streams for the drain benchmark.
+const PREFILL_BATCH: usize = 64;
+
 /// Pre-fills the streams with `n` events, drains them with the worker, then inserts the same
 /// rows into a table without rollups. Needs an empty ClickHouse database and Redis.
 pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport> {
@@ -120,7 +123,9 @@ pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport>
 
     let events = synth_events(settings, n, 42);
     let started = Instant::now();
-    for (i, chunk) in events.chunks(1000).enumerate() {
+    // Batches as the beacon makes them under 64 concurrent senders: each partition's part of
+    // a batch becomes one stream entry (16 events with the bench's four sites).
+    for (i, chunk) in events.chunks(PREFILL_BATCH).enumerate() {
         let now = chrono::Utc::now().timestamp_millis();
         store
             .record(i as u64 + 1, chunk, &settings.tracking, now)

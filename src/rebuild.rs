@@ -63,7 +63,10 @@ async fn rebuild_site(
         .all_entries(partition)
         .await?
         .into_iter()
-        .filter_map(|e| e.event.ok().map(|ev| (e.id, ev)))
+        .filter_map(|e| {
+            let key = e.key();
+            e.event.ok().map(|ev| (key, ev))
+        })
         .filter(|(_, ev)| ev.site == site.as_str())
         .collect();
     let ids: Vec<String> = entries

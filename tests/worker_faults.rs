@@ -96,7 +96,7 @@ async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
         .map(|e| {
             let event = e.event.clone().unwrap();
             let tz = common::zone(&settings, &event.site);
-            tally_clickhouse::EventRow::new(partition, &e.id, event, tz)
+            tally_clickhouse::EventRow::new(partition, &e.key(), event, tz)
         })
         .collect();
     db.insert_events(&rows).await.unwrap();
@@ -254,4 +254,75 @@ async fn a_row_clickhouse_rejects_goes_to_dead_letters_and_the_rest_is_inserted(
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+/// A beacon batch is one stream entry. A worker that dies after inserting part of it leaves
+/// the whole entry pending; the rescuer inserts the rest once. An event of the entry that
+/// ClickHouse refuses goes to the dead letters alone, and the entry is acknowledged.
+#[tokio::test]
+async fn a_batch_entry_is_delivered_whole_once_even_in_parts() {
+    let settings = tally_testkit::settings();
+    let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("api").unwrap()).await;
+    let store = app.store().await;
+    let db = app.db();
+    db.execute_unchecked(
+        "ALTER TABLE events ADD COLUMN guard UInt8 MATERIALIZED throwIf(page = '/poison')",
+    )
+    .await
+    .unwrap();
+    let mut events = tally::bench::synth_events(&settings, 12, 7);
+    events[4].event.page = "/poison".into();
+    let partition = events[0].partition;
+    store.ensure_group(partition).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .record(1, &events, &settings.tracking, now)
+        .await
+        .unwrap();
+    assert_eq!(store.stream_len(partition).await.unwrap(), 1, "one entry");
+
+    // A worker read the entry, inserted three of its events and died before acknowledging.
+    let read = store
+        .read_new(partition, "dead-worker", 100, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 12);
+    assert!(read.iter().all(|e| e.id == read[0].id));
+    let rows: Vec<_> = read[..3]
+        .iter()
+        .map(|e| {
+            let event = e.event.clone().unwrap();
+            let tz = common::zone(&settings, &event.site);
+            tally_clickhouse::EventRow::new(partition, &e.key(), event, tz)
+        })
+        .collect();
+    db.insert_events(&rows).await.unwrap();
+    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
+
+    let mut rescuer = PartitionWorker::new(
+        partition,
+        store.clone(),
+        db.clone(),
+        &settings,
+        "rescuer".into(),
+    );
+    let outcome = rescuer.step(&CancellationToken::new()).await.unwrap();
+    assert_eq!(
+        outcome,
+        StepOutcome {
+            inserted: 8,
+            skipped: 3,
+            dead: 1
+        }
+    );
+    assert_exactly_once(&db, &store, settings.redis.partitions, 11).await;
+    assert_eq!(store.dead_letter_len(partition).await.unwrap(), 1);
+    let pages: Vec<String> = db
+        .debug_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.page)
+        .collect();
+    assert!(!pages.contains(&"/poison".to_owned()));
 }

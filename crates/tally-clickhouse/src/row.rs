@@ -38,8 +38,8 @@ pub struct EventRow {
 }
 
 impl EventRow {
-    /// The row of `event`, read from `partition`'s stream under `stream_id`; `tz` is the
-    /// time zone of the event's site.
+    /// The row of `event`, read from `partition`'s stream under `stream_id` (the event's
+    /// key: `StreamEntry::key` in tally-redis); `tz` is the time zone of the event's site.
     pub fn new(partition: u16, stream_id: &str, event: Event, tz: Tz) -> Self {
         let ts_ms = event.ts_ms.max(0);
         Self {
@@ -84,8 +84,9 @@ fn local_day(ts_ms: i64, tz: Tz) -> u16 {
     u16::try_from(days.max(0)).unwrap_or(u16::MAX)
 }
 
-/// The `event_id` of stream entry `stream_id` of `partition`. Stream ids are unique only
-/// within one stream, so the partition is part of the id.
+/// The `event_id` of the event named `key` in `partition`'s stream (its entry's stream id,
+/// and its place in the entry's batch: `ms-seq-i`). Stream ids are unique only within one
+/// stream, so the partition is part of the id.
 pub fn event_id(partition: u16, stream_id: &str) -> String {
     format!("{partition}-{stream_id}")
 }

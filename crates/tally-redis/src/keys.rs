@@ -2,8 +2,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tally:{pN}:events` | stream | accepted events, fields `e` (event JSON) and `m` = "session new ordinal gap": the session id, 1 if the event started a visit, the page view's ordinal in the visit, ms since the visit's previous event (older entries carry them as fields `se`, `n`, `q`, `g`; both layouts are read); consumer group `tally` |
-//! | `tally:{pN}:dead` | stream | events ClickHouse refused, with the reason |
+//! | `tally:{pN}:events` | stream | accepted events, one entry per beacon batch and partition: field `b` = the events' JSON, one line each, and `m` = one "session new ordinal gap" per event, joined by `,` (the session id, 1 if the event started a visit, the page view's ordinal in the visit, ms since the visit's previous event). Entries of one event from earlier versions (`e` and `m`, or `e`, `se`, `n`, `q`, `g`) are still read. Consumer group `tally` |
+//! | `tally:{pN}:dead` | stream | events ClickHouse refused or that could not be decoded: `id` (the event's key, `ms-seq-i`), `e` (payload), `reason` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots` of site S |
 //! | `tally:{pN}:online:S` | sorted set | visitor → last seen (ms), members older than the online window trimmed |

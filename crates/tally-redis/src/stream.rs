@@ -10,16 +10,39 @@ use tally_core::Event;
 
 use crate::{Error, Keys, Result, Store, keys::GROUP};
 
-/// One entry read from a partition's stream.
+/// One event read from a partition's stream. A stream entry holds a beacon batch (fields
+/// `b` and `m`) and yields one `StreamEntry` per event; entries written before batches
+/// became entries hold one event (fields `e` and `m`, or `e`, `se`, `n`, `q`, `g`).
 #[derive(Debug, Clone)]
 pub struct StreamEntry {
-    /// Stream id (`ms-seq`).
+    /// Stream id (`ms-seq`) of the entry holding the event: what is acknowledged.
     pub id: String,
+    /// The event's place in its entry's batch; `None` for an entry of one event in the
+    /// earlier layout.
+    pub item: Option<u32>,
     /// The event, or the raw payload and why it could not be decoded.
     pub event: std::result::Result<Event, (String, String)>,
 }
 
 impl StreamEntry {
+    /// What names this event within its partition: the stream id, and for an event of a
+    /// batch its place in it (`ms-seq-i`). Prefixed with the partition it is the
+    /// `event_id` stored in ClickHouse.
+    pub fn key(&self) -> String {
+        match self.item {
+            None => self.id.clone(),
+            Some(i) => format!("{}-{i}", self.id),
+        }
+    }
+
+    /// The stream id of the entry holding the event named `key` (see [`key`](Self::key)).
+    pub fn entry_of(key: &str) -> &str {
+        match key.match_indices('-').nth(1) {
+            Some((at, _)) => &key[..at],
+            None => key,
+        }
+    }
+
     /// Approximate size in bytes, for the worker's batch byte limit.
     pub fn size(&self) -> usize {
         match &self.event {
@@ -139,32 +162,39 @@ impl Store {
         Ok(())
     }
 
-    /// Moves entries to the partition's dead-letter stream with the reason, and
-    /// acknowledges them (one atomic round trip).
+    /// Moves events to the partition's dead-letter stream, each as (key — see
+    /// [`StreamEntry::key`] —, payload, reason), and acknowledges the entries holding them
+    /// (one atomic round trip). The caller acknowledges the other events of those entries
+    /// in the same batch.
     pub async fn dead_letter(
         &self,
         partition: u16,
-        entries: &[(String, String, String)],
+        events: &[(String, String, String)],
     ) -> Result<()> {
-        if entries.is_empty() {
+        if events.is_empty() {
             return Ok(());
         }
         let keys = Keys::new(partition);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for (id, payload, reason) in entries {
+        for (key, payload, reason) in events {
             pipe.cmd("XADD")
                 .arg(keys.dead_letters())
                 .arg("*")
                 .arg("id")
-                .arg(id)
+                .arg(key)
                 .arg("e")
                 .arg(payload)
                 .arg("reason")
                 .arg(reason)
                 .ignore();
         }
-        let ids: Vec<&String> = entries.iter().map(|(id, _, _)| id).collect();
+        let mut ids: Vec<&str> = events
+            .iter()
+            .map(|(key, _, _)| StreamEntry::entry_of(key))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
         pipe.cmd("XACK")
             .arg(keys.events())
             .arg(GROUP)
@@ -217,16 +247,53 @@ fn parse_entries(value: Option<Value>) -> Result<Vec<StreamEntry>> {
             Some(Value::Nil) | None => Vec::new(),
             Some(v) => redis::from_redis_value(v)?,
         };
-        out.push(StreamEntry {
-            event: decode(&fields),
-            id,
-        });
+        decode_entry(id, &fields, &mut out);
     }
     Ok(out)
 }
 
-/// The event of an entry: `e` (the event's JSON) and `m` ("session new-visit ordinal gap",
-/// see the write script), or the earlier layout with `se`, `n`, `q` and `g` fields.
+/// The events of one stream entry, appended to `out`.
+fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEntry>) {
+    let get = |name: &str| {
+        fields
+            .chunks_exact(2)
+            .find(|kv| kv[0] == name)
+            .map(|kv| kv[1].as_str())
+    };
+    let Some(lines) = get("b") else {
+        out.push(StreamEntry {
+            event: decode(fields),
+            id,
+            item: None,
+        });
+        return;
+    };
+    let metas: Vec<&str> = get("m").unwrap_or_default().split(',').collect();
+    let count = lines.split('\n').count();
+    if metas.len() != count {
+        // Cannot happen with entries the write script made; keep the payload whole.
+        out.push(StreamEntry {
+            event: Err((
+                lines.to_owned(),
+                format!("{count} events but {} visit figures", metas.len()),
+            )),
+            id,
+            item: None,
+        });
+        return;
+    }
+    for (i, (line, meta)) in lines.split('\n').zip(metas).enumerate() {
+        out.push(StreamEntry {
+            event: decode_one(line, Some(meta), |_| None),
+            id: id.clone(),
+            item: Some(i as u32),
+        });
+    }
+}
+
+/// The event of a one-event entry: `e` (the event's JSON) and `m` ("session new-visit
+/// ordinal gap", see the write script), or the earlier layout with `se`, `n`, `q` and `g`
+/// fields.
 fn decode(fields: &[String]) -> std::result::Result<Event, (String, String)> {
     let get = |name: &str| {
         fields
@@ -234,10 +301,18 @@ fn decode(fields: &[String]) -> std::result::Result<Event, (String, String)> {
             .find(|kv| kv[0] == name)
             .map(|kv| kv[1].as_str())
     };
-    let raw = get("e").unwrap_or_default();
+    decode_one(get("e").unwrap_or_default(), get("m"), get)
+}
+
+/// An event's JSON and its visit figures (`meta`, or else the separate fields `get` finds).
+fn decode_one<'a>(
+    raw: &str,
+    meta: Option<&str>,
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> std::result::Result<Event, (String, String)> {
     let mut event: Event = serde_json::from_str(raw)
         .map_err(|e| (raw.to_owned(), format!("undecodable event: {e}")))?;
-    if let Some(meta) = get("m") {
+    if let Some(meta) = meta {
         let mut m = meta.split(' ');
         event.session = m.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         event.new_visit = m.next() == Some("1");
@@ -328,6 +403,59 @@ mod tests {
             ),
             (42, false, 2, 900)
         );
+    }
+
+    #[test]
+    fn a_batch_entry_yields_its_events_in_order_with_their_figures() {
+        let second = EVENT.replace("/a", "/b");
+        let lines = format!("{EVENT}\n{second}\n{{not json");
+        let mut out = Vec::new();
+        decode_entry(
+            "1700000000000-3".into(),
+            &fields(&[("b", &lines), ("m", "42 1 1 0,42 0 2 1500,0 0 0 0")]),
+            &mut out,
+        );
+        assert_eq!(out.len(), 3);
+        let first = out[0].event.as_ref().unwrap();
+        let next = out[1].event.as_ref().unwrap();
+        assert_eq!(
+            (first.page.as_str(), first.new_visit, first.visit_seq),
+            ("/a", true, 1)
+        );
+        assert_eq!(
+            (next.page.as_str(), next.session, next.gap_ms),
+            ("/b", 42, 1500)
+        );
+        // A bad line spoils only its own event.
+        assert_eq!(out[2].event.as_ref().unwrap_err().0, "{not json");
+        let keys: Vec<String> = out.iter().map(StreamEntry::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "1700000000000-3-0",
+                "1700000000000-3-1",
+                "1700000000000-3-2"
+            ]
+        );
+        for key in &keys {
+            assert_eq!(StreamEntry::entry_of(key), "1700000000000-3");
+        }
+        assert_eq!(StreamEntry::entry_of("1700000000000-3"), "1700000000000-3");
+    }
+
+    #[test]
+    fn a_batch_entry_whose_figures_do_not_match_is_kept_whole() {
+        let mut out = Vec::new();
+        decode_entry(
+            "5-0".into(),
+            &fields(&[("b", &format!("{EVENT}\n{EVENT}")), ("m", "1 1 1 0")]),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key(), "5-0");
+        let (raw, reason) = out[0].event.as_ref().unwrap_err();
+        assert_eq!(raw, &format!("{EVENT}\n{EVENT}"));
+        assert!(reason.contains("2 events but 1 visit figures"), "{reason}");
     }
 
     #[test]

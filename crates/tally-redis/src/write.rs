@@ -1,9 +1,10 @@
 //! The beacon's write path.
 //!
 //! Round trips: one per batch. A batch is split by partition and each partition's events go
-//! to one `EVALSHA` of `lua/record.lua`; all of them travel in one pipeline (to a cluster:
-//! one call per partition, sent together, as partitions live in different slots). Only when
-//! Redis has lost its script cache (restart) does a batch take a second trip (`SCRIPT LOAD`).
+//! to one `EVALSHA` of `lua/record.lua` (which adds them to the stream as one entry); all of
+//! them travel in one pipeline (to a cluster: one call per partition, sent together, as
+//! partitions live in different slots). Only when Redis has lost its script cache (restart)
+//! does a batch take a second trip (`SCRIPT LOAD`).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,20 @@ pub struct Recorded {
     pub already_applied: usize,
 }
 
+/// The events' JSON, one line each: the `b` field of the batch's stream entry. JSON as
+/// serde writes it never holds a raw newline (control characters are escaped).
+fn json_lines(events: &[&TrackedEvent]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(events.len() * 256);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        serde_json::to_writer(&mut out, &e.event)
+            .map_err(|err| Error::Reply(format!("cannot encode event: {err}")))?;
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Records `events` atomically per partition: stream entry, live counters, online sets,
     /// visits and unique visitors. `batch_id` must be unique per batch and reused on retry:
@@ -65,10 +80,9 @@ impl Store {
                 .arg(now_ms)
                 .arg(tracking.online_window.as_millis() as u64)
                 .arg(tracking.visit_timeout.as_secs())
-                .arg(events.len());
+                .arg(events.len())
+                .arg(json_lines(events)?);
             for e in events {
-                let json = serde_json::to_string(&e.event)
-                    .map_err(|err| Error::Reply(format!("cannot encode event: {err}")))?;
                 cmd.arg(e.event.kind.as_str())
                     .arg(&e.event.site)
                     .arg(&e.event.page)
@@ -76,7 +90,6 @@ impl Store {
                     .arg(e.session_candidate)
                     .arg(&e.day)
                     .arg(&e.event.title)
-                    .arg(json)
                     .arg(e.event.ts_ms);
             }
             cmds.push(cmd);

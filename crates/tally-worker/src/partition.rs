@@ -42,6 +42,9 @@ pub struct PartitionWorker {
     zones: Arc<HashMap<String, Tz>>,
     consumer: String,
     last_claim: Option<Instant>,
+    /// Events per stream entry in recent reads (a beacon batch is one entry), so that a read
+    /// asks for about as many entries as the batch has room for events.
+    per_entry: usize,
 }
 
 impl PartitionWorker {
@@ -65,6 +68,7 @@ impl PartitionWorker {
             zones: Arc::new(zones),
             consumer,
             last_claim: None,
+            per_entry: 1,
         }
     }
 
@@ -169,7 +173,7 @@ impl PartitionWorker {
                     _ => break,
                 },
             };
-            let want = self.settings.max_rows - batch.len();
+            let want = (self.settings.max_rows - batch.len()).div_ceil(self.per_entry);
             let entries = self
                 .store
                 .read_new(
@@ -179,6 +183,13 @@ impl PartitionWorker {
                     wait.as_millis().max(1) as u64,
                 )
                 .await?;
+            let read = entries
+                .iter()
+                .filter(|e| e.item.is_none_or(|i| i == 0))
+                .count();
+            if let Some(per_entry) = entries.len().checked_div(read) {
+                self.per_entry = per_entry.max(1);
+            }
             if !entries.is_empty() && first_at.is_none() {
                 first_at = Some(Instant::now());
             }
@@ -205,17 +216,21 @@ impl PartitionWorker {
         shutdown: &CancellationToken,
     ) -> Result<StepOutcome, tally_redis::Error> {
         let mut outcome = StepOutcome::default();
-        let mut ids = Vec::with_capacity(entries.len());
+        let mut ids: Vec<String> = Vec::new();
         let mut dead = Vec::new();
         let mut rows = Vec::with_capacity(entries.len());
         for entry in entries {
+            let key = entry.key();
+            // The events of an entry are consecutive: acknowledge each entry once.
+            if ids.last() != Some(&entry.id) {
+                ids.push(entry.id);
+            }
             match entry.event {
                 Ok(event) => {
                     let tz = self.zones.get(&event.site).copied().unwrap_or(Tz::UTC);
-                    rows.push(EventRow::new(self.partition, &entry.id, event, tz));
-                    ids.push(entry.id);
+                    rows.push(EventRow::new(self.partition, &key, event, tz));
                 }
-                Err((payload, reason)) => dead.push((entry.id, payload, reason)),
+                Err((payload, reason)) => dead.push((key, payload, reason)),
             }
         }
         let mut failures = 0u32;
@@ -299,12 +314,12 @@ impl PartitionWorker {
                     *check_stored = true;
                     let row = chunk[0];
                     warn!(partition = self.partition, event_id = %row.event_id, error = %e, "clickhouse refused an event; moved to dead letters");
-                    let stream_id = row
+                    let key = row
                         .event_id
                         .split_once('-')
-                        .map_or("", |(_, id)| id)
+                        .map_or("", |(_, key)| key)
                         .to_owned();
-                    dead.push((stream_id, format!("{row:?}"), e.to_string()));
+                    dead.push((key, format!("{row:?}"), e.to_string()));
                 }
                 Err(e) => return Err(e),
             }
