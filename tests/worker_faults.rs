@@ -326,3 +326,52 @@ async fn a_batch_entry_is_delivered_whole_once_even_in_parts() {
         .collect();
     assert!(!pages.contains(&"/poison".to_owned()));
 }
+
+/// Reads and takeovers ask for entries by the events they hold: a batch of the worker stays
+/// within `max_rows` but for less than one entry, and a takeover of more than a batch is
+/// delivered in several, each event once.
+#[tokio::test]
+async fn batches_are_bounded_by_events_not_entries() {
+    let mut settings = tally_testkit::settings();
+    settings.worker.max_rows = 10;
+    settings.beacon.batch = 4;
+    let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("api").unwrap()).await;
+    let store = app.store().await;
+    let db = app.db();
+    let events = tally::bench::synth_events(&settings, 40, 11);
+    let partition = events[0].partition;
+    store.ensure_group(partition).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    // Ten entries of four events: five that a worker takes over, five that are new.
+    for (i, chunk) in events.chunks(4).enumerate() {
+        store
+            .record(i as u64 + 1, chunk, &settings.tracking, now)
+            .await
+            .unwrap();
+        if i == 4 {
+            let read = store
+                .read_new(partition, "dead-worker", 100, 10)
+                .await
+                .unwrap();
+            assert_eq!(read.len(), 20);
+        }
+    }
+    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
+
+    let mut worker = PartitionWorker::new(
+        partition,
+        store.clone(),
+        db.clone(),
+        &settings,
+        "rescuer".into(),
+    );
+    let stop = CancellationToken::new();
+    // The takeover: twenty events, delivered as 12 + 8 (three entries, then two).
+    let taken = worker.step(&stop).await.unwrap();
+    assert_eq!(taken.inserted, 20);
+    assert_eq!(db.count_events().await.unwrap(), 20);
+    // New entries: two entries fit the first read, a third passes ten; then the rest.
+    assert_eq!(worker.step(&stop).await.unwrap().inserted, 12);
+    assert_eq!(worker.step(&stop).await.unwrap().inserted, 8);
+    assert_exactly_once(&db, &store, settings.redis.partitions, 40).await;
+}

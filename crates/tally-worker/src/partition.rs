@@ -42,8 +42,10 @@ pub struct PartitionWorker {
     zones: Arc<HashMap<String, Tz>>,
     consumer: String,
     last_claim: Option<Instant>,
-    /// Events per stream entry in recent reads (a beacon batch is one entry), so that a read
-    /// asks for about as many entries as the batch has room for events.
+    /// The most events one stream entry held in the last read (a beacon batch is one entry,
+    /// of at most `beacon.batch` events; that is the first guess), so that a read asks for
+    /// no more entries than the batch has room for events (a batch exceeds `max_rows` by
+    /// less than one entry at most).
     per_entry: usize,
 }
 
@@ -68,7 +70,7 @@ impl PartitionWorker {
             zones: Arc::new(zones),
             consumer,
             last_claim: None,
-            per_entry: 1,
+            per_entry: settings.beacon.batch.max(1),
         }
     }
 
@@ -127,7 +129,9 @@ impl PartitionWorker {
     ) -> Result<StepOutcome, tally_redis::Error> {
         let mut total = StepOutcome::default();
         let mut cursor = "0-0".to_owned();
+        let mut claimed: Vec<StreamEntry> = Vec::new();
         loop {
+            let room = self.settings.max_rows.saturating_sub(claimed.len());
             let (next, entries) = self
                 .store
                 .claim_idle(
@@ -135,21 +139,30 @@ impl PartitionWorker {
                     &self.consumer,
                     self.settings.claim_idle.as_millis() as u64,
                     &cursor,
-                    self.settings.max_rows,
+                    (room / self.per_entry).max(1),
                 )
                 .await?;
-            if !entries.is_empty() {
+            if let Some(largest) = entry_sizes(&entries).max() {
+                self.per_entry = largest;
+            }
+            claimed.extend(entries);
+            let scanned = next == "0-0";
+            // Claimed entries are this consumer's now: deliver them in batches of up to
+            // `max_rows` events.
+            if claimed.len() >= self.settings.max_rows || (scanned && !claimed.is_empty()) {
                 info!(
                     partition = self.partition,
-                    entries = entries.len(),
+                    events = claimed.len(),
                     "took over idle entries"
                 );
-                let outcome = self.deliver(entries, true, shutdown).await?;
+                let outcome = self
+                    .deliver(std::mem::take(&mut claimed), true, shutdown)
+                    .await?;
                 total.inserted += outcome.inserted;
                 total.skipped += outcome.skipped;
                 total.dead += outcome.dead;
             }
-            if next == "0-0" {
+            if scanned {
                 return Ok(total);
             }
             cursor = next;
@@ -173,7 +186,7 @@ impl PartitionWorker {
                     _ => break,
                 },
             };
-            let want = (self.settings.max_rows - batch.len()).div_ceil(self.per_entry);
+            let want = ((self.settings.max_rows - batch.len()) / self.per_entry).max(1);
             let entries = self
                 .store
                 .read_new(
@@ -183,12 +196,8 @@ impl PartitionWorker {
                     wait.as_millis().max(1) as u64,
                 )
                 .await?;
-            let read = entries
-                .iter()
-                .filter(|e| e.item.is_none_or(|i| i == 0))
-                .count();
-            if let Some(per_entry) = entries.len().checked_div(read) {
-                self.per_entry = per_entry.max(1);
+            if let Some(largest) = entry_sizes(&entries).max() {
+                self.per_entry = largest;
             }
             if !entries.is_empty() && first_at.is_none() {
                 first_at = Some(Instant::now());
@@ -346,6 +355,13 @@ impl PartitionWorker {
         chunk.retain(|r| !stored.contains(&r.event_id));
         Ok(())
     }
+}
+
+/// The number of events of each stream entry in `events` (those of an entry are consecutive).
+fn entry_sizes(events: &[StreamEntry]) -> impl Iterator<Item = usize> + '_ {
+    events
+        .chunk_by(|a, b| a.id == b.id)
+        .map(<[StreamEntry]>::len)
 }
 
 /// Capped exponential backoff with full jitter: a random delay in [d/2, d], d = 100ms·2^n.
