@@ -375,3 +375,81 @@ async fn batches_are_bounded_by_events_not_entries() {
     assert_eq!(worker.step(&stop).await.unwrap().inserted, 8);
     assert_exactly_once(&db, &store, settings.redis.partitions, 40).await;
 }
+
+/// Each worker process reads under its own name. Once a stopped worker's entries are taken
+/// over and it has been idle for ten `claim_idle` periods, it leaves the consumer group; a
+/// consumer still holding entries never does.
+#[tokio::test]
+async fn stopped_workers_leave_the_consumer_group() {
+    let mut settings = tally_testkit::settings();
+    settings.worker.claim_idle = Duration::from_millis(300);
+    let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("api").unwrap()).await;
+    let store = app.store().await;
+    let db = app.db();
+    let events = tally::bench::synth_events(&settings, 8, 5);
+    let partition = events[0].partition;
+    store.ensure_group(partition).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .record(1, &events[..4], &settings.tracking, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .read_new(partition, "stopped", 10, 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    store
+        .record(2, &events[4..], &settings.tracking, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .read_new(partition, "holder", 10, 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    // Nothing is deleted while it holds entries, however long idle.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        store
+            .forget_idle_consumers(partition, "nobody", 0)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let mut rescuer = PartitionWorker::new(
+        partition,
+        store.clone(),
+        db.clone(),
+        &settings,
+        "rescuer".into(),
+    );
+    let stop = CancellationToken::new();
+    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
+    assert_eq!(rescuer.step(&stop).await.unwrap().inserted, 8);
+    let mut names: Vec<(String, u64)> = store.consumers(partition).await.unwrap();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("holder".to_owned(), 0),
+            ("rescuer".to_owned(), 0),
+            ("stopped".to_owned(), 0)
+        ],
+        "the takeover moved the entries; the stopped consumers are not idle long enough yet"
+    );
+    tokio::time::sleep(settings.worker.claim_idle * 10).await;
+    rescuer.step(&stop).await.unwrap();
+    assert_eq!(
+        store.consumers(partition).await.unwrap(),
+        [("rescuer".to_owned(), 0)]
+    );
+    assert_exactly_once(&db, &store, settings.redis.partitions, 8).await;
+}

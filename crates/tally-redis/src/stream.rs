@@ -10,6 +10,9 @@ use tally_core::Event;
 
 use crate::{Error, Keys, Result, Store, keys::GROUP};
 
+static FORGET_CONSUMERS: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/forget_consumers.lua")));
+
 /// One event read from a partition's stream. A stream entry holds a beacon batch (fields
 /// `b` and `m`) and yields one `StreamEntry` per event; entries written before batches
 /// became entries hold one event (fields `e` and `m`, or `e`, `se`, `n`, `q`, `g`).
@@ -207,6 +210,46 @@ impl Store {
         let mut conn = self.conn();
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
+    }
+
+    /// Deletes the consumers of `partition`'s group other than `keep` that have nothing
+    /// pending and have been idle for `min_idle_ms` (stopped workers); returns how many.
+    pub async fn forget_idle_consumers(
+        &self,
+        partition: u16,
+        keep: &str,
+        min_idle_ms: u64,
+    ) -> Result<u64> {
+        let mut conn = self.conn();
+        Ok(FORGET_CONSUMERS
+            .key(Keys::new(partition).events())
+            .arg(GROUP)
+            .arg(keep)
+            .arg(min_idle_ms)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// The consumers of `partition`'s group with their pending entries.
+    pub async fn consumers(&self, partition: u16) -> Result<Vec<(String, u64)>> {
+        let mut conn = self.conn();
+        let reply: Vec<std::collections::HashMap<String, Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(Keys::new(partition).events())
+            .arg(GROUP)
+            .query_async(&mut conn)
+            .await?;
+        reply
+            .into_iter()
+            .map(|c| {
+                let name = c.get("name").cloned().unwrap_or(Value::Nil);
+                let pending = c.get("pending").cloned().unwrap_or(Value::Int(0));
+                Ok((
+                    redis::from_redis_value(name)?,
+                    redis::from_redis_value(pending)?,
+                ))
+            })
+            .collect()
     }
 
     /// Entries in the partition's stream not yet acknowledged and deleted (the backlog).

@@ -12,6 +12,9 @@
 //! nothing is doubled. ClickHouse unreachable → retry with capped, jittered exponential
 //! backoff, forever; the stream holds the backlog. Entries ClickHouse refuses as bad data go
 //! to the dead-letter stream (the batch is bisected to find them), the rest are inserted.
+//! A stream entry holds one beacon batch: reads ask for as many entries as the batch has room
+//! for events, and an entry is acknowledged once all its events are stored or dead-lettered.
+//! Consumers of stopped workers leave the group once they hold nothing and stay idle.
 //!
 //! One task per partition, each with its own Redis connection (XREADGROUP blocks it).
 //! [`PartitionWorker::step`] runs one read–insert–ack cycle, so tests can drive it directly.

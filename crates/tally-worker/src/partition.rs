@@ -19,6 +19,8 @@ const MAX_BLOCK: Duration = Duration::from_millis(500);
 /// Margin around entry timestamps when asking ClickHouse which ids it already has: events
 /// may sit in a beacon's buffer before Redis assigns their stream id.
 const ID_CHECK_MARGIN_SECS: u32 = 86_400;
+/// Idle consumers with nothing pending are deleted after this many `claim_idle` periods.
+const FORGET_AFTER_CLAIM_PERIODS: u32 = 10;
 
 /// What one [`PartitionWorker::step`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -163,9 +165,31 @@ impl PartitionWorker {
                 total.dead += outcome.dead;
             }
             if scanned {
+                self.forget_stopped_consumers().await;
                 return Ok(total);
             }
             cursor = next;
+        }
+    }
+
+    /// Every worker process reads under a name of its own, so stopped ones would pile up in
+    /// the consumer group. Once nothing is left to take over, consumers with nothing pending
+    /// that have been idle for ten `claim_idle` periods are deleted.
+    async fn forget_stopped_consumers(&self) {
+        let idle = (self.settings.claim_idle * FORGET_AFTER_CLAIM_PERIODS).as_millis() as u64;
+        match self
+            .store
+            .forget_idle_consumers(self.partition, &self.consumer, idle)
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => info!(
+                partition = self.partition,
+                removed, "forgot consumers of stopped workers"
+            ),
+            Err(error) => {
+                warn!(message = "cannot clean up the consumer group", partition = self.partition, %error);
+            }
         }
     }
 
