@@ -14,7 +14,7 @@ use serde_json::json;
 use tally::Roles;
 use tally_clickhouse::Db;
 use tally_core::Settings;
-use tally_redis::Store;
+use tally_redis::{Store, stream::StreamEntry};
 use tally_testkit::{ClickHouseServer, TestApp};
 use tally_worker::{PartitionWorker, StepOutcome};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,33 @@ async fn assert_exactly_once(db: &Db, store: &Store, partitions: u16, expected: 
     assert_eq!(distinct, rows, "an event_id was inserted twice");
 }
 
+/// Inserts `events` as a worker that read them would have, before dying without
+/// acknowledging them.
+async fn insert_then_die(db: &Db, settings: &Settings, partition: u16, events: &[StreamEntry]) {
+    let rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let event = e.event.clone().unwrap();
+            let tz = common::zone(settings, &event.site);
+            tally_clickhouse::EventRow::new(partition, &e.key(), event, tz)
+        })
+        .collect();
+    db.insert_events(&rows).await.unwrap();
+}
+
+/// The worker `rescuer` of `partition`, started once entries left by a dead worker are
+/// idle long enough to be taken over.
+async fn rescuer(store: &Store, db: &Db, settings: &Settings, partition: u16) -> PartitionWorker {
+    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
+    PartitionWorker::new(
+        partition,
+        store.clone(),
+        db.clone(),
+        settings,
+        "rescuer".into(),
+    )
+}
+
 #[tokio::test]
 async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
     let settings = tally_testkit::settings();
@@ -91,24 +118,9 @@ async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
         .await
         .unwrap();
     assert_eq!(entries.len(), 10);
-    let rows: Vec<_> = entries[..5]
-        .iter()
-        .map(|e| {
-            let event = e.event.clone().unwrap();
-            let tz = common::zone(&settings, &event.site);
-            tally_clickhouse::EventRow::new(partition, &e.key(), event, tz)
-        })
-        .collect();
-    db.insert_events(&rows).await.unwrap();
-    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
+    insert_then_die(&db, &settings, partition, &entries[..5]).await;
 
-    let mut rescuer = PartitionWorker::new(
-        partition,
-        store.clone(),
-        db.clone(),
-        &settings,
-        "rescuer".into(),
-    );
+    let mut rescuer = rescuer(&store, &db, &settings, partition).await;
     let outcome = rescuer.step(&CancellationToken::new()).await.unwrap();
     assert_eq!(
         outcome,
@@ -288,24 +300,9 @@ async fn a_batch_entry_is_delivered_whole_once_even_in_parts() {
         .unwrap();
     assert_eq!(read.len(), 12);
     assert!(read.iter().all(|e| e.id == read[0].id));
-    let rows: Vec<_> = read[..3]
-        .iter()
-        .map(|e| {
-            let event = e.event.clone().unwrap();
-            let tz = common::zone(&settings, &event.site);
-            tally_clickhouse::EventRow::new(partition, &e.key(), event, tz)
-        })
-        .collect();
-    db.insert_events(&rows).await.unwrap();
-    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
+    insert_then_die(&db, &settings, partition, &read[..3]).await;
 
-    let mut rescuer = PartitionWorker::new(
-        partition,
-        store.clone(),
-        db.clone(),
-        &settings,
-        "rescuer".into(),
-    );
+    let mut rescuer = rescuer(&store, &db, &settings, partition).await;
     let outcome = rescuer.step(&CancellationToken::new()).await.unwrap();
     assert_eq!(
         outcome,
@@ -356,15 +353,8 @@ async fn batches_are_bounded_by_events_not_entries() {
             assert_eq!(read.len(), 20);
         }
     }
-    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
 
-    let mut worker = PartitionWorker::new(
-        partition,
-        store.clone(),
-        db.clone(),
-        &settings,
-        "rescuer".into(),
-    );
+    let mut worker = rescuer(&store, &db, &settings, partition).await;
     let stop = CancellationToken::new();
     // The takeover: twenty events, delivered as 12 + 8 (three entries, then two).
     let taken = worker.step(&stop).await.unwrap();
@@ -424,15 +414,8 @@ async fn stopped_workers_leave_the_consumer_group() {
         0
     );
 
-    let mut rescuer = PartitionWorker::new(
-        partition,
-        store.clone(),
-        db.clone(),
-        &settings,
-        "rescuer".into(),
-    );
+    let mut rescuer = rescuer(&store, &db, &settings, partition).await;
     let stop = CancellationToken::new();
-    tokio::time::sleep(settings.worker.claim_idle + Duration::from_millis(100)).await;
     assert_eq!(rescuer.step(&stop).await.unwrap().inserted, 8);
     let mut names: Vec<(String, u64)> = store.consumers(partition).await.unwrap();
     names.sort();
