@@ -154,11 +154,7 @@ pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport>
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let tz = settings
-                .sites
-                .iter()
-                .find(|s| s.id.as_str() == e.event.site)
-                .map_or(chrono_tz::UTC, |s| s.timezone);
+            let tz = settings.timezone_of(&e.event.site);
             EventRow::new(e.partition, &format!("{i}-0"), e.event, tz)
         })
         .collect();

@@ -191,7 +191,7 @@ async fn seed(app: &TestApp) {
         .iter()
         .zip(events)
         .map(|(id, e)| {
-            let tz = common::zone(&app.settings, &e.site);
+            let tz = app.settings.timezone_of(&e.site);
             EventRow::new(9, id, e, tz)
         })
         .collect();

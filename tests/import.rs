@@ -172,7 +172,7 @@ async fn retention_drops_old_raw_months_and_keeps_rollups() {
             visitor: 1,
             ..Event::empty()
         };
-        EventRow::new(0, &format!("r{i}"), e, common::zone(&settings, "demo"))
+        EventRow::new(0, &format!("r{i}"), e, settings.timezone_of("demo"))
     })
     .collect();
     db.insert_events(&rows).await.unwrap();

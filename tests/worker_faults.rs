@@ -77,7 +77,7 @@ async fn insert_then_die(db: &Db, settings: &Settings, partition: u16, events: &
         .iter()
         .map(|e| {
             let event = e.event.clone().unwrap();
-            let tz = common::zone(settings, &event.site);
+            let tz = settings.timezone_of(&event.site);
             tally_clickhouse::EventRow::new(partition, &e.key(), event, tz)
         })
         .collect();

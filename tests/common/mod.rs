@@ -122,16 +122,6 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-/// The time zone of `site` in `settings` (UTC for a site not configured), as the worker
-/// gives it to `EventRow::new`.
-pub fn zone(settings: &tally_core::Settings, site: &str) -> chrono_tz::Tz {
-    settings
-        .sites
-        .iter()
-        .find(|s| s.id.as_str() == site)
-        .map_or(chrono_tz::UTC, |s| s.timezone)
-}
-
 /// Every day from 1970-01-02 to 2100-12-31 in UTC: "all time" for the statistics queries.
 pub fn all_time(site: &str) -> tally_clickhouse::stats::Range {
     tally_clickhouse::stats::Range::new(

@@ -159,21 +159,21 @@ impl Db {
                 .push(site.id.to_string());
         }
         let known: Vec<String> = zones.values().flatten().cloned().collect();
+        // Each zone's sites, then every site not configured (in UTC).
+        let mut groups: Vec<(&str, &str, &Vec<String>)> = zones
+            .iter()
+            .map(|(zone, ids)| (*zone, "has", ids))
+            .collect();
+        groups.push(("UTC", "NOT has", &known));
         for (from, into, keys, states) in DAILY_BACKFILL {
-            for (zone, ids) in &zones {
+            for (zone, member, ids) in &groups {
                 let sql = format!(
                     "INSERT INTO {into} SELECT {keys}, {states} FROM \
-                     (SELECT *, toDate(hour, ?) AS day FROM {from} WHERE has(?, site)) \
+                     (SELECT *, toDate(hour, ?) AS day FROM {from} WHERE {member}(?, site)) \
                      GROUP BY {keys}"
                 );
-                self.query(&sql).bind(*zone).bind(ids).execute().await?;
+                self.query(&sql).bind(*zone).bind(*ids).execute().await?;
             }
-            let sql = format!(
-                "INSERT INTO {into} SELECT {keys}, {states} FROM \
-                 (SELECT *, toDate(hour) AS day FROM {from} WHERE NOT has(?, site)) \
-                 GROUP BY {keys}"
-            );
-            self.query(&sql).bind(&known).execute().await?;
         }
         info!("copied the hourly page, dimension and site history into daily rollups");
         Ok(())

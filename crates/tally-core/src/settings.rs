@@ -345,6 +345,11 @@ impl Settings {
         self.sites.iter().find(|s| s.id.as_str() == id)
     }
 
+    /// The time zone of site `id`'s days; a site no longer configured counts in UTC.
+    pub fn timezone_of(&self, id: &str) -> Tz {
+        self.site(id).map_or(Tz::UTC, |s| s.timezone)
+    }
+
     /// The configuration as TOML with passwords and tokens masked, for `tally config`.
     pub fn to_redacted_toml(&self) -> String {
         let mut copy = self.clone();
