@@ -150,7 +150,8 @@ async fn clients_over_the_rate_limit_get_429_and_others_do_not() {
 async fn a_full_buffer_while_redis_is_down_answers_503_and_loses_nothing_accepted() {
     let redis = RedisServer::start();
     let mut settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
-    settings.beacon.buffer = 2;
+    // The buffer is shared out between the partitions' queues: two places for the demo site.
+    settings.beacon.buffer = 2 * usize::from(settings.redis.partitions);
     settings.beacon.batch = 1;
     let app = TestApp::spawn(settings).await;
     let http = reqwest::Client::new();
@@ -159,8 +160,8 @@ async fn a_full_buffer_while_redis_is_down_answers_503_and_loses_nothing_accepte
     for i in 0..8 {
         statuses.push(send(&http, &app, &Hit::view("/outage").sid(&format!("t{i}"))).await);
     }
-    // One-event batches in the batcher's hands (IN_FLIGHT of them) and two in the buffer;
-    // the rest is refused.
+    // One-event batches in the site's queue's hands (IN_FLIGHT of them) and two in its
+    // share of the buffer; the rest is refused.
     let held = tally_beacon::batcher::IN_FLIGHT + 2;
     let mut want = vec![204; held];
     want.resize(8, 503);
@@ -432,27 +433,16 @@ async fn every_view_accepted_during_a_redis_outage_is_counted_once_it_is_back() 
 
 #[tokio::test]
 async fn one_batch_with_repeated_visitors_counts_like_single_events() {
-    use tally_core::{Event, EventKind};
-    use tally_redis::TrackedEvent;
+    use tally_core::EventKind;
     let app = TestApp::spawn_roles(tally_testkit::settings(), "beacon,api".parse().unwrap()).await;
     let http = reqwest::Client::new();
     let store = app.store().await;
     let site = tally_core::SiteId::parse("demo").unwrap();
     let partition = site.partition(app.settings.redis.partitions);
     // Visitor 1's leave comes 2 s after its other events.
-    let ev = |kind, page: &str, visitor: u64| TrackedEvent {
-        event: Event {
-            kind,
-            site: "demo".into(),
-            ts_ms: 1_000_000 + if kind == EventKind::Leave { 2000 } else { 0 },
-            page: page.into(),
-            title: format!("T{page}"),
-            visitor,
-            ..Event::empty()
-        },
-        partition,
-        day: "20260101".into(),
-        session_candidate: visitor * 10,
+    let ev = |kind, page: &str, visitor: u64| {
+        let ts = 1_000_000 + if kind == EventKind::Leave { 2000 } else { 0 };
+        demo_event(partition, kind, page, visitor, ts)
     };
     let batch = vec![
         ev(EventKind::Pageview, "/a", 1),
@@ -514,6 +504,156 @@ async fn one_batch_with_repeated_visitors_counts_like_single_events() {
         .map(|e| e.event.as_ref().unwrap().gap_ms)
         .collect();
     assert_eq!(gaps, [0, 0, 0, 2000, 0, 0, 0]);
+}
+
+/// A raw connection to the test's Redis database, to look at what the write script left.
+async fn raw_redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(app.settings.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A demo-site event of the given visitor, as the beacon hands it to the store.
+fn demo_event(
+    partition: u16,
+    kind: tally_core::EventKind,
+    page: &str,
+    visitor: u64,
+    ts_ms: i64,
+) -> tally_redis::TrackedEvent {
+    tally_redis::TrackedEvent {
+        event: tally_core::Event {
+            kind,
+            site: "demo".into(),
+            ts_ms,
+            page: page.into(),
+            title: format!("T{page}"),
+            visitor,
+            ..tally_core::Event::empty()
+        },
+        partition,
+        day: "20260101".into(),
+        session_candidate: visitor * 10,
+    }
+}
+
+/// The script sets an expiry only when it creates a key (or adds a visitor to the day's
+/// visits): keys of passing state must still all expire after batches that only update
+/// them, and lasting counters must not.
+#[tokio::test]
+async fn passing_keys_expire_and_lasting_counters_do_not() {
+    use tally_core::EventKind::{Bot, Leave, Pageview, Ping};
+    let app = TestApp::spawn_roles(tally_testkit::settings(), "beacon".parse().unwrap()).await;
+    let store = app.store().await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(app.settings.redis.partitions);
+    let now = chrono::Utc::now().timestamp_millis();
+    let ev = |kind, page: &str, visitor: u64| demo_event(partition, kind, page, visitor, now);
+    let first = vec![
+        ev(Pageview, "/a", 1),
+        ev(Pageview, "/b", 2),
+        ev(Ping, "/b", 2),
+        ev(Leave, "/a", 1),
+        ev(Bot, "", 0),
+    ];
+    // Only updates: a visitor the day's visits and sketch already hold, this minute's views.
+    let second = vec![ev(Pageview, "/a", 1), ev(Ping, "/b", 2)];
+    for (id, batch) in [(1, &first), (2, &second)] {
+        let recorded = store
+            .record(id, batch, &app.settings.tracking, now)
+            .await
+            .unwrap();
+        assert_eq!(recorded.events, batch.len());
+    }
+    let mut conn = raw_redis(&app).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("tally:{{p{partition}}}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut kinds = std::collections::BTreeMap::new();
+    for key in &keys {
+        let kind = key.split(':').nth(2).unwrap().to_owned();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        match kind.as_str() {
+            "events" | "views" | "totals" | "titles" => assert_eq!(ttl, -1, "{key} lasts"),
+            "visits" | "uv" | "vpm" | "online" | "active" | "batch" => {
+                assert!(ttl > 0, "{key} must expire, PTTL {ttl}")
+            }
+            other => panic!("{key}: a key kind this test does not know ({other})"),
+        }
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    let seen: Vec<&str> = kinds.keys().map(String::as_str).collect();
+    assert_eq!(
+        seen,
+        [
+            "active", "batch", "events", "online", "titles", "totals", "uv", "views", "visits",
+            "vpm"
+        ]
+    );
+    // Both batches' marks, the site's set and one per page (visitor 1 left /a, and came back).
+    assert_eq!((kinds["batch"], kinds["online"]), (2, 3));
+}
+
+/// Visits are kept per UTC day: a visitor whose visit began before midnight is found in
+/// yesterday's hash, and its visit goes on (same session, next ordinal, no new visit).
+#[tokio::test]
+async fn a_visit_running_over_midnight_goes_on() {
+    use tally_core::EventKind::Pageview;
+    let app = TestApp::spawn_roles(tally_testkit::settings(), "beacon".parse().unwrap()).await;
+    let store = app.store().await;
+    let site = tally_core::SiteId::parse("demo").unwrap();
+    let partition = site.partition(app.settings.redis.partitions);
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = now / 86_400_000;
+    let prefix = tally_redis::Keys::new(partition).prefix().to_owned();
+    let mut conn = raw_redis(&app).await;
+    // Visitor 5 read two pages, the last one a minute ago, recorded on yesterday's hash;
+    // visitor 6 is in yesterday's hash too, but its last event is past the visit timeout.
+    let stale = now - app.settings.tracking.visit_timeout.as_millis() as i64 - 1000;
+    let () = redis::cmd("HSET")
+        .arg(format!("{prefix}visits:demo:{}", day - 1))
+        .arg(5)
+        .arg(format!("77:{}:2", now - 60_000))
+        .arg(6)
+        .arg(format!("88:{stale}:1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let batch = vec![
+        demo_event(partition, Pageview, "/a", 5, now),
+        demo_event(partition, Pageview, "/a", 6, now),
+    ];
+    store
+        .record(3, &batch, &app.settings.tracking, now)
+        .await
+        .unwrap();
+    let entries = store.all_entries(partition).await.unwrap();
+    let figures: Vec<(u64, bool, u16, u32)> = entries
+        .iter()
+        .map(|e| {
+            let e = e.event.as_ref().unwrap();
+            (e.session, e.new_visit, e.visit_seq, e.gap_ms)
+        })
+        .collect();
+    assert_eq!(figures, [(77, false, 3, 60_000), (60, true, 1, 0)]);
+    assert_eq!(store.counters(&site, None, 0).await.unwrap().visits, 1);
+    // The visit now lives in today's hash.
+    let today: Option<String> = redis::cmd("HGET")
+        .arg(format!("{prefix}visits:demo:{day}"))
+        .arg(5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(today, Some(format!("77:{now}:3")));
 }
 
 /// The api answers concurrent counters requests with shared reads: every answer must still

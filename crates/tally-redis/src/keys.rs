@@ -6,11 +6,11 @@
 //! | `tally:{pN}:dead` | stream | events ClickHouse refused or that could not be decoded: `id` (the event's key, `ms-seq-i`), `e` (payload), `reason` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots` of site S |
-//! | `tally:{pN}:online:S` | sorted set | visitor → last seen (ms), members older than the online window trimmed |
-//! | `tally:{pN}:online:S:PAGE` | sorted set | the same for one page; a `leave` removes the visitor |
+//! | `tally:{pN}:online:S` | sorted set, TTL = online window (renewed by every write) | visitor → last seen (ms), members older than the online window trimmed |
+//! | `tally:{pN}:online:S:PAGE` | sorted set, the same TTL | the same for one page; a `leave` removes the visitor |
 //! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `session:last event ms:page views` of visits active on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout |
 //! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
-//! | `tally:{pN}:active:S` | sorted set | page → last event (ms) of pages read within the online window |
+//! | `tally:{pN}:active:S` | sorted set, the same TTL | page → last event (ms) of pages read within the online window |
 //! | `tally:{pN}:titles:S` | hash | page → latest title seen |
 //! | `tally:{pN}:vpm:S:MINUTE` | string, 1-hour TTL | page views in that minute (Unix minutes), for the realtime chart |
 //! | `tally:{pN}:baseline:S` | hash | page → imported view count (added to live page views) |

@@ -10,8 +10,8 @@
 --          (a retry after a lost reply must not count twice).
 --
 -- Visits live in one hash per site and UTC day (visitor -> "session:last event ms:page
--- views"), read once per batch (today's and yesterday's) and written once per batch; a visit
--- whose last event is older than the visit timeout is over. Each stream entry gets the
+-- views"), read once per batch (today's, and yesterday's for visitors not in today's) and
+-- written once per batch; a visit whose last event is older than the visit timeout is over. Each stream entry gets the
 -- session, whether it started the visit, the page view's ordinal in the visit (0 for pings
 -- and leaves) and the time since the visit's previous event — so bounce rates and visit
 -- lengths are sums over events, and statistics never group by visit.
@@ -33,7 +33,7 @@ local timeout = tonumber(ARGV[5])
 local n = tonumber(ARGV[6])
 local lines = ARGV[7]
 local first = 8
-local minute = math.floor(now / 60000)
+local minute = string.format('%d', math.floor(now / 60000))
 
 if not redis.call('SET', prefix .. 'batch:' .. ARGV[2], '1', 'NX', 'EX', '3600') then
   return -1
@@ -66,7 +66,9 @@ end
 local sketches = {}  -- HyperLogLog key -> list of visitors
 local sketch_order = {}
 local titles = {}    -- titles key -> page -> title
-local today = math.floor(now / 86400000)
+local today_n = math.floor(now / 86400000)
+local today = string.format('%d', today_n)
+local yesterday = string.format('%d', today_n - 1)
 local timeout_ms = timeout * 1000
 local trim = string.byte(ARGV[2], -1) % 8 == 0
 
@@ -89,10 +91,26 @@ for _, site in ipairs(visit_sites) do
   for visitor in pairs(visits[site]) do
     who[#who + 1] = visitor
   end
-  local now_day = redis.call('HMGET', prefix .. 'visits:' .. site .. ':' .. today, unpack(who))
-  local old_day = redis.call('HMGET', prefix .. 'visits:' .. site .. ':' .. (today - 1), unpack(who))
+  local found = redis.call('HMGET', prefix .. 'visits:' .. site .. ':' .. today, unpack(who))
+  -- Yesterday's hash only for visitors not seen today (visits running over midnight).
+  local missing = {}
   for j, visitor in ipairs(who) do
-    local raw = now_day[j] or old_day[j]
+    if not found[j] then
+      missing[#missing + 1] = j
+    end
+  end
+  if #missing > 0 then
+    local ask = {}
+    for k, j in ipairs(missing) do
+      ask[k] = who[j]
+    end
+    local old_day = redis.call('HMGET', prefix .. 'visits:' .. site .. ':' .. yesterday, unpack(ask))
+    for k, j in ipairs(missing) do
+      found[j] = old_day[k]
+    end
+  end
+  for j, visitor in ipairs(who) do
+    local raw = found[j]
     if raw then
       local s, last, pv = string.match(raw, '^(%d+):(%d+):(%d+)$')
       if s then
@@ -172,9 +190,11 @@ for _, site in ipairs(visit_sites) do
     end
   end
   if #args > 0 then
+    -- A key gets its expiry when a visitor is added to it, which includes its creation.
     local key = prefix .. 'visits:' .. site .. ':' .. today
-    redis.call('HSET', key, unpack(args))
-    redis.call('EXPIRE', key, '172800')
+    if redis.call('HSET', key, unpack(args)) > 0 then
+      redis.call('EXPIRE', key, '172800')
+    end
   end
 end
 
@@ -182,8 +202,10 @@ end
 for _, key in ipairs(incr_order) do
   for field, by in pairs(incr[key]) do
     if field == 'n' and string.find(key, ':vpm:', 1, true) then
-      redis.call('INCRBY', key, string.format('%d', by))
-      redis.call('EXPIRE', key, '3600')
+      -- Expiry set once, when this call created the key.
+      if redis.call('INCRBY', key, string.format('%d', by)) == by then
+        redis.call('EXPIRE', key, '3600')
+      end
     else
       redis.call('HINCRBY', key, field, string.format('%d', by))
     end
@@ -214,8 +236,10 @@ for _, key in ipairs(zset_order) do
 end
 
 for _, key in ipairs(sketch_order) do
-  redis.call('PFADD', key, unpack(sketches[key]))
-  redis.call('EXPIRE', key, '172800')
+  -- PFADD answers 1 when the sketch changed, which includes its creation.
+  if redis.call('PFADD', key, unpack(sketches[key])) == 1 then
+    redis.call('EXPIRE', key, '172800')
+  end
 end
 
 for key, pages in pairs(titles) do
