@@ -411,6 +411,56 @@ async fn exact_figures_on_seeded_data() {
     );
 }
 
+/// A page asked for by its address gets the key the beacon made from the view's URL, however
+/// that address is encoded: UTF-8 escapes decoded, a literal `%` (`%25`) and a stray `%` kept
+/// as `%25`, a trailing slash, query and fragment ignored.
+#[tokio::test]
+async fn counters_by_address_use_the_beacons_page_key() {
+    let app = TestApp::spawn_roles(settings(), "beacon,api".parse().unwrap()).await;
+    let http = reqwest::Client::new();
+    let paths = [
+        ("/tin-t%E1%BB%A9c/gi%C3%A1-100%25/", "/tin-tức/giá-100%25"),
+        ("/khuyen-mai-50%-off", "/khuyen-mai-50%25-off"),
+    ];
+    for (i, (path, _)) in paths.iter().enumerate() {
+        let ip = format!("203.0.113.{}", i + 1);
+        assert_eq!(send(&http, &app, &Hit::view(path).ip(&ip)).await, 204);
+    }
+    for (path, key) in paths {
+        for address in [
+            format!("http://localhost{path}"),
+            format!("https://localhost:8443{path}?utm_source=x#comments"),
+        ] {
+            let asked = format!(
+                "/api/v1/sites/demo/counters?url={}",
+                percent_encoding::utf8_percent_encode(&address, percent_encoding::NON_ALPHANUMERIC)
+            );
+            let (status, c) = get(&http, &app, &asked, None).await;
+            assert_eq!(status, 200, "{asked}");
+            assert_eq!(
+                (c["page"].as_str(), c["page_views"].as_u64()),
+                (Some(key), Some(1)),
+                "{asked}"
+            );
+        }
+    }
+    for bad in [
+        "url=%2Fno-scheme",
+        "url=ftp%3A%2F%2Fhost%2Fa",
+        "page=%2Fa&url=http%3A%2F%2Flocalhost%2Fa",
+        "url=http%3A%2F%2Flocalhost%2Fa&url=http%3A%2F%2Flocalhost%2Fb",
+    ] {
+        let (status, _) = get(
+            &http,
+            &app,
+            &format!("/api/v1/sites/demo/counters?{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn counters_are_live_before_the_worker_flushes() {
     let app = TestApp::spawn_roles(settings(), "beacon,api".parse().unwrap()).await;

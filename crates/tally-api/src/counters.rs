@@ -10,7 +10,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use tally_core::{SiteId, page::normalize_page_id, settings::SiteSettings};
+use tally_core::{
+    SiteId,
+    page::{normalize_page_id, normalize_path, split_url},
+    settings::SiteSettings,
+};
 
 use crate::{ApiError, State};
 
@@ -28,22 +32,41 @@ fn public_site<'a>(state: &'a State, site: &str) -> Result<(SiteId, &'a SiteSett
     Ok((id, settings))
 }
 
-/// `page=` values of a raw query string, percent-decoded.
-fn pages(query: Option<&str>) -> Result<Vec<String>, ApiError> {
+/// `name=` values of a raw query string, percent-decoded (`+` as a space).
+fn query_values(query: Option<&str>, name: &str) -> Result<Vec<String>, ApiError> {
     let mut out = Vec::new();
     for pair in query.unwrap_or_default().split('&') {
-        let Some(value) = pair.strip_prefix("page=") else {
+        let Some(value) = pair
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+        else {
             continue;
         };
         let value = value.replace('+', " ");
         let decoded = percent_encoding::percent_decode_str(&value)
             .decode_utf8()
-            .map_err(|_| ApiError::BadRequest("`page` is not valid UTF-8".into()))?;
-        let page = normalize_page_id(&decoded)
-            .ok_or_else(|| ApiError::BadRequest("`page` is empty".into()))?;
-        out.push(page);
+            .map_err(|_| ApiError::BadRequest(format!("`{name}` is not valid UTF-8")))?;
+        out.push(decoded.into_owned());
     }
     Ok(out)
+}
+
+/// `page=` values of a raw query string: page keys, normalised as the beacon keeps an
+/// explicit page id.
+fn pages(query: Option<&str>) -> Result<Vec<String>, ApiError> {
+    query_values(query, "page")?
+        .iter()
+        .map(|p| normalize_page_id(p).ok_or_else(|| ApiError::BadRequest("`page` is empty".into())))
+        .collect()
+}
+
+/// The page key of a page's address, made exactly as the beacon makes it from an event's
+/// `url`: the tracker asks with `url=` and never has to copy the server's normalisation
+/// (percent-decoding that keeps a literal `%` as `%25`, lossy UTF-8, length limit).
+fn page_of_url(url: &str) -> Result<String, ApiError> {
+    let parts = split_url(url)
+        .ok_or_else(|| ApiError::BadRequest("`url` is not an absolute http(s) URL".into()))?;
+    Ok(normalize_path(parts.path))
 }
 
 fn public<T: Serialize>(body: T) -> Response {
@@ -74,7 +97,7 @@ struct CountersBody {
     total_visits: u64,
 }
 
-/// `GET /api/v1/sites/{site}/counters?page=P`
+/// `GET /api/v1/sites/{site}/counters?page=P`, or `?url=U` (the page whose address is U)
 pub(crate) async fn counters(
     AxumState(state): AxumState<Arc<State>>,
     Path(site): Path<String>,
@@ -82,10 +105,17 @@ pub(crate) async fn counters(
 ) -> Result<Response, ApiError> {
     let (id, _) = public_site(&state, &site)?;
     let mut pages = pages(query.as_deref())?;
-    if pages.len() > 1 {
-        return Err(ApiError::BadRequest("give at most one `page`".into()));
-    }
-    let page = pages.pop();
+    let urls = query_values(query.as_deref(), "url")?;
+    let page = match (pages.len(), urls.as_slice()) {
+        (0, []) => None,
+        (1, []) => pages.pop(),
+        (0, [url]) => Some(page_of_url(url)?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give at most one `page` or one `url`".into(),
+            ));
+        }
+    };
     let c = state
         .live
         .counters(id.clone(), page.clone())

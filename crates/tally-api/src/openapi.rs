@@ -79,8 +79,10 @@ pub(crate) fn build() -> Value {
     let range = || vec![site(), date("from"), date("to")];
     let mut paths = serde_json::Map::new();
     paths.insert("/api/v1/sites/{site}/counters".into(), json!({"get": {
-        "summary": "Live public counters of a site and, with `page`, of one page",
-        "parameters": [site(), param("page", "query", false, string.clone(), "Page key")],
+        "summary": "Live public counters of a site and, with `page` or `url`, of one page",
+        "parameters": [site(), param("page", "query", false, string.clone(), "Page key"),
+            param("url", "query", false, string.clone(),
+                "Instead of `page`: a page's absolute http(s) address; its page key is made as the beacon makes it from an event's `url`")],
         "responses": {
             "200": ok(json!({"type": "object", "required": ["site", "online", "total_views", "total_visits"], "properties": {
                 "site": string, "page": string, "page_views": int, "page_online": int,

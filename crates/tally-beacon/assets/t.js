@@ -11,12 +11,6 @@
     sid = sessionStorage.getItem("tally_sid");
     if (!sid) sessionStorage.setItem("tally_sid", sid = Math.random().toString(36).slice(2, 12) + Date.now().toString(36));
   } catch (e) {}
-  function key() {
-    if (explicit) return explicit;
-    var p = location.pathname;
-    try { p = decodeURIComponent(p); } catch (e) {}
-    return p.replace(/\/+$/, "") || "/";
-  }
   function send(t, unload) {
     var body = JSON.stringify({ t: t, site: site, url: location.href, page: explicit || undefined,
       title: d.title, ref: t == "pageview" ? ref : undefined, sid: sid, w: w.innerWidth });
@@ -37,7 +31,9 @@
       if (other && others.indexOf(other) < 0) others.push(other);
     }
     var api = base + "/api/v1/sites/" + encodeURIComponent(site);
-    fetch(api + "/counters?page=" + encodeURIComponent(key())).then(function (r) { return r.json(); }).then(function (c) {
+    // The server makes the page key from the address, exactly as it does for the view.
+    var q = explicit ? "page=" + encodeURIComponent(explicit) : "url=" + encodeURIComponent(location.origin + location.pathname);
+    fetch(api + "/counters?" + q).then(function (r) { return r.json(); }).then(function (c) {
       for (i = 0; i < els.length; i++) {
         var f = fields[els[i].getAttribute("data-tally")];
         if (f && !els[i].getAttribute("data-tally-page") && c[f] != null) els[i].textContent = fmt(c[f]);
