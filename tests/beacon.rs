@@ -146,29 +146,62 @@ async fn clients_over_the_rate_limit_get_429_and_others_do_not() {
     assert_eq!(counters(&http, &app, None).await["total_views"], 4);
 }
 
+/// `beacon.buffer` bounds the events queued for all partitions together: two sites in two
+/// partitions (each with its own queue) share it.
 #[tokio::test]
 async fn a_full_buffer_while_redis_is_down_answers_503_and_loses_nothing_accepted() {
     let redis = RedisServer::start();
     let mut settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
-    // The buffer is shared out between the partitions' queues: two places for the demo site.
-    settings.beacon.buffer = 2 * usize::from(settings.redis.partitions);
+    settings.beacon.buffer = 2;
     settings.beacon.batch = 1;
+    let partitions = settings.redis.partitions;
+    let demo = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(partitions);
+    let other = (0..)
+        .map(|i| tally_core::SiteId::parse(&format!("other{i}")).unwrap())
+        .find(|id| id.partition(partitions) != demo)
+        .unwrap();
+    let mut site = settings.sites[0].clone();
+    site.id = other.clone();
+    site.domains = vec!["other.example".into()];
+    settings.sites.push(site);
     let app = TestApp::spawn(settings).await;
     let http = reqwest::Client::new();
     redis.stop();
     let mut statuses = Vec::new();
-    for i in 0..8 {
-        statuses.push(send(&http, &app, &Hit::view("/outage").sid(&format!("t{i}"))).await);
+    for (i, to_demo) in [false, true, true, true, false, true, false, true]
+        .into_iter()
+        .enumerate()
+    {
+        let status = if to_demo {
+            send(&http, &app, &Hit::view("/outage").sid(&format!("t{i}"))).await
+        } else {
+            let body = json!({"t": "pageview", "site": other.as_str(),
+                "url": "https://other.example/outage", "sid": format!("t{i}")});
+            post_raw(
+                &http,
+                &app,
+                body.to_string().into_bytes(),
+                "https://other.example",
+            )
+            .await
+            .0
+        };
+        statuses.push(status);
     }
-    // One-event batches in the site's queue's hands (IN_FLIGHT of them) and two in its
-    // share of the buffer; the rest is refused.
-    let held = tally_beacon::batcher::IN_FLIGHT + 2;
-    let mut want = vec![204; held];
-    want.resize(8, 503);
-    assert_eq!(statuses, want);
+    // Each site's first view is a one-event batch in its lane's hands (IN_FLIGHT is one);
+    // demo's next two fill the buffer, so the other site's second view is refused as well
+    // as demo's fourth.
+    assert_eq!(tally_beacon::batcher::IN_FLIGHT, 1);
+    assert_eq!(statuses, [204, 204, 204, 204, 503, 503, 503, 503]);
+    let held = 4;
     redis.restart();
     wait_for("the buffered views to reach Redis", || async {
-        counters(&http, &app, None).await["total_views"] == held as u64
+        let demo = counters(&http, &app, None).await["total_views"].as_u64();
+        let url = app.url(&format!("/api/v1/sites/{other}/counters"));
+        let other = common::get_json(&http, &url).await["total_views"].as_u64();
+        demo.zip(other).map(|(a, b)| a + b) == Some(held as u64)
     })
     .await;
     app.stop().await;
