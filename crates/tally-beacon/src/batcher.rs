@@ -4,12 +4,12 @@
 //! visible in the counters by the time its request is answered. There is one queue (a lane)
 //! per Redis partition; `beacon.buffer` bounds the events queued in all of them together. A
 //! lane takes whatever is queued (up to `beacon.batch`) and writes it with one script call,
-//! [`IN_FLIGHT`] at a time. Lanes keep a site's events together: the write script's cost is mostly
-//! per site and call (visits read, totals, online sets, stream entry), so one call for
-//! twelve events of a site costs little more than one for four, where a single queue split
-//! each batch four ways. When Redis is unreachable each batch is retried (same batch id, so a
-//! retry never counts twice) with capped exponential backoff while new events wait in the
-//! queue; only a full queue makes handlers answer 503. On shutdown every lane drains.
+//! [`IN_FLIGHT`] at a time. Lanes keep a site's events together: the write script's cost is
+//! mostly per site and call (visits read, totals, online sets, stream entry), so one call
+//! for twelve events of a site costs little more than one for four, where a single queue
+//! split each batch four ways. When Redis is unreachable each batch is retried (same batch
+//! id, so a retry never counts twice) with capped exponential backoff while new events wait
+//! in the queue; only a full buffer makes handlers answer 503. On shutdown every lane drains.
 
 use std::time::Duration;
 

@@ -11,10 +11,10 @@
 --
 -- Visits live in one hash per site and UTC day (visitor -> "session:last event ms:page
 -- views"), read once per batch (today's, and yesterday's for visitors not in today's) and
--- written once per batch; a visit whose last event is older than the visit timeout is over. Each stream entry gets the
--- session, whether it started the visit, the page view's ordinal in the visit (0 for pings
--- and leaves) and the time since the visit's previous event — so bounce rates and visit
--- lengths are sums over events, and statistics never group by visit.
+-- written once per batch; a visit whose last event is older than the visit timeout is over.
+-- Each stream entry gets the session, whether it started the visit, the page view's ordinal
+-- in the visit (0 for pings and leaves) and the time since the visit's previous event — so
+-- bounce rates and visit lengths are sums over events, and statistics never group by visit.
 --
 -- The whole batch is one stream entry: `b` = the events' JSON lines as the beacon sent them,
 -- `m` = one "session new ordinal gap" per event, joined by ','. One XADD per call instead of
@@ -104,7 +104,8 @@ for _, site in ipairs(visit_sites) do
     for k, j in ipairs(missing) do
       ask[k] = who[j]
     end
-    local old_day = redis.call('HMGET', prefix .. 'visits:' .. site .. ':' .. yesterday, unpack(ask))
+    local old_key = prefix .. 'visits:' .. site .. ':' .. yesterday
+    local old_day = redis.call('HMGET', old_key, unpack(ask))
     for k, j in ipairs(missing) do
       found[j] = old_day[k]
     end
