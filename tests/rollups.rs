@@ -318,6 +318,78 @@ async fn processes_migrating_at_the_same_moment_all_succeed() {
     );
 }
 
+/// Sends `sql` to the test's ClickHouse as it is (statements the store has no call for).
+async fn run_sql(settings: &tally_core::Settings, sql: &str) {
+    let response = reqwest::Client::new()
+        .post(&settings.clickhouse.url)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{sql}: {:?}",
+        response.text().await
+    );
+}
+
+/// A process that stopped halfway through migration 5's copy of the hourly history leaves
+/// the marker table without its "finished" row. Later processes must not take that copy
+/// for a whole one: they stop with a reason, and after the recovery in
+/// docs/operations.md ("Upgrading") the copy is made again, whole.
+#[tokio::test]
+async fn an_unfinished_daily_copy_is_not_taken_for_a_finished_one() {
+    let settings = tally_testkit::settings();
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    let database = &settings.clickhouse.database;
+    db.migrate_to(&settings.sites, 4).await.unwrap();
+    let rows: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "('old-{i}', 'demo', 'pageview', '2026-03-01 10:0{i}:00', '/a', '/a', 'A', '', \
+                 'Chrome', {i}, 1)"
+            )
+        })
+        .collect();
+    run_sql(
+        &settings,
+        &format!(
+            "INSERT INTO {database}.events (event_id, site, kind, ts, page, path, title, \
+             referrer_host, browser, visitor, new_visit) VALUES {}",
+            rows.join(", ")
+        ),
+    )
+    .await;
+    // The stopped process had made the marker (and perhaps copied part of the history).
+    run_sql(
+        &settings,
+        &format!("CREATE TABLE {database}.daily_backfill (done UInt8) ENGINE = Log"),
+    )
+    .await;
+    let error = db
+        .migrate_waiting(&settings.sites, u32::MAX, std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("migration 5") && error.contains("has not finished"),
+        "{error}"
+    );
+    assert_eq!(db.applied_migrations().await.unwrap(), [1, 2, 3, 4]);
+
+    // The recovery of docs/operations.md: empty the daily tables, drop the marker, migrate.
+    for table in ["site_daily", "page_daily", "dimension_daily"] {
+        run_sql(&settings, &format!("TRUNCATE TABLE {database}.{table}")).await;
+    }
+    run_sql(&settings, &format!("DROP TABLE {database}.daily_backfill")).await;
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5]);
+    let day = db
+        .summary(&range("2026-03-01", "2026-03-01"))
+        .await
+        .unwrap();
+    assert_eq!((day.views, day.visits, day.visitors), (3, 3, 3));
+}
+
 /// An install at schema version 4 has hourly page and dimension rollups; version 5 reads
 /// daily ones. The upgrade copies the hourly history onto local days, per site zone.
 #[tokio::test]
@@ -357,18 +429,7 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
         settings.clickhouse.database,
         values.join(", ")
     );
-    let http = reqwest::Client::new();
-    let response = http
-        .post(&settings.clickhouse.url)
-        .body(sql)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{:?}",
-        response.text().await
-    );
+    run_sql(&settings, &sql).await;
 
     assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5]);
     let day = |d: &str| range(d, d);

@@ -5,7 +5,10 @@
 //! answers count as done, so two processes migrating at the same moment (a worker and an api
 //! starting together) both succeed.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use tally_core::settings::SiteSettings;
 use tracing::info;
@@ -35,6 +38,10 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
 
 /// The hourly rollups whose history migration 5 copies into daily ones: from, into (with its
 /// columns), the grouping keys and the states merged per day.
+/// How long a process waits for the copy of the daily history (migration 5) that another
+/// process is making before it stops with an error.
+pub const COPY_WAIT: Duration = Duration::from_secs(600);
+
 const DAILY_BACKFILL: &[(&str, &str, &str, &str)] = &[
     (
         "site_hourly",
@@ -73,6 +80,17 @@ impl Db {
 
     /// Like [`migrate`](Self::migrate), stopping after version `last` (to test upgrades).
     pub async fn migrate_to(&self, sites: &[SiteSettings], last: u32) -> Result<Vec<u32>> {
+        self.migrate_waiting(sites, last, COPY_WAIT).await
+    }
+
+    /// Like [`migrate_to`](Self::migrate_to), waiting at most `copy_wait` for a copy of the
+    /// daily history that another process started (see [`COPY_WAIT`]).
+    pub async fn migrate_waiting(
+        &self,
+        sites: &[SiteSettings],
+        last: u32,
+        copy_wait: Duration,
+    ) -> Result<Vec<u32>> {
         // The database name is a validated identifier (settings), so it can be written into
         // the statement; DDL cannot bind identifiers.
         let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", self.database());
@@ -110,7 +128,7 @@ impl Db {
                 }
             }
             if version == 5 {
-                self.backfill_daily(sites)
+                self.backfill_daily(sites, copy_wait)
                     .await
                     .map_err(|source| Error::Migration {
                         version,
@@ -134,10 +152,14 @@ impl Db {
     /// Copies the hourly page, dimension and site history into the daily rollups of
     /// migration 5, each hour counted on its date in the site's zone (zones are whole hours
     /// from UTC, so every hour falls on one local day). Only the process that creates the
-    /// marker table copies, so two processes migrating at once do not count twice.
+    /// marker table copies, so two processes migrating at once do not count twice; it adds a
+    /// row to the marker when the copy is whole. Any other process waits for that row (at
+    /// most `copy_wait`) before it records the migration as applied: a copy whose process
+    /// stopped halfway is never taken for a finished one.
     async fn backfill_daily(
         &self,
         sites: &[SiteSettings],
+        copy_wait: Duration,
     ) -> std::result::Result<(), clickhouse::error::Error> {
         match self
             .query("CREATE TABLE daily_backfill (done UInt8) ENGINE = Log")
@@ -145,10 +167,7 @@ impl Db {
             .await
         {
             Ok(()) => {}
-            Err(e) if already_done(&e) => {
-                info!("daily rollups already copied by another process");
-                return Ok(());
-            }
+            Err(e) if already_done(&e) => return self.wait_for_daily_copy(copy_wait).await,
             Err(e) => return Err(e),
         }
         let mut zones: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -175,8 +194,43 @@ impl Db {
                 self.query(&sql).bind(*zone).bind(*ids).execute().await?;
             }
         }
+        self.query("INSERT INTO daily_backfill (done) SELECT 1")
+            .execute()
+            .await?;
         info!("copied the hourly page, dimension and site history into daily rollups");
         Ok(())
+    }
+
+    /// Waits for the marker row of a finished daily-history copy (another process's).
+    async fn wait_for_daily_copy(
+        &self,
+        copy_wait: Duration,
+    ) -> std::result::Result<(), clickhouse::error::Error> {
+        let start = Instant::now();
+        let mut told = start;
+        loop {
+            let finished: u64 = self
+                .query("SELECT count() FROM daily_backfill")
+                .fetch_one()
+                .await?;
+            if finished > 0 {
+                info!("daily rollups copied by another process");
+                return Ok(());
+            }
+            if start.elapsed() >= copy_wait {
+                return Err(clickhouse::error::Error::Custom(format!(
+                    "the copy of the hourly history into the daily rollups, started by another \
+                     process, has not finished after {} s; if that process stopped, the copy is \
+                     incomplete: see docs/operations.md, \"Upgrading\", to make it again",
+                    copy_wait.as_secs()
+                )));
+            }
+            if told.elapsed() >= Duration::from_secs(30) {
+                info!("waiting for another process's copy of the daily rollups");
+                told = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(500).min(copy_wait)).await;
+        }
     }
 
     /// Versions recorded as applied.
