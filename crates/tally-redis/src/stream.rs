@@ -297,13 +297,7 @@ fn parse_entries(value: Option<Value>) -> Result<Vec<StreamEntry>> {
 
 /// The events of one stream entry, appended to `out`.
 fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEntry>) {
-    let get = |name: &str| {
-        fields
-            .chunks_exact(2)
-            .find(|kv| kv[0] == name)
-            .map(|kv| kv[1].as_str())
-    };
-    let Some(lines) = get("b") else {
+    let Some(batch) = field(fields, "b") else {
         out.push(StreamEntry {
             event: decode(fields),
             id,
@@ -311,13 +305,14 @@ fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEntry>) {
         });
         return;
     };
-    let metas: Vec<&str> = get("m").unwrap_or_default().split(',').collect();
-    let count = lines.split('\n').count();
+    let metas: Vec<&str> = field(fields, "m").unwrap_or_default().split(',').collect();
+    let lines: Vec<&str> = batch.split('\n').collect();
+    let count = lines.len();
     if metas.len() != count {
         // Cannot happen with entries the write script made; keep the payload whole.
         out.push(StreamEntry {
             event: Err((
-                lines.to_owned(),
+                batch.to_owned(),
                 format!("{count} events but {} visit figures", metas.len()),
             )),
             id,
@@ -325,7 +320,7 @@ fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEntry>) {
         });
         return;
     }
-    for (i, (line, meta)) in lines.split('\n').zip(metas).enumerate() {
+    for (i, (line, meta)) in lines.into_iter().zip(metas).enumerate() {
         out.push(StreamEntry {
             event: decode_one(line, Some(meta), |_| None),
             id: id.clone(),
@@ -338,13 +333,16 @@ fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEntry>) {
 /// ordinal gap", see the write script), or the earlier layout with `se`, `n`, `q` and `g`
 /// fields.
 fn decode(fields: &[String]) -> std::result::Result<Event, (String, String)> {
-    let get = |name: &str| {
-        fields
-            .chunks_exact(2)
-            .find(|kv| kv[0] == name)
-            .map(|kv| kv[1].as_str())
-    };
+    let get = |name: &str| field(fields, name);
     decode_one(get("e").unwrap_or_default(), get("m"), get)
+}
+
+/// The value of field `name` among an entry's `fields` (name, value, name, value, …).
+fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
+    fields
+        .chunks_exact(2)
+        .find(|kv| kv[0] == name)
+        .map(|kv| kv[1].as_str())
 }
 
 /// An event's JSON and its visit figures (`meta`, or else the separate fields `get` finds).

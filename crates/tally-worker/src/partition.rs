@@ -141,12 +141,10 @@ impl PartitionWorker {
                     &self.consumer,
                     self.settings.claim_idle.as_millis() as u64,
                     &cursor,
-                    (room / self.per_entry).max(1),
+                    self.entries_for(room),
                 )
                 .await?;
-            if let Some(largest) = entry_sizes(&entries).max() {
-                self.per_entry = largest;
-            }
+            self.learn_entry_sizes(&entries);
             claimed.extend(entries);
             let scanned = next == "0-0";
             // Claimed entries are this consumer's now: deliver them in batches of up to
@@ -169,6 +167,23 @@ impl PartitionWorker {
                 return Ok(total);
             }
             cursor = next;
+        }
+    }
+
+    /// How many stream entries to ask for so that they hold at most `room` events (at least
+    /// one entry), judging by the largest entry seen last.
+    fn entries_for(&self, room: usize) -> usize {
+        (room / self.per_entry).max(1)
+    }
+
+    /// Remembers the largest entry of a read (the events of an entry are consecutive).
+    fn learn_entry_sizes(&mut self, events: &[StreamEntry]) {
+        if let Some(largest) = events
+            .chunk_by(|a, b| a.id == b.id)
+            .map(<[StreamEntry]>::len)
+            .max()
+        {
+            self.per_entry = largest;
         }
     }
 
@@ -210,7 +225,7 @@ impl PartitionWorker {
                     _ => break,
                 },
             };
-            let want = ((self.settings.max_rows - batch.len()) / self.per_entry).max(1);
+            let want = self.entries_for(self.settings.max_rows - batch.len());
             let entries = self
                 .store
                 .read_new(
@@ -220,9 +235,7 @@ impl PartitionWorker {
                     wait.as_millis().max(1) as u64,
                 )
                 .await?;
-            if let Some(largest) = entry_sizes(&entries).max() {
-                self.per_entry = largest;
-            }
+            self.learn_entry_sizes(&entries);
             if !entries.is_empty() && first_at.is_none() {
                 first_at = Some(Instant::now());
             }
@@ -379,13 +392,6 @@ impl PartitionWorker {
         chunk.retain(|r| !stored.contains(&r.event_id));
         Ok(())
     }
-}
-
-/// The number of events of each stream entry in `events` (those of an entry are consecutive).
-fn entry_sizes(events: &[StreamEntry]) -> impl Iterator<Item = usize> + '_ {
-    events
-        .chunk_by(|a, b| a.id == b.id)
-        .map(<[StreamEntry]>::len)
 }
 
 /// Capped exponential backoff with full jitter: a random delay in [d/2, d], d = 100ms·2^n.
