@@ -603,7 +603,7 @@ async fn passing_keys_expire_and_lasting_counters_do_not() {
     }
     let mut conn = raw_redis(&app).await;
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("tally:{{p{partition}}}:*"))
+        .arg(format!("{}*", tally_redis::Keys::new(partition).prefix()))
         .query_async(&mut conn)
         .await
         .unwrap();

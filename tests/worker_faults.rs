@@ -97,6 +97,28 @@ async fn rescuer(store: &Store, db: &Db, settings: &Settings, partition: u16) ->
     )
 }
 
+/// A worker reads `partition`'s new entries (`events` events in all), inserts the first
+/// `inserted` and dies before acknowledging them; a rescuer takes them over once they are
+/// idle long enough. Returns what the dead worker read and what the rescuer's step did.
+async fn die_after_inserting(
+    store: &Store,
+    db: &Db,
+    settings: &Settings,
+    partition: u16,
+    events: usize,
+    inserted: usize,
+) -> (Vec<StreamEntry>, StepOutcome) {
+    let read = store
+        .read_new(partition, "dead-worker", 100, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), events);
+    insert_then_die(db, settings, partition, &read[..inserted]).await;
+    let mut rescuer = rescuer(store, db, settings, partition).await;
+    let outcome = rescuer.step(&CancellationToken::new()).await.unwrap();
+    (read, outcome)
+}
+
 #[tokio::test]
 async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
     let settings = tally_testkit::settings();
@@ -113,15 +135,7 @@ async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
     );
 
     // A worker read the ten entries, inserted five and died before acknowledging.
-    let entries = store
-        .read_new(partition, "dead-worker", 100, 10)
-        .await
-        .unwrap();
-    assert_eq!(entries.len(), 10);
-    insert_then_die(&db, &settings, partition, &entries[..5]).await;
-
-    let mut rescuer = rescuer(&store, &db, &settings, partition).await;
-    let outcome = rescuer.step(&CancellationToken::new()).await.unwrap();
+    let (_, outcome) = die_after_inserting(&store, &db, &settings, partition, 10, 5).await;
     assert_eq!(
         outcome,
         StepOutcome {
@@ -294,16 +308,8 @@ async fn a_batch_entry_is_delivered_whole_once_even_in_parts() {
     assert_eq!(store.stream_len(partition).await.unwrap(), 1, "one entry");
 
     // A worker read the entry, inserted three of its events and died before acknowledging.
-    let read = store
-        .read_new(partition, "dead-worker", 100, 10)
-        .await
-        .unwrap();
-    assert_eq!(read.len(), 12);
+    let (read, outcome) = die_after_inserting(&store, &db, &settings, partition, 12, 3).await;
     assert!(read.iter().all(|e| e.id == read[0].id));
-    insert_then_die(&db, &settings, partition, &read[..3]).await;
-
-    let mut rescuer = rescuer(&store, &db, &settings, partition).await;
-    let outcome = rescuer.step(&CancellationToken::new()).await.unwrap();
     assert_eq!(
         outcome,
         StepOutcome {
