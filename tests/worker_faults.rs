@@ -70,6 +70,15 @@ async fn assert_exactly_once(db: &Db, store: &Store, partitions: u16, expected: 
     assert_eq!(distinct, rows, "an event_id was inserted twice");
 }
 
+/// Asserts that ClickHouse holds no event row of `page`.
+async fn assert_no_row_of(db: &Db, page: &str) {
+    let rows = db.debug_rows().await.unwrap();
+    assert!(
+        rows.iter().all(|r| r.page != page),
+        "a row of {page} was stored"
+    );
+}
+
 /// Inserts `events` as a worker that read them would have, before dying without
 /// acknowledging them.
 async fn insert_then_die(db: &Db, settings: &Settings, partition: u16, events: &[StreamEntry]) {
@@ -266,14 +275,7 @@ async fn a_row_clickhouse_rejects_goes_to_dead_letters_and_the_rest_is_inserted(
     })
     .await;
     assert_exactly_once(&db, &store, settings.redis.partitions, 5).await;
-    let pages: Vec<String> = db
-        .debug_rows()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.page)
-        .collect();
-    assert!(!pages.contains(&"/poison".to_owned()));
+    assert_no_row_of(&db, "/poison").await;
     // The rollups hold exactly the five accepted rows too.
     let all = common::all_time("demo");
     assert_eq!(db.summary(&all).await.unwrap().views, 5);
@@ -320,14 +322,7 @@ async fn a_batch_entry_is_delivered_whole_once_even_in_parts() {
     );
     assert_exactly_once(&db, &store, settings.redis.partitions, 11).await;
     assert_eq!(store.dead_letter_len(partition).await.unwrap(), 1);
-    let pages: Vec<String> = db
-        .debug_rows()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.page)
-        .collect();
-    assert!(!pages.contains(&"/poison".to_owned()));
+    assert_no_row_of(&db, "/poison").await;
 }
 
 /// Reads and takeovers ask for entries by the events they hold: a batch of the worker stays
