@@ -382,7 +382,7 @@ async fn an_unfinished_daily_copy_is_not_taken_for_a_finished_one() {
         run_sql(&settings, &format!("TRUNCATE TABLE {database}.{table}")).await;
     }
     run_sql(&settings, &format!("DROP TABLE {database}.daily_backfill")).await;
-    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5]);
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6]);
     let day = db
         .summary(&range("2026-03-01", "2026-03-01"))
         .await
@@ -431,7 +431,7 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
     );
     run_sql(&settings, &sql).await;
 
-    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5]);
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6]);
     let day = |d: &str| range(d, d);
     let first = db.summary(&day("2026-03-01")).await.unwrap();
     assert_eq!((first.views, first.visits, first.visitors), (2, 2, 2));
@@ -492,4 +492,116 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
     .unwrap();
     let second = db.summary(&day("2026-03-02")).await.unwrap();
     assert_eq!((second.views, second.visits, second.visitors), (4, 3, 3));
+}
+
+/// Pages of `range` as (page, title, views, visitors).
+async fn top_pages(db: &tally_clickhouse::Db, range: &Range) -> Vec<(String, String, u64, u64)> {
+    db.top_pages(range, 10, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.page, p.title, p.views, p.visitors))
+        .collect()
+}
+
+/// Version 6 moves the page rollups to `page_days` (smaller index granules): the page
+/// history of version 5 is copied once, by one process; a copy whose process stopped is not
+/// taken for a finished one, and the recovery of docs/operations.md makes it whole. Views
+/// after the upgrade are counted once, next to the copied history.
+#[tokio::test]
+async fn upgrading_to_page_days_keeps_the_page_history() {
+    let settings = tally_testkit::settings();
+    let database = &settings.clickhouse.database;
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    db.migrate_to(&settings.sites, 5).await.unwrap();
+    let at = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 3, d, h, 0, 0).unwrap();
+    let view = |id: &str, ts: chrono::DateTime<Utc>, page: &str, visitor: u64| {
+        let event = Event {
+            kind: EventKind::Pageview,
+            site: "demo".into(),
+            ts_ms: ts.timestamp_millis(),
+            page: page.into(),
+            path: page.into(),
+            title: format!("Title {page}"),
+            visitor,
+            new_visit: true,
+            ..Event::empty()
+        };
+        EventRow::new(0, id, event, chrono_tz::Asia::Ho_Chi_Minh)
+    };
+    // Written by a version-5 worker: into page_daily.
+    db.insert_events(&[
+        view("old-0", at(1, 3), "/a", 1),
+        view("old-1", at(1, 4), "/a", 2),
+        view("old-2", at(1, 5), "/a", 1),
+        view("old-3", at(2, 3), "/b", 3),
+    ])
+    .await
+    .unwrap();
+    // What top pages showed before (from page_daily, which this version cannot query).
+    let before = vec![
+        ("/a".to_owned(), "Title /a".to_owned(), 3, 2),
+        ("/b".to_owned(), "Title /b".to_owned(), 1, 1),
+    ];
+
+    // A process that stopped halfway through the copy left its marker without a row.
+    run_sql(
+        &settings,
+        &format!("CREATE TABLE {database}.page_days_copy (done UInt8) ENGINE = Log"),
+    )
+    .await;
+    let error = db
+        .migrate_waiting(&settings.sites, u32::MAX, std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("migration 6") && error.contains("has not finished"),
+        "{error}"
+    );
+    assert_eq!(db.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
+    // Its statements ran: top pages read page_days, which holds no copy yet.
+    assert!(
+        top_pages(&db, &range("2026-03-01", "2026-03-02"))
+            .await
+            .is_empty()
+    );
+
+    // The recovery of docs/operations.md.
+    run_sql(&settings, &format!("TRUNCATE TABLE {database}.page_days")).await;
+    run_sql(&settings, &format!("DROP TABLE {database}.page_days_copy")).await;
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [6]);
+    assert_eq!(
+        top_pages(&db, &range("2026-03-01", "2026-03-02")).await,
+        before
+    );
+
+    // After the upgrade: counted once, on its local day (20:00Z is 2 March in the zone).
+    db.insert_events(&[view("new-0", at(1, 20), "/b", 4)])
+        .await
+        .unwrap();
+    assert_eq!(
+        top_pages(&db, &range("2026-03-01", "2026-03-02")).await,
+        vec![
+            ("/a".to_owned(), "Title /a".to_owned(), 3, 2),
+            ("/b".to_owned(), "Title /b".to_owned(), 2, 2),
+        ]
+    );
+    assert_eq!(
+        top_pages(&db, &range("2026-03-02", "2026-03-02")).await,
+        vec![("/b".to_owned(), "Title /b".to_owned(), 2, 2)]
+    );
+    // page_daily is no longer fed.
+    let response = reqwest::Client::new()
+        .post(&settings.clickhouse.url)
+        .body(format!(
+            "SELECT sumMerge(views) FROM {database}.page_daily WHERE site = 'demo'"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(response.trim(), "4");
 }

@@ -9,11 +9,12 @@
 //! | `counter_baselines` | MergeTree | imported counts per import (`import_id`); the newest import of a site counts, page `''` holds its site totals |
 //! | `site_daily` | AggregatingMergeTree ← `site_daily_mv` | per site and local day: views, visits, visitor states |
 //! | `site_hourly` | AggregatingMergeTree ← `site_hourly_mv` | per site and UTC hour: the same (hourly series, all-time totals) |
-//! | `page_daily` | AggregatingMergeTree ← `page_daily_mv` | per page and local day: path, title, views, visitor states |
+//! | `page_days` | AggregatingMergeTree ← `page_days_mv`, 256-row granules | per page and local day: path, title, views, visitor states |
 //! | `dimension_daily` | AggregatingMergeTree ← `dimension_daily_mv` | per referrer/browser/os/device/country and local day |
 //! | `visit_hourly` | AggregatingMergeTree ← `visit_hourly_mv` | per site and hour: visits started, visits with a 2nd page view, summed gaps between a visit's events |
 //! | `bots_hourly` | AggregatingMergeTree ← `bots_hourly_mv` | filtered crawler hits per hour |
 //! | `page_hourly`, `dimension_hourly` | AggregatingMergeTree | superseded by the daily tables in migration 5 (history copied, no longer fed) |
+//! | `page_daily` | AggregatingMergeTree | superseded by `page_days` in migration 6 (history copied, no longer fed) |
 //!
 //! Compatibility: every statement runs on Debian's ClickHouse 18.16 and on current releases.
 //! Hence `with_validation(false)` (18.16 knows neither `RowBinaryWithNamesAndTypes` nor the

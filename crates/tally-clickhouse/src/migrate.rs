@@ -34,14 +34,42 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "daily_rollups",
         include_str!("../migrations/0005_daily_rollups.sql"),
     ),
+    (
+        6,
+        "page_days",
+        include_str!("../migrations/0006_page_days.sql"),
+    ),
+];
+
+/// How long a process waits for a migration's history copy that another process is making
+/// before it stops with an error.
+pub const COPY_WAIT: Duration = Duration::from_secs(600);
+
+/// A migration that copies history into the tables it made, once, by one process: the
+/// process that creates `marker` copies and then adds a row to it; every other process waits
+/// for that row.
+struct HistoryCopy {
+    version: u32,
+    marker: &'static str,
+    /// What is copied, for messages.
+    what: &'static str,
+}
+
+const HISTORY_COPIES: &[HistoryCopy] = &[
+    HistoryCopy {
+        version: 5,
+        marker: "daily_backfill",
+        what: "the hourly history into the daily rollups",
+    },
+    HistoryCopy {
+        version: 6,
+        marker: "page_days_copy",
+        what: "the daily page history into page_days",
+    },
 ];
 
 /// The hourly rollups whose history migration 5 copies into daily ones: from, into (with its
 /// columns), the grouping keys and the states merged per day.
-/// How long a process waits for the copy of the daily history (migration 5) that another
-/// process is making before it stops with an error.
-pub const COPY_WAIT: Duration = Duration::from_secs(600);
-
 const DAILY_BACKFILL: &[(&str, &str, &str, &str)] = &[
     (
         "site_hourly",
@@ -127,8 +155,8 @@ impl Db {
                     }
                 }
             }
-            if version == 5 {
-                self.backfill_daily(sites, copy_wait)
+            if let Some(copy) = HISTORY_COPIES.iter().find(|c| c.version == version) {
+                self.copy_once(copy, sites, copy_wait)
                     .await
                     .map_err(|source| Error::Migration {
                         version,
@@ -149,27 +177,50 @@ impl Db {
         Ok(done)
     }
 
-    /// Copies the hourly page, dimension and site history into the daily rollups of
-    /// migration 5, each hour counted on its date in the site's zone (zones are whole hours
-    /// from UTC, so every hour falls on one local day). Only the process that creates the
-    /// marker table copies, so two processes migrating at once do not count twice; it adds a
-    /// row to the marker when the copy is whole. Any other process waits for that row (at
-    /// most `copy_wait`) before it records the migration as applied: a copy whose process
-    /// stopped halfway is never taken for a finished one.
-    async fn backfill_daily(
+    /// Makes `copy` once. Only the process that creates the marker table copies, so two
+    /// processes migrating at once do not count twice; it adds a row to the marker when the
+    /// copy is whole. Any other process waits for that row (at most `copy_wait`) before it
+    /// records the migration as applied: a copy whose process stopped halfway is never taken
+    /// for a finished one.
+    async fn copy_once(
         &self,
+        copy: &HistoryCopy,
         sites: &[SiteSettings],
         copy_wait: Duration,
     ) -> std::result::Result<(), clickhouse::error::Error> {
-        match self
-            .query("CREATE TABLE daily_backfill (done UInt8) ENGINE = Log")
-            .execute()
-            .await
-        {
+        // The marker's name is a constant of this file, never input.
+        let create = format!("CREATE TABLE {} (done UInt8) ENGINE = Log", copy.marker);
+        match self.query(&create).execute().await {
             Ok(()) => {}
-            Err(e) if already_done(&e) => return self.wait_for_daily_copy(copy_wait).await,
+            Err(e) if already_done(&e) => return self.wait_for_copy(copy, copy_wait).await,
             Err(e) => return Err(e),
         }
+        match copy.version {
+            5 => self.backfill_daily(sites).await?,
+            6 => {
+                self.query(
+                    "INSERT INTO page_days (site, page, day, path, title, views, visitors) \
+                     SELECT site, page, day, path, title, views, visitors FROM page_daily",
+                )
+                .execute()
+                .await?
+            }
+            v => unreachable!("no history copy is written for migration {v}"),
+        }
+        self.query(&format!("INSERT INTO {} (done) SELECT 1", copy.marker))
+            .execute()
+            .await?;
+        info!(version = copy.version, "copied {}", copy.what);
+        Ok(())
+    }
+
+    /// Copies the hourly page, dimension and site history into the daily rollups of
+    /// migration 5, each hour counted on its date in the site's zone (zones are whole hours
+    /// from UTC, so every hour falls on one local day).
+    async fn backfill_daily(
+        &self,
+        sites: &[SiteSettings],
+    ) -> std::result::Result<(), clickhouse::error::Error> {
         let mut zones: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for site in sites {
             zones
@@ -194,39 +245,41 @@ impl Db {
                 self.query(&sql).bind(*zone).bind(*ids).execute().await?;
             }
         }
-        self.query("INSERT INTO daily_backfill (done) SELECT 1")
-            .execute()
-            .await?;
-        info!("copied the hourly page, dimension and site history into daily rollups");
         Ok(())
     }
 
-    /// Waits for the marker row of a finished daily-history copy (another process's).
-    async fn wait_for_daily_copy(
+    /// Waits for the marker row of a finished copy (another process's).
+    async fn wait_for_copy(
         &self,
+        copy: &HistoryCopy,
         copy_wait: Duration,
     ) -> std::result::Result<(), clickhouse::error::Error> {
         let start = Instant::now();
         let mut told = start;
+        let count = format!("SELECT count() FROM {}", copy.marker);
         loop {
-            let finished: u64 = self
-                .query("SELECT count() FROM daily_backfill")
-                .fetch_one()
-                .await?;
+            let finished: u64 = self.query(&count).fetch_one().await?;
             if finished > 0 {
-                info!("daily rollups copied by another process");
+                info!(
+                    version = copy.version,
+                    "{} made by another process", copy.what
+                );
                 return Ok(());
             }
             if start.elapsed() >= copy_wait {
                 return Err(clickhouse::error::Error::Custom(format!(
-                    "the copy of the hourly history into the daily rollups, started by another \
-                     process, has not finished after {} s; if that process stopped, the copy is \
-                     incomplete: see docs/operations.md, \"Upgrading\", to make it again",
+                    "the copy of {}, started by another process, has not finished after {} s; \
+                     if that process stopped, the copy is incomplete: see docs/operations.md, \
+                     \"Upgrading\", to make it again",
+                    copy.what,
                     copy_wait.as_secs()
                 )));
             }
             if told.elapsed() >= Duration::from_secs(30) {
-                info!("waiting for another process's copy of the daily rollups");
+                info!(
+                    version = copy.version,
+                    "waiting for another process's copy of {}", copy.what
+                );
                 told = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(500).min(copy_wait)).await;

@@ -205,8 +205,8 @@ impl Db {
             .stats_query(&format!(
                 "SELECT page, anyLastMerge(path) AS path, anyLastMerge(title) AS title, \
                  sumMerge(views) AS views, uniqCombinedMerge(visitors) AS visitors \
-                 FROM page_daily WHERE {DAYS} AND page IN ( \
-                     SELECT page FROM page_daily WHERE {DAYS} GROUP BY page \
+                 FROM page_days WHERE {DAYS} AND page IN ( \
+                     SELECT page FROM page_days WHERE {DAYS} GROUP BY page \
                      ORDER BY sumMerge(views) DESC, page ASC LIMIT ?, ?) \
                  GROUP BY page ORDER BY views DESC, page ASC"
             ))
@@ -242,9 +242,7 @@ impl Db {
     /// All-time page views per page of `site`, from the rollups (for rebuilding counters).
     pub async fn page_view_totals(&self, site: &str) -> Result<Vec<(String, u64)>> {
         Ok(self
-            .stats_query(
-                "SELECT page, sumMerge(views) FROM page_daily WHERE site = ? GROUP BY page",
-            )
+            .stats_query("SELECT page, sumMerge(views) FROM page_days WHERE site = ? GROUP BY page")
             .bind(site)
             .fetch_all()
             .await?)
