@@ -318,18 +318,48 @@ async fn processes_migrating_at_the_same_moment_all_succeed() {
     );
 }
 
-/// Sends `sql` to the test's ClickHouse as it is (statements the store has no call for).
-async fn run_sql(settings: &tally_core::Settings, sql: &str) {
+/// Sends `sql` to the test's ClickHouse as it is (statements the store has no call for)
+/// and returns the answer.
+async fn run_sql(settings: &tally_core::Settings, sql: &str) -> String {
     let response = reqwest::Client::new()
         .post(&settings.clickhouse.url)
         .body(sql.to_owned())
         .send()
         .await
         .unwrap();
+    let ok = response.status().is_success();
+    let text = response.text().await.unwrap();
+    assert!(ok, "{sql}: {text}");
+    text
+}
+
+/// Leaves `marker` as a process that stopped halfway through migration `version`'s history
+/// copy leaves it (made, without its "finished" row), then checks that migrating stops
+/// with a reason and records nothing from `version` on.
+async fn check_that_an_unfinished_copy_stops_migrating(
+    settings: &tally_core::Settings,
+    db: &tally_clickhouse::Db,
+    marker: &str,
+    version: u32,
+) {
+    let database = &settings.clickhouse.database;
+    run_sql(
+        settings,
+        &format!("CREATE TABLE {database}.{marker} (done UInt8) ENGINE = Log"),
+    )
+    .await;
+    let error = db
+        .migrate_waiting(&settings.sites, u32::MAX, std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
-        response.status().is_success(),
-        "{sql}: {:?}",
-        response.text().await
+        error.contains(&format!("migration {version}")) && error.contains("has not finished"),
+        "{error}"
+    );
+    assert_eq!(
+        db.applied_migrations().await.unwrap(),
+        (1..version).collect::<Vec<_>>()
     );
 }
 
@@ -361,21 +391,7 @@ async fn an_unfinished_daily_copy_is_not_taken_for_a_finished_one() {
     )
     .await;
     // The stopped process had made the marker (and perhaps copied part of the history).
-    run_sql(
-        &settings,
-        &format!("CREATE TABLE {database}.daily_backfill (done UInt8) ENGINE = Log"),
-    )
-    .await;
-    let error = db
-        .migrate_waiting(&settings.sites, u32::MAX, std::time::Duration::from_secs(1))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("migration 5") && error.contains("has not finished"),
-        "{error}"
-    );
-    assert_eq!(db.applied_migrations().await.unwrap(), [1, 2, 3, 4]);
+    check_that_an_unfinished_copy_stops_migrating(&settings, &db, "daily_backfill", 5).await;
 
     // The recovery of docs/operations.md: empty the daily tables, drop the marker, migrate.
     for table in ["site_daily", "page_daily", "dimension_daily"] {
@@ -545,21 +561,7 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
     ];
 
     // A process that stopped halfway through the copy left its marker without a row.
-    run_sql(
-        &settings,
-        &format!("CREATE TABLE {database}.page_days_copy (done UInt8) ENGINE = Log"),
-    )
-    .await;
-    let error = db
-        .migrate_waiting(&settings.sites, u32::MAX, std::time::Duration::from_secs(1))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("migration 6") && error.contains("has not finished"),
-        "{error}"
-    );
-    assert_eq!(db.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
+    check_that_an_unfinished_copy_stops_migrating(&settings, &db, "page_days_copy", 6).await;
     // Its statements ran: top pages read page_days, which holds no copy yet.
     assert!(
         top_pages(&db, &range("2026-03-01", "2026-03-02"))
@@ -592,16 +594,10 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
         vec![("/b".to_owned(), "Title /b".to_owned(), 2, 2)]
     );
     // page_daily is no longer fed.
-    let response = reqwest::Client::new()
-        .post(&settings.clickhouse.url)
-        .body(format!(
-            "SELECT sumMerge(views) FROM {database}.page_daily WHERE site = 'demo'"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(response.trim(), "4");
+    let old_views = run_sql(
+        &settings,
+        &format!("SELECT sumMerge(views) FROM {database}.page_daily WHERE site = 'demo'"),
+    )
+    .await;
+    assert_eq!(old_views.trim(), "4");
 }
