@@ -85,3 +85,69 @@ async fn a_page_view_is_counted_live_and_stored_once() {
     assert_eq!(backlog, 0);
     app.stop().await;
 }
+
+/// Behind a proxy that names the visitor's country (`server.country_header`, here
+/// Cloudflare's `CF-IPCountry`), the country of each view reaches the countries statistics;
+/// values that are not a two-letter code, and Cloudflare's "XX", count as unknown.
+#[tokio::test]
+async fn a_trusted_proxy_names_the_visitors_country() {
+    let mut settings = tally_testkit::settings();
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    settings.server.country_header = "CF-IPCountry".into();
+    settings.admin.tokens = vec![tally_core::settings::AdminToken::All(
+        "country-test-token".into(),
+    )];
+    let today = chrono::Utc::now()
+        .with_timezone(&settings.sites[0].timezone)
+        .date_naive();
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    let views = [
+        ("203.0.113.1", Some("vn")),
+        ("203.0.113.2", Some("VN")),
+        ("203.0.113.3", Some("jp")),
+        ("203.0.113.4", Some("XX")),
+        ("203.0.113.5", Some("<b>")),
+        ("203.0.113.6", None),
+    ];
+    for (ip, country) in views {
+        let mut request = http
+            .post(app.url("/collect"))
+            .header("origin", "http://localhost")
+            .header("user-agent", common::CHROME)
+            .header("x-forwarded-for", ip)
+            .body(
+                json!({"t": "pageview", "site": "demo", "url": "http://localhost/a"}).to_string(),
+            );
+        if let Some(country) = country {
+            request = request.header("cf-ipcountry", country);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 204);
+    }
+    let db = app.db();
+    wait_for("the views in ClickHouse", || {
+        let db = db.clone();
+        async move { db.count_events().await.unwrap_or(0) >= 6 }
+    })
+    .await;
+    let countries: serde_json::Value = http
+        .get(app.url(&format!(
+            "/api/v1/sites/demo/stats/countries?from={today}&to={today}"
+        )))
+        .bearer_auth("country-test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        countries,
+        json!({"rows": [
+            {"name": "", "views": 3, "visitors": 3},
+            {"name": "VN", "views": 2, "visitors": 2},
+            {"name": "JP", "views": 1, "visitors": 1},
+        ]})
+    );
+    app.stop().await;
+}

@@ -131,7 +131,19 @@ async fn accept(
         .unwrap_or_default();
     let agent = state.agents.classify(user_agent);
     let bot = agent.bot;
-    let tracked = tracked_event(state, site, hit, ip, user_agent, &agent);
+    let country = match state.settings.server.country_header.as_str() {
+        "" => None,
+        name => state
+            .client
+            .country(peer, headers.get(name).map(|v| v.as_bytes())),
+    };
+    let client = Client {
+        ip,
+        user_agent,
+        agent: &agent,
+        country: country.unwrap_or_default(),
+    };
+    let tracked = tracked_event(state, site, hit, client);
     match state.batcher.submit(tracked).await {
         Ok(()) if bot => {
             counter!("tally_beacon_bots_total").increment(1);
@@ -145,14 +157,27 @@ async fn accept(
     }
 }
 
+/// What a request tells about the client that sent it.
+struct Client<'a> {
+    ip: IpAddr,
+    user_agent: &'a str,
+    agent: &'a Agent,
+    /// Two-letter code, or empty when unknown.
+    country: String,
+}
+
 fn tracked_event(
     state: &State,
     site: &tally_core::settings::SiteSettings,
     hit: Hit,
-    ip: IpAddr,
-    user_agent: &str,
-    agent: &Agent,
+    client: Client<'_>,
 ) -> TrackedEvent {
+    let Client {
+        ip,
+        user_agent,
+        agent,
+        country,
+    } = client;
     let now = Utc::now();
     let ts_ms = now.timestamp_millis();
     let partition = hit.site.partition(state.settings.redis.partitions);
@@ -195,7 +220,7 @@ fn tracked_event(
         browser: agent.browser.clone(),
         os: agent.os.clone(),
         device: agent.device.clone(),
-        country: String::new(),
+        country,
         visitor,
         session: 0,
         new_visit: false,

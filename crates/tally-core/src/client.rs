@@ -1,5 +1,6 @@
 //! The client's address: the socket peer, or — only when the peer is a trusted proxy — the
-//! right-most address in X-Forwarded-For that is not itself a trusted proxy.
+//! right-most address in X-Forwarded-For that is not itself a trusted proxy. And the
+//! client's country, when a trusted proxy names it in a header.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -18,6 +19,22 @@ impl ClientAddr {
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The country a request from `peer` carries in `header_value`: believed only when the
+    /// peer is a trusted proxy, and only as a two-letter code (returned upper-case). "XX",
+    /// Cloudflare's "unknown", and anything else (e.g. "T1" for Tor) give `None`.
+    pub fn country(&self, peer: SocketAddr, header_value: Option<&[u8]>) -> Option<String> {
+        if !self.is_trusted(peer.ip().to_canonical()) {
+            return None;
+        }
+        match header_value? {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+                (code != *b"XX").then(|| String::from_utf8_lossy(&code).into_owned())
+            }
+            _ => None,
+        }
     }
 
     /// The client address of a request from `peer` whose X-Forwarded-For header values (in
@@ -61,6 +78,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_country_is_believed_only_from_trusted_proxies_and_only_as_a_code() {
+        let c = ClientAddr::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let proxy: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let country = |peer, value: &str| c.country(peer, Some(value.as_bytes()));
+        assert_eq!(country(proxy, "VN").as_deref(), Some("VN"));
+        assert_eq!(country(proxy, "vn").as_deref(), Some("VN"));
+        assert_eq!(country(stranger, "VN"), None);
+        for junk in ["XX", "xx", "T1", "", "V", "VNM", "Việt", "<b", "V N"] {
+            assert_eq!(country(proxy, junk), None, "{junk:?}");
+        }
+        assert_eq!(c.country(proxy, None), None);
     }
 
     #[test]

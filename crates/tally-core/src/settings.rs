@@ -45,6 +45,8 @@ pub struct Settings {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub trusted_proxies: Vec<IpNet>,
+    /// Request header in which a trusted proxy gives the visitor's country; empty: none.
+    pub country_header: String,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     pub demo_page: bool,
@@ -248,6 +250,16 @@ impl Settings {
             ));
         }
 
+        let country_header = &self.server.country_header;
+        if !country_header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "server.country_header",
+                "must be a header name (letters, digits, - and _) or empty",
+            ));
+        }
         if !(1..=1024).contains(&r.partitions) {
             return Err(invalid("redis.partitions", "must be between 1 and 1024"));
         }

@@ -128,6 +128,10 @@ fn bad_values_are_refused_with_the_key_named() {
         ),
         (&[("TALLY__REDIS__NOPE", "1")], "redis.nope"),
         (&[("TALLY__BEACON__BUFFER", "10")], "beacon.buffer"),
+        (
+            &[("TALLY__SERVER__COUNTRY_HEADER", "CF IPCountry")],
+            "server.country_header",
+        ),
     ];
     for (vars, key) in cases {
         let text = err_text(Settings::load(None, env(vars)));
