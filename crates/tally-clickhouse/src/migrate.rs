@@ -53,6 +53,14 @@ struct HistoryCopy {
     marker: &'static str,
     /// What is copied, for messages.
     what: &'static str,
+    how: Copy,
+}
+
+enum Copy {
+    /// Migration 5: the hourly rollups onto local days ([`DAILY_BACKFILL`]).
+    HourlyToDaily,
+    /// Migration 6: `page_daily` as it is into `page_days`.
+    PageDailyToPageDays,
 }
 
 const HISTORY_COPIES: &[HistoryCopy] = &[
@@ -60,11 +68,13 @@ const HISTORY_COPIES: &[HistoryCopy] = &[
         version: 5,
         marker: "daily_backfill",
         what: "the hourly history into the daily rollups",
+        how: Copy::HourlyToDaily,
     },
     HistoryCopy {
         version: 6,
         marker: "page_days_copy",
         what: "the daily page history into page_days",
+        how: Copy::PageDailyToPageDays,
     },
 ];
 
@@ -195,9 +205,9 @@ impl Db {
             Err(e) if already_done(&e) => return self.wait_for_copy(copy, copy_wait).await,
             Err(e) => return Err(e),
         }
-        match copy.version {
-            5 => self.backfill_daily(sites).await?,
-            6 => {
+        match copy.how {
+            Copy::HourlyToDaily => self.backfill_daily(sites).await?,
+            Copy::PageDailyToPageDays => {
                 self.query(
                     "INSERT INTO page_days (site, page, day, path, title, views, visitors) \
                      SELECT site, page, day, path, title, views, visitors FROM page_daily",
@@ -205,7 +215,6 @@ impl Db {
                 .execute()
                 .await?
             }
-            v => unreachable!("no history copy is written for migration {v}"),
         }
         self.query(&format!("INSERT INTO {} (done) SELECT 1", copy.marker))
             .execute()

@@ -237,6 +237,16 @@ impl Settings {
 
     /// Checks the rules types cannot express. Errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let country_header = &self.server.country_header;
+        if !country_header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "server.country_header",
+                "must be a header name (letters, digits, - and _) or empty",
+            ));
+        }
         let r = &self.redis;
         let nodes = r.nodes();
         if nodes.is_empty()
@@ -250,16 +260,6 @@ impl Settings {
             ));
         }
 
-        let country_header = &self.server.country_header;
-        if !country_header
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                "server.country_header",
-                "must be a header name (letters, digits, - and _) or empty",
-            ));
-        }
         if !(1..=1024).contains(&r.partitions) {
             return Err(invalid("redis.partitions", "must be between 1 and 1024"));
         }
