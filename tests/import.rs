@@ -71,15 +71,7 @@ async fn imported_counters_add_to_live_ones_and_reimporting_replaces() {
         v,
         serde_json::json!({"/bai-999": 999, "/bai-1000": 0, "/nope": 0})
     );
-    let sites: Value = http
-        .get(app.url("/api/v1/sites"))
-        .bearer_auth("test-admin-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sites = common::get_admin_json(&http, &app.url("/api/v1/sites"), "test-admin-token").await;
     assert_eq!(
         sites["sites"][0]["total_visits"], 6_738_190,
         "statistics include the baseline"

@@ -130,17 +130,14 @@ async fn a_trusted_proxy_names_the_visitors_country() {
         async move { db.count_events().await.unwrap_or(0) >= 6 }
     })
     .await;
-    let countries: serde_json::Value = http
-        .get(app.url(&format!(
+    let countries = common::get_admin_json(
+        &http,
+        &app.url(&format!(
             "/api/v1/sites/demo/stats/countries?from={today}&to={today}"
-        )))
-        .bearer_auth("country-test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )),
+        "country-test-token",
+    )
+    .await;
     assert_eq!(
         countries,
         json!({"rows": [

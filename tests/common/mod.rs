@@ -122,6 +122,18 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// GETs `url` with admin `token` and parses the JSON body.
+pub async fn get_admin_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Every day from 1970-01-02 to 2100-12-31 in UTC: "all time" for the statistics queries.
 pub fn all_time(site: &str) -> tally_clickhouse::stats::Range {
     tally_clickhouse::stats::Range::new(
