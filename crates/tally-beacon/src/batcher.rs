@@ -89,40 +89,39 @@ impl Handle {
 /// write in parallel.
 pub const IN_FLIGHT: usize = 1;
 
-/// The batcher's side: the lanes' receivers.
+/// The batcher's side: one lane per partition.
 pub struct Batcher {
-    lanes: Vec<mpsc::Receiver<Pending>>,
-    queued: Arc<AtomicUsize>,
-    store: Store,
-    batch: usize,
-    tracking: TrackingSettings,
-    drain_timeout: Duration,
+    lanes: Vec<Lane>,
 }
 
 impl Batcher {
     pub fn new(store: Store, settings: &Settings) -> (Handle, Self) {
         let partitions = usize::from(store.partitions().max(1));
         let capacity = settings.beacon.buffer.max(1);
+        let queued = Arc::new(AtomicUsize::new(0));
         // Each lane could hold the whole buffer (one busy site); `queued` bounds the sum.
         // Channels allocate as they fill, so the room costs nothing until used.
-        let (senders, lanes): (Vec<_>, Vec<_>) =
-            (0..partitions).map(|_| mpsc::channel(capacity)).unzip();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let batcher = Self {
-            lanes,
-            queued: queued.clone(),
-            store,
-            batch: settings.beacon.batch,
-            tracking: settings.tracking.clone(),
-            drain_timeout: settings.server.shutdown_timeout,
-        };
+        let (senders, lanes): (Vec<_>, Vec<_>) = (0..partitions)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(capacity);
+                let lane = Lane {
+                    rx,
+                    queued: queued.clone(),
+                    store: store.clone(),
+                    batch: settings.beacon.batch,
+                    tracking: settings.tracking.clone(),
+                    drain_timeout: settings.server.shutdown_timeout,
+                };
+                (tx, lane)
+            })
+            .unzip();
         (
             Handle {
                 lanes: senders.into(),
                 queued,
                 capacity,
             },
-            batcher,
+            Self { lanes },
         )
     }
 
@@ -130,15 +129,7 @@ impl Batcher {
     /// `server.shutdown_timeout`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut lanes = JoinSet::new();
-        for rx in self.lanes {
-            let lane = Lane {
-                rx,
-                queued: self.queued.clone(),
-                store: self.store.clone(),
-                batch: self.batch,
-                tracking: self.tracking.clone(),
-                drain_timeout: self.drain_timeout,
-            };
+        for lane in self.lanes {
             lanes.spawn(lane.run(shutdown.clone()));
         }
         while lanes.join_next().await.is_some() {}

@@ -53,14 +53,15 @@ struct HistoryCopy {
     marker: &'static str,
     /// What is copied, for messages.
     what: &'static str,
-    how: Copy,
+    from: CopySource,
 }
 
-enum Copy {
+/// Where a history copy reads from.
+enum CopySource {
     /// Migration 5: the hourly rollups onto local days ([`DAILY_BACKFILL`]).
-    HourlyToDaily,
+    HourlyRollups,
     /// Migration 6: `page_daily` as it is into `page_days`.
-    PageDailyToPageDays,
+    PageDaily,
 }
 
 const HISTORY_COPIES: &[HistoryCopy] = &[
@@ -68,13 +69,13 @@ const HISTORY_COPIES: &[HistoryCopy] = &[
         version: 5,
         marker: "daily_backfill",
         what: "the hourly history into the daily rollups",
-        how: Copy::HourlyToDaily,
+        from: CopySource::HourlyRollups,
     },
     HistoryCopy {
         version: 6,
         marker: "page_days_copy",
         what: "the daily page history into page_days",
-        how: Copy::PageDailyToPageDays,
+        from: CopySource::PageDaily,
     },
 ];
 
@@ -205,9 +206,9 @@ impl Db {
             Err(e) if already_done(&e) => return self.wait_for_copy(copy, copy_wait).await,
             Err(e) => return Err(e),
         }
-        match copy.how {
-            Copy::HourlyToDaily => self.backfill_daily(sites).await?,
-            Copy::PageDailyToPageDays => {
+        match copy.from {
+            CopySource::HourlyRollups => self.backfill_daily(sites).await?,
+            CopySource::PageDaily => {
                 self.query(
                     "INSERT INTO page_days (site, page, day, path, title, views, visitors) \
                      SELECT site, page, day, path, title, views, visitors FROM page_daily",
