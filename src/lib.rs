@@ -21,7 +21,7 @@ use std::{collections::BTreeSet, fmt, net::SocketAddr, str::FromStr, time::Durat
 use anyhow::Context;
 use axum::{Router, http::StatusCode};
 use tally_clickhouse::Db;
-use tally_core::Settings;
+use tally_core::{Clock, Settings};
 use tally_redis::Store;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -99,6 +99,15 @@ impl App {
     /// Connects to Redis and ClickHouse, applies migrations (roles that use ClickHouse),
     /// builds the roles and binds `server.listen` (port 0 picks a free port).
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, roles, Clock::system()).await
+    }
+
+    /// Like [`build`](Self::build), with the roles going by `clock` (tests set the time).
+    pub async fn build_with_clock(
+        settings: Settings,
+        roles: Roles,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect(&settings.redis)
             .await
             .with_context(|| format!("cannot connect to Redis at {}", settings.redis.url))?;
@@ -110,14 +119,15 @@ impl App {
         }
         let mut router = health::router(store.clone(), db.clone());
         let beacon = if roles.has(Role::Beacon) {
-            let beacon = tally_beacon::Beacon::build(&settings, store.clone()).await?;
+            let beacon =
+                tally_beacon::Beacon::build(&settings, store.clone(), clock.clone()).await?;
             router = router.merge(beacon.router());
             Some(beacon)
         } else {
             None
         };
         if roles.has(Role::Api) {
-            let api = tally_api::Api::build(&settings, store.clone(), db.clone());
+            let api = tally_api::Api::build(&settings, store.clone(), db.clone(), clock.clone());
             router = router.merge(api.router());
         }
         let worker = if roles.has(Role::Worker) {

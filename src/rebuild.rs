@@ -91,7 +91,7 @@ async fn rebuild_site(
                 visits += u64::from(ev.new_visit);
             }
             EventKind::Bot => bots += 1,
-            EventKind::Ping | EventKind::Leave => {}
+            EventKind::Ping | EventKind::Leave | EventKind::Repeat => {}
         }
     }
     let page_views: Vec<(String, u64)> = pages.into_iter().collect();

@@ -327,3 +327,134 @@ async fn admin_pages_in_a_real_browser() {
     phone.close().await;
     app.stop().await;
 }
+
+/// A day of a site in Asia/Kolkata (+05:30), recorded through the beacon at chosen times:
+/// the chart has the day's 24 local hours, each view in the bar of its local hour, the
+/// summary cards agree, and a reload shows as a repeat, not a view. Desktop and phone, English
+/// and Vietnamese screenshots.
+#[tokio::test]
+async fn the_chart_of_a_half_hour_zone_day_shows_its_local_hours() {
+    use chrono::TimeZone;
+    let tz = chrono_tz::Asia::Kolkata;
+    let mut settings = tally_testkit::settings();
+    settings.admin.tokens = vec![AdminToken::All(TOKEN.into())];
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    settings.sites[0].timezone = tz;
+    let at = |h: u32, m: u32| {
+        tz.with_ymd_and_hms(2026, 3, 10, h, m, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let clock = tally_core::Clock::manual(at(0, 0));
+    let app = TestApp::spawn_with_clock(settings, tally::Roles::all(), clock.clone()).await;
+    let http = reqwest::Client::new();
+    // (local time, reader): 00:10 and 05:40 (UTC midnight is 05:30) and three at 23:20; the
+    // reader of 05:40 reloads at 05:41.
+    let views = [
+        ((0, 10), 1),
+        ((5, 40), 2),
+        ((5, 41), 2),
+        ((23, 20), 3),
+        ((23, 25), 4),
+        ((23, 50), 5),
+    ];
+    for ((h, m), reader) in views {
+        clock.set(at(h, m));
+        let ip = format!("198.51.100.{reader}");
+        assert_eq!(send(&http, &app, &Hit::view("/a").ip(&ip)).await, 204);
+    }
+    common::wait_for("the day's views in the rollups", || async {
+        let s = common::get_admin_json(
+            &http,
+            &app.url(
+                "/api/v1/sites/demo/stats/timeseries?from=2026-03-10&to=2026-03-10&interval=hour",
+            ),
+            TOKEN,
+        )
+        .await;
+        s["points"].as_array().map(|p| {
+            p.iter()
+                .map(|p| p["views"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        }) == Some(5)
+    })
+    .await;
+
+    let browser = Browser::start(1280, 1800).await;
+    let c = &browser.client;
+    c.goto(&app.url("/admin?lang=en")).await.unwrap();
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_js(
+            "return document.querySelectorAll('.sites .site').length",
+            json!(1),
+        )
+        .await;
+    c.goto(&app.url("/admin/sites/demo?range=custom&from=2026-03-10&to=2026-03-10"))
+        .await
+        .unwrap();
+    let tooltips: Vec<String> = serde_json::from_value(
+        c.execute(
+            "return [...document.querySelectorAll('.chart g title')].map(t => t.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tooltips.len(), 24, "{tooltips:?}");
+    let shown: Vec<&str> = tooltips
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.contains(": 0 "))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "00:00: 1 Views, 1 Unique visitors",
+            "05:00: 1 Views, 1 Unique visitors",
+            "23:00: 3 Views, 3 Unique visitors"
+        ],
+        "each view in its local hour"
+    );
+    let cards = card_values(&browser).await;
+    assert_eq!(
+        &cards[..3],
+        ["5", "5", "5"],
+        "views, visits, visitors: {cards:?}"
+    );
+    assert_eq!(
+        cards.last().map(String::as_str),
+        Some("1"),
+        "one reload: {cards:?}"
+    );
+    let body = c
+        .execute("return document.body.innerText", vec![])
+        .await
+        .unwrap();
+    assert!(body.as_str().unwrap().contains("Reloads not counted"));
+    browser.screenshot("admin-kolkata-day-desktop").await;
+    c.goto(&app.url("/admin/sites/demo?range=custom&from=2026-03-10&to=2026-03-10&lang=vi"))
+        .await
+        .unwrap();
+    let body = c
+        .execute("return document.body.innerText", vec![])
+        .await
+        .unwrap();
+    assert!(body.as_str().unwrap().contains("Lượt tải lại không tính"));
+    browser.screenshot("admin-kolkata-day-desktop-vi").await;
+    assert!(browser.console_errors().await.is_empty());
+    browser.close().await;
+    app.stop().await;
+}

@@ -236,7 +236,7 @@ async fn exact_figures_on_seeded_data() {
         assert_eq!(
             s,
             json!({"views": 7, "visits": 5, "visitors": 4, "bounce_rate": 0.6,
-                   "avg_visit_seconds": 162.0, "bots_filtered": 1}),
+                   "avg_visit_seconds": 162.0, "bots_filtered": 1, "repeats_not_counted": 0}),
             "{site}"
         );
     }

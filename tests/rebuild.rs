@@ -35,7 +35,8 @@ fn redis_cli(redis: &RedisServer, args: &[&str]) {
 }
 
 async fn send_traffic(http: &reqwest::Client, app: &TestApp, offset: u8) {
-    for (i, page) in ["/a", "/a", "/b", "/c", "/a", "/b"].iter().enumerate() {
+    // Three readers, none reloading a page (reloads would be repeats, not views).
+    for (i, page) in ["/a", "/a", "/b", "/c", "/b", "/a"].iter().enumerate() {
         let ip = format!("203.0.113.{}", offset + (i % 3) as u8);
         assert_eq!(send(http, app, &Hit::view(page).ip(&ip)).await, 204);
     }

@@ -398,7 +398,7 @@ async fn an_unfinished_daily_copy_is_not_taken_for_a_finished_one() {
         run_sql(&settings, &format!("TRUNCATE TABLE {database}.{table}")).await;
     }
     run_sql(&settings, &format!("DROP TABLE {database}.daily_backfill")).await;
-    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6]);
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6, 7]);
     let day = db
         .summary(&range("2026-03-01", "2026-03-01"))
         .await
@@ -447,7 +447,7 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
     );
     run_sql(&settings, &sql).await;
 
-    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6]);
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6, 7]);
     let day = |d: &str| range(d, d);
     let first = db.summary(&day("2026-03-01")).await.unwrap();
     assert_eq!((first.views, first.visits, first.visitors), (2, 2, 2));
@@ -545,15 +545,32 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
         };
         EventRow::new(0, id, event, chrono_tz::Asia::Ho_Chi_Minh)
     };
-    // Written by a version-5 worker: into page_daily.
-    db.insert_events(&[
-        view("old-0", at(1, 3), "/a", 1),
-        view("old-1", at(1, 4), "/a", 2),
-        view("old-2", at(1, 5), "/a", 1),
-        view("old-3", at(2, 3), "/b", 3),
-    ])
-    .await
-    .unwrap();
+    // Written by a version-5 worker (no `hour` column): into page_daily. 03:00–05:00Z is
+    // the same date in the site's zone (UTC+7).
+    let old = [
+        ("old-0", "2026-03-01 03:00:00", "2026-03-01", "/a", 1),
+        ("old-1", "2026-03-01 04:00:00", "2026-03-01", "/a", 2),
+        ("old-2", "2026-03-01 05:00:00", "2026-03-01", "/a", 1),
+        ("old-3", "2026-03-02 03:00:00", "2026-03-02", "/b", 3),
+    ];
+    let values: Vec<String> = old
+        .iter()
+        .map(|(id, ts, day, page, visitor)| {
+            format!(
+                "('{id}', 'demo', 'pageview', '{ts}', '{day}', '{page}', '{page}', \
+                 'Title {page}', {visitor}, 1)"
+            )
+        })
+        .collect();
+    run_sql(
+        &settings,
+        &format!(
+            "INSERT INTO {database}.events (event_id, site, kind, ts, day, page, path, title, \
+             visitor, new_visit) VALUES {}",
+            values.join(", ")
+        ),
+    )
+    .await;
     // What top pages showed before (from page_daily, which this version cannot query).
     let before = vec![
         ("/a".to_owned(), "Title /a".to_owned(), 3, 2),
@@ -572,7 +589,7 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
     // The recovery of docs/operations.md.
     run_sql(&settings, &format!("TRUNCATE TABLE {database}.page_days")).await;
     run_sql(&settings, &format!("DROP TABLE {database}.page_days_copy")).await;
-    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [6]);
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [6, 7]);
     assert_eq!(
         top_pages(&db, &range("2026-03-01", "2026-03-02")).await,
         before

@@ -25,7 +25,7 @@ use axum::{
     routing::{get, post},
 };
 use tally_clickhouse::Db;
-use tally_core::{Settings, SiteId, settings::SiteSettings};
+use tally_core::{Clock, Settings, SiteId, settings::SiteSettings};
 use tally_redis::Store;
 
 pub use error::ApiError;
@@ -40,6 +40,8 @@ pub(crate) struct State {
     pub(crate) client: tally_core::client::ClientAddr,
     /// Sign-in attempts per client address: a handful a minute, so tokens cannot be guessed.
     pub(crate) logins: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Now, for default ranges and who is online.
+    pub(crate) clock: Clock,
 }
 
 /// The api role.
@@ -49,7 +51,7 @@ pub struct Api {
 
 impl Api {
     /// Builds the role; starts the counters reader task (call within a Tokio runtime).
-    pub fn build(settings: &Settings, store: Store, db: Db) -> Self {
+    pub fn build(settings: &Settings, store: Store, db: Db, clock: Clock) -> Self {
         let state = State {
             sites: settings
                 .sites
@@ -57,13 +59,18 @@ impl Api {
                 .map(|s| (s.id.clone(), s.clone()))
                 .collect(),
             settings: settings.clone(),
-            live: live::LiveReader::spawn(store.clone(), settings.tracking.online_window),
+            live: live::LiveReader::spawn(
+                store.clone(),
+                settings.tracking.online_window,
+                clock.clone(),
+            ),
             store,
             db,
             client: tally_core::client::ClientAddr::new(settings.server.trusted_proxies.clone()),
             logins: governor::RateLimiter::keyed(governor::Quota::per_minute(
                 std::num::NonZeroU32::new(10).expect("non-zero"),
             )),
+            clock,
         };
         let state = Arc::new(state);
         // Forget sign-in limits of addresses that have been quiet for their whole window, so

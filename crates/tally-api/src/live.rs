@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tally_core::SiteId;
+use tally_core::{Clock, SiteId};
 use tally_redis::{Counters, Store};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -35,9 +35,9 @@ pub(crate) struct LiveReader {
 
 impl LiveReader {
     /// Starts the reader task (it ends when every handle is dropped).
-    pub(crate) fn spawn(store: Store, online_window: Duration) -> Self {
+    pub(crate) fn spawn(store: Store, online_window: Duration, clock: Clock) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, store, online_window));
+        tokio::spawn(run(rx, store, online_window, clock));
         Self { tx }
     }
 
@@ -59,7 +59,12 @@ impl LiveReader {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Question>, store: Store, online_window: Duration) {
+async fn run(
+    mut rx: mpsc::Receiver<Question>,
+    store: Store,
+    online_window: Duration,
+    clock: Clock,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -70,8 +75,8 @@ async fn run(mut rx: mpsc::Receiver<Question>, store: Store, online_window: Dura
             return;
         }
         let store = store.clone();
+        let since = clock.now_ms() - online_window.as_millis() as i64;
         tokio::spawn(async move {
-            let since = chrono::Utc::now().timestamp_millis() - online_window.as_millis() as i64;
             let (wanted, answers): (Vec<_>, Vec<_>) = questions
                 .into_iter()
                 .map(|q| ((q.site, q.page), q.answer))

@@ -8,10 +8,9 @@ use axum::{
     Json,
     extract::{Path, Query, State as AxumState},
 };
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tally_clickhouse::stats::{Dimension, Interval, Range};
+use tally_clickhouse::stats::{Bucket, Dimension, Interval, Range};
 use tally_core::{SiteId, dates::DayRange};
 
 use crate::{ApiError, State, auth::Admin};
@@ -53,7 +52,7 @@ fn range(
         q.from.as_deref(),
         q.to.as_deref(),
         tz,
-        Utc::now(),
+        state.clock.now(),
         state.settings.admin.max_range_days,
     )
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -113,6 +112,7 @@ pub(crate) async fn summary(
         "bounce_rate": (s.bounce_rate * 10_000.0).round() / 10_000.0,
         "avg_visit_seconds": s.avg_visit_seconds.round(),
         "bots_filtered": s.bots_filtered,
+        "repeats_not_counted": s.repeats_not_counted,
     })))
 }
 
@@ -135,28 +135,59 @@ pub(crate) async fn timeseries(
         }
     };
     let rows = state.db.timeseries(&r, interval).await?;
-    let found: std::collections::HashMap<&str, &tally_clickhouse::stats::Bucket> =
-        rows.iter().map(|b| (b.bucket.as_str(), b)).collect();
-    let point = |t: String, key: &str| {
-        let b = found.get(key);
-        json!({
-            "t": t,
-            "views": b.map_or(0, |b| b.views),
-            "visits": b.map_or(0, |b| b.visits),
-            "visitors": b.map_or(0, |b| b.visitors),
+    let points: Vec<Value> = series(&days, interval, &rows)
+        .into_iter()
+        .map(|p| {
+            json!({
+                "t": p.start.to_rfc3339(),
+                "views": p.views,
+                "visits": p.visits,
+                "visitors": p.visitors,
+            })
         })
+        .collect();
+    Ok(Json(json!({ "points": points })))
+}
+
+/// One point of a series: a local hour or day and its figures.
+pub(crate) struct Point {
+    /// The first instant of the hour or day, in the site's zone.
+    pub(crate) start: chrono::DateTime<chrono_tz::Tz>,
+    pub(crate) views: u64,
+    pub(crate) visits: u64,
+    pub(crate) visitors: u64,
+}
+
+/// Every bucket of `days` in order — each local hour (23 or 25 on the days clocks change) or
+/// each day — with zeros where `rows` has nothing.
+pub(crate) fn series(days: &DayRange, interval: Interval, rows: &[Bucket]) -> Vec<Point> {
+    let found: std::collections::HashMap<&str, &Bucket> =
+        rows.iter().map(|b| (b.bucket.as_str(), b)).collect();
+    let point = |start: chrono::DateTime<chrono_tz::Tz>, key: &str| {
+        let b = found.get(key);
+        Point {
+            start,
+            views: b.map_or(0, |b| b.views),
+            visits: b.map_or(0, |b| b.visits),
+            visitors: b.map_or(0, |b| b.visitors),
+        }
     };
-    let points: Vec<Value> = match interval {
+    match interval {
         Interval::Day => days
             .days()
-            .map(|d| point(days.day_start_rfc3339(d), &d.format("%Y-%m-%d").to_string()))
+            .map(|d| point(days.day_start(d), &d.format("%Y-%m-%d").to_string()))
             .collect(),
-        Interval::Hour => (r.start..r.end)
-            .step_by(3600)
-            .map(|h| point(days.rfc3339(i64::from(h)), &h.to_string()))
+        Interval::Hour => days
+            .hours()
+            .into_iter()
+            .map(|h| {
+                let start = chrono::TimeZone::timestamp_opt(&days.tz, h, 0)
+                    .single()
+                    .unwrap_or_else(|| days.day_start(days.from));
+                point(start, &h.to_string())
+            })
             .collect(),
-    };
-    Ok(Json(json!({ "points": points })))
+    }
 }
 
 /// `GET …/stats/pages?from&to&limit=20&offset=0`
@@ -203,7 +234,7 @@ pub(crate) async fn realtime(
 ) -> Result<Json<Value>, ApiError> {
     let id = admin.site(&state, &site)?;
     let tz = state.sites[&id].timezone;
-    let now = Utc::now().timestamp_millis();
+    let now = state.clock.now_ms();
     let window = state.settings.tracking.online_window.as_millis() as i64;
     let rt = state.store.realtime(&id, now, window, 30, 50).await?;
     let pages: Vec<Value> = rt

@@ -17,7 +17,7 @@ use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},
 };
-use tally_core::{Settings, settings::TrackingSettings};
+use tally_core::{Clock, Settings, settings::TrackingSettings};
 use tally_redis::{Store, TrackedEvent};
 
 use tokio::{
@@ -95,7 +95,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(store: Store, settings: &Settings) -> (Handle, Self) {
+    pub fn new(store: Store, settings: &Settings, clock: Clock) -> (Handle, Self) {
         let partitions = usize::from(store.partitions().max(1));
         let capacity = settings.beacon.buffer.max(1);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -111,6 +111,7 @@ impl Batcher {
                     batch: settings.beacon.batch,
                     tracking: settings.tracking.clone(),
                     drain_timeout: settings.server.shutdown_timeout,
+                    clock: clock.clone(),
                 };
                 (tx, lane)
             })
@@ -145,6 +146,7 @@ struct Lane {
     batch: usize,
     tracking: TrackingSettings,
     drain_timeout: Duration,
+    clock: Clock,
 }
 
 impl Lane {
@@ -185,6 +187,7 @@ impl Lane {
                 tracking: self.tracking.clone(),
                 shutdown: shutdown.clone(),
                 drain_timeout: self.drain_timeout,
+                clock: self.clock.clone(),
             };
             writes.spawn(async move {
                 let written = job.write(batch, deadline).await;
@@ -211,6 +214,7 @@ struct Write {
     tracking: TrackingSettings,
     shutdown: CancellationToken,
     drain_timeout: Duration,
+    clock: Clock,
 }
 
 impl Write {
@@ -222,7 +226,7 @@ impl Write {
             batch.into_iter().map(|p| (p.event, p.written)).unzip();
         let mut delay = Duration::from_millis(50);
         loop {
-            let now_ms = chrono::Utc::now().timestamp_millis();
+            let now_ms = self.clock.now_ms();
             match self
                 .store
                 .record(batch_id, &events, &self.tracking, now_ms)

@@ -15,7 +15,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use metrics::counter;
 use tally_core::{
     Event, EventKind,
@@ -143,7 +143,17 @@ async fn accept(
         agent: &agent,
         country: country.unwrap_or_default(),
     };
-    let tracked = tracked_event(state, site, hit, client);
+    let now = state.clock.now();
+    let salt = if bot {
+        None
+    } else {
+        let day = now.with_timezone(&site.timezone).date_naive();
+        Some(state.salt.for_date(day).await.map_err(|error| {
+            tracing::warn!(message = "no visitor-id salt for the site's date", %error);
+            ApiError::Unavailable
+        })?)
+    };
+    let tracked = tracked_event(state, site, hit, client, now, salt);
     match state.batcher.submit(tracked).await {
         Ok(()) if bot => {
             counter!("tally_beacon_bots_total").increment(1);
@@ -166,11 +176,15 @@ struct Client<'a> {
     country: String,
 }
 
+/// The event to record for `hit` at `now`; `salt` is that of the site's local date (none
+/// for a crawler, which gets no visitor id).
 fn tracked_event(
     state: &State,
     site: &tally_core::settings::SiteSettings,
     hit: Hit,
     client: Client<'_>,
+    now: DateTime<Utc>,
+    salt: Option<visitor::Salt>,
 ) -> TrackedEvent {
     let Client {
         ip,
@@ -178,14 +192,13 @@ fn tracked_event(
         agent,
         country,
     } = client;
-    let now = Utc::now();
     let ts_ms = now.timestamp_millis();
     let partition = hit.site.partition(state.settings.redis.partitions);
     let day = now
         .with_timezone(&site.timezone)
         .format("%Y%m%d")
         .to_string();
-    if agent.bot {
+    let Some(salt) = salt.filter(|_| !agent.bot) else {
         // A crawler hit is kept only as a count: no visitor id, no page details.
         let event = Event {
             kind: EventKind::Bot,
@@ -199,8 +212,8 @@ fn tracked_event(
             day,
             session_candidate: 0,
         };
-    }
-    let visitor = visitor::visitor_id(&state.salt.get(), hit.site.as_str(), ip, user_agent);
+    };
+    let visitor = visitor::visitor_id(&salt, hit.site.as_str(), ip, user_agent);
 
     let event = Event {
         kind: hit.kind,

@@ -6,7 +6,8 @@
 //!
 //! - [`collect`]: the HTTP handlers and the rules of the contract (status codes).
 //! - [`batcher`]: the micro-batcher and its buffer.
-//! - [`salt`]: today's visitor-id salt, cached and refreshed in the background.
+//! - [`salt`]: the visitor-id salts of the local dates in use, fetched ahead in the
+//!   background.
 
 mod agent;
 mod assets;
@@ -21,7 +22,7 @@ use axum::{
     Router,
     routing::{get, post},
 };
-use tally_core::{Settings, SiteId, settings::SiteSettings};
+use tally_core::{Clock, Settings, SiteId, settings::SiteSettings};
 use tally_redis::Store;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -44,20 +45,22 @@ pub(crate) struct State {
     pub(crate) tracker: assets::Tracker,
     pub(crate) agents: agent::Agents,
     pub(crate) limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// The time events are recorded at.
+    pub(crate) clock: Clock,
 }
 
 /// The beacon role.
 pub struct Beacon {
     state: Arc<State>,
     batcher: batcher::Batcher,
-    store: Store,
 }
 
 impl Beacon {
-    /// Builds the role: loads today's salt (Redis must be reachable at start).
-    pub async fn build(settings: &Settings, store: Store) -> Result<Self, Error> {
-        let (handle, batcher) = batcher::Batcher::new(store.clone(), settings);
-        let salt = salt::SaltCache::load(&store).await?;
+    /// Builds the role: loads the salts of the dates in use (Redis must be reachable at
+    /// start). `clock` is the time events are recorded at.
+    pub async fn build(settings: &Settings, store: Store, clock: Clock) -> Result<Self, Error> {
+        let (handle, batcher) = batcher::Batcher::new(store.clone(), settings, clock.clone());
+        let salt = salt::SaltCache::load(store, clock.clone()).await?;
         let state = State {
             sites: settings
                 .sites
@@ -72,11 +75,11 @@ impl Beacon {
             agents: agent::Agents::new(),
             limiter: std::num::NonZeroU32::new(settings.beacon.rate_limit_per_minute)
                 .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
+            clock,
         };
         Ok(Self {
             state: Arc::new(state),
             batcher,
-            store,
         })
     }
 
@@ -97,9 +100,7 @@ impl Beacon {
     /// Runs the batcher and the salt refresher until `shutdown`, then flushes the buffer
     /// (for at most `server.shutdown_timeout`).
     pub fn spawn(self, tracker: &TaskTracker, shutdown: CancellationToken) {
-        let salt = self.state.salt.clone();
-        let store = self.store.clone();
-        tracker.spawn(salt.refresh_daily(store, shutdown.clone()));
+        tracker.spawn(self.state.salt.clone().keep_ahead(shutdown.clone()));
         let state = self.state.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {

@@ -5,14 +5,15 @@
 //! | table | engine | holds |
 //! |---|---|---|
 //! | `schema_migrations` | MergeTree | applied migration versions |
-//! | `events` | MergeTree, monthly partitions | every accepted event, `event_id` = partition-streamid, `day` = its date in the site's zone |
+//! | `events` | MergeTree, monthly partitions | every accepted event, `event_id` = partition-streamid, `day` = its date in the site's zone, `hour` = the first instant of its hour in the site's zone; kind `repeat` = a reload within the repeat-view window |
 //! | `counter_baselines` | MergeTree | imported counts per import (`import_id`); the newest import of a site counts, page `''` holds its site totals |
 //! | `site_daily` | AggregatingMergeTree ← `site_daily_mv` | per site and local day: views, visits, visitor states |
-//! | `site_hourly` | AggregatingMergeTree ← `site_hourly_mv` | per site and UTC hour: the same (hourly series, all-time totals) |
+//! | `site_hourly` | AggregatingMergeTree ← `site_hourly_mv` | per site and local hour (its first instant, from `events.hour`; UTC hours before migration 7): the same (hourly series, all-time totals) |
 //! | `page_days` | AggregatingMergeTree ← `page_days_mv`, 256-row granules | per page and local day: path, title, views, visitor states |
 //! | `dimension_daily` | AggregatingMergeTree ← `dimension_daily_mv` | per referrer/browser/os/device/country and local day |
-//! | `visit_hourly` | AggregatingMergeTree ← `visit_hourly_mv` | per site and hour: visits started, visits with a 2nd page view, summed gaps between a visit's events |
-//! | `bots_hourly` | AggregatingMergeTree ← `bots_hourly_mv` | filtered crawler hits per hour |
+//! | `visit_hourly` | AggregatingMergeTree ← `visit_hourly_mv` | per site and local hour: visits started, visits with a 2nd page view, summed gaps between a visit's events |
+//! | `bots_hourly` | AggregatingMergeTree ← `bots_hourly_mv` | filtered crawler hits per local hour |
+//! | `repeat_hourly` | AggregatingMergeTree ← `repeat_hourly_mv` | repeated views (reloads, not counted) per local hour |
 //! | `page_hourly`, `dimension_hourly` | AggregatingMergeTree | superseded by the daily tables in migration 5 (history copied, no longer fed) |
 //! | `page_daily` | AggregatingMergeTree | superseded by `page_days` in migration 6 (history copied, no longer fed) |
 //!

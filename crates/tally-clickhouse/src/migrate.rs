@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "page_days",
         include_str!("../migrations/0006_page_days.sql"),
     ),
+    (
+        7,
+        "local_hours",
+        include_str!("../migrations/0007_local_hours.sql"),
+    ),
 ];
 
 /// How long a process waits for a migration's history copy that another process is making

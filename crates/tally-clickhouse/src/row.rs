@@ -35,6 +35,9 @@ pub struct EventRow {
     /// The event's date in its site's time zone (`Date`: days since 1970-01-01), the key
     /// of the daily rollups.
     pub day: u16,
+    /// The first instant of the event's hour in its site's time zone (`DateTime`, seconds),
+    /// the key of the hourly rollups.
+    pub hour: u32,
 }
 
 impl EventRow {
@@ -42,8 +45,10 @@ impl EventRow {
     /// key: `StreamEntry::key` in tally-redis); `tz` is the time zone of the event's site.
     pub fn new(partition: u16, stream_id: &str, event: Event, tz: Tz) -> Self {
         let ts_ms = event.ts_ms.max(0);
+        let hour = tally_core::dates::local_hour_start(ts_ms / 1000, tz);
         Self {
             day: local_day(ts_ms, tz),
+            hour: u32::try_from(hour.max(0)).unwrap_or(u32::MAX),
             event_id: event_id(partition, stream_id),
             site: event.site,
             kind: event.kind.code(),

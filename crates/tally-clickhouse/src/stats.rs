@@ -1,9 +1,16 @@
 //! Statistics queries. They read the rollups (`migrations/0002_rollups.sql`,
-//! `0004_visit_rollup.sql`, `0005_daily_rollups.sql`), never the raw table, and run with
-//! `max_execution_time` (stats_query). A range is whole days in the site's time zone: the
-//! daily rollups are read by local date, the hourly ones by the range's UTC bounds. Every
-//! value is bound.
+//! `0004_visit_rollup.sql`, `0005_daily_rollups.sql`, `0007_local_hours.sql`), never the raw
+//! table, and run with `max_execution_time` (stats_query). A range is whole days in the
+//! site's time zone: the daily rollups are read by local date, the hourly ones (keyed by the
+//! first instant of a local hour) by the range's UTC bounds, which are local midnights and so
+//! local hour starts. Every value is bound.
+//!
+//! Figures that cannot contradict each other: unique visitors are an estimate, so a figure
+//! could show more visitors than visits or views; every result is clamped to the exact bound
+//! it has (visitors ≤ visits ≤ views for a site, visitors ≤ views for a page or a dimension)
+//! here, so the API, the admin pages and exports all show the same clamped figures.
 
+use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::{Db, Result};
@@ -19,6 +26,8 @@ pub struct Range {
     pub first_day: String,
     /// `YYYY-MM-DD`, local, inclusive.
     pub last_day: String,
+    /// The site's time zone.
+    pub tz: Tz,
 }
 
 impl Range {
@@ -30,6 +39,7 @@ impl Range {
             end: days.end_utc(),
             first_day: days.from.format("%Y-%m-%d").to_string(),
             last_day: days.to.format("%Y-%m-%d").to_string(),
+            tz: days.tz,
         }
     }
 }
@@ -46,10 +56,13 @@ pub struct Summary {
     /// Mean time from a visit's first to its last event (pings included), in seconds.
     pub avg_visit_seconds: f64,
     pub bots_filtered: u64,
+    /// Page views not counted because they repeated the visitor's last within
+    /// `tracking.repeat_view_window` (reloads).
+    pub repeats_not_counted: u64,
 }
 
-/// One bucket of a time series. `bucket` is the hour's start (Unix seconds) for hourly
-/// series and the local date (`YYYY-MM-DD`) for daily ones.
+/// One bucket of a time series. `bucket` is the local hour's first instant (Unix seconds) for
+/// hourly series and the local date (`YYYY-MM-DD`) for daily ones.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
 pub struct Bucket {
     pub bucket: String,
@@ -119,6 +132,24 @@ struct Visits {
     gap_ms: u64,
 }
 
+/// Browser and OS names of the classifier used before (woothee) and how they are shown now.
+/// Device classes kept their names; iPads counted as mobile then and stay so.
+const EARLIER_NAMES: &[(&str, &str)] = &[
+    ("Mac OSX", "macOS"),
+    ("iPhone", "iOS"),
+    ("iPod", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Windows 11", "Windows"),
+    ("Windows 10", "Windows"),
+    ("Windows 8.1", "Windows"),
+    ("Windows 8", "Windows"),
+    ("Windows 7", "Windows"),
+    ("Windows Vista", "Windows"),
+    ("Windows XP", "Windows"),
+    ("Windows Phone OS", "Windows Phone"),
+    ("UNKNOWN", ""),
+];
+
 /// Hourly rollups: the range's UTC bounds.
 const RANGE: &str = "site = ? AND hour >= toDateTime(?, 'UTC') AND hour < toDateTime(?, 'UTC')";
 /// Daily rollups: the range's local days.
@@ -147,15 +178,17 @@ impl Db {
             .bind(r.start)
             .bind(r.end)
             .fetch_one::<Visits>();
-        let bots = self
-            .stats_query(&format!(
-                "SELECT sumMerge(hits) FROM bots_hourly WHERE {RANGE}"
-            ))
-            .bind(&r.site)
-            .bind(r.start)
-            .bind(r.end)
-            .fetch_one::<u64>();
-        let (totals, visits, bots) = tokio::try_join!(totals, visits, bots)?;
+        let hits = |table: &str| {
+            self.stats_query(&format!("SELECT sumMerge(hits) FROM {table} WHERE {RANGE}"))
+                .bind(&r.site)
+                .bind(r.start)
+                .bind(r.end)
+                .fetch_one::<u64>()
+        };
+        let (totals, visits, bots, repeats) =
+            tokio::try_join!(totals, visits, hits("bots_hourly"), hits("repeat_hourly"))?;
+        let (views, visits_started, visitors) =
+            clamp_site(totals.views, totals.visits, totals.visitors);
         let per_visit = |x: f64| {
             if visits.started == 0 {
                 0.0
@@ -165,12 +198,13 @@ impl Db {
         };
         let bounces = visits.started.saturating_sub(visits.continued);
         Ok(Summary {
-            views: totals.views,
-            visits: totals.visits,
-            visitors: totals.visitors,
+            views,
+            visits: visits_started,
+            visitors,
             bounce_rate: per_visit(bounces as f64),
             avg_visit_seconds: per_visit(visits.gap_ms as f64 / 1000.0),
             bots_filtered: bots,
+            repeats_not_counted: repeats,
         })
     }
 
@@ -192,7 +226,14 @@ impl Db {
             Interval::Hour => q.bind(r.start).bind(r.end),
             Interval::Day => q.bind(&r.first_day).bind(&r.last_day),
         };
-        Ok(q.fetch_all().await?)
+        let mut buckets: Vec<Bucket> = q.fetch_all().await?;
+        if interval == Interval::Hour {
+            buckets = onto_local_hours(buckets, r.tz);
+        }
+        for b in &mut buckets {
+            (b.views, b.visits, b.visitors) = clamp_site(b.views, b.visits, b.visitors);
+        }
+        Ok(buckets)
     }
 
     /// Pages by views (then page key), `limit` rows from `offset`.
@@ -201,7 +242,7 @@ impl Db {
     /// pages kept get their unique-visitor states and titles merged — over a month of a busy
     /// site that is a few dozen pages instead of hundreds of thousands.
     pub async fn top_pages(&self, r: &Range, limit: u32, offset: u32) -> Result<Vec<PageRow>> {
-        Ok(self
+        let mut rows: Vec<PageRow> = self
             .stats_query(&format!(
                 "SELECT page, anyLastMerge(path) AS path, anyLastMerge(title) AS title, \
                  sumMerge(views) AS views, uniqCombinedMerge(visitors) AS visitors \
@@ -219,24 +260,38 @@ impl Db {
             .bind(offset)
             .bind(limit)
             .fetch_all()
-            .await?)
+            .await?;
+        for p in &mut rows {
+            p.visitors = p.visitors.min(p.views);
+        }
+        Ok(rows)
     }
 
     /// Values of `dim` by views (then name), at most `limit`.
     pub async fn dimension(&self, r: &Range, dim: Dimension, limit: u32) -> Result<Vec<NameRow>> {
-        Ok(self
+        // Names stored before the classification moved to uap-core are shown (and merged)
+        // under today's names.
+        let (old, new): (Vec<&str>, Vec<&str>) = EARLIER_NAMES.iter().copied().unzip();
+        let mut rows: Vec<NameRow> = self
             .stats_query(&format!(
-                "SELECT name, sumMerge(views) AS views, uniqCombinedMerge(visitors) AS visitors \
-                 FROM dimension_daily WHERE dim = ? AND {DAYS} GROUP BY name \
-                 ORDER BY views DESC, name ASC LIMIT ?"
+                "SELECT transform(name, ?, ?, name) AS shown, sumMerge(views) AS views, \
+                 uniqCombinedMerge(visitors) AS visitors \
+                 FROM dimension_daily WHERE dim = ? AND {DAYS} GROUP BY shown \
+                 ORDER BY views DESC, shown ASC LIMIT ?"
             ))
+            .bind(old)
+            .bind(new)
             .bind(dim.as_str())
             .bind(&r.site)
             .bind(&r.first_day)
             .bind(&r.last_day)
             .bind(limit)
             .fetch_all()
-            .await?)
+            .await?;
+        for row in &mut rows {
+            row.visitors = row.visitors.min(row.views);
+        }
+        Ok(rows)
     }
 
     /// All-time page views per page of `site`, from the rollups (for rebuilding counters).
@@ -263,5 +318,69 @@ impl Db {
             .fetch_one::<u64>();
         let (totals, bots) = tokio::try_join!(totals, bots)?;
         Ok((totals.views, totals.visits, bots))
+    }
+}
+
+/// A site's views, visits and unique visitors with the estimate held to its exact bounds:
+/// every visit starts with a counted page view, and within a local day every visitor with a
+/// page view has a visit that started that day (visitor ids change at local midnight), so
+/// visitors ≤ visits ≤ views.
+fn clamp_site(views: u64, visits: u64, visitors: u64) -> (u64, u64, u64) {
+    let visits = visits.min(views);
+    (views, visits, visitors.min(visits))
+}
+
+/// Hourly buckets keyed by the local hour holding each stored hour. Rows written since
+/// migration 7 are already keyed so; earlier rows of sites in zones that are not whole hours
+/// from UTC sit on UTC hours and move to the local hour holding their start. A UTC hour and a
+/// local hour are both 60 minutes, so no local hour receives two rows of one site.
+fn onto_local_hours(buckets: Vec<Bucket>, tz: Tz) -> Vec<Bucket> {
+    let mut out: Vec<Bucket> = Vec::with_capacity(buckets.len());
+    for mut b in buckets {
+        if let Ok(at) = b.bucket.parse::<i64>() {
+            b.bucket = tally_core::dates::local_hour_start(at, tz).to_string();
+        }
+        match out.last_mut() {
+            Some(last) if last.bucket == b.bucket => {
+                last.views += b.views;
+                last.visits += b.visits;
+                last.visitors = last.visitors.max(b.visitors);
+            }
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_never_exceed_their_exact_bounds() {
+        assert_eq!(clamp_site(100, 60_105, 60_147), (100, 100, 100));
+        assert_eq!(clamp_site(70_000, 60_105, 60_147), (70_000, 60_105, 60_105));
+        assert_eq!(clamp_site(10, 4, 3), (10, 4, 3));
+    }
+
+    #[test]
+    fn hours_stored_in_utc_move_to_the_local_hour_holding_them() {
+        let kolkata: Tz = "Asia/Kolkata".parse().unwrap();
+        let b = |at: i64, views| Bucket {
+            bucket: at.to_string(),
+            views,
+            visits: 1,
+            visitors: 1,
+        };
+        // 1_773_104_400 = 2026-03-10T01:00:00Z (06:30 local): held by the 06:00 local hour,
+        // which starts at 00:30Z. The next UTC hour is held by 07:00 local.
+        let moved = onto_local_hours(vec![b(1_773_104_400, 3), b(1_773_108_000, 4)], kolkata);
+        assert_eq!(
+            moved
+                .iter()
+                .map(|m| (m.bucket.as_str(), m.views))
+                .collect::<Vec<_>>(),
+            [("1773102600", 3), ("1773106200", 4)]
+        );
     }
 }

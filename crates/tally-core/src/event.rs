@@ -25,16 +25,21 @@ pub enum EventKind {
     Leave,
     /// A filtered crawler hit: recorded for the "bots filtered" figures, never counted as a view.
     Bot,
+    /// A page view the write script found to repeat the visitor's last one within
+    /// `tracking.repeat_view_window` (a reload): kept for the "repeats" figures and the
+    /// visit's length, never counted as a view. The tracker never sends this kind.
+    Repeat,
 }
 
 impl EventKind {
-    /// The wire name (`pageview`, `ping`, `leave`, `bot`).
+    /// The wire name (`pageview`, `ping`, `leave`, `bot`, `repeat`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pageview => "pageview",
             Self::Ping => "ping",
             Self::Leave => "leave",
             Self::Bot => "bot",
+            Self::Repeat => "repeat",
         }
     }
 
@@ -45,6 +50,7 @@ impl EventKind {
             Self::Ping => 2,
             Self::Leave => 3,
             Self::Bot => 4,
+            Self::Repeat => 5,
         }
     }
 }

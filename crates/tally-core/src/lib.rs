@@ -9,8 +9,11 @@
 //! - [`page`]: URL → page key normalisation.
 //! - [`visitor`]: cookieless visitor ids (keyed hash with a daily salt).
 //! - [`client`]: the client address behind trusted proxies.
+//! - [`clock`]: the time the roles go by (the system clock, or one a test sets).
+//! - [`dates`]: day ranges and local hours in a site's time zone.
 
 pub mod client;
+pub mod clock;
 pub mod dates;
 pub mod event;
 pub mod page;
@@ -18,6 +21,7 @@ pub mod settings;
 pub mod site;
 pub mod visitor;
 
+pub use clock::Clock;
 pub use event::{Event, EventKind};
 pub use settings::Settings;
 pub use site::SiteId;

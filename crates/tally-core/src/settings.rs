@@ -114,6 +114,11 @@ pub struct TrackingSettings {
     pub visit_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
+    /// A page view of the page the same visitor viewed last, within this long of its last
+    /// counted view, is a repeat (a reload): not a view, though it keeps the visitor online.
+    /// Zero counts every view.
+    #[serde(with = "humantime_serde")]
+    pub repeat_view_window: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -295,6 +300,14 @@ impl Settings {
             return Err(invalid(
                 "tracking.visit_timeout",
                 "must be between 1s and 24h",
+            ));
+        }
+        if t.repeat_view_window > t.visit_timeout {
+            // The visit's record in Redis holds the last counted view; it is gone once the
+            // visit is over, so a longer window could not be kept.
+            return Err(invalid(
+                "tracking.repeat_view_window",
+                "must be at most tracking.visit_timeout (0 turns it off)",
             ));
         }
         let b = &self.beacon;

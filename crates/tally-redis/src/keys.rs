@@ -2,13 +2,13 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tally:{pN}:events` | stream | accepted events, one entry per beacon batch and partition: field `b` = the events' JSON, one line each, and `m` = one "session new ordinal gap" per event, joined by `,` (the session id, 1 if the event started a visit, the page view's ordinal in the visit, ms since the visit's previous event). Entries of one event from earlier versions (`e` and `m`, or `e`, `se`, `n`, `q`, `g`) are still read. Consumer group `tally` |
+//! | `tally:{pN}:events` | stream | accepted events, one entry per beacon batch and partition: field `b` = the events' JSON, one line each, and `m` = one "session new ordinal gap" per event, joined by `,` (the session id, 1 if the event started a visit, the page view's ordinal in the visit, ms since the visit's previous event), followed by ` r` for a page view that repeats the visitor's last (a reload within `tracking.repeat_view_window`). Entries of one event from earlier versions (`e` and `m`, or `e`, `se`, `n`, `q`, `g`) are still read. Consumer group `tally` |
 //! | `tally:{pN}:dead` | stream | events ClickHouse refused or that could not be decoded: `id` (the event's key, `ms-seq-i`), `e` (payload), `reason` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots` of site S |
 //! | `tally:{pN}:online:S` | sorted set, TTL = online window (renewed by every write) | visitor → last seen (ms), members older than the online window trimmed |
 //! | `tally:{pN}:online:S:PAGE` | sorted set, the same TTL | the same for one page; a `leave` removes the visitor |
-//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `session:last event ms:page views` of visits active on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout |
+//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `session:last event ms:page views:last counted view ms:last page` of visits active on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout (records of earlier versions lack the last two fields) |
 //! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
 //! | `tally:{pN}:active:S` | sorted set, the same TTL | page → last event (ms) of pages read within the online window |
 //! | `tally:{pN}:titles:S` | hash | page → latest title seen |
@@ -16,7 +16,8 @@
 //! | `tally:{pN}:baseline:S` | hash | page → imported view count (added to live page views) |
 //! | `tally:{pN}:baseline_totals:S` | hash | imported `views`, `visits` (added to live totals) |
 //! | `tally:{pN}:batch:ID` | string, 1-hour TTL | marks a beacon batch as applied, so a retried batch is not counted twice |
-//! | `tally:salt:YYYYMMDD` | string, 2-day TTL | the day's visitor-id salt (UTC days); yesterday's is deleted when today's is made |
+//! | `tally:salt:YYYYMMDD` | string, expires when the day has ended in every time zone (13:00 UTC the next day) | the visitor-id salt of local day YYYYMMDD: a site's visitors are hashed with the salt of the site's own date |
+//! | `tally:aof_rewrite:YYYYMMDD` | string, 3-day TTL | the append-only file was rewritten that UTC day to drop expired salts (one beacon does it) |
 //! | `tally:session:ID` | string, TTL = `admin.session_ttl` (sliding) | signed-in admin page session → fingerprint of its token |
 //!
 //! `pN` is the site's partition (`SiteId::partition`); the `{…}` hash tag keeps all keys of
@@ -92,9 +93,14 @@ impl Keys {
     }
 }
 
-/// The visitor-id salt of a UTC day (`YYYYMMDD`).
+/// The visitor-id salt of a local day (`YYYYMMDD`).
 pub fn salt(day: &str) -> String {
     format!("tally:salt:{day}")
+}
+
+/// Marks that the append-only file was rewritten for `marker` (a UTC day, `YYYYMMDD`).
+pub fn aof_rewrite(marker: &str) -> String {
+    format!("tally:aof_rewrite:{marker}")
 }
 
 /// An admin page session (`tally:session:ID`), holding the fingerprint of its token.

@@ -6,7 +6,8 @@
 //! - [`Store::record`]: the beacon's write — one Lua call per partition per batch.
 //! - [`Store::counters`] / [`Store::page_views`]: live public counters, one round trip.
 //! - [`stream`]: the worker's side — consumer groups, reads, reclaims, acks, dead letters.
-//! - [`Store::salt`]: the daily visitor-id salt.
+//! - [`Store::salt`]: the visitor-id salt of a local day; [`Store::rewrite_aof_once`]
+//!   clears expired salts from the append-only file.
 
 pub mod keys;
 mod read;
@@ -153,31 +154,55 @@ impl Store {
         Ok(())
     }
 
-    /// The visitor-id salt of UTC day `day` (`YYYYMMDD`), created if absent. Creating it
-    /// deletes the salt of `previous_day`, so yesterday's ids cannot be recomputed.
-    pub async fn salt(&self, day: &str, previous_day: &str) -> Result<[u8; 16]> {
+    /// The visitor-id salt of local day `day` (`YYYYMMDD`), created if absent with the
+    /// given time to live: it expires once `day` has ended in every time zone, and no one
+    /// can recompute that day's ids after.
+    pub async fn salt(&self, day: &str, ttl: Duration) -> Result<[u8; 16]> {
         let mut conn = self.conn.clone();
         let fresh: [u8; 16] = rand_salt();
-        let (created, current): (bool, Vec<u8>) = redis::pipe()
+        let (current,): (Vec<u8>,) = redis::pipe()
             .cmd("SET")
             .arg(keys::salt(day))
             .arg(&fresh[..])
             .arg("NX")
             .arg("EX")
-            .arg(2 * 86_400)
+            .arg(ttl.as_secs().max(1))
+            .ignore()
             .cmd("GET")
             .arg(keys::salt(day))
             .query_async(&mut conn)
             .await?;
-        if created {
-            let _: i64 = redis::cmd("DEL")
-                .arg(keys::salt(previous_day))
-                .query_async(&mut conn)
-                .await?;
-        }
         current
             .try_into()
             .map_err(|_| Error::Reply(format!("salt of {day} is not 16 bytes")))
+    }
+
+    /// Rewrites the append-only file once per `marker` (a day) among every process that
+    /// asks, so the salts that expired are gone from the persistence files too (an AOF keeps
+    /// a deleted key's value until it is rewritten). Does nothing when AOF is off. Answers
+    /// whether this call started a rewrite.
+    pub async fn rewrite_aof_once(&self, marker: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(&mut conn)
+            .await?;
+        if !info.lines().any(|l| l.trim() == "aof_enabled:1") {
+            return Ok(false);
+        }
+        let first: bool = redis::cmd("SET")
+            .arg(keys::aof_rewrite(marker))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(3 * 86_400)
+            .query_async::<Option<String>>(&mut conn)
+            .await?
+            .is_some();
+        if first {
+            let _: redis::Value = redis::cmd("BGREWRITEAOF").query_async(&mut conn).await?;
+        }
+        Ok(first)
     }
 
     pub(crate) fn conn(&self) -> Conn {

@@ -6,7 +6,7 @@
 //! client's typed stream helpers.
 
 use redis::Value;
-use tally_core::Event;
+use tally_core::{Event, EventKind};
 
 use crate::{Error, Keys, Result, Store, keys::GROUP};
 
@@ -359,6 +359,10 @@ fn decode_one<'a>(
         event.new_visit = m.next() == Some("1");
         event.visit_seq = m.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         event.gap_ms = m.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        // A fifth figure `r`: the script found this page view to repeat the visitor's last.
+        if m.next() == Some("r") && event.kind == EventKind::Pageview {
+            event.kind = EventKind::Repeat;
+        }
     } else {
         event.session = get("se").and_then(|s| s.parse().ok()).unwrap_or(0);
         event.new_visit = get("n") == Some("1");

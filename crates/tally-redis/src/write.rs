@@ -80,6 +80,7 @@ impl Store {
                 .arg(now_ms)
                 .arg(tracking.online_window.as_millis() as u64)
                 .arg(tracking.visit_timeout.as_secs())
+                .arg(tracking.repeat_view_window.as_millis() as u64)
                 .arg(events.len())
                 .arg(json_lines(events)?);
             for e in events {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use tally::{App, Roles};
 use tally_clickhouse::Db;
-use tally_core::Settings;
+use tally_core::{Clock, Settings};
 use tally_redis::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,13 @@ impl TestApp {
 
     /// Runs the given roles with `settings`.
     pub async fn spawn_roles(settings: Settings, roles: Roles) -> Self {
-        let app = App::build(settings.clone(), roles)
+        Self::spawn_with_clock(settings, roles, Clock::system()).await
+    }
+
+    /// Runs the given roles with `settings`, going by `clock` (a [`Clock::manual`] one lets
+    /// the test choose the time events are recorded and statistics asked at).
+    pub async fn spawn_with_clock(settings: Settings, roles: Roles, clock: Clock) -> Self {
+        let app = App::build_with_clock(settings.clone(), roles, clock)
             .await
             .expect("build the app");
         let addr = app.local_addr();

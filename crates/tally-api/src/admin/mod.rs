@@ -16,7 +16,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
 };
-use chrono::{Datelike, Days, Utc};
+use chrono::{Datelike, Days};
 use serde::Deserialize;
 use tally_clickhouse::stats::{Dimension, Interval, NameRow, Range};
 use tally_core::{SiteId, dates::DayRange, settings::AdminToken};
@@ -191,7 +191,7 @@ pub(crate) async fn index(
     let Some(token) = signed_in(&state, &headers).await? else {
         return login_page(lang, remember, StatusCode::OK, None);
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     let mut sites = Vec::new();
     for site in state.settings.sites.iter().filter(|s| token.allows(&s.id)) {
         let today = DayRange::parse(None, None, site.timezone, now, 1)
@@ -302,9 +302,10 @@ pub(crate) async fn logout(
 fn page_range(
     q: &PageQuery,
     tz: chrono_tz::Tz,
+    now: chrono::DateTime<chrono::Utc>,
     max_days: u32,
 ) -> (String, Result<DayRange, String>) {
-    let today = Utc::now().with_timezone(&tz).date_naive();
+    let today = now.with_timezone(&tz).date_naive();
     let back = |n: u64| {
         today
             .checked_sub_days(Days::new(n))
@@ -326,8 +327,8 @@ fn page_range(
         "yesterday" | "7d" | "30d" | "custom" => key,
         _ => "today".into(),
     };
-    let range = DayRange::parse(Some(&from), Some(&to), tz, Utc::now(), max_days)
-        .map_err(|e| e.to_string());
+    let range =
+        DayRange::parse(Some(&from), Some(&to), tz, now, max_days).map_err(|e| e.to_string());
     (key, range)
 }
 
@@ -366,7 +367,12 @@ pub(crate) async fn site(
     }
     let tz = settings.timezone;
     let t = lang.t();
-    let (key, days) = page_range(&q, tz, state.settings.admin.max_range_days);
+    let (key, days) = page_range(
+        &q,
+        tz,
+        state.clock.now(),
+        state.settings.admin.max_range_days,
+    );
     let days = days.map_err(ApiError::BadRequest)?;
     let range = Range::new(id.as_str(), &days);
     let interval = if days.from == days.to {
@@ -374,7 +380,7 @@ pub(crate) async fn site(
     } else {
         Interval::Day
     };
-    let now = Utc::now().timestamp_millis();
+    let now = state.clock.now_ms();
     let window = state.settings.tracking.online_window.as_millis() as i64;
     let db = &state.db;
     let (summary, series, pages, referrers, browsers, os, devices, countries, live) = tokio::try_join!(
@@ -419,45 +425,30 @@ pub(crate) async fn site(
         },
     )?;
 
-    let found: std::collections::HashMap<&str, &tally_clickhouse::stats::Bucket> =
-        series.iter().map(|b| (b.bucket.as_str(), b)).collect();
-    let bar = |label: String, key: &str| {
-        let (v, u) = found.get(key).map_or((0, 0), |b| (b.views, b.visitors));
-        chart::Bar {
-            tooltip: format!(
-                "{label}: {} {}, {} {}",
-                lang.number(v),
-                t.views,
-                lang.number(u),
-                t.visitors
-            ),
-            label,
-            views: v,
-            visitors: u,
-        }
-    };
-    let bars: Vec<chart::Bar> = match interval {
-        Interval::Hour => (range.start..range.end)
-            .step_by(3600)
-            .map(|h| {
-                let local = chrono::TimeZone::timestamp_opt(&tz, i64::from(h), 0).single();
-                let label = local
-                    .map(|l| l.format("%H:00").to_string())
-                    .unwrap_or_default();
-                bar(label, &h.to_string())
-            })
-            .collect(),
-        Interval::Day => days
-            .days()
-            .map(|d| {
-                let label = match lang {
-                    Lang::En => d.format("%b %-d").to_string(),
-                    Lang::Vi => format!("{:02}/{:02}", d.day(), d.month()),
-                };
-                bar(label, &d.format("%Y-%m-%d").to_string())
-            })
-            .collect(),
-    };
+    let bars: Vec<chart::Bar> = crate::stats::series(&days, interval, &series)
+        .into_iter()
+        .map(|p| {
+            let label = match (interval, lang) {
+                (Interval::Hour, _) => p.start.format("%H:00").to_string(),
+                (Interval::Day, Lang::En) => p.start.format("%b %-d").to_string(),
+                (Interval::Day, Lang::Vi) => {
+                    format!("{:02}/{:02}", p.start.day(), p.start.month())
+                }
+            };
+            chart::Bar {
+                tooltip: format!(
+                    "{label}: {} {}, {} {}",
+                    lang.number(p.views),
+                    t.views,
+                    lang.number(p.visitors),
+                    t.visitors
+                ),
+                label,
+                views: p.views,
+                visitors: p.visitors,
+            }
+        })
+        .collect();
     let chart = chart::svg(&bars, |n| lang.number(n), t.views, t.visitors);
 
     let max = pages.iter().map(|p| p.views).max().unwrap_or(0).max(1);
@@ -522,6 +513,10 @@ pub(crate) async fn site(
             (t.bounce_rate, lang.percent(summary.bounce_rate)),
             (t.avg_visit, lang.duration(summary.avg_visit_seconds)),
             (t.bots_filtered, lang.number(summary.bots_filtered)),
+            (
+                t.repeats_not_counted,
+                lang.number(summary.repeats_not_counted),
+            ),
         ],
         chart,
         reading: live

@@ -59,6 +59,7 @@ fn defaults_load_from_the_embedded_reference() {
     assert_eq!(s.tracking.online_window, Duration::from_secs(300));
     assert_eq!(s.tracking.visit_timeout, Duration::from_secs(1800));
     assert_eq!(s.tracking.heartbeat, Duration::from_secs(30));
+    assert_eq!(s.tracking.repeat_view_window, Duration::from_secs(1800));
     assert!(s.admin.tokens.is_empty());
     assert_eq!(s.sites.len(), 1);
     assert_eq!(s.sites[0].id.as_str(), "demo");
@@ -131,6 +132,10 @@ fn bad_values_are_refused_with_the_key_named() {
         (
             &[("TALLY__SERVER__COUNTRY_HEADER", "CF IPCountry")],
             "server.country_header",
+        ),
+        (
+            &[("TALLY__TRACKING__REPEAT_VIEW_WINDOW", "2h")],
+            "tracking.repeat_view_window",
         ),
     ];
     for (vars, key) in cases {

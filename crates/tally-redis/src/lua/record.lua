@@ -3,18 +3,23 @@
 -- KEYS[1]  the partition's events stream (tally:{pN}:events); every other key this script
 --          touches is built from ARGV[1] and carries the same {pN} hash tag, so the whole
 --          batch lives in one cluster slot.
--- ARGV     prefix, batch id, now (ms), online window (ms), visit timeout (s), event count,
---          the events' JSON (one line per event), then 8 values per event: kind, site, page,
---          visitor, session candidate, day, title, time (ms).
+-- ARGV     prefix, batch id, now (ms), online window (ms), visit timeout (s), repeat-view
+--          window (ms, 0 = off), event count, the events' JSON (one line per event), then 8
+--          values per event: kind, site, page, visitor, session candidate, day, title, time (ms).
 -- Returns  the number of events recorded, or -1 when this batch id was already applied
 --          (a retry after a lost reply must not count twice).
 --
 -- Visits live in one hash per site and UTC day (visitor -> "session:last event ms:page
--- views"), read once per batch (today's, and yesterday's for visitors not in today's) and
+-- views:last counted view ms:last page"), read once per batch (today's, and yesterday's for visitors not in today's) and
 -- written once per batch; a visit whose last event is older than the visit timeout is over.
 -- Each stream entry gets the session, whether it started the visit, the page view's ordinal
 -- in the visit (0 for pings and leaves) and the time since the visit's previous event — so
 -- bounce rates and visit lengths are sums over events, and statistics never group by visit.
+--
+-- Repeats: a page view of the page the visitor viewed last, within the repeat-view window of
+-- that page's last counted view, is a reload. It counts nowhere (views, visitors, minute
+-- counts) but keeps the visitor online and the visit running, like a ping; its figures get a
+-- fifth value `r` so the worker stores it as a repeat.
 --
 -- The whole batch is one stream entry: `b` = the events' JSON lines as the beacon sent them,
 -- `m` = one "session new ordinal gap" per event, joined by ','. One XADD per call instead of
@@ -30,9 +35,10 @@ local now_arg = ARGV[3]
 local now = tonumber(now_arg)
 local window = tonumber(ARGV[4])
 local timeout = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
-local lines = ARGV[7]
-local first = 8
+local repeat_ms = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
+local lines = ARGV[8]
+local first = 9
 local minute = string.format('%d', math.floor(now / 60000))
 
 if not redis.call('SET', prefix .. 'batch:' .. ARGV[2], '1', 'NX', 'EX', '3600') then
@@ -113,9 +119,13 @@ for _, site in ipairs(visit_sites) do
   for j, visitor in ipairs(who) do
     local raw = found[j]
     if raw then
-      local s, last, pv = string.match(raw, '^(%d+):(%d+):(%d+)$')
+      local s, last, pv, viewed, seen = string.match(raw, '^(%d+):(%d+):(%d+):(%d+):(.*)$')
+      if not s then
+        s, last, pv = string.match(raw, '^(%d+):(%d+):(%d+)$')
+        viewed, seen = '0', ''
+      end
       if s then
-        visits[site][visitor] = {s, tonumber(last), tonumber(pv)}
+        visits[site][visitor] = {s, tonumber(last), tonumber(pv), tonumber(viewed), seen}
       end
     end
   end
@@ -127,7 +137,7 @@ for i = 0, n - 1 do
   local kind, site, page = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   local visitor, candidate, day = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   local title, ts = ARGV[base + 6], tonumber(ARGV[base + 7])
-  local session, new_visit, seq, gap = '0', '0', 0, 0
+  local session, new_visit, seq, gap, again = '0', '0', 0, 0, ''
   if kind == 'bot' then
     add(prefix .. 'totals:' .. site, 'bots', 1)
   else
@@ -135,9 +145,13 @@ for i = 0, n - 1 do
     if v and ts - v[2] > timeout_ms then
       v = false
     end
-    if kind == 'pageview' then
+    if kind == 'pageview' and v and repeat_ms > 0 and v[5] == page
+        and ts - v[4] <= repeat_ms then
+      again = ' r'
+      gap = math.max(0, ts - v[2])
+    elseif kind == 'pageview' then
       if not v then
-        v = {candidate, ts, 0}
+        v = {candidate, ts, 0, ts, page}
         visits[site][visitor] = v
         new_visit = '1'
         add(prefix .. 'totals:' .. site, 'visits', 1)
@@ -145,6 +159,8 @@ for i = 0, n - 1 do
         gap = math.max(0, ts - v[2])
       end
       v[3] = v[3] + 1
+      v[4] = ts
+      v[5] = page
       seq = v[3]
       add(prefix .. 'views:' .. site, page, 1)
       add(prefix .. 'totals:' .. site, 'views', 1)
@@ -178,7 +194,7 @@ for i = 0, n - 1 do
       presence(prefix .. 'active:' .. site, page, true)
     end
   end
-  meta[i + 1] = string.format('%s %s %d %d', session, new_visit, seq, gap)
+  meta[i + 1] = string.format('%s %s %d %d', session, new_visit, seq, gap) .. again
 end
 redis.call('XADD', KEYS[1], '*', 'b', lines, 'm', table.concat(meta, ','))
 
@@ -187,7 +203,7 @@ for _, site in ipairs(visit_sites) do
   for visitor, v in pairs(visits[site]) do
     if v and v.dirty then
       args[#args + 1] = visitor
-      args[#args + 1] = string.format('%s:%d:%d', v[1], v[2], v[3])
+      args[#args + 1] = string.format('%s:%d:%d:%d:%s', v[1], v[2], v[3], v[4], v[5])
     end
   end
   if #args > 0 then
