@@ -79,6 +79,30 @@ async fn card_values(browser: &Browser) -> Vec<String> {
     serde_json::from_value(v).unwrap()
 }
 
+/// Signs in with the admin token and waits for the list of sites.
+async fn sign_in(browser: &Browser, app: &TestApp) {
+    let c = &browser.client;
+    c.goto(&app.url("/admin")).await.unwrap();
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_js(
+            "return document.querySelectorAll('.sites .site').length",
+            json!(1),
+        )
+        .await;
+}
+
 #[tokio::test]
 async fn admin_pages_in_a_real_browser() {
     let mut settings = tally_testkit::settings();
@@ -92,11 +116,7 @@ async fn admin_pages_in_a_real_browser() {
         send(&http, &app, &Hit::view("/tin-nong/1").ip("198.51.100.1")).await,
         204
     );
-    let db = app.db();
-    common::wait_for("the live view in ClickHouse", || async {
-        db.count_events().await.unwrap_or(0) == 1235
-    })
-    .await;
+    common::wait_for_rollups(&app, 1235).await;
 
     let browser = Browser::start(1280, 1800).await;
     let c = &browser.client;
@@ -215,10 +235,7 @@ async fn admin_pages_in_a_real_browser() {
         .await;
 
     // Other ranges.
-    common::wait_for("the second live view in ClickHouse", || async {
-        db.count_events().await.unwrap_or(0) == 1236
-    })
-    .await;
+    common::wait_for_rollups(&app, 1236).await;
     c.goto(&app.url("/admin/sites/demo?range=7d"))
         .await
         .unwrap();
@@ -285,29 +302,7 @@ async fn admin_pages_in_a_real_browser() {
 
     // The phone layout.
     let phone = Browser::start(390, 2400).await;
-    phone.client.goto(&app.url("/admin")).await.unwrap();
-    phone
-        .client
-        .find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    phone
-        .client
-        .find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    phone
-        .wait_for_js(
-            "return document.querySelectorAll('.sites .site').length",
-            json!(1),
-        )
-        .await;
+    sign_in(&phone, &app).await;
     phone
         .client
         .goto(&app.url("/admin/sites/demo?lang=en"))
@@ -363,45 +358,12 @@ async fn the_chart_of_a_half_hour_zone_day_shows_its_local_hours() {
         let ip = format!("198.51.100.{reader}");
         assert_eq!(send(&http, &app, &Hit::view("/a").ip(&ip)).await, 204);
     }
-    common::wait_for("the day's views in the rollups", || async {
-        let s = common::get_admin_json(
-            &http,
-            &app.url(
-                "/api/v1/sites/demo/stats/timeseries?from=2026-03-10&to=2026-03-10&interval=hour",
-            ),
-            TOKEN,
-        )
-        .await;
-        s["points"].as_array().map(|p| {
-            p.iter()
-                .map(|p| p["views"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-        }) == Some(5)
-    })
-    .await;
+    common::wait_for_rollups(&app, 6).await;
 
     let browser = Browser::start(1280, 1800).await;
     let c = &browser.client;
-    c.goto(&app.url("/admin?lang=en")).await.unwrap();
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait_for_js(
-            "return document.querySelectorAll('.sites .site').length",
-            json!(1),
-        )
-        .await;
-    c.goto(&app.url("/admin/sites/demo?range=custom&from=2026-03-10&to=2026-03-10"))
+    sign_in(&browser, &app).await;
+    c.goto(&app.url("/admin/sites/demo?range=custom&from=2026-03-10&to=2026-03-10&lang=en"))
         .await
         .unwrap();
     let tooltips: Vec<String> = serde_json::from_value(

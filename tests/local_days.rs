@@ -60,15 +60,13 @@ async fn view_at(
     );
 }
 
-/// Waits until the rollups of `from..=to` hold `n` page views, counted or repeated (the
-/// events table takes a block before the rollups' views do, so counting events is not
-/// enough).
-async fn flushed(http: &reqwest::Client, app: &TestApp, from: &str, to: &str, n: u64) {
-    common::wait_for(&format!("{n} page views in the rollups"), || async {
-        let s = stats(http, app, "summary", &format!("from={from}&to={to}")).await;
-        s["views"].as_u64().unwrap_or(0) + s["repeats_not_counted"].as_u64().unwrap_or(0) == n
-    })
-    .await;
+/// A summary's views, visits and unique visitors.
+fn views_visits_visitors(v: &Value) -> (u64, u64, u64) {
+    (
+        figure(v, "views"),
+        figure(v, "visits"),
+        figure(v, "visitors"),
+    )
 }
 
 fn figure(v: &Value, name: &str) -> u64 {
@@ -108,14 +106,7 @@ async fn a_day_in(zone: &str, day: &str, times: &[(&str, bool)], hours: usize) {
     }
     view_at(&http, &app, &clock, after, "/after", "203.0.113.251").await;
     let (prev, next) = (date.pred_opt().unwrap(), date.succ_opt().unwrap());
-    flushed(
-        &http,
-        &app,
-        &prev.to_string(),
-        &next.to_string(),
-        times.len() as u64 + 2,
-    )
-    .await;
+    common::wait_for_rollups(&app, times.len() as u64 + 2).await;
 
     let q = format!("from={day}&to={day}");
     let summary = stats(&http, &app, "summary", &q).await;
@@ -124,14 +115,7 @@ async fn a_day_in(zone: &str, day: &str, times: &[(&str, bool)], hours: usize) {
         times.len() as u64,
         "{zone}: {summary}"
     );
-    // The hourly rollup is written after the daily one: give it the same time.
     let hourly = format!("{q}&interval=hour");
-    common::wait_for("the hourly rollup", || async {
-        let series = stats(&http, &app, "timeseries", &hourly).await;
-        let points = series["points"].as_array().cloned().unwrap_or_default();
-        points.iter().map(|p| figure(p, "views")).sum::<u64>() >= times.len() as u64
-    })
-    .await;
     let series = stats(&http, &app, "timeseries", &hourly).await;
     let points = series["points"].as_array().unwrap();
     assert_eq!(points.len(), hours, "{zone}: local hours of {day}");
@@ -320,28 +304,16 @@ async fn one_reader_is_one_visitor_through_a_local_day() {
         ip,
     )
     .await;
-    flushed(&http, &app, "2026-12-01", "2026-12-02", 4).await;
+    common::wait_for_rollups(&app, 4).await;
 
     let first = stats(&http, &app, "summary", "from=2026-12-01&to=2026-12-01").await;
     assert_eq!(
-        (
-            figure(&first, "views"),
-            figure(&first, "visits"),
-            figure(&first, "visitors")
-        ),
+        views_visits_visitors(&first),
         (3, 2, 1),
         "06:50, 07:10 (one visit) and 23:50 (a visit of its own, hours later): {first}"
     );
     let second = stats(&http, &app, "summary", "from=2026-12-02&to=2026-12-02").await;
-    assert_eq!(
-        (
-            figure(&second, "views"),
-            figure(&second, "visits"),
-            figure(&second, "visitors")
-        ),
-        (1, 1, 1),
-        "{second}"
-    );
+    assert_eq!(views_visits_visitors(&second), (1, 1, 1), "{second}");
     let both = stats(&http, &app, "summary", "from=2026-12-01&to=2026-12-02").await;
     assert_eq!(
         figure(&both, "visitors"),
@@ -437,7 +409,7 @@ async fn reloads_within_the_window_are_not_views() {
     // Still online after reloading, and the statistics agree with the counters.
     let counters = common::counters(&http, &app, Some("/a")).await;
     assert_eq!(figure(&counters, "online"), 1, "{counters}");
-    flushed(&http, &app, "2026-12-01", "2026-12-01", 50 + 2 + 2).await;
+    common::wait_for_rollups(&app, 50 + 2 + 2).await;
     let summary = stats(&http, &app, "summary", "from=2026-12-01&to=2026-12-01").await;
     assert_eq!(figure(&summary, "views"), 4, "{summary}");
     assert_eq!(figure(&summary, "repeats_not_counted"), 49 + 1, "{summary}");

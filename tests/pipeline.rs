@@ -124,19 +124,10 @@ async fn a_trusted_proxy_names_the_visitors_country() {
         }
         assert_eq!(request.send().await.unwrap().status(), 204);
     }
-    // The events table takes a block before the rollups' views do: wait for the rollup.
+    common::wait_for_rollups(&app, 6).await;
     let url = app.url(&format!(
         "/api/v1/sites/demo/stats/countries?from={today}&to={today}"
     ));
-    wait_for("the views in the countries rollup", || async {
-        let rows = common::get_admin_json(&http, &url, "country-test-token").await;
-        rows["rows"].as_array().map_or(0, |r| {
-            r.iter()
-                .map(|r| r["views"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-        }) >= 6
-    })
-    .await;
     let countries = common::get_admin_json(&http, &url, "country-test-token").await;
     assert_eq!(
         countries,

@@ -5,7 +5,7 @@ mod common;
 
 use std::{process::Command, str::FromStr};
 
-use common::{GOOGLEBOT, Hit, send, wait_for};
+use common::{GOOGLEBOT, Hit, send};
 use serde_json::Value;
 use tally::Roles;
 use tally_testkit::{RedisServer, TestApp};
@@ -53,11 +53,7 @@ async fn rebuild_counters_after_flushall_restores_the_beacons_counters() {
     // Phase 1: traffic that reaches ClickHouse.
     let app = TestApp::spawn(settings.clone()).await;
     send_traffic(&http, &app, 1).await;
-    let db = app.db();
-    wait_for("the events in ClickHouse", || async {
-        db.count_events().await.unwrap_or(0) == 7
-    })
-    .await;
+    common::wait_for_rollups(&app, 7).await;
     let before = snapshot(&http, &app).await;
     assert_eq!(before.0["total_views"], 6);
     app.stop().await;

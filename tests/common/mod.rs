@@ -91,6 +91,23 @@ where
     }
 }
 
+/// Waits until ClickHouse holds `events` events and every stream is empty. The worker
+/// deletes a stream entry only after the insert of its events returned, and an insert
+/// returns after the rollups' materialized views ran; counting the events table alone is
+/// not enough, since it takes a block before the views do.
+pub async fn wait_for_rollups(app: &TestApp, events: u64) {
+    let db = app.db();
+    let store = app.store().await;
+    wait_for(&format!("{events} events and their rollups"), || async {
+        let mut backlog = 0;
+        for p in 0..app.settings.redis.partitions {
+            backlog += store.stream_len(p).await.unwrap_or(1);
+        }
+        backlog == 0 && db.count_events().await.unwrap_or(0) == events
+    })
+    .await;
+}
+
 /// Fills in what the Redis write script would for events inserted straight into ClickHouse:
 /// per session, in time order, the page view's ordinal, the gap since the session's previous
 /// event, and whether the event started the visit.
