@@ -423,3 +423,101 @@ async fn reloads_within_the_window_are_not_views() {
     assert_eq!(views_of, [("/a".to_owned(), 3), ("/b".to_owned(), 1)]);
     app.stop().await;
 }
+
+/// Every byte of the server's append-only files.
+fn append_only_files(redis: &tally_testkit::RedisServer) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(redis.dir().join("appendonlydir")).unwrap() {
+        all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    all
+}
+
+/// A date's salt lives in Redis until an hour after the date ended in UTC−12 (13:00 UTC the
+/// next day), and once that time has passed the beacon has Redis rewrite its append-only
+/// file, after which the retired salt is in no persistence file either.
+#[tokio::test]
+async fn a_retired_salt_leaves_redis_and_its_append_only_file() {
+    let redis = tally_testkit::RedisServer::start();
+    let mut settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let now = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+    let clock = Clock::manual(now);
+    let app = TestApp::spawn_with_clock(settings, "beacon".parse().unwrap(), clock.clone()).await;
+    let http = reqwest::Client::new();
+    view_at(&http, &app, &clock, now, "/a", "198.51.100.3").await;
+    let mut conn = redis::Client::open(app.settings.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = "tally:salt:20261201";
+    let salt: Vec<u8> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        salt.len(),
+        16,
+        "1 December's salt is made (17:00 in Ho Chi Minh City)"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let retires = Utc.with_ymd_and_hms(2026, 12, 2, 13, 0, 0).unwrap();
+    let expected = (retires - now).num_seconds();
+    assert!(
+        (expected - 5..=expected).contains(&ttl),
+        "TTL {ttl}, expected {expected}"
+    );
+    // The dates every zone may show are ready: 30 November (UTC−12) to 2 December (UTC+14).
+    for day in ["20261130", "20261202"] {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("tally:salt:{day}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(exists, "{day}");
+    }
+    // Wait for the AOF to have the salt on disk (appendfsync everysec).
+    common::wait_for("the salt in the append-only file", || async {
+        append_only_files(&redis)
+            .windows(16)
+            .any(|w| w == salt.as_slice())
+    })
+    .await;
+
+    // 13:00 UTC on 2 December: Redis expires the key (here: as it would, since Redis keeps its
+    // own time) and the beacon, going by its clock, rewrites the append-only file.
+    let () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    clock.set(retires + Duration::seconds(30));
+    common::wait_for(
+        "the append-only file rewritten without the salt",
+        || async {
+            let info: String = redis::cmd("INFO")
+                .arg("persistence")
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap();
+            info.contains("aof_rewrite_in_progress:0")
+                && !append_only_files(&redis)
+                    .windows(16)
+                    .any(|w| w == salt.as_slice())
+        },
+    )
+    .await;
+    let marker: bool = redis::cmd("EXISTS")
+        .arg("tally:aof_rewrite:20261202")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(marker, "one rewrite for the day, marked");
+    app.stop().await;
+}

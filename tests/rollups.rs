@@ -618,3 +618,66 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
     .await;
     assert_eq!(old_views.trim(), "4");
 }
+
+/// Browser and OS names of the earlier classifier (woothee: "Mac OSX", "iPhone", "Windows
+/// 10", "UNKNOWN") are shown under today's names, merged with the rows written since.
+#[tokio::test]
+async fn names_of_the_earlier_classifier_show_under_todays_names() {
+    let settings = tally_testkit::settings();
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    db.migrate(&settings.sites).await.unwrap();
+    let at = Utc
+        .with_ymd_and_hms(2026, 3, 1, 3, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let rows: Vec<EventRow> = [
+        ("Mac OSX", 1),
+        ("macOS", 2),
+        ("iPhone", 3),
+        ("iOS", 4),
+        ("iPad", 5),
+        ("Windows 10", 6),
+        ("Windows 7", 7),
+        ("Windows", 8),
+        ("UNKNOWN", 9),
+    ]
+    .into_iter()
+    .map(|(os, visitor)| {
+        let event = Event {
+            kind: EventKind::Pageview,
+            site: "demo".into(),
+            ts_ms: at,
+            page: "/a".into(),
+            os: os.into(),
+            visitor,
+            new_visit: true,
+            ..Event::empty()
+        };
+        EventRow::new(
+            0,
+            &format!("os-{visitor}"),
+            event,
+            chrono_tz::Asia::Ho_Chi_Minh,
+        )
+    })
+    .collect();
+    db.insert_events(&rows).await.unwrap();
+    let shown: Vec<(String, u64, u64)> = db
+        .dimension(&range("2026-03-01", "2026-03-01"), Dimension::Os, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name, r.views, r.visitors))
+        .collect();
+    let row = |name: &str, n| (name.to_owned(), n, n);
+    assert_eq!(
+        shown,
+        [
+            row("Windows", 3),
+            row("iOS", 2),
+            row("macOS", 2),
+            row("", 1),
+            row("iPadOS", 1),
+        ]
+    );
+}

@@ -128,6 +128,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's data directory (its append-only files are in `appendonlydir/`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Starts the server again (same port and data) if it is stopped.
     pub fn restart(&self) {
         let mut child = self.child.lock().unwrap();
