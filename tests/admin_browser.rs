@@ -406,6 +406,10 @@ async fn the_chart_of_a_half_hour_zone_day_shows_its_local_hours() {
         .await
         .unwrap();
     assert!(body.as_str().unwrap().contains("Reloads not counted"));
+    assert!(
+        body.as_str().unwrap().contains("Desktop"),
+        "device classes named"
+    );
     browser.screenshot("admin-kolkata-day-desktop").await;
     c.goto(&app.url("/admin/sites/demo?range=custom&from=2026-03-10&to=2026-03-10&lang=vi"))
         .await
@@ -415,6 +419,10 @@ async fn the_chart_of_a_half_hour_zone_day_shows_its_local_hours() {
         .await
         .unwrap();
     assert!(body.as_str().unwrap().contains("Lượt tải lại không tính"));
+    assert!(
+        body.as_str().unwrap().contains("Máy tính"),
+        "device classes named"
+    );
     browser.screenshot("admin-kolkata-day-desktop-vi").await;
     assert!(browser.console_errors().await.is_empty());
     browser.close().await;

@@ -15,7 +15,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use metrics::counter;
 use tally_core::{
     Event, EventKind,
@@ -144,16 +144,16 @@ async fn accept(
         country: country.unwrap_or_default(),
     };
     let now = state.clock.now();
+    let date = now.with_timezone(&site.timezone).date_naive();
     let salt = if bot {
         None
     } else {
-        let day = now.with_timezone(&site.timezone).date_naive();
-        Some(state.salt.for_date(day).await.map_err(|error| {
+        Some(state.salt.for_date(date).await.map_err(|error| {
             tracing::warn!(message = "no visitor-id salt for the site's date", %error);
             ApiError::Unavailable
         })?)
     };
-    let tracked = tracked_event(state, site, hit, client, now, salt);
+    let tracked = tracked_event(state, hit, client, now, date, salt);
     match state.batcher.submit(tracked).await {
         Ok(()) if bot => {
             counter!("tally_beacon_bots_total").increment(1);
@@ -176,14 +176,14 @@ struct Client<'a> {
     country: String,
 }
 
-/// The event to record for `hit` at `now`; `salt` is that of the site's local date (none
-/// for a crawler, which gets no visitor id).
+/// The event to record for `hit` at `now`, local `date` in its site's zone; `salt` is that
+/// date's (none for a crawler, which gets no visitor id).
 fn tracked_event(
     state: &State,
-    site: &tally_core::settings::SiteSettings,
     hit: Hit,
     client: Client<'_>,
     now: DateTime<Utc>,
+    date: NaiveDate,
     salt: Option<visitor::Salt>,
 ) -> TrackedEvent {
     let Client {
@@ -194,11 +194,8 @@ fn tracked_event(
     } = client;
     let ts_ms = now.timestamp_millis();
     let partition = hit.site.partition(state.settings.redis.partitions);
-    let day = now
-        .with_timezone(&site.timezone)
-        .format("%Y%m%d")
-        .to_string();
-    let Some(salt) = salt.filter(|_| !agent.bot) else {
+    let day = date.format("%Y%m%d").to_string();
+    let Some(salt) = salt else {
         // A crawler hit is kept only as a count: no visitor id, no page details.
         let event = Event {
             kind: EventKind::Bot,

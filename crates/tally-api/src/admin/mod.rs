@@ -349,6 +349,21 @@ fn rows(lang: Lang, rows: Vec<NameRow>, empty_name: &str) -> Vec<TableRow> {
         .collect()
 }
 
+/// Device classes in the page's language; "unknown" (and anything else) as unknown.
+fn named_devices(t: &Labels, rows: Vec<NameRow>) -> Vec<NameRow> {
+    rows.into_iter()
+        .map(|mut r| {
+            r.name = match r.name.as_str() {
+                "desktop" => t.devices_named[0].to_owned(),
+                "mobile" => t.devices_named[1].to_owned(),
+                "tablet" => t.devices_named[2].to_owned(),
+                _ => String::new(),
+            };
+            r
+        })
+        .collect()
+}
+
 /// `GET /admin/sites/{site}`: everything about one site for a range.
 pub(crate) async fn site(
     AxumState(state): AxumState<Arc<State>>,
@@ -479,7 +494,11 @@ pub(crate) async fn site(
         table(t.referrers, t.referrers, rows(lang, referrers, t.direct))?,
         table(t.browsers, t.browsers, rows(lang, browsers, t.unknown))?,
         table(t.os, t.os, rows(lang, os, t.unknown))?,
-        table(t.devices, t.devices, rows(lang, devices, t.unknown))?,
+        table(
+            t.devices,
+            t.devices,
+            rows(lang, named_devices(t, devices), t.unknown),
+        )?,
         table(t.countries, t.countries, rows(lang, countries, t.unknown))?,
     ];
     let range_label = if days.from == days.to {
