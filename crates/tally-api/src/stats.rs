@@ -180,12 +180,7 @@ pub(crate) fn series(days: &DayRange, interval: Interval, rows: &[Bucket]) -> Ve
         Interval::Hour => days
             .hours()
             .into_iter()
-            .map(|h| {
-                let start = chrono::TimeZone::timestamp_opt(&days.tz, h, 0)
-                    .single()
-                    .unwrap_or_else(|| days.day_start(days.from));
-                point(start, &h.to_string())
-            })
+            .map(|h| point(h, &h.timestamp().to_string()))
             .collect(),
     }
 }

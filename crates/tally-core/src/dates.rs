@@ -97,8 +97,8 @@ impl DayRange {
         self.from.iter_days().take_while(|d| *d <= self.to)
     }
 
-    /// Every local hour of the range, by its first instant (Unix seconds), in order.
-    pub fn hours(&self) -> Vec<i64> {
+    /// Every local hour of the range, by its first instant, in order.
+    pub fn hours(&self) -> Vec<DateTime<Tz>> {
         let (start, end) = (i64::from(self.start_utc()), i64::from(self.end_utc()));
         // Every zone's offset is a whole number of quarter hours, so stepping by 15 minutes
         // meets every local hour, whatever the day's length.
@@ -108,6 +108,14 @@ impl DayRange {
             .collect();
         hours.dedup();
         hours
+            .into_iter()
+            .map(|h| {
+                self.tz
+                    .timestamp_opt(h, 0)
+                    .single()
+                    .expect("a UTC instant is one local time")
+            })
+            .collect()
     }
 
     /// The first instant of `day` in the range's time zone.
@@ -170,10 +178,7 @@ mod tests {
     fn hours_of(zone: &str, day: &str) -> Vec<String> {
         let tz: Tz = zone.parse().unwrap();
         let r = DayRange::parse(Some(day), Some(day), tz, now(), 31).unwrap();
-        r.hours()
-            .into_iter()
-            .map(|h| tz.timestamp_opt(h, 0).unwrap().to_rfc3339())
-            .collect()
+        r.hours().into_iter().map(|h| h.to_rfc3339()).collect()
     }
 
     #[test]

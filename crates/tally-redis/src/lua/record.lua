@@ -10,7 +10,8 @@
 --          (a retry after a lost reply must not count twice).
 --
 -- Visits live in one hash per site and UTC day (visitor -> "session:last event ms:page
--- views:last counted view ms:last page"), read once per batch (today's, and yesterday's for visitors not in today's) and
+-- views:last counted view ms:last page"; records of earlier versions end after the page
+-- views), read once per batch (today's, and yesterday's for visitors not in today's) and
 -- written once per batch; a visit whose last event is older than the visit timeout is over.
 -- Each stream entry gets the session, whether it started the visit, the page view's ordinal
 -- in the visit (0 for pings and leaves) and the time since the visit's previous event — so
