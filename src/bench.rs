@@ -302,17 +302,18 @@ pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::R
     Ok(started.elapsed())
 }
 
-/// Times the admin queries (summary, daily timeseries, top pages) over the last 30 and 90
-/// days of every site, `rounds` times. Returns (name, p50 ms, p99 ms) per query.
+/// Times the admin queries (summary, daily timeseries, top pages, browsers) over the last 30
+/// and 90 days of every site, and the hourly series of one day, `rounds` times. Returns
+/// (name, p50 ms, p99 ms) per query.
 pub async fn admin_queries(
     settings: &Settings,
     rounds: usize,
 ) -> anyhow::Result<Vec<(String, f64, f64)>> {
-    use tally_clickhouse::stats::{Interval, Range};
+    use tally_clickhouse::stats::{Dimension, Interval, Range};
     let db = Db::new(&settings.clickhouse);
     let mut out = Vec::new();
     for days in [30u32, 90] {
-        let mut timings: [Vec<f64>; 3] = Default::default();
+        let mut timings: [Vec<f64>; 5] = Default::default();
         for round in 0..rounds {
             let site = &settings.sites[round % settings.sites.len()];
             let today = chrono::Utc::now()
@@ -335,10 +336,31 @@ pub async fn admin_queries(
             let t = Instant::now();
             db.top_pages(&r, 20, 0).await?;
             timings[2].push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            db.dimension(&r, Dimension::Browser, 8).await?;
+            timings[3].push(t.elapsed().as_secs_f64() * 1000.0);
+            // The chart of a single day: its local hours.
+            let day = Range::new(
+                site.id.as_str(),
+                &DayRange {
+                    from: today - chrono::Days::new(1),
+                    to: today - chrono::Days::new(1),
+                    tz: site.timezone,
+                },
+            );
+            let t = Instant::now();
+            db.timeseries(&day, Interval::Hour).await?;
+            timings[4].push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        for (name, samples) in ["summary", "timeseries (day)", "top pages"]
-            .iter()
-            .zip(timings.iter_mut())
+        for (name, samples) in [
+            "summary",
+            "timeseries (day)",
+            "top pages",
+            "browsers",
+            "timeseries (hour) of one day, among",
+        ]
+        .iter()
+        .zip(timings.iter_mut())
         {
             let (p50, p99) = p50_p99(samples);
             out.push((format!("{name}, {days} days"), p50, p99));

@@ -79,14 +79,13 @@ async fn card_values(browser: &Browser) -> Vec<String> {
     serde_json::from_value(v).unwrap()
 }
 
-/// Signs in with the admin token and waits for the list of sites.
-async fn sign_in(browser: &Browser, app: &TestApp) {
+/// Types `token` into the sign-in form and sends it.
+async fn submit_token(browser: &Browser, token: &str) {
     let c = &browser.client;
-    c.goto(&app.url("/admin")).await.unwrap();
     c.find(Locator::Css("#token"))
         .await
         .unwrap()
-        .send_keys(TOKEN)
+        .send_keys(token)
         .await
         .unwrap();
     c.find(Locator::Css("form button[type=submit]"))
@@ -95,12 +94,23 @@ async fn sign_in(browser: &Browser, app: &TestApp) {
         .click()
         .await
         .unwrap();
+}
+
+/// Waits for the list of sites a signed-in token sees (one site here).
+async fn wait_for_sites(browser: &Browser) {
     browser
         .wait_for_js(
             "return document.querySelectorAll('.sites .site').length",
             json!(1),
         )
         .await;
+}
+
+/// Signs in with the admin token and waits for the list of sites.
+async fn sign_in(browser: &Browser, app: &TestApp) {
+    browser.client.goto(&app.url("/admin")).await.unwrap();
+    submit_token(browser, TOKEN).await;
+    wait_for_sites(browser).await;
 }
 
 #[tokio::test]
@@ -123,18 +133,7 @@ async fn admin_pages_in_a_real_browser() {
 
     // Sign-in: a wrong token is refused with a reason, the right one signs in.
     c.goto(&app.url("/admin")).await.unwrap();
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys("not-the-token")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_token(&browser, "not-the-token").await;
     // The form posts and the refusal arrives as a new page: wait for it before reading it.
     browser
         .wait_for_js("return !!document.querySelector('.error')", json!(true))
@@ -149,24 +148,8 @@ async fn admin_pages_in_a_real_browser() {
             .all(|e| e.contains("/admin/login") && e.contains("401")),
         "{errors:?}"
     );
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait_for_js(
-            "return document.querySelectorAll('.sites .site').length",
-            json!(1),
-        )
-        .await;
+    submit_token(&browser, TOKEN).await;
+    wait_for_sites(&browser).await;
     assert_eq!(
         text(&browser, ".site dd").await,
         "1,235",
