@@ -128,6 +128,7 @@ fn browser_name(family: &str) -> &str {
         "FacebookMessenger" | "Facebook Messenger" => "Messenger in-app",
         "Instagram" => "Instagram in-app",
         "Google" => "Google app",
+        "DuckDuckGo Mobile" => "DuckDuckGo",
         "Zalo" => "Zalo in-app",
         "Yandex Browser" | "YandexBrowser" => "Yandex Browser",
         "IE" | "IE Mobile" => "Internet Explorer",
@@ -161,9 +162,9 @@ fn device_class(os: &str, user_agent: &str) -> &'static str {
         "Android" if has("Mobile") => "mobile",
         "Android" => "tablet",
         "Windows Phone" | "BlackBerry OS" | "KaiOS" | "Symbian OS" | "Firefox OS" => "mobile",
-        "Windows" | "macOS" | "Linux" | "ChromeOS" | "FreeBSD" | "OpenBSD" | "NetBSD" => {
-            if has("Mobi") { "mobile" } else { "desktop" }
-        }
+        // An iPad asking for desktop sites names macOS, and some add "Mobile/…": it cannot be
+        // told from a Mac by its agent, so it counts as a desktop, like the Mac it poses as.
+        "Windows" | "macOS" | "Linux" | "ChromeOS" | "FreeBSD" | "OpenBSD" | "NetBSD" => "desktop",
         _ if has("Mobi") => "mobile",
         _ => "unknown",
     }
@@ -387,15 +388,15 @@ mod lists {
             .filter(|ua| p.isbot.is_match(ua).unwrap_or(false))
             .count();
         report(format!(
-            "agents: isbot's patterns alone filter {isbot_alone} of {}; {} patterns in all",
+            "agents: isbot's patterns alone filter {isbot_alone} of {}; crawler-user-agents has {} patterns",
             agents.len(),
             listed.len()
         ));
     }
 
-    fn browsers() -> Vec<(&'static str, &'static str)> {
-        include_str!("../../../tests/data/browser-user-agents.tsv")
-            .lines()
+    /// (agent, device class) of a list in `tests/data/` (a tab between them, `#` comments).
+    fn browsers(list: &'static str) -> Vec<(&'static str, &'static str)> {
+        list.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .filter_map(|l| l.split_once('\t'))
             .collect()
@@ -403,7 +404,23 @@ mod lists {
 
     #[test]
     fn real_browsers_are_never_filtered_and_get_their_device_class() {
-        let browsers = browsers();
+        check_browsers(
+            include_str!("../../../tests/data/user-agents.version").trim(),
+            browsers(include_str!("../../../tests/data/browser-user-agents.tsv")),
+        );
+    }
+
+    #[test]
+    fn real_browsers_of_a_second_list_too() {
+        check_browsers(
+            include_str!("../../../tests/data/fake-useragent.version").trim(),
+            browsers(include_str!(
+                "../../../tests/data/fake-useragent-browsers.tsv"
+            )),
+        );
+    }
+
+    fn check_browsers(source: &str, browsers: Vec<(&str, &str)>) {
         assert!(browsers.len() > 500, "the list has its agents");
         let filtered: Vec<&str> = browsers
             .iter()
@@ -426,15 +443,16 @@ mod lists {
                 .or_default() += 1;
         }
         report(format!(
-            "agents: {}: {} real browser agents, {} filtered as bots, {} with another \
+            "agents: {source}: {} real browser agents, {} filtered as bots, {} with another \
              device class than the list's, {} without a browser or OS name",
-            include_str!("../../../tests/data/user-agents.version").trim(),
             browsers.len(),
             filtered.len(),
             wrong_device.len(),
             unnamed.len()
         ));
-        report(format!("agents: browser / OS families: {families:?}"));
+        report(format!(
+            "agents: {source}: browser / OS families: {families:?}"
+        ));
         assert_eq!(
             filtered,
             Vec::<&str>::new(),
