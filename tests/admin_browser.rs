@@ -306,64 +306,157 @@ async fn admin_pages_in_a_real_browser() {
     app.stop().await;
 }
 
+/// A Tally whose site lives in `tz`, with page views of `/a` recorded through the beacon at
+/// the local times (`HH:MM`, the later one where a time comes twice) of `day`, each by a
+/// reader (an address); returns once they are in the rollups.
+async fn a_day_through_the_beacon(tz: chrono_tz::Tz, day: &str, views: &[(&str, u8)]) -> TestApp {
+    use chrono::TimeZone;
+    let mut settings = tally_testkit::settings();
+    settings.admin.tokens = vec![AdminToken::All(TOKEN.into())];
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    settings.sites[0].timezone = tz;
+    let at = |time: &str| {
+        let local =
+            chrono::NaiveDateTime::parse_from_str(&format!("{day} {time}"), "%Y-%m-%d %H:%M")
+                .unwrap();
+        tz.from_local_datetime(&local)
+            .latest()
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let clock = tally_core::Clock::manual(at("00:00"));
+    let app = TestApp::spawn_with_clock(settings, tally::Roles::all(), clock.clone()).await;
+    let http = reqwest::Client::new();
+    for (time, reader) in views {
+        clock.set(at(time));
+        let ip = format!("198.51.100.{reader}");
+        assert_eq!(send(&http, &app, &Hit::view("/a").ip(&ip)).await, 204);
+    }
+    common::wait_for_rollups(&app, views.len() as u64).await;
+    app
+}
+
+/// The chart on screen: how many bars, and the tooltips of the bars that have views.
+async fn chart_tooltips(browser: &Browser) -> (usize, Vec<String>) {
+    let tooltips: Vec<String> = serde_json::from_value(
+        browser
+            .client
+            .execute(
+                "return [...document.querySelectorAll('.chart g title')].map(t => t.textContent)",
+                vec![],
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let bars = tooltips.len();
+    (
+        bars,
+        tooltips
+            .into_iter()
+            .filter(|t| !t.contains(": 0 "))
+            .collect(),
+    )
+}
+
+/// The days clocks change: New York's 23 hours (02:00 skipped), Berlin's 25 (02:00 twice, each
+/// its own bar).
+#[tokio::test]
+async fn charts_of_the_days_clocks_change_have_23_and_25_hours() {
+    let cases = [
+        (
+            chrono_tz::America::New_York,
+            "2026-03-08",
+            vec![("01:30", 1), ("03:30", 2)],
+            23,
+            vec![
+                "01:00: 1 Views, 1 Unique visitors",
+                "03:00: 1 Views, 1 Unique visitors",
+            ],
+        ),
+        (
+            chrono_tz::Europe::Berlin,
+            "2026-10-25",
+            vec![("01:30", 1), ("02:30", 2), ("03:30", 3)],
+            25,
+            vec![
+                "01:00: 1 Views, 1 Unique visitors",
+                "02:00: 1 Views, 1 Unique visitors",
+                "03:00: 1 Views, 1 Unique visitors",
+            ],
+        ),
+    ];
+    for (tz, day, views, hours, want) in cases {
+        let app = a_day_through_the_beacon(tz, day, &views).await;
+        let browser = Browser::start(1280, 1800).await;
+        sign_in(&browser, &app).await;
+        browser
+            .client
+            .goto(&app.url(&format!(
+                "/admin/sites/demo?range=custom&from={day}&to={day}&lang=en"
+            )))
+            .await
+            .unwrap();
+        let (bars, shown) = chart_tooltips(&browser).await;
+        assert_eq!(bars, hours, "{tz}");
+        assert_eq!(shown, want, "{tz}");
+        // Berlin's second 02:00 (the later one, +01:00) is the fourth bar, not the third.
+        if hours == 25 {
+            let third_and_fourth = browser
+                .client
+                .execute(
+                    "const t = [...document.querySelectorAll('.chart g title')]; \
+                     return [t[2].textContent, t[3].textContent]",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                third_and_fourth,
+                json!([
+                    "02:00: 0 Views, 0 Unique visitors",
+                    "02:00: 1 Views, 1 Unique visitors"
+                ])
+            );
+        }
+        browser
+            .screenshot(&format!("admin-day-{hours}-hours"))
+            .await;
+        assert!(browser.console_errors().await.is_empty());
+        browser.close().await;
+        app.stop().await;
+    }
+}
+
 /// A day of a site in Asia/Kolkata (+05:30), recorded through the beacon at chosen times:
 /// the chart has the day's 24 local hours, each view in the bar of its local hour, the
 /// summary cards agree, and a reload shows as a repeat, not a view. Desktop and phone, English
 /// and Vietnamese screenshots.
 #[tokio::test]
 async fn the_chart_of_a_half_hour_zone_day_shows_its_local_hours() {
-    use chrono::TimeZone;
-    let tz = chrono_tz::Asia::Kolkata;
-    let mut settings = tally_testkit::settings();
-    settings.admin.tokens = vec![AdminToken::All(TOKEN.into())];
-    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    settings.sites[0].timezone = tz;
-    let at = |h: u32, m: u32| {
-        tz.with_ymd_and_hms(2026, 3, 10, h, m, 0)
-            .unwrap()
-            .with_timezone(&Utc)
-    };
-    let clock = tally_core::Clock::manual(at(0, 0));
-    let app = TestApp::spawn_with_clock(settings, tally::Roles::all(), clock.clone()).await;
-    let http = reqwest::Client::new();
-    // (local time, reader): 00:10 and 05:40 (UTC midnight is 05:30) and three at 23:20; the
-    // reader of 05:40 reloads at 05:41.
-    let views = [
-        ((0, 10), 1),
-        ((5, 40), 2),
-        ((5, 41), 2),
-        ((23, 20), 3),
-        ((23, 25), 4),
-        ((23, 50), 5),
-    ];
-    for ((h, m), reader) in views {
-        clock.set(at(h, m));
-        let ip = format!("198.51.100.{reader}");
-        assert_eq!(send(&http, &app, &Hit::view("/a").ip(&ip)).await, 204);
-    }
-    common::wait_for_rollups(&app, 6).await;
-
+    // 00:10 and 05:40 (UTC midnight is 05:30) and three readers at 23:xx; the reader of
+    // 05:40 reloads at 05:41.
+    let app = a_day_through_the_beacon(
+        chrono_tz::Asia::Kolkata,
+        "2026-03-10",
+        &[
+            ("00:10", 1),
+            ("05:40", 2),
+            ("05:41", 2),
+            ("23:20", 3),
+            ("23:25", 4),
+            ("23:50", 5),
+        ],
+    )
+    .await;
     let browser = Browser::start(1280, 1800).await;
     let c = &browser.client;
     sign_in(&browser, &app).await;
     c.goto(&app.url("/admin/sites/demo?range=custom&from=2026-03-10&to=2026-03-10&lang=en"))
         .await
         .unwrap();
-    let tooltips: Vec<String> = serde_json::from_value(
-        c.execute(
-            "return [...document.querySelectorAll('.chart g title')].map(t => t.textContent)",
-            vec![],
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(tooltips.len(), 24, "{tooltips:?}");
-    let shown: Vec<&str> = tooltips
-        .iter()
-        .map(String::as_str)
-        .filter(|t| !t.contains(": 0 "))
-        .collect();
+    let (bars, shown) = chart_tooltips(&browser).await;
+    assert_eq!(bars, 24);
     assert_eq!(
         shown,
         [
