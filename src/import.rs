@@ -7,7 +7,7 @@
 //! of a site is the one that counts, so re-running replaces instead of adding) and then
 //! copied into Redis, where the public counters add it to the live figures.
 
-use std::{collections::HashSet, io::Read, path::Path};
+use std::{borrow::Cow, collections::HashSet, io::Read, path::Path};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,7 +20,30 @@ const MAX_TITLE: usize = 512;
 /// Bad rows listed before the report is cut short.
 const MAX_REPORTED: usize = 20;
 
-/// Parses the CSV text `page,views[,title]` (header optional). All errors, by line.
+/// Characters that make a spreadsheet read a cell as a formula when they lead it.
+const FORMULA_START: &[char] = &['=', '+', '-', '@', '\t', '\r'];
+
+/// `value` as a CSV cell a spreadsheet shows as text: pages and titles come from visitors, and
+/// a cell such as `=HYPERLINK("http://x","y")` would run as a formula when the file is opened.
+/// A leading `'` (which spreadsheets do not show) neutralises it; [`from_cell`] takes it off.
+fn to_cell(value: &str) -> Cow<'_, str> {
+    if value.starts_with(FORMULA_START) {
+        Cow::Owned(format!("'{value}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// A cell written by [`to_cell`], read back: the `'` before a formula character is dropped.
+fn from_cell(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_START) => rest,
+        _ => cell,
+    }
+}
+
+/// Parses the CSV text `page,views[,title]` (header optional). All errors, by line. Cells
+/// written by `tally export` (a `'` before a leading `=`, `+`, `-`, `@`) read as they were.
 pub fn parse_csv(
     text: &[u8],
     progress: &ProgressBar,
@@ -73,7 +96,7 @@ pub fn parse_csv(
         }
         let title = match title {
             None => String::new(),
-            Some(Ok(t)) if t.len() <= MAX_TITLE => t.to_owned(),
+            Some(Ok(t)) if from_cell(t).len() <= MAX_TITLE => from_cell(t).to_owned(),
             Some(Ok(_)) => {
                 errors.push(format!("line {line}: title longer than {MAX_TITLE} bytes"));
                 continue;
@@ -83,7 +106,7 @@ pub fn parse_csv(
                 continue;
             }
         };
-        let Some(page) = normalize_page_id(page) else {
+        let Some(page) = normalize_page_id(from_cell(page)) else {
             errors.push(format!("line {line}: empty page"));
             continue;
         };
@@ -207,7 +230,11 @@ pub async fn export(
     let mut w = csv::Writer::from_writer(out);
     w.write_record(["page", "views", "title"])?;
     for (page, live, base, title) in &pages {
-        w.write_record([page.as_str(), &(live + base).to_string(), title.as_str()])?;
+        w.write_record([
+            to_cell(page).as_ref(),
+            &(live + base).to_string(),
+            to_cell(title).as_ref(),
+        ])?;
     }
     w.flush()?;
     Ok(pages.len())
@@ -216,6 +243,28 @@ pub async fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exported_cells_cannot_run_as_formulas_and_read_back_as_they_were() {
+        for hostile in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+        ] {
+            let cell = to_cell(hostile);
+            assert!(cell.starts_with('\''), "{hostile:?} -> {cell:?}");
+            assert_eq!(from_cell(&cell), hostile);
+        }
+        assert_eq!(to_cell("Tin nóng"), "Tin nóng");
+        assert_eq!(to_cell("/a"), "/a");
+        assert_eq!(
+            from_cell("'quoted"),
+            "'quoted",
+            "only a neutralised formula loses its '"
+        );
+    }
 
     #[test]
     fn csv_rows_are_checked_by_line() {

@@ -123,14 +123,36 @@ async fn imported_counters_add_to_live_ones_and_reimporting_replaces() {
     );
     assert_eq!(app.db().baseline("demo").await.unwrap().pages.len(), 2);
 
-    // Export is the inverse: page,views,title with live and imported views together.
+    // A visitor-supplied title that a spreadsheet would run as a formula.
+    let hostile = serde_json::json!({"t": "pageview", "site": "demo",
+        "url": "http://localhost/link", "title": "=HYPERLINK(\"http://x\",\"y\")"});
+    let r = http
+        .post(app.url("/collect"))
+        .header("origin", "http://localhost")
+        .header("user-agent", common::CHROME)
+        .header("x-forwarded-for", "203.0.113.10")
+        .body(hostile.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    // Export is the inverse: page,views,title with live and imported views together; the
+    // hostile title is neutralised (a leading ', which spreadsheets do not show).
     let mut out = Vec::new();
     let n = tally::import::export(&settings, &demo, &mut out)
         .await
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     let text = String::from_utf8(out).unwrap();
-    assert_eq!(text, "page,views,title\n/bai-5,101,T\n/moi,7,\n");
+    assert_eq!(
+        text,
+        "page,views,title\n/bai-5,101,T\n/link,1,\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"\n/moi,7,\n"
+    );
+    // ...and reads back as it was.
+    let rows =
+        tally::import::parse_csv(text.as_bytes(), &indicatif::ProgressBar::hidden()).unwrap();
+    assert_eq!(rows[1].1, "=HYPERLINK(\"http://x\",\"y\")");
 
     // After Redis loses everything, rebuild-counters brings the baseline back too.
     let store = app.store().await;
