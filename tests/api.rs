@@ -803,3 +803,47 @@ async fn sign_in_attempts_are_limited_per_address() {
         "{cookie}"
     );
 }
+
+/// Wrong bearer tokens are limited per client network like sign-ins: the 11th in a minute
+/// answers 429 even with the right token; other addresses are not affected; the addresses
+/// of one IPv6 /64 share the budget. A request without a token is no guess and not counted.
+#[tokio::test]
+async fn wrong_bearer_tokens_are_limited_per_network() {
+    let app = TestApp::spawn(settings()).await;
+    let http = reqwest::Client::new();
+    let url = app.url("/api/v1/sites");
+    let ask = |token: Option<&str>, ip: &str| {
+        let mut req = http.get(&url).header("x-forwarded-for", ip);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    for _ in 0..20 {
+        assert_eq!(ask(None, "203.0.113.60").await.unwrap().status(), 401);
+    }
+    assert_eq!(
+        ask(Some(TOKEN), "203.0.113.60").await.unwrap().status(),
+        200
+    );
+    for i in 0..10 {
+        let ip = format!("2001:db8:7:7::{i}");
+        assert_eq!(
+            ask(Some("wrong-guess-000"), &ip).await.unwrap().status(),
+            401
+        );
+    }
+    let r = ask(Some(TOKEN), "2001:db8:7:7:ffff::1").await.unwrap();
+    assert_eq!(r.status(), 429, "the /64 used up its wrong tokens");
+    assert_eq!(r.headers()["retry-after"], "60");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_attempts");
+    assert_eq!(
+        ask(Some(TOKEN), "2001:db8:7:8::1").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        ask(Some(TOKEN), "203.0.113.61").await.unwrap().status(),
+        200
+    );
+}

@@ -1,13 +1,63 @@
 //! Admin authentication: a bearer token from `admin.tokens` (compared in constant time), or
-//! the session cookie of a signed-in admin page.
+//! the session cookie of a signed-in admin page. Wrong bearer tokens are counted per client
+//! network (an IPv4 address, an IPv6 /64): past [`MAX_FAILED_TOKENS`] in a minute, every
+//! bearer request from there answers 429, the right token included, so tokens cannot be
+//! guessed by trying.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use axum::{
-    extract::FromRequestParts,
+    extract::{ConnectInfo, FromRequestParts},
     http::{header, request::Parts},
 };
 use tally_core::{SiteId, settings::AdminToken};
 
 use crate::{ApiError, State};
+
+/// Wrong bearer tokens one client network may send in a minute.
+pub(crate) const MAX_FAILED_TOKENS: u32 = 10;
+const MINUTE: Duration = Duration::from_secs(60);
+/// Networks remembered at most; past that, the oldest minute's entries go first.
+const MAX_NETWORKS: usize = 100_000;
+
+/// Wrong bearer tokens per client network in its current minute.
+#[derive(Default)]
+pub(crate) struct FailedTokens {
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailedTokens {
+    /// Whether `network` has used up its wrong tokens for this minute.
+    fn blocked(&self, network: IpAddr) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&network)
+            .is_some_and(|(since, n)| since.elapsed() < MINUTE && *n >= MAX_FAILED_TOKENS)
+    }
+
+    /// Counts a wrong token from `network`.
+    fn failed(&self, network: IpAddr) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_NETWORKS {
+            seen.retain(|_, (since, _)| since.elapsed() < MINUTE);
+        }
+        let entry = seen.entry(network).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= MINUTE {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Forgets networks whose minute is over (called every minute).
+    pub(crate) fn forget_old(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, (since, _)| since.elapsed() < MINUTE);
+    }
+}
 
 /// The admin token a request is authorised by.
 pub(crate) struct Admin(pub(crate) AdminToken);
@@ -56,21 +106,44 @@ impl FromRequestParts<std::sync::Arc<State>> for Admin {
         state: &std::sync::Arc<State>,
     ) -> Result<Self, ApiError> {
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let secret = value
+            let network = client_network(state, parts);
+            if network.is_some_and(|n| state.failed_tokens.blocked(n)) {
+                return Err(ApiError::TooManyAttempts);
+            }
+            let found = value
                 .to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthorized)?;
-            return find_token(&state.settings.admin.tokens, secret.trim())
-                .cloned()
-                .map(Admin)
-                .ok_or(ApiError::Unauthorized);
+                .and_then(|secret| find_token(&state.settings.admin.tokens, secret.trim()));
+            return match found {
+                Some(token) => Ok(Admin(token.clone())),
+                None => {
+                    if let Some(network) = network {
+                        state.failed_tokens.failed(network);
+                    }
+                    Err(ApiError::Unauthorized)
+                }
+            };
         }
         if let Some(token) = crate::session::from_cookie(state, &parts.headers).await? {
             return Ok(Admin(token));
         }
         Err(ApiError::Unauthorized)
     }
+}
+
+/// The network of the request's client (behind trusted proxies), if the server gave the
+/// peer address.
+fn client_network(state: &State, parts: &Parts) -> Option<IpAddr> {
+    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+    let forwarded = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes());
+    Some(tally_core::client::network(
+        state.client.resolve(*peer, forwarded),
+    ))
 }
 
 #[cfg(test)]
@@ -86,5 +159,18 @@ mod tests {
         let tokens = vec![AdminToken::All("token-one-1".into())];
         assert!(find_token(&tokens, "token-one-1").is_some());
         assert!(find_token(&tokens, "token-one-2").is_none());
+    }
+
+    #[test]
+    fn a_network_is_blocked_after_its_wrong_tokens_for_the_minute() {
+        let failed = FailedTokens::default();
+        let a: IpAddr = "203.0.113.1".parse().unwrap();
+        let b: IpAddr = "203.0.113.2".parse().unwrap();
+        for _ in 0..MAX_FAILED_TOKENS {
+            assert!(!failed.blocked(a));
+            failed.failed(a);
+        }
+        assert!(failed.blocked(a));
+        assert!(!failed.blocked(b));
     }
 }

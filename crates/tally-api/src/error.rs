@@ -20,6 +20,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("this token may not read this site")]
     Forbidden,
+    #[error("too many wrong admin tokens from this address; try again in a minute")]
+    TooManyAttempts,
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -39,6 +41,11 @@ impl IntoResponse for ApiError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", self.to_string()),
+            Self::TooManyAttempts => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                self.to_string(),
+            ),
             Self::Internal(_) => {
                 error!(message = "request failed", error = %self);
                 (
@@ -62,6 +69,12 @@ impl IntoResponse for ApiError {
             axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
             axum::http::HeaderValue::from_static("*"),
         );
+        if matches!(self, Self::TooManyAttempts) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("60"),
+            );
+        }
         response
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct State {
     pub(crate) client: tally_core::client::ClientAddr,
     /// Sign-in attempts per client address: a handful a minute, so tokens cannot be guessed.
     pub(crate) logins: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Wrong bearer tokens per client network.
+    pub(crate) failed_tokens: auth::FailedTokens,
     /// Now, for default ranges and who is online.
     pub(crate) clock: Clock,
 }
@@ -71,6 +73,7 @@ impl Api {
                 std::num::NonZeroU32::new(10).expect("non-zero"),
             )),
             clock,
+            failed_tokens: auth::FailedTokens::default(),
         };
         let state = Arc::new(state);
         // Forget sign-in limits of addresses that have been quiet for their whole window, so
@@ -81,6 +84,7 @@ impl Api {
                 tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                 let Some(state) = weak.upgrade() else { return };
                 state.logins.retain_recent();
+                state.failed_tokens.forget_old();
             }
         });
         Self { state }

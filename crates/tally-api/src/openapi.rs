@@ -56,6 +56,7 @@ fn admin_op(summary: &str, params: Vec<Value>, schema: Value) -> Value {
             "400": error_response("Invalid parameter"),
             "401": error_response("No or wrong token"),
             "403": error_response("The token may not read this site"),
+            "429": error_response("Too many wrong tokens from this address in a minute (Retry-After: 60)"),
             "404": error_response("Unknown site"),
         }
     }})
@@ -110,6 +111,7 @@ pub(crate) fn build() -> Value {
                 "id": string, "timezone": string, "domains": {"type": "array", "items": string}, "public_counters": {"type": "boolean"},
                 "total_views": int, "total_visits": int}}}}})),
             "401": error_response("No or wrong token"),
+            "429": error_response("Too many wrong tokens from this address in a minute (Retry-After: 60)"),
         }
     }}));
     paths.insert("/api/v1/sites/{site}/stats/summary".into(), admin_op(

@@ -12,6 +12,19 @@ pub struct ClientAddr {
     trusted: Vec<IpNet>,
 }
 
+/// The network a client address budgets are kept for: the address itself for IPv4, its /64
+/// for IPv6 (one subscriber or host usually holds a whole /64, so per-address budgets would
+/// give one client 2^64 of them).
+pub fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
 impl ClientAddr {
     pub fn new(trusted: Vec<IpNet>) -> Self {
         Self { trusted }
@@ -93,6 +106,20 @@ mod tests {
             assert_eq!(country(proxy, junk), None, "{junk:?}");
         }
         assert_eq!(c.country(proxy, None), None);
+    }
+
+    #[test]
+    fn ipv6_clients_are_budgeted_per_64() {
+        assert_eq!(network(ip("203.0.113.5")), ip("203.0.113.5"));
+        assert_eq!(network(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            network(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            network(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            network(ip("2001:db8:1:3::1")),
+            network(ip("2001:db8:1:2::1"))
+        );
     }
 
     #[test]
