@@ -13,7 +13,7 @@ use tally_clickhouse::EventRow;
 use tally_core::{Event, EventKind, dates::DayRange, settings::AdminToken};
 use tally_testkit::{Browser, TestApp};
 
-const TOKEN: &str = "admin-browser-token";
+const TOKEN: &str = "admin-browser-token-0123456";
 const XSS: &str = "<img src=x onerror=alert(1)>";
 
 /// 1,234 page views today (site time zone) by 300 visitors in 400 visits, a hostile title.

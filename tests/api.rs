@@ -14,8 +14,8 @@ use tally_core::{
 };
 use tally_testkit::TestApp;
 
-const TOKEN: &str = "test-admin-token";
-const LIMITED: &str = "limited-token-1";
+const TOKEN: &str = "test-admin-token-0123456789";
+const LIMITED: &str = "limited-token-1-0123456789";
 
 fn settings() -> tally_core::Settings {
     let mut s = tally_testkit::settings();
@@ -845,5 +845,24 @@ async fn wrong_bearer_tokens_are_limited_per_network() {
     assert_eq!(
         ask(Some(TOKEN), "203.0.113.61").await.unwrap().status(),
         200
+    );
+}
+
+/// The real binary refuses to start with a short admin token, naming the key.
+#[tokio::test]
+async fn a_ten_character_token_stops_the_binary_at_start() {
+    let settings = tally_testkit::settings();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("serve")
+        .envs(tally_testkit::env_for(&settings))
+        .env("TALLY__ADMIN__TOKENS", "0123456789")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin.tokens") && stderr.contains("at least 24 characters"),
+        "{stderr}"
     );
 }

@@ -71,7 +71,12 @@ async fn imported_counters_add_to_live_ones_and_reimporting_replaces() {
         v,
         serde_json::json!({"/bai-999": 999, "/bai-1000": 0, "/nope": 0})
     );
-    let sites = common::get_admin_json(&http, &app.url("/api/v1/sites"), "test-admin-token").await;
+    let sites = common::get_admin_json(
+        &http,
+        &app.url("/api/v1/sites"),
+        "test-admin-token-0123456789",
+    )
+    .await;
     assert_eq!(
         sites["sites"][0]["total_visits"], 6_738_190,
         "statistics include the baseline"

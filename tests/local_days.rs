@@ -16,7 +16,7 @@ use tally::Roles;
 use tally_core::{Clock, Settings};
 use tally_testkit::TestApp;
 
-const TOKEN: &str = "test-admin-token";
+const TOKEN: &str = "test-admin-token-0123456789";
 
 fn settings(zone: &str) -> Settings {
     let mut s = tally_testkit::settings();

@@ -95,7 +95,7 @@ async fn a_trusted_proxy_names_the_visitors_country() {
     settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     settings.server.country_header = "CF-IPCountry".into();
     settings.admin.tokens = vec![tally_core::settings::AdminToken::All(
-        "country-test-token".into(),
+        "country-test-token-0123456".into(),
     )];
     let today = chrono::Utc::now()
         .with_timezone(&settings.sites[0].timezone)
@@ -128,7 +128,7 @@ async fn a_trusted_proxy_names_the_visitors_country() {
     let url = app.url(&format!(
         "/api/v1/sites/demo/stats/countries?from={today}&to={today}"
     ));
-    let countries = common::get_admin_json(&http, &url, "country-test-token").await;
+    let countries = common::get_admin_json(&http, &url, "country-test-token-0123456").await;
     assert_eq!(
         countries,
         json!({"rows": [

@@ -26,6 +26,11 @@ pub const REFERENCE: &str = include_str!("../../../config/tally.toml");
 pub const ENV_PREFIX: &str = "TALLY__";
 
 /// Everything Tally can be configured with. See `config/tally.toml` for each key.
+/// Shortest admin token accepted: a token is a password that anyone on the internet may
+/// try, and the api allows only ten wrong ones a minute per address; 24 random characters are
+/// out of reach of that and of offline guessing alike.
+pub const MIN_TOKEN_CHARS: usize = 24;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -318,10 +323,12 @@ impl Settings {
             return Err(invalid("beacon.buffer", "must be at least beacon.batch"));
         }
         for (i, token) in self.admin.tokens.iter().enumerate() {
-            if token.secret().len() < 8 {
+            if token.secret().chars().count() < MIN_TOKEN_CHARS {
                 return Err(invalid(
                     format!("admin.tokens[{i}]"),
-                    "a token must be at least 8 characters",
+                    format!(
+                        "a token must be at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 16`)"
+                    ),
                 ));
             }
             if let AdminToken::Limited { sites, .. } = token {

@@ -43,7 +43,7 @@ static NEXT: AtomicU32 = AtomicU32::new(1);
 /// Settings for one test: the reference defaults with a fresh Redis database and a fresh
 /// ClickHouse database on the shared servers, listening on port 0, worker tuned for tests
 /// (short batch age and claim idle), and one site `demo` allowing `localhost` and
-/// `127.0.0.1`, plus an admin token `test-admin-token`.
+/// `127.0.0.1`, plus an admin token `test-admin-token-0123456789`.
 pub fn settings() -> Settings {
     let s = services();
     settings_for(&s.redis, &s.clickhouse)
@@ -68,7 +68,7 @@ pub fn settings_for(redis: &RedisServer, clickhouse: &ClickHouseServer) -> Setti
         ("TALLY__WORKER__MAX_BACKOFF".to_owned(), "500ms".to_owned()),
         (
             "TALLY__ADMIN__TOKENS".to_owned(),
-            "test-admin-token".to_owned(),
+            "test-admin-token-0123456789".to_owned(),
         ),
     ];
     Settings::load(None, env).expect("test settings are valid")

@@ -171,8 +171,14 @@ fn bad_files_are_refused_with_the_key_named() {
             "sites[1].id",
         ),
         ("[admin]\ntokens = [\"short\"]\n", "admin.tokens[0]"),
+        // Ten characters, as the issue's attacker would hope for: refused.
+        ("[admin]\ntokens = [\"0123456789\"]\n", "admin.tokens[0]"),
         (
-            "[admin]\ntokens = [{ token = \"long-enough-token\", sites = [\"ghost\"] }]\n",
+            "[admin]\ntokens = [\"twenty-three-characters\"]\n",
+            "admin.tokens[0]",
+        ),
+        (
+            "[admin]\ntokens = [{ token = \"long-enough-token-0123456789\", sites = [\"ghost\"] }]\n",
             "admin.tokens[0].sites",
         ),
     ];
@@ -193,7 +199,7 @@ fn limited_tokens_see_only_their_sites() {
     let f = file(
         r#"
         [admin]
-        tokens = ["all-sites-token", { token = "only-news-token", sites = ["news"] }]
+        tokens = ["all-sites-token-0123456789", { token = "only-news-token-0123456789", sites = ["news"] }]
         [[sites]]
         id = "news"
         domains = ["news.example"]
@@ -219,7 +225,7 @@ fn redacted_output_hides_every_secret() {
         [clickhouse]
         password = "ch-secret"
         [admin]
-        tokens = ["admin-secret-1", { token = "admin-secret-2", sites = ["demo"] }]
+        tokens = ["admin-secret-1-0123456789", { token = "admin-secret-2-0123456789", sites = ["demo"] }]
         "#,
     );
     let s = Settings::load(Some(f.path()), env(&[])).unwrap();
@@ -227,13 +233,13 @@ fn redacted_output_hides_every_secret() {
     for secret in [
         "redis-secret",
         "ch-secret",
-        "admin-secret-1",
-        "admin-secret-2",
+        "admin-secret-1-0123456789",
+        "admin-secret-2-0123456789",
     ] {
         assert!(!out.contains(secret), "{secret} leaked:\n{out}");
     }
     assert!(out.contains("redis://tally:********@cache:6379"));
     // The printed configuration is itself a loadable config file.
-    let f2 = file(&out.replace(MASK, "replaced-secret"));
+    let f2 = file(&out.replace(MASK, "replaced-secret-0123456789"));
     Settings::load(Some(f2.path()), env(&[])).unwrap();
 }
