@@ -866,3 +866,137 @@ async fn a_ten_character_token_stops_the_binary_at_start() {
         "{stderr}"
     );
 }
+
+/// Admin sessions: `Secure` and `__Host-` behind an https proxy, not over plain http;
+/// cross-site sign-in and sign-out refused; Redis never holds the cookie's value; a session
+/// ends `admin.session_max_age` after sign-in however active.
+#[tokio::test]
+async fn admin_sessions_are_hardened() {
+    let start = chrono::Utc::now();
+    let clock = tally_core::Clock::manual(start);
+    let app = TestApp::spawn_with_clock(settings(), tally::Roles::all(), clock.clone()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let own_origin = format!("http://{}", app.addr);
+    let login = |headers: &[(&str, &str)]| {
+        let mut req = http
+            .post(app.url("/admin/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={TOKEN}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send()
+    };
+    let set_cookie = |r: &reqwest::Response| r.headers()["set-cookie"].to_str().unwrap().to_owned();
+
+    // Plain http: no Secure (a browser would drop the cookie), the plain name.
+    let r = login(&[("origin", &own_origin)]).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let plain = set_cookie(&r);
+    assert!(
+        plain.starts_with("tally_session=") && !plain.contains("Secure"),
+        "{plain}"
+    );
+    // Behind a trusted https proxy: Secure, and the __Host- name.
+    let r = login(&[("x-forwarded-proto", "https")]).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let secure = set_cookie(&r);
+    assert!(
+        secure.starts_with("__Host-tally_session=")
+            && secure.contains("; Secure")
+            && secure.contains("Path=/")
+            && !secure.contains("Domain"),
+        "{secure}"
+    );
+
+    // Cross-site sign-in and sign-out are refused.
+    for headers in [
+        [("origin", "https://evil.example")],
+        [("sec-fetch-site", "cross-site")],
+        [("origin", "null")],
+    ] {
+        let r = login(&headers).await.unwrap();
+        assert_eq!(r.status(), 403, "{headers:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "cross_site");
+    }
+    let id = secure
+        .split_once('=')
+        .and_then(|(_, v)| v.split(';').next())
+        .unwrap()
+        .to_owned();
+    let cookie = format!("__Host-tally_session={id}");
+    let r = http
+        .post(app.url("/admin/logout"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a cross-site sign-out is refused");
+
+    // Redis holds the session under a hash: nothing there is a cookie value.
+    let mut conn = redis::Client::open(app.settings.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tally:session:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in &keys {
+        let value: String = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            !key.contains(&id) && !value.contains(&id),
+            "{key} = {value}"
+        );
+        assert!(!value.contains(TOKEN), "{value}");
+    }
+
+    // Signed in while used, until session_max_age after sign-in.
+    let signed_in = || async {
+        let page = http
+            .get(app.url("/admin"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        !page.contains("id=\"token\"")
+    };
+    assert!(signed_in().await);
+    let max_age = app.settings.admin.session_max_age;
+    clock.set(start + chrono::Duration::from_std(max_age).unwrap() - chrono::Duration::seconds(5));
+    assert!(signed_in().await, "still within its lifetime");
+    clock.set(start + chrono::Duration::from_std(max_age).unwrap() + chrono::Duration::seconds(1));
+    assert!(!signed_in().await, "ended at its absolute lifetime");
+
+    // A same-origin sign-out ends a session and clears both cookie names.
+    let r = login(&[("origin", &own_origin)]).await.unwrap();
+    let plain_id = set_cookie(&r)
+        .split_once('=')
+        .and_then(|(_, v)| v.split(';').next())
+        .unwrap()
+        .to_owned();
+    let r = http
+        .post(app.url("/admin/logout"))
+        .header("cookie", format!("tally_session={plain_id}"))
+        .header("origin", &own_origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
+}

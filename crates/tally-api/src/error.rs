@@ -22,6 +22,8 @@ pub enum ApiError {
     Forbidden,
     #[error("too many wrong admin tokens from this address; try again in a minute")]
     TooManyAttempts,
+    #[error("sign-in and sign-out are accepted from Tally's own pages only")]
+    CrossSite,
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -41,6 +43,7 @@ impl IntoResponse for ApiError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", self.to_string()),
+            Self::CrossSite => (StatusCode::FORBIDDEN, "cross_site", self.to_string()),
             Self::TooManyAttempts => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",

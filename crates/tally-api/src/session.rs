@@ -1,24 +1,44 @@
-//! Admin page sessions: `POST /admin/login` with a valid token creates a random session id,
-//! stored in Redis (so any api instance knows it) with a sliding expiry, and sent as an
-//! `HttpOnly; SameSite=Strict` cookie. The session holds a fingerprint of the token, never
-//! the token itself; removing a token from the config ends its sessions.
+//! Admin page sessions. `POST /admin/login` with a valid token creates a random 128-bit
+//! session id and sends it as an `HttpOnly; SameSite=Strict` cookie — `Secure` and named
+//! `__Host-tally_session` when Tally is reached over https (`server.public_url`, or a trusted
+//! proxy's `X-Forwarded-Proto`). Redis (so any api instance knows it) holds the session under
+//! the SHA-256 of its id, never the id, so nothing read from Redis or its files signs anyone
+//! in; its value is a fingerprint of the token (never the token) and the sign-in time. A
+//! session slides by `admin.session_ttl` while used and ends `admin.session_max_age` after
+//! sign-in however active; removing a token from the config ends its sessions.
+//!
+//! Sign-in and sign-out accept only same-origin requests, so another site cannot sign a
+//! visitor in (to a token of its choosing) or out.
 
-use std::hash::Hasher;
+use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, header};
-use siphasher::sip::SipHasher13;
+use sha2::{Digest, Sha256};
 use tally_core::settings::AdminToken;
 
 use crate::{ApiError, State};
 
-/// Name of the session cookie.
-pub(crate) const COOKIE: &str = "tally_session";
+/// Name of the session cookie over plain http.
+const COOKIE: &str = "tally_session";
+/// Name of the session cookie over https: the `__Host-` prefix makes browsers keep it only
+/// when it is `Secure`, for the whole host, set by the host itself.
+const SECURE_COOKIE: &str = "__Host-tally_session";
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// A fingerprint of a token: enough to find it again, useless to sign in with.
 pub(crate) fn fingerprint(token: &AdminToken) -> String {
-    let mut h = SipHasher13::new_with_keys(0x0074_616c_6c79, 0x0073_6573_7369_6f6e);
-    h.write(token.secret().as_bytes());
-    format!("{:016x}", h.finish())
+    sha256_hex(token.secret().as_bytes())[..32].to_owned()
+}
+
+/// What Redis knows a session by: the SHA-256 of its id.
+pub(crate) fn storage_key(id: &str) -> String {
+    sha256_hex(id.as_bytes())
 }
 
 /// A new random session id (128 bits).
@@ -26,9 +46,49 @@ pub(crate) fn new_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// Whether the request reached Tally over https: `server.public_url` says so, or a trusted
+/// proxy does in `X-Forwarded-Proto`.
+pub(crate) fn over_https(state: &State, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    if state.settings.server.public_url.starts_with("https://") {
+        return true;
+    }
+    // Only a trusted proxy is believed, as for X-Forwarded-For.
+    let trusted = state
+        .settings
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(&peer.ip().to_canonical()));
+    trusted
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The `Set-Cookie` value that starts session `id`.
+pub(crate) fn start_cookie(id: &str, secure: bool, ttl: std::time::Duration) -> String {
+    let name = if secure { SECURE_COOKIE } else { COOKIE };
+    let flags = if secure { "; Secure" } else { "" };
+    format!(
+        "{name}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{flags}",
+        ttl.as_secs()
+    )
+}
+
+/// The `Set-Cookie` values that end a session, under either name.
+pub(crate) fn end_cookies() -> [&'static str; 2] {
+    [
+        "tally_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        "__Host-tally_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure",
+    ]
+}
+
 /// The session cookie's value, if the request carries one.
 pub(crate) fn cookie_value(headers: &HeaderMap) -> Option<&str> {
-    cookie(headers, COOKIE).filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+    cookie(headers, SECURE_COOKIE)
+        .or_else(|| cookie(headers, COOKIE))
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
@@ -43,6 +103,29 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
         .map(|(_, v)| v)
 }
 
+/// Whether a sign-in or sign-out request comes from Tally's own pages. Browsers say where a
+/// request comes from in `Sec-Fetch-Site` (current ones) or `Origin` (every POST); a request
+/// with neither is not a browser's cross-site request and passes.
+pub(crate) fn same_origin(state: &State, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let public = state.settings.server.public_url.trim_end_matches('/');
+    if !public.is_empty() {
+        return origin.eq_ignore_ascii_case(public);
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
 /// The token of the request's valid session, if any.
 pub(crate) async fn from_cookie(
     state: &State,
@@ -51,13 +134,27 @@ pub(crate) async fn from_cookie(
     let Some(id) = cookie_value(headers) else {
         return Ok(None);
     };
-    let Some(print) = state
+    let key = storage_key(id);
+    let Some(value) = state
         .store
-        .session_touch(id, state.settings.admin.session_ttl)
+        .session_touch(&key, state.settings.admin.session_ttl)
         .await?
     else {
         return Ok(None);
     };
+    // "fingerprint signed-in-at"; sessions of earlier versions (no time) are not kept.
+    let Some((print, since)) = value
+        .split_once(' ')
+        .and_then(|(p, t)| Some((p, t.parse::<i64>().ok()?)))
+    else {
+        state.store.session_delete(&key).await?;
+        return Ok(None);
+    };
+    let max_age = state.settings.admin.session_max_age.as_secs() as i64;
+    if state.clock.now().timestamp() - since > max_age {
+        state.store.session_delete(&key).await?;
+        return Ok(None);
+    }
     Ok(state
         .settings
         .admin
@@ -65,4 +162,39 @@ pub(crate) async fn from_cookie(
         .iter()
         .find(|t| fingerprint(t) == print)
         .cloned())
+}
+
+/// Starts a session for `token`: stores it and returns the new id.
+pub(crate) async fn start(state: &State, token: &AdminToken) -> Result<String, ApiError> {
+    let id = new_id();
+    let value = format!("{} {}", fingerprint(token), state.clock.now().timestamp());
+    state
+        .store
+        .session_put(&storage_key(&id), &value, state.settings.admin.session_ttl)
+        .await?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_never_holds_what_the_cookie_holds() {
+        let id = new_id();
+        assert_eq!(id.len(), 32);
+        let key = storage_key(&id);
+        assert_eq!(key.len(), 64);
+        assert!(!key.contains(&id));
+        let token = AdminToken::All("a-token-long-enough-to-be-used".into());
+        assert!(!fingerprint(&token).contains("long-enough"));
+    }
+
+    #[test]
+    fn the_secure_cookie_is_host_bound() {
+        let c = start_cookie("ab", true, std::time::Duration::from_secs(60));
+        assert!(c.starts_with("__Host-tally_session=ab; Path=/;") && c.ends_with("; Secure"));
+        let c = start_cookie("ab", false, std::time::Duration::from_secs(60));
+        assert!(c.starts_with("tally_session=ab;") && !c.contains("Secure"));
+    }
 }

@@ -55,6 +55,8 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     pub demo_page: bool,
+    /// The address people reach Tally at (`https://…`), or empty.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +143,9 @@ pub struct AdminSettings {
     pub max_range_days: u32,
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Longest a session lasts from sign-in, however active.
+    #[serde(with = "humantime_serde")]
+    pub session_max_age: Duration,
 }
 
 /// An admin bearer token, either for every site or limited to some.
@@ -315,6 +320,14 @@ impl Settings {
                 "must be at most tracking.visit_timeout (0 turns it off)",
             ));
         }
+        let url = &self.server.public_url;
+        let http = url.starts_with("https://") || url.starts_with("http://");
+        if !url.is_empty() && (!http || url.contains(['?', '#', ' '])) {
+            return Err(invalid(
+                "server.public_url",
+                "must be empty or an http(s) address such as https://stats.example.vn",
+            ));
+        }
         let b = &self.beacon;
         if b.batch == 0 {
             return Err(invalid("beacon.batch", "must be at least 1"));
@@ -346,6 +359,12 @@ impl Settings {
             return Err(invalid("admin.max_range_days", "must be at least 1"));
         }
         positive("admin.session_ttl", self.admin.session_ttl)?;
+        if self.admin.session_max_age < self.admin.session_ttl {
+            return Err(invalid(
+                "admin.session_max_age",
+                "must be at least admin.session_ttl",
+            ));
+        }
         let mut seen = HashSet::new();
         for (i, site) in self.sites.iter().enumerate() {
             if !seen.insert(&site.id) {

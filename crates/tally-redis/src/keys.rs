@@ -18,7 +18,7 @@
 //! | `tally:{pN}:batch:ID` | string, 1-hour TTL | marks a beacon batch as applied, so a retried batch is not counted twice |
 //! | `tally:salt:YYYYMMDD` | string, expires when the day has ended in every time zone (13:00 UTC the next day) | the visitor-id salt of local day YYYYMMDD: a site's visitors are hashed with the salt of the site's own date |
 //! | `tally:aof_rewrite:YYYYMMDD` | string, 3-day TTL | the append-only file was rewritten that UTC day to drop expired salts (one beacon does it) |
-//! | `tally:session:ID` | string, TTL = `admin.session_ttl` (sliding) | signed-in admin page session → fingerprint of its token |
+//! | `tally:session:HASH` | string, TTL = `admin.session_ttl` (sliding) | an admin page session, under the SHA-256 of its id (the cookie's value is never stored) → "fingerprint of its token, sign-in time (Unix s)" |
 //!
 //! `pN` is the site's partition (`SiteId::partition`); the `{…}` hash tag keeps all keys of
 //! a partition in one Redis Cluster slot, so the write script stays atomic on a cluster.
@@ -103,9 +103,10 @@ pub fn aof_rewrite(marker: &str) -> String {
     format!("tally:aof_rewrite:{marker}")
 }
 
-/// An admin page session (`tally:session:ID`), holding the fingerprint of its token.
-pub fn admin_session(id: &str) -> String {
-    format!("tally:session:{id}")
+/// An admin page session (`tally:session:HASH`, the hash of its id), holding the
+/// fingerprint of its token and its sign-in time.
+pub fn admin_session(hash: &str) -> String {
+    format!("tally:session:{hash}")
 }
 
 #[cfg(test)]

@@ -215,7 +215,8 @@ fn rand_salt() -> [u8; 16] {
 }
 
 impl Store {
-    /// Stores an admin session `id` → `value` for `ttl`.
+    /// Stores the admin session known by `id` (the hash of its cookie value) → `value` for
+    /// `ttl`.
     pub async fn session_put(&self, id: &str, value: &str, ttl: Duration) -> Result<()> {
         let mut conn = self.conn.clone();
         let _: () = redis::cmd("SET")

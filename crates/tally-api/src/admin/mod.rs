@@ -21,11 +21,7 @@ use serde::Deserialize;
 use tally_clickhouse::stats::{Dimension, Interval, NameRow, Range};
 use tally_core::{SiteId, dates::DayRange, settings::AdminToken};
 
-use crate::{
-    ApiError, State,
-    auth::find_token,
-    session::{self, COOKIE},
-};
+use crate::{ApiError, State, auth::find_token, session};
 use i18n::{Labels, Lang};
 
 /// How often the site page refreshes the live figures.
@@ -239,6 +235,9 @@ pub(crate) async fn login(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
     let (lang, _) = language(&PageQuery::default(), &headers);
+    if !session::same_origin(&state, &headers) {
+        return Err(ApiError::CrossSite);
+    }
     let forwarded = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -263,15 +262,11 @@ pub(crate) async fn login(
             Some(lang.t().wrong_token),
         );
     };
-    let id = session::new_id();
-    let ttl = state.settings.admin.session_ttl;
-    state
-        .store
-        .session_put(&id, &session::fingerprint(token), ttl)
-        .await?;
-    let cookie = format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        ttl.as_secs()
+    let id = session::start(&state, token).await?;
+    let cookie = session::start_cookie(
+        &id,
+        session::over_https(&state, peer, &headers),
+        state.settings.admin.session_ttl,
     );
     let mut r = Redirect::to("/admin").into_response();
     *r.status_mut() = StatusCode::SEE_OTHER;
@@ -281,20 +276,26 @@ pub(crate) async fn login(
     Ok(r)
 }
 
-/// `POST /admin/logout`: ends the session.
+/// `POST /admin/logout`: ends the session (same-origin requests only).
 pub(crate) async fn logout(
     AxumState(state): AxumState<Arc<State>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if !session::same_origin(&state, &headers) {
+        return Err(ApiError::CrossSite);
+    }
     if let Some(id) = session::cookie_value(&headers) {
-        state.store.session_delete(id).await?;
+        state
+            .store
+            .session_delete(&session::storage_key(id))
+            .await?;
     }
     let mut r = Redirect::to("/admin").into_response();
     *r.status_mut() = StatusCode::SEE_OTHER;
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("tally_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    for cookie in session::end_cookies() {
+        r.headers_mut()
+            .append(header::SET_COOKIE, HeaderValue::from_static(cookie));
+    }
     Ok(r)
 }
 
