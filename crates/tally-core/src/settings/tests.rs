@@ -60,6 +60,8 @@ fn defaults_load_from_the_embedded_reference() {
     assert_eq!(s.tracking.visit_timeout, Duration::from_secs(1800));
     assert_eq!(s.tracking.heartbeat, Duration::from_secs(30));
     assert_eq!(s.tracking.repeat_view_window, Duration::from_secs(1800));
+    assert_eq!(s.admin.session_max_age, Duration::from_secs(7 * 86_400));
+    assert_eq!(s.server.public_url, "");
     assert!(s.admin.tokens.is_empty());
     assert_eq!(s.sites.len(), 1);
     assert_eq!(s.sites[0].id.as_str(), "demo");
@@ -136,6 +138,14 @@ fn bad_values_are_refused_with_the_key_named() {
         (
             &[("TALLY__TRACKING__REPEAT_VIEW_WINDOW", "2h")],
             "tracking.repeat_view_window",
+        ),
+        (
+            &[("TALLY__ADMIN__SESSION_MAX_AGE", "1h")],
+            "admin.session_max_age",
+        ),
+        (
+            &[("TALLY__SERVER__PUBLIC_URL", "stats.example.vn")],
+            "server.public_url",
         ),
     ];
     for (vars, key) in cases {
