@@ -146,6 +146,37 @@ async fn clients_over_the_rate_limit_get_429_and_others_do_not() {
         204
     );
     assert_eq!(counters(&http, &app, None).await["total_views"], 4);
+    // The addresses of one IPv6 /64 share a budget; another /64 has its own.
+    for i in 1..=3 {
+        let ip = format!("2001:db8:5:5::{i}");
+        assert_eq!(send(&http, &app, &Hit::view("/a").ip(&ip)).await, 204);
+    }
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("2001:db8:5:5:ffff::9")).await,
+        429
+    );
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("2001:db8:5:6::1")).await,
+        204
+    );
+}
+
+/// `Origin: null` (a sandboxed frame, a file, a redirect across origins) is refused.
+#[tokio::test]
+async fn a_null_origin_is_refused() {
+    let app = TestApp::spawn_roles(trusting_localhost(), "beacon,api".parse().unwrap()).await;
+    let http = reqwest::Client::new();
+    let body = json!({"t": "pageview", "site": "demo", "url": "http://localhost/a"});
+    let r = http
+        .post(app.url("/collect"))
+        .header("origin", "null")
+        .header("user-agent", common::CHROME)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(counters(&http, &app, None).await["total_views"], 0);
 }
 
 /// `beacon.buffer` bounds the events queued for all partitions together: two sites in two

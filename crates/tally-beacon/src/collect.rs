@@ -116,8 +116,9 @@ async fn accept(
         .iter()
         .map(|v| v.as_bytes());
     let ip = state.client.resolve(peer, forwarded);
+    // One budget per IPv4 address and per IPv6 /64 (a host holds a whole /64).
     if let Some(limiter) = &state.limiter
-        && limiter.check_key(&ip).is_err()
+        && limiter.check_key(&tally_core::client::network(ip)).is_err()
     {
         return Err(ApiError::RateLimited);
     }
@@ -279,8 +280,8 @@ impl IntoResponse for NoContent {
 }
 
 /// The event URL's host, and the request's Origin (or, without one, Referer) host, must be
-/// among the site's domains or their subdomains. Requests with neither header — pixels in
-/// privacy-minded browsers — are judged by the event URL alone.
+/// among the site's domains or their subdomains. `Origin: null` is refused. Requests with
+/// neither header — pixels in privacy-minded browsers — are judged by the event URL alone.
 fn origin_allowed(headers: &HeaderMap, url_host: &str, domains: &[String]) -> bool {
     let allowed = |host: &str| {
         domains.iter().any(|d| {
@@ -298,7 +299,9 @@ fn origin_allowed(headers: &HeaderMap, url_host: &str, domains: &[String]) -> bo
         .or_else(|| headers.get(header::REFERER))
         .and_then(|v| v.to_str().ok());
     match source {
-        None | Some("null") => true,
+        None => true,
+        // A sandboxed frame, a file or a redirect across origins: no page of the site.
+        Some("null") => false,
         Some(source) => page::split_url(source).is_some_and(|p| allowed(&p.host)),
     }
 }
@@ -318,6 +321,11 @@ mod tests {
         assert!(origin_allowed(&h, "news.vn", &domains));
         h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
         assert!(!origin_allowed(&h, "news.vn", &domains));
+        h.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(
+            !origin_allowed(&h, "news.vn", &domains),
+            "a sandboxed frame"
+        );
         let mut h = HeaderMap::new();
         h.insert(header::REFERER, "https://www.news.vn/a".parse().unwrap());
         assert!(origin_allowed(&h, "news.vn", &domains));
