@@ -1,7 +1,14 @@
 //! `/healthz` (the process answers), `/readyz` (Redis and ClickHouse answer) and `/metrics`
 //! (Prometheus text of every role in the process).
+//!
+//! `/readyz` is public and costs a Redis and a ClickHouse round trip, so its answer is kept
+//! for [`READY_FOR`]: however often it is asked, the stores are asked at most once per
+//! period (concurrent requests wait for the one check under way).
 
-use std::sync::OnceLock;
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json, Router,
@@ -14,12 +21,27 @@ use serde_json::{Value, json};
 use tally_clickhouse::Db;
 use tally_redis::Store;
 
+/// How long a readiness answer is reused.
+const READY_FOR: Duration = Duration::from_secs(1);
+
+/// The stores, and the last readiness check: when, and whether Redis and ClickHouse answered.
+struct Readiness {
+    store: Store,
+    db: Db,
+    last: tokio::sync::Mutex<Option<(Instant, bool, bool)>>,
+}
+
 pub(crate) fn router(store: Store, db: Db) -> Router {
     let metrics = prometheus();
+    let readiness = Arc::new(Readiness {
+        store,
+        db,
+        last: tokio::sync::Mutex::new(None),
+    });
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .with_state((store, db))
+        .with_state(readiness)
         .route(
             "/metrics",
             get(move || {
@@ -50,9 +72,20 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> (StatusCod
     (status, Json(json!({"code": code, "message": message})))
 }
 
-async fn readyz(State((store, db)): State<(Store, Db)>) -> (StatusCode, Json<Value>) {
-    let (redis, clickhouse) = tokio::join!(store.ping(), db.ping());
-    let (redis, clickhouse) = (redis.is_ok(), clickhouse.is_ok());
+async fn readyz(State(ready): State<Arc<Readiness>>) -> (StatusCode, Json<Value>) {
+    let (redis, clickhouse) = {
+        let mut last = ready.last.lock().await;
+        match *last {
+            Some((at, redis, clickhouse)) if at.elapsed() < READY_FOR => (redis, clickhouse),
+            _ => {
+                metrics::counter!("tally_readiness_checks_total").increment(1);
+                let (redis, clickhouse) = tokio::join!(ready.store.ping(), ready.db.ping());
+                let answer = (redis.is_ok(), clickhouse.is_ok());
+                *last = Some((Instant::now(), answer.0, answer.1));
+                answer
+            }
+        }
+    };
     let word = |up: bool| if up { "ok" } else { "unreachable" };
     let status = if redis && clickhouse {
         StatusCode::OK

@@ -139,3 +139,39 @@ async fn a_trusted_proxy_names_the_visitors_country() {
     );
     app.stop().await;
 }
+
+/// `/readyz` is public: however often it is asked, Redis and ClickHouse are asked at most
+/// once a second.
+#[tokio::test]
+async fn readiness_checks_are_shared() {
+    let app = TestApp::spawn(tally_testkit::settings()).await;
+    let http = reqwest::Client::new();
+    let checks = || async {
+        let text = http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("tally_readiness_checks_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let before = checks().await;
+    let started = std::time::Instant::now();
+    let answers =
+        futures_util::future::join_all((0..200).map(|_| http.get(app.url("/readyz")).send())).await;
+    for r in answers {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let made = checks().await - before;
+    assert!(made >= 1.0, "a check was made");
+    assert!(
+        made <= seconds.ceil() + 1.0,
+        "{made} checks for 200 requests in {seconds:.2} s"
+    );
+}
