@@ -1,5 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (Redis and ClickHouse answer) and `/metrics`
-//! (Prometheus text of every role in the process).
+//! `/healthz` (the process answers) and `/readyz` (Redis and ClickHouse answer) on the public
+//! listener, and `/metrics` (Prometheus text of every role in the process) on its own.
 //!
 //! `/readyz` is public and costs a Redis and a ClickHouse round trip, so its answer is kept
 //! for [`READY_FOR`]: however often it is asked, the stores are asked at most once per
@@ -31,8 +31,10 @@ struct Readiness {
     last: tokio::sync::Mutex<Option<(Instant, bool, bool)>>,
 }
 
+/// `/healthz` and `/readyz`, on the public listener.
 pub(crate) fn router(store: Store, db: Db) -> Router {
-    let metrics = prometheus();
+    // Installed here too, so the roles' metrics are recorded with no metrics listener.
+    let _ = prometheus();
     let readiness = Arc::new(Readiness {
         store,
         db,
@@ -42,13 +44,19 @@ pub(crate) fn router(store: Store, db: Db) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .with_state(readiness)
-        .route(
-            "/metrics",
-            get(move || {
-                let body = metrics.render();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
-            }),
-        )
+}
+
+/// `/metrics`, on its own listener (`server.metrics_listen`): the metrics show every site's
+/// traffic, private ones included, so they stay off the public listener.
+pub(crate) fn metrics_router() -> Router {
+    let metrics = prometheus();
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let body = metrics.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    )
 }
 
 /// The process-wide Prometheus recorder, installed on first use (several apps in one test

@@ -93,6 +93,8 @@ pub struct App {
     beacon: Option<tally_beacon::Beacon>,
     worker: Option<tally_worker::Worker>,
     shutdown_timeout: Duration,
+    /// The listener of `/metrics` (`server.metrics_listen`), apart from the public one.
+    metrics: Option<TcpListener>,
 }
 
 impl App {
@@ -150,6 +152,14 @@ impl App {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let metrics = match settings.server.metrics_listen.as_str() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?,
+            ),
+        };
         info!(addr = %listener.local_addr()?, roles = ?roles.0, "tally ready");
         Ok(Self {
             listener,
@@ -157,6 +167,7 @@ impl App {
             beacon,
             worker,
             shutdown_timeout: settings.server.shutdown_timeout,
+            metrics,
         })
     }
 
@@ -165,6 +176,11 @@ impl App {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The address `/metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
@@ -179,6 +195,16 @@ impl App {
         }
         if let Some(worker) = self.worker {
             worker.spawn(&tracker, background.clone());
+        }
+        if let Some(listener) = self.metrics {
+            let stop = background.clone();
+            tracker.spawn(async move {
+                let served = axum::serve(listener, health::metrics_router())
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(error) = served.await {
+                    tracing::warn!(message = "the metrics listener failed", %error);
+                }
+            });
         }
         tracker.close();
         let app = self

@@ -418,7 +418,7 @@ async fn counting_rules() {
     let live = store.counters(&site, None, 0).await.unwrap();
     assert_eq!(live.bots, 2);
     let metrics = http
-        .get(app.url("/metrics"))
+        .get(app.metrics_url())
         .send()
         .await
         .unwrap()
@@ -426,6 +426,9 @@ async fn counting_rules() {
         .await
         .unwrap();
     assert!(metrics.contains("tally_beacon_bots_total"), "{metrics}");
+    // ...on their own listener only: the public one does not serve them.
+    let public = http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
     assert!(metrics.contains("tally_beacon_accepted_total"), "{metrics}");
 }
 

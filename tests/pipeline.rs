@@ -148,7 +148,7 @@ async fn readiness_checks_are_shared() {
     let http = reqwest::Client::new();
     let checks = || async {
         let text = http
-            .get(app.url("/metrics"))
+            .get(app.metrics_url())
             .send()
             .await
             .unwrap()

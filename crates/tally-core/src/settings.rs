@@ -57,6 +57,8 @@ pub struct ServerSettings {
     pub demo_page: bool,
     /// The address people reach Tally at (`https://…`), or empty.
     pub public_url: String,
+    /// Where `/metrics` is served (`host:port`), or empty for nowhere.
+    pub metrics_listen: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -318,6 +320,13 @@ impl Settings {
             return Err(invalid(
                 "tracking.repeat_view_window",
                 "must be at most tracking.visit_timeout (0 turns it off)",
+            ));
+        }
+        let metrics = &self.server.metrics_listen;
+        if !metrics.is_empty() && metrics.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "server.metrics_listen",
+                "must be empty or an address such as 127.0.0.1:9464",
             ));
         }
         let url = &self.server.public_url;

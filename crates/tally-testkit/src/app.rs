@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 /// A running Tally on a free port. Stops (gracefully) when dropped or [`stop`](Self::stop)ped.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (the tests' settings ask for a free loopback port).
+    pub metrics_addr: Option<SocketAddr>,
     pub settings: Settings,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -34,10 +36,12 @@ impl TestApp {
             .await
             .expect("build the app");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(shutdown.clone()));
         Self {
             addr,
+            metrics_addr,
             settings,
             shutdown,
             task: Some(task),
@@ -47,6 +51,14 @@ impl TestApp {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/metrics` of the metrics listener.
+    pub fn metrics_url(&self) -> String {
+        format!(
+            "http://{}/metrics",
+            self.metrics_addr.expect("a metrics listener")
+        )
     }
 
     /// A Redis handle on this app's database.

@@ -55,6 +55,10 @@ pub fn settings_for(redis: &RedisServer, clickhouse: &ClickHouseServer) -> Setti
     let env = vec![
         ("TALLY__SERVER__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         (
+            "TALLY__SERVER__METRICS_LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
             "TALLY__REDIS__URL".to_owned(),
             redis.url(n % redis::DATABASES),
         ),
@@ -90,6 +94,7 @@ pub fn env_for(settings: &Settings) -> Vec<(String, String)> {
     let d = |d: std::time::Duration| format!("{}ms", d.as_millis());
     vec![
         ("TALLY__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+        ("TALLY__SERVER__METRICS_LISTEN".into(), "127.0.0.1:0".into()),
         ("TALLY__REDIS__URL".into(), s.redis.url.clone()),
         ("TALLY__REDIS__CLUSTER".into(), s.redis.cluster.to_string()),
         (
