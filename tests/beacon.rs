@@ -417,14 +417,7 @@ async fn counting_rules() {
     let site = tally_core::SiteId::parse("demo").unwrap();
     let live = store.counters(&site, None, 0).await.unwrap();
     assert_eq!(live.bots, 2);
-    let metrics = http
-        .get(app.metrics_url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&http, &app.metrics_url()).await;
     assert!(metrics.contains("tally_beacon_bots_total"), "{metrics}");
     // ...on their own listener only: the public one does not serve them.
     let public = http.get(app.url("/metrics")).send().await.unwrap();

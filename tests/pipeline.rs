@@ -147,14 +147,7 @@ async fn readiness_checks_are_shared() {
     let app = TestApp::spawn(tally_testkit::settings()).await;
     let http = reqwest::Client::new();
     let checks = || async {
-        let text = http
-            .get(app.metrics_url())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::get_text(&http, &app.metrics_url()).await;
         text.lines()
             .find(|l| l.starts_with("tally_readiness_checks_total"))
             .and_then(|l| l.split_whitespace().last())

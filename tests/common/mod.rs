@@ -139,6 +139,11 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// GETs `url` and returns the body as text.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// GETs `url` with admin `token` and parses the JSON body.
 pub async fn get_admin_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
     http.get(url)
