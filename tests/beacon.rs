@@ -161,6 +161,34 @@ async fn clients_over_the_rate_limit_get_429_and_others_do_not() {
     );
 }
 
+/// One address has a smaller page-view budget for each page than overall: past it, views of
+/// that page answer 429 while other pages, and the page's heartbeats, go on.
+#[tokio::test]
+async fn one_page_has_a_smaller_budget_than_the_address() {
+    let mut settings = trusting_localhost();
+    settings.beacon.rate_limit_per_page_per_minute = 3;
+    // Every view counts here (distinct readers are not needed for the limit).
+    settings.tracking.repeat_view_window = std::time::Duration::ZERO;
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    let ip = "203.0.113.77";
+    for _ in 0..3 {
+        assert_eq!(send(&http, &app, &Hit::view("/hot").ip(ip)).await, 204);
+    }
+    assert_eq!(send(&http, &app, &Hit::view("/hot").ip(ip)).await, 429);
+    assert_eq!(
+        send(&http, &app, &Hit::view("/hot").kind("ping").ip(ip)).await,
+        204,
+        "heartbeats are not page views"
+    );
+    assert_eq!(send(&http, &app, &Hit::view("/other").ip(ip)).await, 204);
+    assert_eq!(
+        send(&http, &app, &Hit::view("/hot").ip("203.0.113.78")).await,
+        204
+    );
+    assert_eq!(counters(&http, &app, Some("/hot")).await["page_views"], 4);
+}
+
 /// `Origin: null` (a sandboxed frame, a file, a redirect across origins) is refused.
 #[tokio::test]
 async fn a_null_origin_is_refused() {

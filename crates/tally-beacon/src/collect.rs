@@ -116,9 +116,17 @@ async fn accept(
         .iter()
         .map(|v| v.as_bytes());
     let ip = state.client.resolve(peer, forwarded);
-    // One budget per IPv4 address and per IPv6 /64 (a host holds a whole /64).
+    // One budget per IPv4 address and per IPv6 /64 (a host holds a whole /64), and a smaller
+    // one for the page views of each page.
+    let network = tally_core::client::network(ip);
     if let Some(limiter) = &state.limiter
-        && limiter.check_key(&tally_core::client::network(ip)).is_err()
+        && limiter.check_key(&network).is_err()
+    {
+        return Err(ApiError::RateLimited);
+    }
+    if hit.kind == EventKind::Pageview
+        && let Some(limiter) = &state.page_limiter
+        && limiter.check_key(&(network, page_hash(&hit))).is_err()
     {
         return Err(ApiError::RateLimited);
     }
@@ -166,6 +174,14 @@ async fn accept(
         }
         Err(SubmitError::Full) => Err(ApiError::Unavailable),
     }
+}
+
+/// The key of a hit's page in the per-page budgets (site and page key).
+fn page_hash(hit: &Hit) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (hit.site.as_str(), hit.page.as_str()).hash(&mut h);
+    h.finish()
 }
 
 /// What a request tells about the client that sent it.

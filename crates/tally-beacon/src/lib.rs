@@ -45,6 +45,8 @@ pub(crate) struct State {
     pub(crate) tracker: assets::Tracker,
     pub(crate) agents: agent::Agents,
     pub(crate) limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Page views per client network and page (site and page key hashed).
+    pub(crate) page_limiter: Option<governor::DefaultKeyedRateLimiter<(std::net::IpAddr, u64)>>,
     /// The time events are recorded at.
     pub(crate) clock: Clock,
 }
@@ -74,6 +76,8 @@ impl Beacon {
             tracker: assets::Tracker::new(settings.tracking.heartbeat.as_millis()),
             agents: agent::Agents::new(),
             limiter: std::num::NonZeroU32::new(settings.beacon.rate_limit_per_minute)
+                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
+            page_limiter: std::num::NonZeroU32::new(settings.beacon.rate_limit_per_page_per_minute)
                 .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
             clock,
         };
@@ -111,6 +115,9 @@ impl Beacon {
                     () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
                 }
                 if let Some(limiter) = &state.limiter {
+                    limiter.retain_recent();
+                }
+                if let Some(limiter) = &state.page_limiter {
                     limiter.retain_recent();
                 }
                 metrics::gauge!("tally_beacon_buffered_events")

@@ -136,6 +136,8 @@ pub struct BeaconSettings {
     pub buffer: usize,
     pub batch: usize,
     pub rate_limit_per_minute: u32,
+    /// Page views per minute one client network may send for one page (0 = no limit).
+    pub rate_limit_per_page_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
