@@ -13,7 +13,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
 use tally_core::{SiteId, settings::AdminToken};
 
@@ -136,14 +136,21 @@ impl FromRequestParts<std::sync::Arc<State>> for Admin {
 /// peer address.
 fn client_network(state: &State, parts: &Parts) -> Option<IpAddr> {
     let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
-    let forwarded = parts
-        .headers
+    Some(tally_core::client::network(client_ip(
+        state,
+        *peer,
+        &parts.headers,
+    )))
+}
+
+/// The client address of a request from `peer`: the peer, or behind a trusted proxy the
+/// address it forwards.
+pub(crate) fn client_ip(state: &State, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded = headers
         .get_all("x-forwarded-for")
         .iter()
         .map(|v| v.as_bytes());
-    Some(tally_core::client::network(
-        state.client.resolve(*peer, forwarded),
-    ))
+    state.client.resolve(peer, forwarded)
 }
 
 #[cfg(test)]

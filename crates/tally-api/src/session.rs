@@ -53,13 +53,7 @@ pub(crate) fn over_https(state: &State, peer: SocketAddr, headers: &HeaderMap) -
         return true;
     }
     // Only a trusted proxy is believed, as for X-Forwarded-For.
-    let trusted = state
-        .settings
-        .server
-        .trusted_proxies
-        .iter()
-        .any(|net| net.contains(&peer.ip().to_canonical()));
-    trusted
+    state.client.is_trusted(peer.ip().to_canonical())
         && headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())

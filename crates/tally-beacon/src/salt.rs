@@ -103,6 +103,9 @@ impl SaltCache {
     /// previous date's salt expired, has Redis rewrite its append-only file. Until Redis
     /// answers, the salts in memory stay in use.
     pub async fn keep_ahead(self, shutdown: CancellationToken) {
+        // The UTC day this beacon last saw the rewrite made (by itself or another beacon), so
+        // Redis is asked once a day, not every few seconds.
+        let mut rewritten: Option<NaiveDate> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -113,14 +116,13 @@ impl SaltCache {
                 continue;
             }
             let now = self.clock.now();
+            let today = now.date_naive();
             let yesterday = dates_in_use(now)[0];
-            if now >= retired_at(yesterday)
-                && let Err(error) = self
-                    .store
-                    .rewrite_aof_once(&day_key(now.date_naive()))
-                    .await
-            {
-                warn!(message = "cannot rewrite the append-only file", %error);
+            if now >= retired_at(yesterday) && rewritten != Some(today) {
+                match self.store.rewrite_aof_once(&day_key(today)).await {
+                    Ok(_) => rewritten = Some(today),
+                    Err(error) => warn!(message = "cannot rewrite the append-only file", %error),
+                }
             }
         }
     }

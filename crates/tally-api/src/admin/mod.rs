@@ -238,13 +238,9 @@ pub(crate) async fn login(
     if !session::same_origin(&state, &headers) {
         return Err(ApiError::CrossSite);
     }
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| v.as_bytes());
     if state
         .logins
-        .check_key(&state.client.resolve(peer, forwarded))
+        .check_key(&crate::auth::client_ip(&state, peer, &headers))
         .is_err()
     {
         return login_page(
