@@ -229,15 +229,21 @@ pub async fn export(
     let pages = store.all_pages(site).await?;
     let mut w = csv::Writer::from_writer(out);
     w.write_record(["page", "views", "title"])?;
+    let mut written = 0;
     for (page, live, base, title) in &pages {
+        if page.is_empty() {
+            // "Other pages" (past tracking.max_pages) is no page: it cannot be imported.
+            continue;
+        }
         w.write_record([
             to_cell(page).as_ref(),
             &(live + base).to_string(),
             to_cell(title).as_ref(),
         ])?;
+        written += 1;
     }
     w.flush()?;
-    Ok(pages.len())
+    Ok(written)
 }
 
 #[cfg(test)]

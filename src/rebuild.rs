@@ -94,7 +94,7 @@ async fn rebuild_site(
             EventKind::Ping | EventKind::Leave | EventKind::Repeat => {}
         }
     }
-    let page_views: Vec<(String, u64)> = pages.into_iter().collect();
+    let page_views = within_page_cap(pages, settings.tracking.max_pages);
     store
         .replace_counters(site, &page_views, views, visits, bots)
         .await
@@ -110,4 +110,45 @@ async fn rebuild_site(
         bots,
         from_streams,
     })
+}
+
+/// The live page counts to keep for `pages` under `tracking.max_pages` (`cap`, 0 = none): the
+/// `cap` most viewed pages, and the views of the rest summed under "" ("other pages"), as
+/// the write script would have kept them. After someone filled a site's live pages with
+/// made-up addresses, a rebuild therefore gives the room back to the pages people read.
+fn within_page_cap(pages: BTreeMap<String, u64>, cap: u32) -> Vec<(String, u64)> {
+    let cap = cap as usize;
+    if cap == 0 || pages.len() <= cap {
+        return pages.into_iter().collect();
+    }
+    let mut by_views: Vec<(String, u64)> = pages.into_iter().collect();
+    // Most viewed first; the page key breaks ties, so a rebuild is repeatable.
+    by_views.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rest: u64 = by_views[cap..].iter().map(|(_, n)| n).sum();
+    by_views.truncate(cap);
+    by_views.push((String::new(), rest));
+    by_views
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_keeps_the_most_viewed_pages_and_sums_the_rest() {
+        let pages: BTreeMap<String, u64> = [("/a", 5), ("/b", 1), ("/c", 9), ("/d", 1)]
+            .into_iter()
+            .map(|(p, n)| (p.to_owned(), n))
+            .collect();
+        assert_eq!(within_page_cap(pages.clone(), 0).len(), 4, "no cap");
+        assert_eq!(within_page_cap(pages.clone(), 4).len(), 4);
+        assert_eq!(
+            within_page_cap(pages, 2),
+            [
+                ("/c".to_owned(), 9),
+                ("/a".to_owned(), 5),
+                (String::new(), 2)
+            ]
+        );
+    }
 }

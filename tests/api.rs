@@ -398,7 +398,7 @@ async fn exact_figures_on_seeded_data() {
     assert_eq!(rt["online"], 2);
     assert_eq!(
         rt["pages"],
-        json!([{"page": "/live", "title": "T", "online": 2}, {"page": "/other", "title": "T", "online": 1}])
+        json!([{"page": "/live", "title": "T", "online": 2, "other": false}, {"page": "/other", "title": "T", "online": 1, "other": false}])
     );
     let per_minute = rt["views_per_minute"].as_array().unwrap();
     assert_eq!(per_minute.len(), 30);

@@ -318,21 +318,6 @@ async fn processes_migrating_at_the_same_moment_all_succeed() {
     );
 }
 
-/// Sends `sql` to the test's ClickHouse as it is (statements the store has no call for)
-/// and returns the answer.
-async fn run_sql(settings: &tally_core::Settings, sql: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(&settings.clickhouse.url)
-        .body(sql.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let ok = response.status().is_success();
-    let text = response.text().await.unwrap();
-    assert!(ok, "{sql}: {text}");
-    text
-}
-
 /// Leaves `marker` as a process that stopped halfway through migration `version`'s history
 /// copy leaves it (made, without its "finished" row), then checks that migrating stops
 /// with a reason and records nothing from `version` on.
@@ -343,7 +328,7 @@ async fn check_that_an_unfinished_copy_stops_migrating(
     version: u32,
 ) {
     let database = &settings.clickhouse.database;
-    run_sql(
+    common::run_sql(
         settings,
         &format!("CREATE TABLE {database}.{marker} (done UInt8) ENGINE = Log"),
     )
@@ -381,7 +366,7 @@ async fn an_unfinished_daily_copy_is_not_taken_for_a_finished_one() {
             )
         })
         .collect();
-    run_sql(
+    common::run_sql(
         &settings,
         &format!(
             "INSERT INTO {database}.events (event_id, site, kind, ts, page, path, title, \
@@ -395,9 +380,9 @@ async fn an_unfinished_daily_copy_is_not_taken_for_a_finished_one() {
 
     // The recovery of docs/operations.md: empty the daily tables, drop the marker, migrate.
     for table in ["site_daily", "page_daily", "dimension_daily"] {
-        run_sql(&settings, &format!("TRUNCATE TABLE {database}.{table}")).await;
+        common::run_sql(&settings, &format!("TRUNCATE TABLE {database}.{table}")).await;
     }
-    run_sql(&settings, &format!("DROP TABLE {database}.daily_backfill")).await;
+    common::run_sql(&settings, &format!("DROP TABLE {database}.daily_backfill")).await;
     assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6, 7]);
     let day = db
         .summary(&range("2026-03-01", "2026-03-01"))
@@ -445,7 +430,7 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
         settings.clickhouse.database,
         values.join(", ")
     );
-    run_sql(&settings, &sql).await;
+    common::run_sql(&settings, &sql).await;
 
     assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6, 7]);
     let day = |d: &str| range(d, d);
@@ -562,7 +547,7 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
             )
         })
         .collect();
-    run_sql(
+    common::run_sql(
         &settings,
         &format!(
             "INSERT INTO {database}.events (event_id, site, kind, ts, day, page, path, title, \
@@ -587,8 +572,8 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
     );
 
     // The recovery of docs/operations.md.
-    run_sql(&settings, &format!("TRUNCATE TABLE {database}.page_days")).await;
-    run_sql(&settings, &format!("DROP TABLE {database}.page_days_copy")).await;
+    common::run_sql(&settings, &format!("TRUNCATE TABLE {database}.page_days")).await;
+    common::run_sql(&settings, &format!("DROP TABLE {database}.page_days_copy")).await;
     assert_eq!(db.migrate(&settings.sites).await.unwrap(), [6, 7]);
     assert_eq!(
         top_pages(&db, &range("2026-03-01", "2026-03-02")).await,
@@ -611,7 +596,7 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
         vec![("/b".to_owned(), "Title /b".to_owned(), 2, 2)]
     );
     // page_daily is no longer fed.
-    let old_views = run_sql(
+    let old_views = common::run_sql(
         &settings,
         &format!("SELECT sumMerge(views) FROM {database}.page_daily WHERE site = 'demo'"),
     )

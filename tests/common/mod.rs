@@ -167,3 +167,123 @@ pub fn all_time(site: &str) -> tally_clickhouse::stats::Range {
         },
     )
 }
+
+/// A free loopback port (bound and released: a test races nobody for it in practice).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `tally serve` process — the real binary — for `settings`, on free loopback ports, with
+/// `extra` settings as `TALLY__…` variables; killed when dropped.
+pub struct Served {
+    child: std::process::Child,
+    pub base: String,
+    pub metrics: String,
+}
+
+impl Served {
+    pub async fn start(
+        settings: &tally_core::Settings,
+        roles: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let (port, metrics) = (free_port(), free_port());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["serve", "--roles", roles])
+            .envs(tally_testkit::env_for(settings))
+            .env("TALLY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "TALLY__SERVER__METRICS_LISTEN",
+                format!("127.0.0.1:{metrics}"),
+            )
+            .env("TALLY__ADMIN__TOKENS", "test-admin-token-0123456789")
+            .env("TALLY_LOG", "warn")
+            .envs(extra.iter().map(|(k, v)| (*k, *v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let served = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+        };
+        let http = reqwest::Client::new();
+        let health = served.url("/healthz");
+        wait_for("the tally process to listen", || async {
+            http.get(&health).send().await.is_ok()
+        })
+        .await;
+        served
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis' `used_memory` (bytes) as `INFO memory` reports it.
+pub async fn redis_used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO memory has used_memory")
+}
+
+/// The HTML of an admin page, signed in with the test token from `ip`.
+pub async fn admin_html(base: &str, path: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{base}/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=test-admin-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "sign-in");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let r = http
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.unwrap()
+}
+
+/// Sends `sql` to the test's ClickHouse as it is (statements the store has no call for)
+/// and returns the answer.
+pub async fn run_sql(settings: &tally_core::Settings, sql: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(&settings.clickhouse.url)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let ok = response.status().is_success();
+    let text = response.text().await.unwrap();
+    assert!(ok, "{sql}: {text}");
+    text
+}

@@ -18,7 +18,7 @@
       var li = document.createElement("li");
       var name = document.createElement("span");
       name.className = "name";
-      name.textContent = p.title || p.page;
+      name.textContent = p.other ? list.getAttribute("data-other") : (p.title || p.page);
       var page = document.createElement("small");
       page.textContent = p.page;
       var n = document.createElement("strong");

@@ -161,11 +161,13 @@ pub(crate) fn build() -> Value {
         ));
     }
     paths.insert("/api/v1/sites/{site}/stats/realtime".into(), admin_op(
-        "Online now, pages being read, views per minute over the last 30 minutes (live)",
+        "Online now, pages being read (the 50 with most readers among the 200 with the latest events; `other` marks the row of the pages past tracking.max_pages, page \"\"), views per minute over the last 30 minutes, and how many pages the site holds live against its cap (live)",
         vec![site()],
-        json!({"type": "object", "required": ["online", "pages", "views_per_minute"], "properties": {
+        json!({"type": "object", "required": ["online", "pages", "views_per_minute", "live_pages", "max_pages"], "properties": {
             "online": int,
-            "pages": {"type": "array", "items": {"type": "object", "required": ["page", "title", "online"], "properties": {"page": string, "title": string, "online": int}}},
+            "live_pages": int,
+            "max_pages": int,
+            "pages": {"type": "array", "items": {"type": "object", "required": ["page", "title", "online", "other"], "properties": {"page": string, "title": string, "online": int, "other": {"type": "boolean"}}}},
             "views_per_minute": {"type": "array", "items": {"type": "object", "required": ["t", "views"], "properties": {"t": {"type": "string", "format": "date-time"}, "views": int}}}}}),
     ));
     json!({

@@ -235,7 +235,11 @@ pub(crate) async fn realtime(
     let pages: Vec<Value> = rt
         .pages
         .into_iter()
-        .map(|(page, title, online)| json!({"page": page, "title": title, "online": online}))
+        .map(|(page, title, online)| {
+            // The pages past tracking.max_pages are read live as one, under the key "".
+            let other = page.is_empty();
+            json!({"page": page, "title": title, "online": online, "other": other})
+        })
         .collect();
     let per_minute: Vec<Value> = rt
         .views_per_minute
@@ -248,7 +252,11 @@ pub(crate) async fn realtime(
             json!({"t": t, "views": views})
         })
         .collect();
-    Ok(Json(
-        json!({"online": rt.online, "pages": pages, "views_per_minute": per_minute}),
-    ))
+    Ok(Json(json!({
+        "online": rt.online,
+        "pages": pages,
+        "views_per_minute": per_minute,
+        "live_pages": rt.live_pages,
+        "max_pages": state.settings.tracking.max_pages,
+    })))
 }

@@ -232,7 +232,13 @@ impl Write {
                 .record(batch_id, &events, &self.tracking, now_ms)
                 .await
             {
-                Ok(_) => break,
+                Ok(recorded) => {
+                    if recorded.over_page_cap > 0 {
+                        metrics::counter!("tally_beacon_events_over_page_cap_total")
+                            .increment(recorded.over_page_cap as u64);
+                    }
+                    break;
+                }
                 Err(error) => {
                     warn!(message = "cannot write events to redis; retrying", %error, events = events.len());
                     if self.shutdown.is_cancelled() && deadline.is_none() {

@@ -128,6 +128,9 @@ pub struct TrackingSettings {
     /// Zero counts every view.
     #[serde(with = "humantime_serde")]
     pub repeat_view_window: Duration,
+    /// Most pages of one site held live in Redis (0 = no cap); later pages count live under
+    /// "other pages".
+    pub max_pages: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

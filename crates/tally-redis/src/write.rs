@@ -35,6 +35,28 @@ pub struct Recorded {
     pub events: usize,
     /// Events of partitions whose part of the batch had been applied by an earlier try.
     pub already_applied: usize,
+    /// Events recorded live under "other pages" (their site is at `tracking.max_pages`).
+    pub over_page_cap: usize,
+}
+
+/// The write script's answer for one partition.
+enum Applied {
+    /// This batch id had been applied by an earlier try (the script answered -1).
+    Before,
+    /// Recorded now (the script answered {events, events under "other pages"}).
+    Now { over_page_cap: usize },
+}
+
+impl redis::FromRedisValue for Applied {
+    fn from_redis_value(v: redis::Value) -> std::result::Result<Self, redis::ParsingError> {
+        match v {
+            redis::Value::Int(n) if n < 0 => Ok(Self::Before),
+            other => {
+                let (_, over_page_cap): (usize, usize) = redis::from_redis_value(other)?;
+                Ok(Self::Now { over_page_cap })
+            }
+        }
+    }
 }
 
 /// The events' JSON, one line each: the `b` field of the batch's stream entry. JSON as
@@ -81,6 +103,7 @@ impl Store {
                 .arg(tracking.online_window.as_millis() as u64)
                 .arg(tracking.visit_timeout.as_secs())
                 .arg(tracking.repeat_view_window.as_millis() as u64)
+                .arg(tracking.max_pages)
                 .arg(events.len())
                 .arg(json_lines(events)?);
             for e in events {
@@ -97,15 +120,15 @@ impl Store {
             sizes.push(events.len());
         }
         let mut conn = self.conn();
-        let replies: Vec<i64> = if self.is_cluster() {
+        let replies: Vec<Applied> = if self.is_cluster() {
             // Partitions live in different slots: one call each, all at once.
             let calls = cmds.iter().map(|cmd| {
                 let mut conn = self.conn();
                 async move {
-                    match cmd.query_async::<i64>(&mut conn).await {
+                    match cmd.query_async::<Applied>(&mut conn).await {
                         Err(e) if e.code() == Some("NOSCRIPT") => {
                             RECORD.prepare_invoke().load_async(&mut conn).await?;
-                            cmd.query_async::<i64>(&mut conn).await
+                            cmd.query_async::<Applied>(&mut conn).await
                         }
                         other => other,
                     }
@@ -128,12 +151,15 @@ impl Store {
         let mut recorded = Recorded {
             events: 0,
             already_applied: 0,
+            over_page_cap: 0,
         };
         for (reply, size) in replies.into_iter().zip(sizes) {
-            if reply < 0 {
-                recorded.already_applied += size;
-            } else {
-                recorded.events += size;
+            match reply {
+                Applied::Before => recorded.already_applied += size,
+                Applied::Now { over_page_cap } => {
+                    recorded.events += size;
+                    recorded.over_page_cap += over_page_cap;
+                }
             }
         }
         Ok(recorded)

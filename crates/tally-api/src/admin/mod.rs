@@ -148,6 +148,8 @@ struct SitePage<'a> {
     cards: Vec<(&'static str, String)>,
     chart: String,
     reading: Vec<(String, String, String)>,
+    /// Set when the site holds `tracking.max_pages` pages live.
+    page_cap: Option<String>,
     tables: Vec<String>,
 }
 
@@ -535,24 +537,33 @@ pub(crate) async fn site(
             ),
         ],
         chart,
+        page_cap: at_page_cap(&state.settings.tracking, live.live_pages).then(|| {
+            t.page_cap_reached
+                .replace("{n}", &lang.number(live.live_pages))
+        }),
         reading: live
             .pages
             .into_iter()
             .map(|(page, title, n)| {
-                (
-                    if title.is_empty() {
-                        page.clone()
-                    } else {
-                        title
-                    },
-                    page,
-                    lang.number(n),
-                )
+                let name = if page.is_empty() {
+                    t.other_pages.to_owned()
+                } else if title.is_empty() {
+                    page.clone()
+                } else {
+                    title
+                };
+                (name, page, lang.number(n))
             })
             .collect(),
         tables,
     };
     Ok(html(StatusCode::OK, render(&page)?, lang, remember))
+}
+
+/// Whether a site with `live_pages` pages held live has reached `tracking.max_pages` (the
+/// "other pages" row is one of them once there).
+fn at_page_cap(tracking: &tally_core::settings::TrackingSettings, live_pages: u64) -> bool {
+    tracking.max_pages > 0 && live_pages >= u64::from(tracking.max_pages)
 }
 
 /// `GET /admin/assets/{file}`: the stylesheet and the script, cacheable for an hour.

@@ -4,10 +4,11 @@
 --          touches is built from ARGV[1] and carries the same {pN} hash tag, so the whole
 --          batch lives in one cluster slot.
 -- ARGV     prefix, batch id, now (ms), online window (ms), visit timeout (s), repeat-view
---          window (ms, 0 = off), event count, the events' JSON (one line per event), then 8
---          values per event: kind, site, page, visitor, session candidate, day, title, time (ms).
--- Returns  the number of events recorded, or -1 when this batch id was already applied
---          (a retry after a lost reply must not count twice).
+--          window (ms, 0 = off), page cap (0 = none), event count, the events' JSON (one line
+--          per event), then 8 values per event: kind, site, page, visitor, session candidate,
+--          day, title, time (ms).
+-- Returns  {events recorded, events recorded live under "other pages"}, or -1 when this
+--          batch id was already applied (a retry after a lost reply must not count twice).
 --
 -- Visits live in one hash per site and UTC day (visitor -> "session:last event ms:page
 -- views:last counted view ms:last page"; records of earlier versions end after the page
@@ -21,6 +22,13 @@
 -- that page's last counted view, is a reload. It counts nowhere (views, visitors, minute
 -- counts) but keeps the visitor online and the visit running, like a ping; its figures get a
 -- fifth value `r` so the worker stores it as a repeat.
+--
+-- Page cap: the live state of a site (its view-count and title hashes, which never expire,
+-- and the online sets of pages) holds at most `cap` pages. A page not yet in the view-count
+-- hash while that hash has `cap` fields is recorded live under the page key '' ("other
+-- pages", never a real page key: page keys are never empty) and gets no title. The stream
+-- entry keeps the real page, so ClickHouse has every page; the site's totals count every
+-- view. The script returns how many events went to '' so the beacon can count them.
 --
 -- The whole batch is one stream entry: `b` = the events' JSON lines as the beacon sent them,
 -- `m` = one "session new ordinal gap" per event, joined by ','. One XADD per call instead of
@@ -37,9 +45,10 @@ local now = tonumber(now_arg)
 local window = tonumber(ARGV[4])
 local timeout = tonumber(ARGV[5])
 local repeat_ms = tonumber(ARGV[6])
-local n = tonumber(ARGV[7])
-local lines = ARGV[8]
-local first = 9
+local cap = tonumber(ARGV[7])
+local n = tonumber(ARGV[8])
+local lines = ARGV[9]
+local first = 10
 local minute = string.format('%d', math.floor(now / 60000))
 
 if not redis.call('SET', prefix .. 'batch:' .. ARGV[2], '1', 'NX', 'EX', '3600') then
@@ -132,6 +141,40 @@ for _, site in ipairs(visit_sites) do
   end
 end
 
+-- The key a page is recorded under live: itself while the site has room, else ''.
+local live_keys = {}   -- site -> page -> live key
+local live_counts = {} -- site -> pages in the view-count hash (as this batch grows it)
+local over_cap = 0
+local function live_key(site, page)
+  if cap == 0 then
+    return page
+  end
+  local known = live_keys[site]
+  if not known then
+    known = {}
+    live_keys[site] = known
+  end
+  local k = known[page]
+  if k then
+    return k
+  end
+  local views_key = prefix .. 'views:' .. site
+  if redis.call('HEXISTS', views_key, page) == 1 then
+    k = page
+  else
+    local count = live_counts[site] or redis.call('HLEN', views_key)
+    if count < cap then
+      k = page
+      count = count + 1
+    else
+      k = ''
+    end
+    live_counts[site] = count
+  end
+  known[page] = k
+  return k
+end
+
 local meta = {}
 for i = 0, n - 1 do
   local base = first + i * 8
@@ -142,6 +185,10 @@ for i = 0, n - 1 do
   if kind == 'bot' then
     add(prefix .. 'totals:' .. site, 'bots', 1)
   else
+    local live = live_key(site, page)
+    if live == '' then
+      over_cap = over_cap + 1
+    end
     local v = visits[site][visitor]
     if v and ts - v[2] > timeout_ms then
       v = false
@@ -163,7 +210,7 @@ for i = 0, n - 1 do
       v[4] = ts
       v[5] = page
       seq = v[3]
-      add(prefix .. 'views:' .. site, page, 1)
+      add(prefix .. 'views:' .. site, live, 1)
       add(prefix .. 'totals:' .. site, 'views', 1)
       add(prefix .. 'vpm:' .. site .. ':' .. minute, 'n', 1)
       local uv = prefix .. 'uv:' .. site .. ':' .. day
@@ -173,7 +220,7 @@ for i = 0, n - 1 do
       end
       local list = sketches[uv]
       list[#list + 1] = visitor
-      if title ~= '' then
+      if title ~= '' and live ~= '' then
         local tk = prefix .. 'titles:' .. site
         titles[tk] = titles[tk] or {}
         titles[tk][page] = title
@@ -190,9 +237,9 @@ for i = 0, n - 1 do
       v.dirty = true
     end
     presence(prefix .. 'online:' .. site, visitor, true)
-    presence(prefix .. 'online:' .. site .. ':' .. page, visitor, kind ~= 'leave')
+    presence(prefix .. 'online:' .. site .. ':' .. live, visitor, kind ~= 'leave')
     if kind ~= 'leave' then
-      presence(prefix .. 'active:' .. site, page, true)
+      presence(prefix .. 'active:' .. site, live, true)
     end
   end
   meta[i + 1] = string.format('%s %s %d %d', session, new_visit, seq, gap) .. again
@@ -268,4 +315,4 @@ for key, pages in pairs(titles) do
   end
   redis.call('HSET', key, unpack(args))
 end
-return n
+return {n, over_cap}
