@@ -368,3 +368,109 @@ pub async fn admin_queries(
     }
     Ok(out)
 }
+
+/// Records, through the write script, one reader on each of `pages` pages of the first site
+/// (`/live/N`, in that order, a millisecond apart ending at `now_ms`), then `extra` more
+/// readers on each of the ten pages read last, the tenth-last having the most: a site with
+/// `pages` pages read within the online window.
+pub async fn seed_realtime(
+    settings: &Settings,
+    store: &Store,
+    pages: usize,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    let site = &settings.sites[0];
+    let partition = site.id.partition(settings.redis.partitions);
+    let event = |page: usize, visitor: u64, ts_ms: i64| {
+        let path = format!("/live/{page}");
+        TrackedEvent {
+            event: Event {
+                kind: EventKind::Pageview,
+                site: site.id.to_string(),
+                ts_ms,
+                title: format!("Bài {page}"),
+                path: path.clone(),
+                page: path,
+                visitor,
+                ..Event::empty()
+            },
+            partition,
+            day: "20260101".into(),
+            session_candidate: visitor,
+        }
+    };
+    let start = now_ms - pages as i64;
+    let mut events: Vec<TrackedEvent> = (0..pages)
+        .map(|p| event(p, p as u64 + 1, start + p as i64))
+        .collect();
+    for k in 0..10usize {
+        let page = pages.saturating_sub(10) + k;
+        for r in 0..=k {
+            let visitor = (pages + 1 + k * 100 + r) as u64;
+            events.push(event(page, visitor, now_ms));
+        }
+    }
+    // Each batch recorded at the time of its last event: the script stamps presence with
+    // the time of the call.
+    for (i, chunk) in events.chunks(1000).enumerate() {
+        let at = chunk.iter().map(|e| e.event.ts_ms).max().unwrap_or(now_ms);
+        store
+            .record(i as u64 + 1, chunk, &settings.tracking, at)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Times a realtime read of a site with `pages` pages being read (seeded with
+/// [`seed_realtime`]), `rounds` times: as the api reads it (the pages with the latest
+/// events, [`tally_redis::REALTIME_CANDIDATES`]), reading every page, and the ceiling, one
+/// round trip of the public counters. Returns (name, p50 ms, p99 ms) for each.
+pub async fn realtime(
+    settings: &Settings,
+    pages: usize,
+    rounds: usize,
+) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    let store = Store::connect(&settings.redis).await?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    seed_realtime(settings, &store, pages, now_ms).await?;
+    let site = &settings.sites[0].id;
+    let window = settings.tracking.online_window.as_millis() as i64;
+    let view = |candidates| tally_redis::RealtimeView {
+        now_ms,
+        window_ms: window,
+        minutes: 30,
+        max_pages: 50,
+        candidates,
+    };
+    let bounded = view(tally_redis::REALTIME_CANDIDATES);
+    let every = view(pages + 10);
+    let mut timings: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let rt = store.realtime_view(site, &bounded).await?;
+        timings[0].push(t.elapsed().as_secs_f64() * 1000.0);
+        ensure!(rt.pages.len() == 50, "50 pages being read");
+        let t = Instant::now();
+        store.realtime_view(site, &every).await?;
+        timings[1].push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        store.counters(site, None, now_ms - window).await?;
+        timings[2].push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let names = [
+        format!(
+            "realtime, {} of {pages} pages read",
+            tally_redis::REALTIME_CANDIDATES
+        ),
+        format!("realtime, all {pages} pages read"),
+        "ceiling: one counters round trip".to_owned(),
+    ];
+    Ok(names
+        .into_iter()
+        .zip(timings.iter_mut())
+        .map(|(name, samples)| {
+            let (p50, p99) = p50_p99(samples);
+            (name, p50, p99)
+        })
+        .collect())
+}

@@ -112,6 +112,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 40)]
         rounds: usize,
     },
+    /// Time the realtime read of a site with PAGES pages being read (seeded into Redis).
+    Realtime {
+        #[arg(long, default_value_t = 50_000)]
+        pages: usize,
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+    },
     /// Worker drain rate from pre-filled streams, against a plain batch insert.
     Drain {
         #[arg(long, default_value_t = 1_000_000)]
@@ -224,6 +231,12 @@ impl Cli {
             Command::Bench(BenchCommand::Queries { rounds }) => {
                 for (name, p50, p99) in crate::bench::admin_queries(&settings, rounds).await? {
                     println!("query {name:<28} p50_ms={p50:.1} p99_ms={p99:.1}");
+                }
+                Ok(())
+            }
+            Command::Bench(BenchCommand::Realtime { pages, rounds }) => {
+                for (name, p50, p99) in crate::bench::realtime(&settings, pages, rounds).await? {
+                    println!("{name:<40} p50_ms={p50:.2} p99_ms={p99:.2}");
                 }
                 Ok(())
             }

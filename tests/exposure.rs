@@ -163,3 +163,47 @@ fn rand_u64() -> u64 {
     h.write_u64(0);
     h.finish()
 }
+
+/// `INFO commandstats` calls of `command` so far.
+async fn calls(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A realtime read of a site with 50,000 pages being read looks at the 200 with the latest
+/// events (one reader count each), not at all 50,000, and still finds the most read.
+#[tokio::test]
+async fn a_realtime_read_of_50000_active_pages_reads_200() {
+    let redis = tally_testkit::RedisServer::start();
+    let settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
+    let store = tally_redis::Store::connect(&settings.redis).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    tally::bench::seed_realtime(&settings, &store, 50_000, now)
+        .await
+        .unwrap();
+    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let before = calls(&mut conn, "zcount").await;
+    let site = tally_core::SiteId::parse("demo").unwrap();
+    let window = settings.tracking.online_window.as_millis() as i64;
+    let rt = store.realtime(&site, now, window, 30, 10).await.unwrap();
+    let counted = calls(&mut conn, "zcount").await - before;
+    assert_eq!(
+        counted,
+        tally_redis::REALTIME_CANDIDATES as u64 + 1,
+        "one count per page read, and the site's"
+    );
+    assert_eq!(tally_redis::REALTIME_CANDIDATES, 200);
+    assert_eq!(rt.online, 50_000 + 55);
+    assert_eq!(rt.live_pages, 50_000);
+    assert_eq!(rt.pages.len(), 10);
+    assert_eq!(rt.pages[0], ("/live/49999".into(), "Bài 49999".into(), 11));
+    assert_eq!(rt.pages[9], ("/live/49990".into(), "Bài 49990".into(), 2));
+}

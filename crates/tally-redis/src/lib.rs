@@ -24,7 +24,7 @@ use redis::{
 use tally_core::settings::RedisSettings;
 
 pub use keys::Keys;
-pub use read::{Counters, REALTIME_CANDIDATES, Realtime};
+pub use read::{Counters, REALTIME_CANDIDATES, Realtime, RealtimeView};
 pub use write::{Recorded, TrackedEvent};
 
 /// Errors from the live tier.

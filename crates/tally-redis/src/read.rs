@@ -271,6 +271,20 @@ impl Store {
 /// site with 50,000 pages read in the online window costs no more than one with 200.
 pub const REALTIME_CANDIDATES: usize = 200;
 
+/// What a realtime read looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct RealtimeView {
+    pub now_ms: i64,
+    /// The online window: readers whose last event is younger count.
+    pub window_ms: i64,
+    /// Minutes of views per minute, ending with the current one.
+    pub minutes: i64,
+    /// Most pages answered.
+    pub max_pages: usize,
+    /// Most pages read: those with the latest events.
+    pub candidates: usize,
+}
+
 /// What is happening on a site right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Realtime {
@@ -296,6 +310,26 @@ impl Store {
         minutes: i64,
         max_pages: usize,
     ) -> Result<Realtime> {
+        let view = RealtimeView {
+            now_ms,
+            window_ms,
+            minutes,
+            max_pages,
+            candidates: REALTIME_CANDIDATES,
+        };
+        self.realtime_view(site, &view).await
+    }
+
+    /// [`realtime`](Self::realtime) with every bound given (the benchmark compares reading
+    /// [`REALTIME_CANDIDATES`] pages with reading them all).
+    pub async fn realtime_view(&self, site: &SiteId, view: &RealtimeView) -> Result<Realtime> {
+        let RealtimeView {
+            now_ms,
+            window_ms,
+            minutes,
+            max_pages,
+            candidates,
+        } = *view;
         let keys = Keys::new(site.partition(self.partitions()));
         let s = site.as_str();
         let since = now_ms - window_ms;
@@ -316,7 +350,7 @@ impl Store {
                 .arg(since)
                 .arg("LIMIT")
                 .arg(0)
-                .arg(REALTIME_CANDIDATES)
+                .arg(candidates)
                 .cmd("MGET")
                 .arg(&minute_keys)
                 .cmd("HLEN")
