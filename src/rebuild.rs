@@ -91,7 +91,7 @@ async fn rebuild_site(
                 visits += u64::from(ev.new_visit);
             }
             EventKind::Bot => bots += 1,
-            EventKind::Ping | EventKind::Leave | EventKind::Repeat => {}
+            EventKind::Ping | EventKind::Leave | EventKind::Repeat | EventKind::Unverified => {}
         }
     }
     let page_views = within_page_cap(pages, settings.tracking.max_pages);

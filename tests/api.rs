@@ -50,7 +50,7 @@ type Seed = (
     &'static str,
 );
 
-const SEED: [Seed; 12] = [
+const SEED: [Seed; 14] = [
     (
         "2021-07-05 08:10:00",
         EventKind::Pageview,
@@ -142,6 +142,24 @@ const SEED: [Seed; 12] = [
         "google.com",
     ),
     ("2021-07-06 11:00:00", EventKind::Bot, "", 0, 0, false, ""),
+    (
+        "2021-07-06 11:30:00",
+        EventKind::Unverified,
+        "",
+        0,
+        0,
+        false,
+        "",
+    ),
+    (
+        "2021-07-06 11:40:00",
+        EventKind::Unverified,
+        "",
+        0,
+        0,
+        false,
+        "",
+    ),
     (
         "2021-07-07 09:00:00",
         EventKind::Pageview,
@@ -236,7 +254,8 @@ async fn exact_figures_on_seeded_data() {
         assert_eq!(
             s,
             json!({"views": 7, "visits": 5, "visitors": 4, "bounce_rate": 0.6,
-                   "avg_visit_seconds": 162.0, "bots_filtered": 1, "repeats_not_counted": 0}),
+                   "avg_visit_seconds": 162.0, "bots_filtered": 1, "repeats_not_counted": 0,
+                   "unverified_not_counted": 2}),
             "{site}"
         );
     }
@@ -665,7 +684,7 @@ async fn authorisation_and_validation() {
     );
     assert_eq!(
         app.db().count_events().await.unwrap(),
-        24,
+        2 * SEED.len() as u64,
         "nothing was changed"
     );
 }

@@ -274,11 +274,16 @@ async fn a_full_buffer_while_redis_is_down_answers_503_and_loses_nothing_accepte
 async fn the_pixel_answers_a_gif_with_the_outcome_as_status() {
     let app = TestApp::spawn(tally_testkit::settings()).await;
     let http = reqwest::Client::new();
-    let get = |query: &str| {
-        http.get(app.url(&format!("/collect.gif?{query}")))
-            .header("user-agent", CHROME)
-            .send()
+    let get_from = |query: &str, page: Option<&str>| {
+        let mut req = http
+            .get(app.url(&format!("/collect.gif?{query}")))
+            .header("user-agent", CHROME);
+        if let Some(page) = page {
+            req = req.header("referer", page);
+        }
+        req.send()
     };
+    let get = |query: &str| get_from(query, Some("http://localhost/noscript"));
     let r = get("site=demo&url=http%3A%2F%2Flocalhost%2Fnoscript&ref=https%3A%2F%2Fgoogle.com%2F")
         .await
         .unwrap();
@@ -297,10 +302,32 @@ async fn the_pixel_answers_a_gif_with_the_outcome_as_status() {
         assert_eq!(r.headers()["content-type"], "image/gif");
         assert!(r.bytes().await.unwrap().starts_with(b"GIF89a"));
     }
+    // The page that embeds the pixel is named by its Referer: counted. A hit naming no page
+    // (a third-party page's <img referrerpolicy="no-referrer">, or a script) is answered the
+    // same but only counted as unverified.
+    let url = "site=demo&url=http%3A%2F%2Flocalhost%2Fnoscript";
+    for _ in 0..2 {
+        assert_eq!(get_from(url, None).await.unwrap().status(), 200);
+    }
     let c = counters(&http, &app, Some("/noscript")).await;
     assert_eq!(
         (c["page_views"].as_u64(), c["total_views"].as_u64()),
         (Some(1), Some(1))
+    );
+    common::wait_for_rollups(&app, 3).await;
+    let summary = common::get_admin_json(
+        &http,
+        &app.url("/api/v1/sites/demo/stats/summary"),
+        common::TOKEN,
+    )
+    .await;
+    assert_eq!(
+        (
+            summary["views"].as_u64(),
+            summary["unverified_not_counted"].as_u64()
+        ),
+        (Some(1), Some(2)),
+        "{summary}"
     );
 }
 

@@ -383,7 +383,7 @@ async fn an_unfinished_daily_copy_is_not_taken_for_a_finished_one() {
         common::run_sql(&settings, &format!("TRUNCATE TABLE {database}.{table}")).await;
     }
     common::run_sql(&settings, &format!("DROP TABLE {database}.daily_backfill")).await;
-    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6, 7]);
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), versions_from(5));
     let day = db
         .summary(&range("2026-03-01", "2026-03-01"))
         .await
@@ -432,7 +432,7 @@ async fn upgrading_to_daily_rollups_keeps_the_history_on_local_days() {
     );
     common::run_sql(&settings, &sql).await;
 
-    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [5, 6, 7]);
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), versions_from(5));
     let day = |d: &str| range(d, d);
     let first = db.summary(&day("2026-03-01")).await.unwrap();
     assert_eq!((first.views, first.visits, first.visitors), (2, 2, 2));
@@ -574,7 +574,7 @@ async fn upgrading_to_page_days_keeps_the_page_history() {
     // The recovery of docs/operations.md.
     common::run_sql(&settings, &format!("TRUNCATE TABLE {database}.page_days")).await;
     common::run_sql(&settings, &format!("DROP TABLE {database}.page_days_copy")).await;
-    assert_eq!(db.migrate(&settings.sites).await.unwrap(), [6, 7]);
+    assert_eq!(db.migrate(&settings.sites).await.unwrap(), versions_from(6));
     assert_eq!(
         top_pages(&db, &range("2026-03-01", "2026-03-02")).await,
         before
@@ -665,4 +665,9 @@ async fn names_of_the_earlier_classifier_show_under_todays_names() {
             row("iPadOS", 1),
         ]
     );
+}
+
+/// The migrations from `version` to the latest, as `migrate` reports applying them.
+fn versions_from(version: u32) -> Vec<u32> {
+    (version..=tally_clickhouse::migrate::MIGRATIONS.len() as u32).collect()
 }

@@ -117,9 +117,9 @@ pub(crate) fn build() -> Value {
     paths.insert("/api/v1/sites/{site}/stats/summary".into(), admin_op(
         "Views, visits, unique visitors, bounce rate, average visit, filtered bots",
         range(),
-        json!({"type": "object", "required": ["views", "visits", "visitors", "bounce_rate", "avg_visit_seconds", "bots_filtered", "repeats_not_counted"], "properties": {
+        json!({"type": "object", "required": ["views", "visits", "visitors", "bounce_rate", "avg_visit_seconds", "bots_filtered", "repeats_not_counted", "unverified_not_counted"], "properties": {
             "views": int, "visits": int, "visitors": int, "bounce_rate": {"type": "number", "minimum": 0, "maximum": 1},
-            "avg_visit_seconds": {"type": "number", "minimum": 0}, "bots_filtered": int, "repeats_not_counted": int}}),
+            "avg_visit_seconds": {"type": "number", "minimum": 0}, "bots_filtered": int, "repeats_not_counted": int, "unverified_not_counted": int}}),
     ));
     let mut ts_params = range();
     ts_params.push(param(

@@ -113,6 +113,7 @@ pub(crate) async fn summary(
         "avg_visit_seconds": s.avg_visit_seconds.round(),
         "bots_filtered": s.bots_filtered,
         "repeats_not_counted": s.repeats_not_counted,
+        "unverified_not_counted": s.unverified_not_counted,
     })))
 }
 

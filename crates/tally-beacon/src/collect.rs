@@ -1,6 +1,7 @@
 //! `POST /collect` and `GET /collect.gif`: the contract's status codes, checked in this
 //! order — 413 too large, 400 malformed, 404 unknown site, 403 origin not allowed, 429 rate
 //! limited, then: prefetches ignored (204), crawlers recorded as bots (204, not counted),
+//! pixel hits with neither Referer nor Origin recorded as unverified (200, not counted),
 //! everything else queued (204), or 503 when the buffer is full.
 
 use std::{
@@ -42,7 +43,7 @@ pub(crate) async fn post_collect(
             return Err(ApiError::TooLarge);
         }
         let hit = event::parse_collect(&body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-        accept(&state, hit, peer, &headers).await
+        accept(&state, hit, peer, &headers, Endpoint::Collect).await
     }
     .await;
     count_outcome(result)
@@ -75,7 +76,7 @@ pub(crate) async fn pixel(
             w: None,
         };
         let hit = event::validate(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-        accept(&state, hit, peer, &headers).await
+        accept(&state, hit, peer, &headers, Endpoint::Pixel).await
     }
     .await;
     let status = match count_outcome(result) {
@@ -100,12 +101,22 @@ fn count_outcome(result: Result<NoContent, ApiError>) -> Result<NoContent, ApiEr
     result
 }
 
+/// Which endpoint a hit came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `POST /collect`: browsers send `Origin` with every POST, so the origin rule holds.
+    Collect,
+    /// `GET /collect.gif`: any page can embed it, with `referrerpolicy="no-referrer"`.
+    Pixel,
+}
+
 /// Applies the site, origin, rate and bot rules to a parsed hit and queues it.
 async fn accept(
     state: &State,
     hit: Hit,
     peer: SocketAddr,
     headers: &HeaderMap,
+    endpoint: Endpoint,
 ) -> Result<NoContent, ApiError> {
     let site = state.sites.get(&hit.site).ok_or(ApiError::UnknownSite)?;
     if !origin_allowed(headers, &hit.host, &site.domains) {
@@ -140,6 +151,9 @@ async fn accept(
         .unwrap_or_default();
     let agent = state.agents.classify(user_agent);
     let bot = agent.bot;
+    // A pixel hit that names no page (neither Referer nor Origin) may come from any page on
+    // the web: accepted, kept as a count, never a view.
+    let unverified = !bot && endpoint == Endpoint::Pixel && !names_a_page(headers);
     let country = match state.settings.server.country_header.as_str() {
         "" => None,
         name => state
@@ -154,7 +168,7 @@ async fn accept(
     };
     let now = state.clock.now();
     let date = now.with_timezone(&site.timezone).date_naive();
-    let salt = if bot {
+    let salt = if bot || unverified {
         None
     } else {
         Some(state.salt.for_date(date).await.map_err(|error| {
@@ -162,10 +176,21 @@ async fn accept(
             ApiError::Unavailable
         })?)
     };
-    let tracked = tracked_event(state, hit, client, now, date, salt);
+    let counted_only = if bot {
+        Some(EventKind::Bot)
+    } else if unverified {
+        Some(EventKind::Unverified)
+    } else {
+        None
+    };
+    let tracked = tracked_event(state, hit, client, now, date, salt, counted_only);
     match state.batcher.submit(tracked).await {
         Ok(()) if bot => {
             counter!("tally_beacon_bots_total").increment(1);
+            Ok(NoContent)
+        }
+        Ok(()) if unverified => {
+            counter!("tally_beacon_unverified_total").increment(1);
             Ok(NoContent)
         }
         Ok(()) => {
@@ -194,7 +219,8 @@ struct Client<'a> {
 }
 
 /// The event to record for `hit` at `now`, local `date` in its site's zone; `salt` is that
-/// date's (none for a crawler, which gets no visitor id).
+/// date's. A hit `counted_only` (a crawler's, or an unverified pixel's) is kept as that kind
+/// with no visitor id and no page details.
 fn tracked_event(
     state: &State,
     hit: Hit,
@@ -202,6 +228,7 @@ fn tracked_event(
     now: DateTime<Utc>,
     date: NaiveDate,
     salt: Option<visitor::Salt>,
+    counted_only: Option<EventKind>,
 ) -> TrackedEvent {
     let Client {
         ip,
@@ -212,10 +239,9 @@ fn tracked_event(
     let ts_ms = now.timestamp_millis();
     let partition = hit.site.partition(state.settings.redis.partitions);
     let day = date.format("%Y%m%d").to_string();
-    let Some(salt) = salt else {
-        // A crawler hit is kept only as a count: no visitor id, no page details.
+    let (Some(salt), None) = (salt, counted_only) else {
         let event = Event {
-            kind: EventKind::Bot,
+            kind: counted_only.unwrap_or(EventKind::Bot),
             site: hit.site.as_str().to_owned(),
             ts_ms,
             ..Event::empty()
@@ -295,9 +321,15 @@ impl IntoResponse for NoContent {
     }
 }
 
+/// Whether the request says which page sent it (an `Origin` or a `Referer` header).
+fn names_a_page(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN) || headers.contains_key(header::REFERER)
+}
+
 /// The event URL's host, and the request's Origin (or, without one, Referer) host, must be
 /// among the site's domains or their subdomains. `Origin: null` is refused. Requests with
-/// neither header — pixels in privacy-minded browsers — are judged by the event URL alone.
+/// neither header pass here on the event URL alone; a pixel hit without either is then kept
+/// as a count only (see [`names_a_page`]).
 fn origin_allowed(headers: &HeaderMap, url_host: &str, domains: &[String]) -> bool {
     let allowed = |host: &str| {
         domains.iter().any(|d| {

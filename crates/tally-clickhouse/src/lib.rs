@@ -5,7 +5,7 @@
 //! | table | engine | holds |
 //! |---|---|---|
 //! | `schema_migrations` | MergeTree | applied migration versions |
-//! | `events` | MergeTree, monthly partitions | every accepted event, `event_id` = partition-streamid, `day` = its date in the site's zone, `hour` = the first instant of its hour in the site's zone; kind `repeat` = a reload within the repeat-view window |
+//! | `events` | MergeTree, monthly partitions | every accepted event, `event_id` = partition-streamid, `day` = its date in the site's zone, `hour` = the first instant of its hour in the site's zone; kind `repeat` = a reload within the repeat-view window, `unverified` = a pixel hit naming no page of the site (neither Referer nor Origin) |
 //! | `counter_baselines` | MergeTree | imported counts per import (`import_id`); the newest import of a site counts, page `''` holds its site totals |
 //! | `site_daily` | AggregatingMergeTree ← `site_daily_mv` | per site and local day: views, visits, visitor states |
 //! | `site_hourly` | AggregatingMergeTree ← `site_hourly_mv` | per site and local hour (its first instant, from `events.hour`; UTC hours before migration 7): the same (hourly series, all-time totals) |
@@ -14,6 +14,7 @@
 //! | `visit_hourly` | AggregatingMergeTree ← `visit_hourly_mv` | per site and local hour: visits started, visits with a 2nd page view, summed gaps between a visit's events |
 //! | `bots_hourly` | AggregatingMergeTree ← `bots_hourly_mv` | filtered crawler hits per local hour |
 //! | `repeat_hourly` | AggregatingMergeTree ← `repeat_hourly_mv` | repeated views (reloads, not counted) per local hour |
+//! | `unverified_hourly` | AggregatingMergeTree ← `unverified_hourly_mv` | pixel hits with neither Referer nor Origin (not counted) per local hour |
 //! | `page_hourly`, `dimension_hourly` | AggregatingMergeTree | superseded by the daily tables in migration 5 (history copied, no longer fed) |
 //! | `page_daily` | AggregatingMergeTree | superseded by `page_days` in migration 6 (history copied, no longer fed) |
 //!

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "local_hours",
         include_str!("../migrations/0007_local_hours.sql"),
     ),
+    (
+        8,
+        "unverified",
+        include_str!("../migrations/0008_unverified.sql"),
+    ),
 ];
 
 /// How long a process waits for a migration's history copy that another process is making

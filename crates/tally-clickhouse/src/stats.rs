@@ -59,6 +59,9 @@ pub struct Summary {
     /// Page views not counted because they repeated the visitor's last within
     /// `tracking.repeat_view_window` (reloads).
     pub repeats_not_counted: u64,
+    /// Pixel hits with neither Referer nor Origin: accepted, not counted (nothing shows
+    /// they came from a page of the site).
+    pub unverified_not_counted: u64,
 }
 
 /// One bucket of a time series. `bucket` is the local hour's first instant (Unix seconds) for
@@ -185,8 +188,13 @@ impl Db {
                 .bind(r.end)
                 .fetch_one::<u64>()
         };
-        let (totals, visits, bots, repeats) =
-            tokio::try_join!(totals, visits, hits("bots_hourly"), hits("repeat_hourly"))?;
+        let (totals, visits, bots, repeats, unverified) = tokio::try_join!(
+            totals,
+            visits,
+            hits("bots_hourly"),
+            hits("repeat_hourly"),
+            hits("unverified_hourly")
+        )?;
         let (views, visits_started, visitors) =
             clamp_site(totals.views, totals.visits, totals.visitors);
         let per_visit = |x: f64| {
@@ -205,6 +213,7 @@ impl Db {
             avg_visit_seconds: per_visit(visits.gap_ms as f64 / 1000.0),
             bots_filtered: bots,
             repeats_not_counted: repeats,
+            unverified_not_counted: unverified,
         })
     }
 

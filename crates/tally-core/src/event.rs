@@ -29,10 +29,14 @@ pub enum EventKind {
     /// `tracking.repeat_view_window` (a reload): kept for the "repeats" figures and the
     /// visit's length, never counted as a view. The tracker never sends this kind.
     Repeat,
+    /// A pixel hit with neither Referer nor Origin: nothing shows it came from a page of the
+    /// site (a third-party page can embed the pixel without a referrer). Kept only as a
+    /// count, like a crawler hit. The tracker never sends this kind.
+    Unverified,
 }
 
 impl EventKind {
-    /// The wire name (`pageview`, `ping`, `leave`, `bot`, `repeat`).
+    /// The wire name (`pageview`, `ping`, `leave`, `bot`, `repeat`, `unverified`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pageview => "pageview",
@@ -40,6 +44,7 @@ impl EventKind {
             Self::Leave => "leave",
             Self::Bot => "bot",
             Self::Repeat => "repeat",
+            Self::Unverified => "unverified",
         }
     }
 
@@ -51,6 +56,7 @@ impl EventKind {
             Self::Leave => 3,
             Self::Bot => 4,
             Self::Repeat => 5,
+            Self::Unverified => 6,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! | `tally:{pN}:events` | stream | accepted events, one entry per beacon batch and partition: field `b` = the events' JSON, one line each, and `m` = one "session new ordinal gap" per event, joined by `,` (the session id, 1 if the event started a visit, the page view's ordinal in the visit, ms since the visit's previous event), followed by ` r` for a page view that repeats the visitor's last (a reload within `tracking.repeat_view_window`). Entries of one event from earlier versions (`e` and `m`, or `e`, `se`, `n`, `q`, `g`) are still read. Consumer group `tally` |
 //! | `tally:{pN}:dead` | stream | events ClickHouse refused or that could not be decoded: `id` (the event's key, `ms-seq-i`), `e` (payload), `reason` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S: at most `tracking.max_pages` pages, then the field `""` ("other pages") counts the views of every later page |
-//! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots` of site S |
+//! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots`, `unverified` (pixel hits naming no page, not counted) of site S |
 //! | `tally:{pN}:online:S` | sorted set, TTL = online window (renewed by every write) | visitor → last seen (ms), members older than the online window trimmed |
 //! | `tally:{pN}:online:S:PAGE` | sorted set, the same TTL | the same for one page held live (`online:S:` for the other pages); a `leave` removes the visitor |
 //! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `session:last event ms:page views:last counted view ms:last page` of visits active on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout (records of earlier versions lack the last two fields) |

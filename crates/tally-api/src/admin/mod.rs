@@ -535,6 +535,10 @@ pub(crate) async fn site(
                 t.repeats_not_counted,
                 lang.number(summary.repeats_not_counted),
             ),
+            (
+                t.unverified_not_counted,
+                lang.number(summary.unverified_not_counted),
+            ),
         ],
         chart,
         page_cap: at_page_cap(&state.settings.tracking, live.live_pages).then(|| {

@@ -94,7 +94,7 @@ local visit_sites = {}
 for i = 0, n - 1 do
   local base = first + i * 8
   local site, visitor = ARGV[base + 1], ARGV[base + 3]
-  if ARGV[base] ~= 'bot' then
+  if ARGV[base] ~= 'bot' and ARGV[base] ~= 'unverified' then
     if not visits[site] then
       visits[site] = {}
       visit_sites[#visit_sites + 1] = site
@@ -184,6 +184,9 @@ for i = 0, n - 1 do
   local session, new_visit, seq, gap, again = '0', '0', 0, 0, ''
   if kind == 'bot' then
     add(prefix .. 'totals:' .. site, 'bots', 1)
+  elseif kind == 'unverified' then
+    -- A pixel hit naming no page of the site: a count only.
+    add(prefix .. 'totals:' .. site, 'unverified', 1)
   else
     local live = live_key(site, page)
     if live == '' then
