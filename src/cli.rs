@@ -87,6 +87,23 @@ pub enum Command {
         #[arg(long)]
         site: Option<String>,
     },
+    /// Events the worker could not store (ClickHouse refused them, or they could not be read).
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Print every dead letter as one JSON line (partition, id, event_key, reason, and the
+    /// event, or `raw` when it is no event).
+    List,
+    /// Send dead letters through the worker again (each once) and delete them; those that
+    /// still are no event stay.
+    Replay {
+        /// Only this dead letter (repeatable; the `id` that `list` prints). Default: all.
+        #[arg(long)]
+        id: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,6 +319,31 @@ impl Cli {
                 let db = tally_clickhouse::Db::new(&settings.clickhouse);
                 let dropped = db.drop_raw_before(cutoff).await?;
                 println!("dropped raw partitions {dropped:?} (rows before {cutoff}); rollups kept");
+                Ok(())
+            }
+            Command::DeadLetters(DeadLettersCommand::List) => {
+                let (_, letters) = crate::dead_letters::all(&settings).await?;
+                for letter in &letters {
+                    println!("{}", crate::dead_letters::line(letter));
+                }
+                eprintln!("{} dead letters", letters.len());
+                Ok(())
+            }
+            Command::DeadLetters(DeadLettersCommand::Replay { id }) => {
+                let r = crate::dead_letters::replay(&settings, &id).await?;
+                for (id, why) in &r.left {
+                    eprintln!("{id}: left: {why}");
+                }
+                println!(
+                    "replayed {} dead letters; {} left",
+                    r.replayed,
+                    r.left.len()
+                );
+                anyhow::ensure!(
+                    r.left.is_empty(),
+                    "{} dead letters could not be replayed",
+                    r.left.len()
+                );
                 Ok(())
             }
             Command::RebuildCounters { site } => {

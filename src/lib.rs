@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod dead_letters;
 mod health;
 pub mod import;
 pub mod loadgen;

@@ -234,21 +234,29 @@ async fn clickhouse_killed_and_restarted_under_load_loses_nothing() {
     app.stop().await;
 }
 
+/// Rows ClickHouse refuses go to the dead letters, the rest is inserted. The dead-letter
+/// stream keeps `worker.dead_letter_max` of them; `tally dead-letters list` shows each as a
+/// JSON line (the event, or `raw` for a payload that is no event) and `replay` sends the
+/// events through the worker again once the cause is gone, each once, leaving the rest.
 #[tokio::test]
-async fn a_row_clickhouse_rejects_goes_to_dead_letters_and_the_rest_is_inserted() {
-    let settings = tally_testkit::settings();
+async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed() {
+    let mut settings = tally_testkit::settings();
+    settings.worker.dead_letter_max = 3;
     let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("beacon,api").unwrap()).await;
     let db = app.db();
-    // A computed column that refuses one page, standing in for any row the server rejects
+    // A computed column that refuses some pages, standing in for any row the server rejects
     // as bad data. It is evaluated before anything is written (unlike a view, which runs
     // after the raw table took the block).
     db.execute_unchecked(
-        "ALTER TABLE events ADD COLUMN guard UInt8 MATERIALIZED throwIf(page = '/poison')",
+        "ALTER TABLE events ADD COLUMN guard UInt8 MATERIALIZED throwIf(page LIKE '/poison%')",
     )
     .await
     .unwrap();
     let http = reqwest::Client::new();
-    for page in ["/ok1", "/ok2", "/poison", "/ok3", "/ok4", "/ok5"] {
+    let pages = [
+        "/ok1", "/ok2", "/poison1", "/ok3", "/poison2", "/ok4", "/poison3", "/ok5",
+    ];
+    for page in pages {
         let body =
             json!({"t": "pageview", "site": "demo", "url": format!("http://localhost{page}")});
         let r = http
@@ -261,27 +269,104 @@ async fn a_row_clickhouse_rejects_goes_to_dead_letters_and_the_rest_is_inserted(
         assert_eq!(r.status(), 204);
     }
     let store = app.store().await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    // And an entry that is no batch of events at all.
+    let mut conn = redis::Client::open(settings.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(tally_redis::Keys::new(partition).events())
+        .arg("*")
+        .arg("b")
+        .arg("garbage, not JSON")
+        .arg("m")
+        .arg("0 0 0 0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let worker = tally_worker::Worker::build(&settings, db.clone())
         .await
         .unwrap();
     let tracker = tokio_util::task::TaskTracker::new();
     let stop = CancellationToken::new();
     worker.spawn(&tracker, stop.clone());
-    let partition = tally_core::SiteId::parse("demo")
-        .unwrap()
-        .partition(settings.redis.partitions);
-    wait_for("the poisoned entry in the dead-letter stream", || async {
-        store.dead_letter_len(partition).await.unwrap() == 1
-    })
-    .await;
     assert_exactly_once(&db, &store, settings.redis.partitions, 5).await;
-    assert_no_row_of(&db, "/poison").await;
-    // The rollups hold exactly the five accepted rows too.
+    for page in ["/poison1", "/poison2", "/poison3"] {
+        assert_no_row_of(&db, page).await;
+    }
+    // Four dead letters, three kept: the oldest went.
+    assert_eq!(store.dead_letter_len(partition).await.unwrap(), 3);
+    // The rollups hold exactly the five stored rows.
     let all = common::all_time("demo");
     assert_eq!(db.summary(&all).await.unwrap().views, 5);
+
+    let (ok, out, _) = tally_cli(&settings, &["dead-letters", "list"]);
+    assert!(ok);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let events: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("event").is_some()).collect();
+    let raw: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("raw").is_some()).collect();
+    assert_eq!((events.len(), raw.len()), (2, 1), "{out}");
+    assert_eq!(raw[0]["raw"], "garbage, not JSON");
+    for line in &events {
+        assert!(
+            line["event"]["p"].as_str().unwrap().starts_with("/poison"),
+            "{line}"
+        );
+        // The visit figures are kept: the reader's fifth and seventh page view.
+        let page = line["event"]["p"].as_str().unwrap();
+        let seq = pages.iter().position(|p| *p == page).unwrap() + 1;
+        assert_eq!(line["event"]["q"], seq, "{line}");
+        assert!(
+            line["reason"].as_str().unwrap().contains("throwIf"),
+            "{line}"
+        );
+        assert_eq!(line["partition"], partition);
+    }
+
+    // The cause is fixed: the events go through the worker again, once; the garbage stays.
+    db.execute_unchecked("ALTER TABLE events DROP COLUMN guard")
+        .await
+        .unwrap();
+    let (ok, out, err) = tally_cli(&settings, &["dead-letters", "replay"]);
+    assert!(!ok, "a dead letter was left: {err}");
+    assert!(out.contains("replayed 2 dead letters; 1 left"), "{out}");
+    assert_exactly_once(&db, &store, settings.redis.partitions, 7).await;
+    assert_eq!(store.dead_letter_len(partition).await.unwrap(), 1);
+    let (_, out, _) = tally_cli(&settings, &["dead-letters", "replay"]);
+    assert!(out.contains("replayed 0 dead letters; 1 left"), "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        db.count_events().await.unwrap(),
+        7,
+        "a replay adds an event once"
+    );
+    assert_eq!(db.summary(&all).await.unwrap().views, 7);
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+/// Runs the `tally` binary with `args` against `settings`: (success, stdout, stderr).
+fn tally_cli(settings: &Settings, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .envs(tally_testkit::env_for(settings))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A beacon batch is one stream entry. A worker that dies after inserting part of it leaves

@@ -76,6 +76,36 @@ impl EventRow {
     }
 }
 
+impl EventRow {
+    /// The event this row was made from, with its visit figures: what a dead letter keeps,
+    /// so that it can be sent through the worker again.
+    pub fn event(&self) -> Event {
+        Event {
+            kind: tally_core::EventKind::from_code(self.kind).unwrap_or(tally_core::EventKind::Bot),
+            site: self.site.clone(),
+            ts_ms: i64::from(self.ts) * 1000 + i64::from(self.ts_ms),
+            page: self.page.clone(),
+            path: self.path.clone(),
+            title: self.title.clone(),
+            referrer_host: self.referrer_host.clone(),
+            utm_source: self.utm_source.clone(),
+            utm_medium: self.utm_medium.clone(),
+            utm_campaign: self.utm_campaign.clone(),
+            browser: self.browser.clone(),
+            os: self.os.clone(),
+            device: self.device.clone(),
+            country: self.country.clone(),
+            visitor: self.visitor,
+            session: self.session,
+            new_visit: self.new_visit != 0,
+            visit_seq: self.visit_seq,
+            gap_ms: self.gap_ms,
+            tab: self.tab.clone(),
+            width: self.width,
+        }
+    }
+}
+
 /// The date of `ts_ms` in `tz` as days since 1970-01-01 (ClickHouse `Date`).
 fn local_day(ts_ms: i64, tz: Tz) -> u16 {
     let Some(utc) = chrono::DateTime::from_timestamp_millis(ts_ms) else {
@@ -99,6 +129,26 @@ pub fn event_id(partition: u16, stream_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_gives_back_its_event() {
+        let event = Event {
+            kind: tally_core::EventKind::Repeat,
+            site: "news".into(),
+            ts_ms: 1_795_631_400_123,
+            page: "/a".into(),
+            title: "A".into(),
+            visitor: 7,
+            session: 9,
+            new_visit: true,
+            visit_seq: 2,
+            gap_ms: 1500,
+            width: 1280,
+            ..Event::empty()
+        };
+        let row = EventRow::new(3, "1-0-2", event.clone(), chrono_tz::Asia::Ho_Chi_Minh);
+        assert_eq!(row.event(), event);
+    }
 
     #[test]
     fn local_day_is_the_date_in_the_sites_zone() {

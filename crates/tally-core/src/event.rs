@@ -48,6 +48,20 @@ impl EventKind {
         }
     }
 
+    /// The kind of a ClickHouse `Enum8` value ([`code`](Self::code)).
+    pub fn from_code(code: i8) -> Option<Self> {
+        [
+            Self::Pageview,
+            Self::Ping,
+            Self::Leave,
+            Self::Bot,
+            Self::Repeat,
+            Self::Unverified,
+        ]
+        .into_iter()
+        .find(|k| k.code() == code)
+    }
+
     /// The ClickHouse `Enum8` value.
     pub fn code(self) -> i8 {
         match self {

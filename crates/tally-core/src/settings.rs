@@ -106,6 +106,8 @@ pub struct WorkerSettings {
     pub claim_idle: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Most events kept per partition in the dead-letter stream; the oldest go first.
+    pub dead_letter_max: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

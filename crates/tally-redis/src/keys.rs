@@ -3,7 +3,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `tally:{pN}:events` | stream | accepted events, one entry per beacon batch and partition: field `b` = the events' JSON, one line each, and `m` = one "session new ordinal gap" per event, joined by `,` (the session id, 1 if the event started a visit, the page view's ordinal in the visit, ms since the visit's previous event), followed by ` r` for a page view that repeats the visitor's last (a reload within `tracking.repeat_view_window`). Entries of one event from earlier versions (`e` and `m`, or `e`, `se`, `n`, `q`, `g`) are still read. Consumer group `tally` |
-//! | `tally:{pN}:dead` | stream | events ClickHouse refused or that could not be decoded: `id` (the event's key, `ms-seq-i`), `e` (payload), `reason` |
+//! | `tally:{pN}:dead` | stream, at most `worker.dead_letter_max` entries | events ClickHouse refused or that could not be decoded: `id` (the event's key, `ms-seq-i`), `e` (the event's JSON with its visit figures, or what could not be read), `reason`; `tally dead-letters list|replay` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S: at most `tracking.max_pages` pages, then the field `""` ("other pages") counts the views of every later page |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots`, `unverified` (pixel hits naming no page, not counted) of site S |
 //! | `tally:{pN}:online:S` | sorted set, TTL = online window (renewed by every write) | visitor → last seen (ms), members older than the online window trimmed |

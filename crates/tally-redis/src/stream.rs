@@ -27,6 +27,31 @@ pub struct StreamEntry {
     pub event: std::result::Result<Event, (String, String)>,
 }
 
+/// Deletes dead letter ARGV[1] from KEYS[1] and, only if it was there, adds its event
+/// (ARGV[2], figures ARGV[3]) to the events stream KEYS[2]: two replays of one dead letter
+/// add it once. Both keys carry the partition's hash tag.
+static REPLAY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then \
+           redis.call('XADD', KEYS[2], '*', 'b', ARGV[2], 'm', ARGV[3]) return 1 \
+         end return 0",
+    )
+});
+
+/// An event the worker could not store, as the dead-letter stream keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    pub partition: u16,
+    /// Its id in the dead-letter stream.
+    pub id: String,
+    /// The event's key in the events stream it came from (`ms-seq-i`).
+    pub event_key: String,
+    /// The event's JSON with its visit figures, or what could not be read as one.
+    pub payload: String,
+    /// Why it was not stored.
+    pub reason: String,
+}
+
 impl StreamEntry {
     /// What names this event within its partition: the stream id, and for an event of a
     /// batch its place in it (`ms-seq-i`). Prefixed with the partition it is the
@@ -166,23 +191,28 @@ impl Store {
     }
 
     /// Moves events to the partition's dead-letter stream, each as (key — see
-    /// [`StreamEntry::key`] —, payload, reason), and acknowledges the entries holding them
-    /// (one atomic round trip). The caller acknowledges the other events of those entries
-    /// in the same batch.
+    /// [`StreamEntry::key`] —, payload: the event's JSON with its visit figures, or what
+    /// could not be read —, reason), keeping at most `max_len` dead letters (the oldest go),
+    /// and acknowledges the entries holding them (one atomic round trip). The caller
+    /// acknowledges the other events of those entries in the same batch. Returns how many
+    /// older dead letters were dropped to stay within `max_len`.
     pub async fn dead_letter(
         &self,
         partition: u16,
         events: &[(String, String, String)],
-    ) -> Result<()> {
+        max_len: u64,
+    ) -> Result<u64> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let keys = Keys::new(partition);
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        pipe.atomic().cmd("XLEN").arg(keys.dead_letters());
         for (key, payload, reason) in events {
             pipe.cmd("XADD")
                 .arg(keys.dead_letters())
+                .arg("MAXLEN")
+                .arg(max_len)
                 .arg("*")
                 .arg("id")
                 .arg(key)
@@ -198,7 +228,9 @@ impl Store {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        pipe.cmd("XACK")
+        pipe.cmd("XLEN")
+            .arg(keys.dead_letters())
+            .cmd("XACK")
             .arg(keys.events())
             .arg(GROUP)
             .arg(&ids)
@@ -208,7 +240,81 @@ impl Store {
             .arg(&ids)
             .ignore();
         let mut conn = self.conn();
-        let _: () = pipe.query_async(&mut conn).await?;
+        let (before, after): (u64, u64) = pipe.query_async(&mut conn).await?;
+        Ok((before + events.len() as u64).saturating_sub(after))
+    }
+
+    /// The partition's dead letters, oldest first (read in pages of 1,000).
+    pub async fn dead_letters(&self, partition: u16) -> Result<Vec<DeadLetter>> {
+        let key = Keys::new(partition).dead_letters();
+        let mut out = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let mut conn = self.conn();
+            let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            let full = page.len() == 1000;
+            for (id, fields) in page {
+                let get = |name: &str| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                start = format!("({id}");
+                out.push(DeadLetter {
+                    partition,
+                    event_key: get("id"),
+                    payload: get("e"),
+                    reason: get("reason"),
+                    id,
+                });
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends `letter` through the worker again: its event goes back into its partition's
+    /// stream (a new entry of one event, its visit figures as they were) and the dead letter
+    /// is deleted, in one transaction, so a replay never doubles an event. A payload that
+    /// still cannot be read as an event stays and is reported as an error.
+    pub async fn replay_dead_letter(&self, letter: &DeadLetter) -> Result<()> {
+        let event: tally_core::Event = serde_json::from_str(&letter.payload)
+            .map_err(|e| Error::Reply(format!("not an event: {e}")))?;
+        let keys = Keys::new(letter.partition);
+        let mut conn = self.conn();
+        let json = serde_json::to_string(&event).map_err(|e| Error::Reply(e.to_string()))?;
+        let meta = format!(
+            "{} {} {} {}",
+            event.session,
+            u8::from(event.new_visit),
+            event.visit_seq,
+            event.gap_ms
+        );
+        let deleted: u64 = REPLAY
+            .key(keys.dead_letters())
+            .key(keys.events())
+            .arg(&letter.id)
+            .arg(json)
+            .arg(meta)
+            .invoke_async(&mut conn)
+            .await?;
+        if deleted == 0 {
+            return Err(Error::Reply(format!(
+                "dead letter {} was already gone",
+                letter.id
+            )));
+        }
         Ok(())
     }
 

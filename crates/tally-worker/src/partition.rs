@@ -308,7 +308,18 @@ impl PartitionWorker {
         dead.sort();
         dead.dedup_by(|a, b| a.0 == b.0);
         outcome.dead = dead.len();
-        self.store.dead_letter(self.partition, &dead).await?;
+        let dropped = self
+            .store
+            .dead_letter(self.partition, &dead, self.settings.dead_letter_max)
+            .await?;
+        if dropped > 0 {
+            warn!(
+                partition = self.partition,
+                dropped,
+                "the dead-letter stream is full (worker.dead_letter_max); dropped its oldest"
+            );
+            counter!("tally_worker_dead_letters_dropped_total").increment(dropped);
+        }
         self.store.ack(self.partition, &ids).await?;
         let partition = self.partition.to_string();
         counter!("tally_worker_inserted_total").increment(outcome.inserted as u64);
@@ -365,7 +376,10 @@ impl PartitionWorker {
                         .split_once('-')
                         .map_or("", |(_, key)| key)
                         .to_owned();
-                    dead.push((key, format!("{row:?}"), e.to_string()));
+                    // The event with its visit figures, readable and replayable.
+                    let payload =
+                        serde_json::to_string(&row.event()).unwrap_or_else(|_| format!("{row:?}"));
+                    dead.push((key, payload, e.to_string()));
                 }
                 Err(e) => return Err(e),
             }
