@@ -4,6 +4,12 @@
 //! `/readyz` is public and costs a Redis and a ClickHouse round trip, so its answer is kept
 //! for [`READY_FOR`]: however often it is asked, the stores are asked at most once per
 //! period (concurrent requests wait for the one check under way).
+//!
+//! The check also reads Redis' memory against its `maxmemory`: gauges
+//! `tally_redis_used_memory_bytes` and `tally_redis_maxmemory_bytes` (also read by
+//! [`Readiness::watch`] every [`WATCH_EVERY`]), and a warning in `/readyz` (still 200) from
+//! [`MEMORY_WARNING`] of the limit on — before Redis refuses writes at the limit (it never
+//! evicts: `noeviction`) — or when it has no limit at all.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -24,22 +30,106 @@ use tally_redis::Store;
 /// How long a readiness answer is reused.
 const READY_FOR: Duration = Duration::from_secs(1);
 
-/// The stores, and the last readiness check: when, and whether Redis and ClickHouse answered.
-struct Readiness {
+/// How often the memory gauges are refreshed without anyone asking `/readyz`.
+pub(crate) const WATCH_EVERY: Duration = Duration::from_secs(10);
+
+/// Share of Redis' `maxmemory` from which `/readyz` warns.
+pub(crate) const MEMORY_WARNING: f64 = 0.8;
+
+/// What one readiness check found.
+#[derive(Debug, Clone, Copy)]
+struct Check {
+    at: Instant,
+    redis: bool,
+    clickhouse: bool,
+    memory: Option<tally_redis::Memory>,
+}
+
+/// The stores, and the last readiness check.
+pub(crate) struct Readiness {
     store: Store,
     db: Db,
-    last: tokio::sync::Mutex<Option<(Instant, bool, bool)>>,
+    last: tokio::sync::Mutex<Option<Check>>,
+}
+
+impl Readiness {
+    pub(crate) fn new(store: Store, db: Db) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            db,
+            last: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The last check if younger than [`READY_FOR`], else a new one.
+    async fn check(&self) -> Check {
+        let mut last = self.last.lock().await;
+        if let Some(check) = *last
+            && check.at.elapsed() < READY_FOR
+        {
+            return check;
+        }
+        metrics::counter!("tally_readiness_checks_total").increment(1);
+        let (redis, clickhouse, memory) =
+            tokio::join!(self.store.ping(), self.db.ping(), self.store.memory());
+        let memory = memory.ok();
+        if let Some(m) = memory {
+            set_memory_gauges(m);
+        }
+        let check = Check {
+            at: Instant::now(),
+            redis: redis.is_ok(),
+            clickhouse: clickhouse.is_ok(),
+            memory,
+        };
+        *last = Some(check);
+        check
+    }
+
+    /// Reads Redis' memory every [`WATCH_EVERY`] until `stop`, so the memory gauges stay
+    /// fresh (and a warning reaches the log) without anyone asking `/readyz`.
+    pub(crate) async fn watch(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Ok(memory) = self.store.memory().await {
+                set_memory_gauges(memory);
+                if let Some(warning) = memory_warning(memory) {
+                    tracing::warn!(message = "redis memory", %warning);
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+        }
+    }
+}
+
+fn set_memory_gauges(m: tally_redis::Memory) {
+    metrics::gauge!("tally_redis_used_memory_bytes").set(m.used as f64);
+    metrics::gauge!("tally_redis_maxmemory_bytes").set(m.max as f64);
+}
+
+/// The warning for Redis' memory, if it deserves one.
+fn memory_warning(m: tally_redis::Memory) -> Option<String> {
+    if m.max == 0 {
+        return Some(
+            "Redis has no maxmemory: it grows until the system kills it (see \"Sizing Redis\" in docs/operations.md)".into(),
+        );
+    }
+    (m.ratio() >= MEMORY_WARNING).then(|| {
+        format!(
+            "Redis uses {:.0}% of its maxmemory ({} of {} bytes); at 100% it refuses writes and the beacon answers 503",
+            m.ratio() * 100.0,
+            m.used,
+            m.max
+        )
+    })
 }
 
 /// `/healthz` and `/readyz`, on the public listener.
-pub(crate) fn router(store: Store, db: Db) -> Router {
+pub(crate) fn router(readiness: Arc<Readiness>) -> Router {
     // Installed here too, so the roles' metrics are recorded with no metrics listener.
     let _ = prometheus();
-    let readiness = Arc::new(Readiness {
-        store,
-        db,
-        last: tokio::sync::Mutex::new(None),
-    });
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -81,27 +171,37 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> (StatusCod
 }
 
 async fn readyz(State(ready): State<Arc<Readiness>>) -> (StatusCode, Json<Value>) {
-    let (redis, clickhouse) = {
-        let mut last = ready.last.lock().await;
-        match *last {
-            Some((at, redis, clickhouse)) if at.elapsed() < READY_FOR => (redis, clickhouse),
-            _ => {
-                metrics::counter!("tally_readiness_checks_total").increment(1);
-                let (redis, clickhouse) = tokio::join!(ready.store.ping(), ready.db.ping());
-                let answer = (redis.is_ok(), clickhouse.is_ok());
-                *last = Some((Instant::now(), answer.0, answer.1));
-                answer
-            }
-        }
-    };
+    let check = ready.check().await;
     let word = |up: bool| if up { "ok" } else { "unreachable" };
-    let status = if redis && clickhouse {
+    let status = if check.redis && check.clickhouse {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let warnings: Vec<String> = check.memory.and_then(memory_warning).into_iter().collect();
     (
         status,
-        Json(json!({"redis": word(redis), "clickhouse": word(clickhouse)})),
+        Json(json!({
+            "redis": word(check.redis),
+            "clickhouse": word(check.clickhouse),
+            "warnings": warnings,
+        })),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_redis::Memory;
+
+    #[test]
+    fn memory_warnings() {
+        assert!(
+            memory_warning(Memory { used: 10, max: 0 }).is_some(),
+            "no limit"
+        );
+        assert!(memory_warning(Memory { used: 79, max: 100 }).is_none());
+        let w = memory_warning(Memory { used: 80, max: 100 }).unwrap();
+        assert!(w.contains("80%"), "{w}");
+    }
 }

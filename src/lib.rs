@@ -96,6 +96,7 @@ pub struct App {
     shutdown_timeout: Duration,
     /// The listener of `/metrics` (`server.metrics_listen`), apart from the public one.
     metrics: Option<TcpListener>,
+    readiness: std::sync::Arc<health::Readiness>,
 }
 
 impl App {
@@ -120,7 +121,8 @@ impl App {
                 format!("cannot migrate ClickHouse at {}", settings.clickhouse.url)
             })?;
         }
-        let mut router = health::router(store.clone(), db.clone());
+        let readiness = health::Readiness::new(store.clone(), db.clone());
+        let mut router = health::router(readiness.clone());
         let beacon = if roles.has(Role::Beacon) {
             let beacon =
                 tally_beacon::Beacon::build(&settings, store.clone(), clock.clone()).await?;
@@ -169,6 +171,7 @@ impl App {
             worker,
             shutdown_timeout: settings.server.shutdown_timeout,
             metrics,
+            readiness,
         })
     }
 
@@ -197,6 +200,7 @@ impl App {
         if let Some(worker) = self.worker {
             worker.spawn(&tracker, background.clone());
         }
+        tracker.spawn(self.readiness.clone().watch(background.clone()));
         if let Some(listener) = self.metrics {
             let stop = background.clone();
             tracker.spawn(async move {

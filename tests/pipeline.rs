@@ -168,3 +168,57 @@ async fn readiness_checks_are_shared() {
         "{made} checks for 200 requests in {seconds:.2} s"
     );
 }
+
+/// Redis' memory against its `maxmemory` is a metric, and `/readyz` warns (still 200) from
+/// 80 % of the limit on, and when there is no limit, before Redis would refuse writes.
+#[tokio::test]
+async fn readiness_warns_before_redis_memory_runs_out() {
+    let redis = tally_testkit::RedisServer::start();
+    let settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
+    let app = TestApp::spawn(settings.clone()).await;
+    let http = reqwest::Client::new();
+    let mut conn = redis::Client::open(settings.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let used = common::redis_used_memory(&mut conn).await;
+    let ready = |maxmemory: u64| {
+        let (http, url, mut conn) = (http.clone(), app.url("/readyz"), conn.clone());
+        async move {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(maxmemory)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            // Past the answer kept for a second.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "a warning, not unready");
+            let body: serde_json::Value = r.json().await.unwrap();
+            body["warnings"].as_array().unwrap().clone()
+        }
+    };
+    let plenty = ready(used * 100).await;
+    assert!(plenty.is_empty(), "{plenty:?}");
+    let tight = ready(used * 10 / 9).await;
+    assert!(
+        tight.len() == 1 && tight[0].as_str().unwrap().contains("% of its maxmemory"),
+        "{tight:?}"
+    );
+    let unlimited = ready(0).await;
+    assert!(
+        unlimited.len() == 1 && unlimited[0].as_str().unwrap().contains("no maxmemory"),
+        "{unlimited:?}"
+    );
+    let metrics = common::get_text(&http, &app.metrics_url()).await;
+    for name in [
+        "tally_redis_used_memory_bytes",
+        "tally_redis_maxmemory_bytes",
+    ] {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
+    app.stop().await;
+}

@@ -16,6 +16,7 @@ mod write;
 
 use std::time::Duration;
 
+use redis::Value;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
@@ -154,6 +155,24 @@ impl Store {
         Ok(())
     }
 
+    /// Memory Redis uses and may use: `used_memory` and `maxmemory` of `INFO memory` (0 =
+    /// no limit). On a cluster, the node nearest its limit.
+    pub async fn memory(&self) -> Result<Memory> {
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await?;
+        // One node answers with text; a cluster with the text of each node.
+        let mut texts = Vec::new();
+        collect_text(reply, &mut texts);
+        texts
+            .iter()
+            .filter_map(|t| Memory::parse(t))
+            .max_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+            .ok_or_else(|| Error::Reply("INFO memory without used_memory".into()))
+    }
+
     /// The visitor-id salt of local day `day` (`YYYYMMDD`), created if absent with the
     /// given time to live: it expires once `day` has ended in every time zone, and no one
     /// can recompute that day's ids after.
@@ -251,5 +270,57 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+}
+
+/// Memory of a Redis server, from `INFO memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// `used_memory`, bytes.
+    pub used: u64,
+    /// `maxmemory`, bytes; 0 when Redis has no limit.
+    pub max: u64,
+}
+
+impl Memory {
+    fn parse(info: &str) -> Option<Self> {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        Some(Self {
+            used: field("used_memory")?,
+            max: field("maxmemory").unwrap_or(0),
+        })
+    }
+
+    /// Used memory as a share of `maxmemory` (0 without a limit).
+    pub fn ratio(&self) -> f64 {
+        if self.max == 0 {
+            0.0
+        } else {
+            self.used as f64 / self.max as f64
+        }
+    }
+}
+
+/// Every text in a reply (a string, or the strings of a map or array of them).
+fn collect_text(v: Value, out: &mut Vec<String>) {
+    match v {
+        Value::BulkString(b) => out.push(String::from_utf8_lossy(&b).into_owned()),
+        Value::SimpleString(s) => out.push(s),
+        Value::VerbatimString { text, .. } => out.push(text),
+        Value::Array(items) | Value::Set(items) => {
+            for item in items {
+                collect_text(item, out);
+            }
+        }
+        Value::Map(pairs) => {
+            for (_, item) in pairs {
+                collect_text(item, out);
+            }
+        }
+        _ => {}
     }
 }
