@@ -89,11 +89,21 @@ impl Readiness {
     /// Reads Redis' memory every [`WATCH_EVERY`] until `stop`, so the memory gauges stay
     /// fresh (and a warning reaches the log) without anyone asking `/readyz`.
     pub(crate) async fn watch(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        // Logged when the warning starts and when it ends, not every period.
+        let mut warned = false;
         loop {
             if let Ok(memory) = self.store.memory().await {
                 set_memory_gauges(memory);
-                if let Some(warning) = memory_warning(memory) {
-                    tracing::warn!(message = "redis memory", %warning);
+                match memory_warning(memory) {
+                    Some(warning) if !warned => {
+                        tracing::warn!(message = "redis memory", %warning);
+                        warned = true;
+                    }
+                    None if warned => {
+                        tracing::info!(message = "redis memory is below the warning level again");
+                        warned = false;
+                    }
+                    _ => {}
                 }
             }
             tokio::select! {

@@ -16,6 +16,7 @@ mod health;
 pub mod import;
 pub mod loadgen;
 pub mod rebuild;
+mod server;
 
 use std::{collections::BTreeSet, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -96,6 +97,7 @@ pub struct App {
     shutdown_timeout: Duration,
     /// The listener of `/metrics` (`server.metrics_listen`), apart from the public one.
     metrics: Option<TcpListener>,
+    limits: server::Limits,
     readiness: std::sync::Arc<health::Readiness>,
 }
 
@@ -172,6 +174,7 @@ impl App {
             shutdown_timeout: settings.server.shutdown_timeout,
             metrics,
             readiness,
+            limits: server::Limits::of(&settings.server),
         })
     }
 
@@ -212,13 +215,7 @@ impl App {
             });
         }
         tracker.close();
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        let result = served.await.context("http server failed");
+        server::serve(self.listener, self.router, self.limits, shutdown).await;
         background.cancel();
         if tokio::time::timeout(
             self.shutdown_timeout + Duration::from_secs(1),
@@ -230,6 +227,6 @@ impl App {
             tracing::warn!("background tasks did not stop within the shutdown timeout");
         }
         info!("tally stopped");
-        result
+        Ok(())
     }
 }

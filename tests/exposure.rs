@@ -207,3 +207,143 @@ async fn a_realtime_read_of_50000_active_pages_reads_200() {
     assert_eq!(rt.pages[0], ("/live/49999".into(), "Bài 49999".into(), 11));
     assert_eq!(rt.pages[9], ("/live/49990".into(), "Bài 49990".into(), 2));
 }
+
+/// Reads from `stream` until it is closed by the server (Ok) or `limit` passes (Err),
+/// returning how long it took; whatever the server sent is discarded.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Result<Duration, ()> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return Err(()),
+            Ok(Ok(0) | Err(_)) => return Ok(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A client that sends its header one byte a second is cut off within the header timeout;
+/// one that goes quiet after an answer is cut off after the idle timeout.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let settings = tally_testkit::settings();
+    let served = Served::start(
+        &settings,
+        "beacon,api",
+        &[
+            ("TALLY__SERVER__HEADER_READ_TIMEOUT", "2s"),
+            ("TALLY__SERVER__IDLE_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    let addr = served.base.trim_start_matches("http://").to_owned();
+
+    // One byte a second: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" would take 36 s.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut cut_after = None;
+    for byte in request {
+        let closed = slow.write_all(&[*byte]).await.is_err()
+            || closed_within(&mut slow, Duration::from_secs(1))
+                .await
+                .is_ok();
+        if closed {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut_after = cut_after.expect("the slow client was never cut off");
+    assert!(
+        cut_after >= Duration::from_millis(1500) && cut_after < Duration::from_millis(3500),
+        "cut off after {cut_after:?} (header timeout 2 s)"
+    );
+
+    // A whole request, its answer, then silence: closed after about a second.
+    let mut quiet = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    quiet.write_all(request).await.unwrap();
+    let idle = closed_within(&mut quiet, Duration::from_secs(5))
+        .await
+        .expect("an idle connection was never closed");
+    assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
+}
+
+/// Sends a request on `stream` and reads its answer's status line (keep-alive).
+async fn ask(stream: &mut tokio::net::TcpStream, path: &str, limit: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        // The answers here are small: the header and a short JSON body.
+        while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}")) {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Some(String::from_utf8_lossy(&got).lines().next()?.to_owned())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// At the connection cap a new connection waits, while the open ones keep being answered;
+/// it is answered once one of them closes.
+#[tokio::test]
+async fn connections_past_the_cap_wait_while_the_others_are_answered() {
+    let settings = tally_testkit::settings();
+    let served = Served::start(
+        &settings,
+        "beacon,api",
+        &[("TALLY__SERVER__MAX_CONNECTIONS", "4")],
+    )
+    .await;
+    let addr = served.base.trim_start_matches("http://").to_owned();
+    let second = Duration::from_secs(1);
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        assert_eq!(
+            ask(&mut c, "/healthz", second * 5).await.unwrap(),
+            "HTTP/1.1 200 OK"
+        );
+        open.push(c);
+    }
+    // The fifth connects (the kernel queues it) but is not served...
+    let mut fifth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let status = ask(&mut fifth, "/healthz", second * 10).await;
+        (status, started.elapsed())
+    });
+    tokio::time::sleep(second).await;
+    assert!(
+        !waiting.is_finished(),
+        "the fifth connection was served at the cap"
+    );
+    // ... while the four are.
+    for c in &mut open {
+        assert_eq!(
+            ask(c, "/healthz", second * 5).await.unwrap(),
+            "HTTP/1.1 200 OK"
+        );
+    }
+    assert!(!waiting.is_finished());
+    // One closes: the fifth gets its answer.
+    drop(open.pop());
+    let (status, waited) = waiting.await.unwrap();
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+    assert!(waited >= second, "waited {waited:?}");
+}

@@ -54,6 +54,14 @@ pub struct ServerSettings {
     pub country_header: String,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Time a client has to send a request's header.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection without a byte read or written for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections served at once; past it, new ones wait to be accepted.
+    pub max_connections: usize,
     pub demo_page: bool,
     /// The address people reach Tally at (`https://…`), or empty.
     pub public_url: String,
@@ -270,6 +278,18 @@ impl Settings {
                 "server.country_header",
                 "must be a header name (letters, digits, - and _) or empty",
             ));
+        }
+        let s = &self.server;
+        for (key, value) in [
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.idle_timeout", s.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be more than 0s"));
+            }
+        }
+        if s.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
         }
         let r = &self.redis;
         let nodes = r.nodes();

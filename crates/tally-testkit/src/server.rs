@@ -143,6 +143,8 @@ impl RedisServer {
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", &self.dir.path().display().to_string()])
             .args(["--databases", &super::redis::DATABASES.to_string()])
+            // As config/redis.conf: a limit, so Tally's memory warning stays quiet.
+            .args(["--maxmemory", "2gb", "--maxmemory-policy", "noeviction"])
             .args([
                 "--appendonly",
                 "yes",
