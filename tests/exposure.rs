@@ -347,3 +347,63 @@ async fn connections_past_the_cap_wait_while_the_others_are_answered() {
     assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
     assert!(waited >= second, "waited {waited:?}");
 }
+
+/// Two beacon processes behind one proxy, each told that two share the clients
+/// (`beacon.processes = 2`): one address spread over both gets the per-address budget once,
+/// not twice; so do two addresses of one IPv6 /64.
+#[tokio::test]
+async fn two_beacons_do_not_double_a_clients_budget() {
+    const LIMIT: usize = 40;
+    let settings = tally_testkit::settings();
+    let limit = LIMIT.to_string();
+    let extra = [
+        ("TALLY__BEACON__RATE_LIMIT_PER_MINUTE", limit.as_str()),
+        ("TALLY__BEACON__PROCESSES", "2"),
+        ("TALLY__SERVER__TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#),
+    ];
+    let beacons = [
+        Served::start(&settings, "beacon", &extra).await,
+        Served::start(&settings, "beacon", &extra).await,
+    ];
+    let http = reqwest::Client::new();
+    // Round robin, as a proxy spreads one client's requests; twice the budget is sent.
+    let accepted = |addresses: [&'static str; 2]| {
+        let (http, urls) = (http.clone(), beacons.each_ref().map(|b| b.url("/collect")));
+        async move {
+            let mut accepted = 0;
+            for i in 0..2 * LIMIT {
+                let body = json!({"t": "pageview", "site": "demo",
+                    "url": format!("http://localhost/budget/{i}")});
+                let r = http
+                    .post(&urls[i % 2])
+                    .header("user-agent", CHROME)
+                    .header("x-forwarded-for", addresses[i / 2 % 2])
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    204 => accepted += 1,
+                    429 => {}
+                    other => panic!("status {other}"),
+                }
+            }
+            accepted
+        }
+    };
+    assert_eq!(
+        accepted(["203.0.113.7", "203.0.113.7"]).await,
+        LIMIT,
+        "one address"
+    );
+    assert_eq!(
+        accepted(["2001:db8:5:6::1", "2001:db8:5:6:ffff::2"]).await,
+        LIMIT,
+        "two addresses of one /64"
+    );
+    assert_eq!(
+        accepted(["203.0.113.8", "203.0.113.8"]).await,
+        LIMIT,
+        "another address has its own budget"
+    );
+}

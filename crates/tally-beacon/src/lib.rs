@@ -75,10 +75,19 @@ impl Beacon {
             salt,
             tracker: assets::Tracker::new(settings.tracking.heartbeat.as_millis()),
             agents: agent::Agents::new(),
-            limiter: std::num::NonZeroU32::new(settings.beacon.rate_limit_per_minute)
-                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
-            page_limiter: std::num::NonZeroU32::new(settings.beacon.rate_limit_per_page_per_minute)
-                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
+            // Each of beacon.processes processes enforces its share of the limits.
+            limiter: std::num::NonZeroU32::new(
+                settings
+                    .beacon
+                    .share_of(settings.beacon.rate_limit_per_minute),
+            )
+            .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
+            page_limiter: std::num::NonZeroU32::new(
+                settings
+                    .beacon
+                    .share_of(settings.beacon.rate_limit_per_page_per_minute),
+            )
+            .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
             clock,
         };
         Ok(Self {

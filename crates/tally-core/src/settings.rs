@@ -151,6 +151,16 @@ pub struct BeaconSettings {
     pub rate_limit_per_minute: u32,
     /// Page views per minute one client network may send for one page (0 = no limit).
     pub rate_limit_per_page_per_minute: u32,
+    /// Beacon processes one client's requests are spread over; each enforces this share
+    /// of the limits.
+    pub processes: u32,
+}
+
+impl BeaconSettings {
+    /// This process's share of a per-minute `limit` (0 stays 0, no limit), rounded up.
+    pub fn share_of(&self, limit: u32) -> u32 {
+        limit.div_ceil(self.processes.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +297,9 @@ impl Settings {
             if value.is_zero() {
                 return Err(invalid(key, "must be more than 0s"));
             }
+        }
+        if self.beacon.processes == 0 {
+            return Err(invalid("beacon.processes", "must be at least 1"));
         }
         if s.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));

@@ -147,6 +147,19 @@ fn bad_values_are_refused_with_the_key_named() {
             &[("TALLY__SERVER__PUBLIC_URL", "stats.example.vn")],
             "server.public_url",
         ),
+        (&[("TALLY__BEACON__PROCESSES", "0")], "beacon.processes"),
+        (
+            &[("TALLY__SERVER__MAX_CONNECTIONS", "0")],
+            "server.max_connections",
+        ),
+        (
+            &[("TALLY__SERVER__HEADER_READ_TIMEOUT", "0s")],
+            "server.header_read_timeout",
+        ),
+        (
+            &[("TALLY__SERVER__IDLE_TIMEOUT", "0s")],
+            "server.idle_timeout",
+        ),
     ];
     for (vars, key) in cases {
         let text = err_text(Settings::load(None, env(vars)));
@@ -252,4 +265,15 @@ fn redacted_output_hides_every_secret() {
     // The printed configuration is itself a loadable config file.
     let f2 = file(&out.replace(MASK, "replaced-secret-0123456789"));
     Settings::load(Some(f2.path()), env(&[])).unwrap();
+}
+
+#[test]
+fn each_beacon_enforces_its_share_of_the_limits() {
+    let mut s = Settings::load(None, env(&[])).unwrap();
+    assert_eq!(s.beacon.share_of(3000), 3000);
+    s.beacon.processes = 2;
+    assert_eq!(s.beacon.share_of(3000), 1500);
+    s.beacon.processes = 7;
+    assert_eq!(s.beacon.share_of(120), 18, "rounded up");
+    assert_eq!(s.beacon.share_of(0), 0, "no limit stays no limit");
 }
