@@ -472,11 +472,9 @@ async fn the_chart_of_a_half_hour_zone_day_shows_its_local_hours() {
         ["5", "5", "5"],
         "views, visits, visitors: {cards:?}"
     );
-    assert_eq!(
-        cards.last().map(String::as_str),
-        Some("1"),
-        "one reload: {cards:?}"
-    );
+    // The cards after views, visits, visitors, bounce rate, visit length, bots: reloads, and
+    // pixel hits without a referrer.
+    assert_eq!(&cards[6..], ["1", "0"], "one reload: {cards:?}");
     let body = c
         .execute("return document.body.innerText", vec![])
         .await
@@ -502,5 +500,80 @@ async fn the_chart_of_a_half_hour_zone_day_shows_its_local_hours() {
     browser.screenshot("admin-kolkata-day-desktop-vi").await;
     assert!(browser.console_errors().await.is_empty());
     browser.close().await;
+    app.stop().await;
+}
+
+/// The names in the "being read now" list, as the page shows them.
+async fn reading_names(browser: &Browser) -> Vec<String> {
+    let v = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#reading .name')].map(e => e.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// A site past `tracking.max_pages`: the page says so, and the readers of the later pages
+/// are one "(other pages)" row — on the first render and after the live refresh — in English
+/// and Vietnamese, desktop and phone.
+#[tokio::test]
+async fn pages_past_the_live_cap_are_read_as_other_pages() {
+    let mut settings = tally_testkit::settings();
+    settings.admin.tokens = vec![AdminToken::All(TOKEN.into())];
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    settings.tracking.max_pages = 2;
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    for (i, page) in ["/a", "/b", "/c", "/d", "/e"].iter().enumerate() {
+        let ip = format!("198.51.100.{}", i + 1);
+        assert_eq!(send(&http, &app, &Hit::view(page).ip(&ip)).await, 204);
+    }
+    let browser = Browser::start(1280, 1400).await;
+    sign_in(&browser, &app).await;
+    let c = &browser.client;
+    c.goto(&app.url("/admin/sites/demo?lang=en")).await.unwrap();
+    let note = text(&browser, "#page-cap").await;
+    assert!(note.contains("cap of 2 live pages"), "{note}");
+    let names = reading_names(&browser).await;
+    assert_eq!(names[0], "(other pages)", "three readers: {names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
+    let readers = text(&browser, "#reading li:first-child strong").await;
+    assert_eq!(readers, "3");
+    browser.screenshot("admin-other-pages-desktop").await;
+    // The live refresh renders the row the same way.
+    browser
+        .wait_for_js(
+            "return new Promise(r => setTimeout(() => r(document.querySelector('#reading .name').textContent), 6000))",
+            json!("(other pages)"),
+        )
+        .await;
+    c.goto(&app.url("/admin/sites/demo?lang=vi")).await.unwrap();
+    assert_eq!(reading_names(&browser).await[0], "(các trang khác)");
+    assert!(text(&browser, "#page-cap").await.contains("tối đa 2 trang"));
+    browser.screenshot("admin-other-pages-desktop-vi").await;
+    assert!(browser.console_errors().await.is_empty());
+    browser.close().await;
+
+    let phone = Browser::start(390, 1600).await;
+    sign_in(&phone, &app).await;
+    phone
+        .client
+        .goto(&app.url("/admin/sites/demo?lang=vi"))
+        .await
+        .unwrap();
+    let fits = phone
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the note fits a phone's width");
+    phone.screenshot("admin-other-pages-phone-vi").await;
+    phone.close().await;
     app.stop().await;
 }

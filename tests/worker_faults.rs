@@ -248,7 +248,7 @@ async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed(
     // as bad data. It is evaluated before anything is written (unlike a view, which runs
     // after the raw table took the block).
     db.execute_unchecked(
-        "ALTER TABLE events ADD COLUMN guard UInt8 MATERIALIZED throwIf(page LIKE '/poison%')",
+        "ALTER TABLE events ADD COLUMN refuse_poison UInt8 MATERIALIZED throwIf(page LIKE '/poison%')",
     )
     .await
     .unwrap();
@@ -333,7 +333,7 @@ async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed(
     }
 
     // The cause is fixed: the events go through the worker again, once; the garbage stays.
-    db.execute_unchecked("ALTER TABLE events DROP COLUMN guard")
+    db.execute_unchecked("ALTER TABLE events DROP COLUMN refuse_poison")
         .await
         .unwrap();
     let (ok, out, err) = tally_cli(&settings, &["dead-letters", "replay"]);

@@ -236,14 +236,20 @@ impl Drop for Served {
     }
 }
 
-/// Redis' `used_memory` (bytes) as `INFO memory` reports it.
-pub async fn redis_used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
+/// The text of Redis' `INFO section`.
+pub async fn redis_info(conn: &mut redis::aio::MultiplexedConnection, section: &str) -> String {
+    redis::cmd("INFO")
+        .arg(section)
         .query_async(conn)
         .await
-        .unwrap();
-    info.lines()
+        .unwrap()
+}
+
+/// Redis' `used_memory` (bytes) as `INFO memory` reports it.
+pub async fn redis_used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    redis_info(conn, "memory")
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("INFO memory has used_memory")

@@ -122,7 +122,7 @@ pub(crate) struct Labels {
     pub(crate) nobody: &'static str,
     /// The live row of the pages past `tracking.max_pages`.
     pub(crate) other_pages: &'static str,
-    /// Shown when a site holds `tracking.max_pages` pages live; `{n}` is that number.
+    /// Shown when a site holds `tracking.max_pages` pages live; `{n}` is that cap.
     pub(crate) page_cap_reached: &'static str,
     pub(crate) no_data: &'static str,
     pub(crate) all_sites: &'static str,
@@ -171,7 +171,7 @@ static EN: Labels = Labels {
     reading_now: "Being read now",
     nobody: "Nobody is reading right now.",
     other_pages: "(other pages)",
-    page_cap_reached: "Live counters hold {n} pages, the most allowed (tracking.max_pages): views of newer pages count under “(other pages)” here and in the page counters, and in full in the statistics.",
+    page_cap_reached: "This site has reached its cap of {n} live pages (tracking.max_pages): views of newer pages count under “(other pages)” here and in the page counters, and in full in the statistics.",
     no_data: "No data for this range.",
     all_sites: "All sites",
     times_in: "Times in",
@@ -219,7 +219,7 @@ static VI: Labels = Labels {
     reading_now: "Đang được đọc",
     nobody: "Hiện không có ai đang đọc.",
     other_pages: "(các trang khác)",
-    page_cap_reached: "Bộ đếm trực tiếp đang giữ {n} trang, mức tối đa cho phép (tracking.max_pages): lượt xem của các trang mới hơn được tính vào “(các trang khác)” ở đây và trong bộ đếm trang, và được tính đầy đủ trong thống kê.",
+    page_cap_reached: "Trang web đã đạt mức tối đa {n} trang trực tiếp (tracking.max_pages): lượt xem của các trang mới hơn được tính vào “(các trang khác)” ở đây và trong bộ đếm trang, và được tính đầy đủ trong thống kê.",
     no_data: "Không có dữ liệu trong khoảng này.",
     all_sites: "Tất cả trang web",
     times_in: "Giờ theo",

@@ -542,8 +542,8 @@ pub(crate) async fn site(
         ],
         chart,
         page_cap: at_page_cap(&state.settings.tracking, live.live_pages).then(|| {
-            t.page_cap_reached
-                .replace("{n}", &lang.number(live.live_pages))
+            let cap = u64::from(state.settings.tracking.max_pages);
+            t.page_cap_reached.replace("{n}", &lang.number(cap))
         }),
         reading: live
             .pages
