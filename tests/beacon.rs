@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{str::FromStr, time::Duration};
 
 use common::{CHROME, FIREFOX, GOOGLEBOT, Hit, counters, send, wait_for};
 use serde_json::{Value, json};
@@ -623,6 +623,106 @@ async fn one_batch_with_repeated_visitors_counts_like_single_events() {
         .map(|e| e.event.as_ref().unwrap().gap_ms)
         .collect();
     assert_eq!(gaps, [0, 0, 0, 2000, 0, 0, 0]);
+}
+
+/// The largest batch the beacon may send (`beacon.batch`), each event a new visitor on a
+/// page of its own: the script takes it whole (Lua's `unpack` stops at ~8,000 values, so it
+/// sends its per-visitor and per-page commands in chunks), and a larger `beacon.batch` is
+/// refused at start, naming the key.
+#[tokio::test]
+async fn the_largest_batch_is_recorded_whole() {
+    let app = TestApp::spawn_roles(
+        tally_testkit::settings(),
+        tally::Roles::from_str("api").unwrap(),
+    )
+    .await;
+    let store = app.store().await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(app.settings.redis.partitions);
+    let n = tally_core::settings::MAX_BEACON_BATCH;
+    let now = chrono::Utc::now().timestamp_millis();
+    let batch: Vec<_> = (0..n as u64)
+        .map(|i| {
+            demo_event(
+                partition,
+                tally_core::EventKind::Pageview,
+                &format!("/p{i}"),
+                i + 1,
+                now,
+            )
+        })
+        .collect();
+    let recorded = store
+        .record(1, &batch, &app.settings.tracking, now)
+        .await
+        .unwrap();
+    assert_eq!(recorded.events, n);
+    let c = store
+        .counters(&tally_core::SiteId::parse("demo").unwrap(), Some("/p7"), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.views, c.visits, c.online, c.page_views),
+        (n as u64, n as u64, n as u64, Some(1))
+    );
+    let too_many = tally_core::Settings::load(
+        None,
+        [("TALLY__BEACON__BATCH".to_owned(), (n + 1).to_string())],
+    );
+    assert!(too_many.unwrap_err().to_string().contains("beacon.batch"));
+}
+
+/// A batch Redis refuses (here: the site's totals key holds a string, so the script's
+/// HINCRBY fails with WRONGTYPE, which would fail again) is given up at once — logged and
+/// counted — and the lane writes the next batch.
+#[tokio::test]
+async fn a_batch_redis_refuses_is_given_up_and_the_lane_goes_on() {
+    let app = TestApp::spawn(tally_testkit::settings()).await;
+    let http = reqwest::Client::new();
+    let mut conn = raw_redis(&app).await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(app.settings.redis.partitions);
+    let totals = tally_redis::Keys::new(partition).totals("demo");
+    let _: () = redis::cmd("SET")
+        .arg(&totals)
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let given_up = || async {
+        let text = common::get_text(&http, &app.metrics_url()).await;
+        text.lines()
+            .find(|l| l.starts_with("tally_beacon_events_given_up_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let before = given_up().await;
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("203.0.113.70")).await,
+        204
+    );
+    wait_for("the refused batch to be given up", || async {
+        given_up().await > before
+    })
+    .await;
+    // The key is repaired; the lane writes the next batch at once.
+    let _: () = redis::cmd("DEL")
+        .arg(&totals)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&http, &app, &Hit::view("/b").ip("203.0.113.71")).await,
+        204
+    );
+    let c = counters(&http, &app, Some("/b")).await;
+    assert_eq!(
+        (c["page_views"].as_u64(), c["total_views"].as_u64()),
+        (Some(1), Some(1)),
+        "{c}"
+    );
 }
 
 /// A raw connection to the test's Redis database, to look at what the write script left.

@@ -9,7 +9,10 @@
 //! for twelve events of a site costs little more than one for four, where a single queue
 //! split each batch four ways. When Redis is unreachable each batch is retried (same batch
 //! id, so a retry never counts twice) with capped exponential backoff while new events wait
-//! in the queue; only a full buffer makes handlers answer 503. On shutdown every lane drains.
+//! in the queue; only a full buffer makes handlers answer 503. A batch Redis refuses (an
+//! error that is not about reaching it, see `tally_redis::Error::is_retriable`) is given up
+//! at once, its events logged and counted, so it never holds up its lane. On shutdown every
+//! lane drains.
 
 use std::time::Duration;
 
@@ -237,6 +240,25 @@ impl Write {
                         metrics::counter!("tally_beacon_events_over_page_cap_total")
                             .increment(recorded.over_page_cap as u64);
                     }
+                    break;
+                }
+                Err(error) if !error.is_retriable() => {
+                    // Redis refused the batch (a script error, a key of the wrong type): the
+                    // same call would fail again, and the lane must go on. The script wrote
+                    // its batch marker first, so a retry would only find it. The events go
+                    // to the log, whole, to be replayed by hand if they matter.
+                    let lines: Vec<String> = events
+                        .iter()
+                        .filter_map(|e| serde_json::to_string(&e.event).ok())
+                        .collect();
+                    tracing::error!(
+                        message = "redis refused a batch; its events are given up",
+                        %error,
+                        batch_id,
+                        events = %lines.join("\n"),
+                    );
+                    metrics::counter!("tally_beacon_events_given_up_total")
+                        .increment(events.len() as u64);
                     break;
                 }
                 Err(error) => {

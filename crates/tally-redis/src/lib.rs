@@ -44,7 +44,9 @@ impl From<redis::ParsingError> for Error {
 }
 
 impl Error {
-    /// Whether trying again later may succeed (Redis down, restarting, timed out).
+    /// Whether trying again later may succeed: Redis down, restarting, timed out, failing
+    /// over, or full (`OOM`: memory frees as the workers empty the streams). Anything else
+    /// (a script error, a key of the wrong type) fails the same way again.
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Redis(e) => {
@@ -52,9 +54,19 @@ impl Error {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    || e.is_cluster_error()
                     || matches!(
                         e.code(),
-                        Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
+                        Some(
+                            "LOADING"
+                                | "BUSY"
+                                | "TRYAGAIN"
+                                | "MASTERDOWN"
+                                | "OOM"
+                                | "READONLY"
+                                | "CLUSTERDOWN"
+                                | "NOREPLICAS"
+                        )
                     )
             }
             Self::Reply(_) => false,

@@ -55,6 +55,29 @@ if not redis.call('SET', prefix .. 'batch:' .. ARGV[2], '1', 'NX', 'EX', '3600')
   return -1
 end
 
+-- Lua's unpack gives at most ~8,000 values, so commands with one argument per visitor, page
+-- or member take them 1,000 at a time (an even number: field-value pairs stay whole).
+local CHUNK = 1000
+-- Runs `command key list...` in chunks; returns the sum of the integer replies.
+local function call_chunked(command, key, list)
+  local sum = 0
+  for i = 1, #list, CHUNK do
+    sum = sum + redis.call(command, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
+  end
+  return sum
+end
+-- HMGET of `fields`, in chunks; the replies in the order of `fields`.
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, CHUNK do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+    for j = 1, #part do
+      out[i + j - 1] = part[j]
+    end
+  end
+  return out
+end
+
 local incr = {}      -- hash key -> field -> increment
 local incr_order = {}
 local function add(key, field, by)
@@ -107,7 +130,7 @@ for _, site in ipairs(visit_sites) do
   for visitor in pairs(visits[site]) do
     who[#who + 1] = visitor
   end
-  local found = redis.call('HMGET', prefix .. 'visits:' .. site .. ':' .. today, unpack(who))
+  local found = hmget(prefix .. 'visits:' .. site .. ':' .. today, who)
   -- Yesterday's hash only for visitors not seen today (visits running over midnight).
   local missing = {}
   for j, visitor in ipairs(who) do
@@ -121,7 +144,7 @@ for _, site in ipairs(visit_sites) do
       ask[k] = who[j]
     end
     local old_key = prefix .. 'visits:' .. site .. ':' .. yesterday
-    local old_day = redis.call('HMGET', old_key, unpack(ask))
+    local old_day = hmget(old_key, ask)
     for k, j in ipairs(missing) do
       found[j] = old_day[k]
     end
@@ -260,7 +283,7 @@ for _, site in ipairs(visit_sites) do
   if #args > 0 then
     -- A key gets its expiry when a visitor is added to it, which includes its creation.
     local key = prefix .. 'visits:' .. site .. ':' .. today
-    if redis.call('HSET', key, unpack(args)) > 0 then
+    if call_chunked('HSET', key, args) > 0 then
       redis.call('EXPIRE', key, '172800')
     end
   end
@@ -292,10 +315,10 @@ for _, key in ipairs(zset_order) do
     end
   end
   if #gone > 0 then
-    redis.call('ZREM', key, unpack(gone))
+    call_chunked('ZREM', key, gone)
   end
   if #here > 0 then
-    redis.call('ZADD', key, unpack(here))
+    call_chunked('ZADD', key, here)
     redis.call('PEXPIRE', key, ARGV[4])
   end
   if trim then
@@ -305,7 +328,7 @@ end
 
 for _, key in ipairs(sketch_order) do
   -- PFADD answers 1 when the sketch changed, which includes its creation.
-  if redis.call('PFADD', key, unpack(sketches[key])) == 1 then
+  if call_chunked('PFADD', key, sketches[key]) > 0 then
     redis.call('EXPIRE', key, '172800')
   end
 end
@@ -316,6 +339,6 @@ for key, pages in pairs(titles) do
     args[#args + 1] = page
     args[#args + 1] = title
   end
-  redis.call('HSET', key, unpack(args))
+  call_chunked('HSET', key, args)
 end
 return {n, over_cap}
