@@ -114,9 +114,9 @@ impl App {
         roles: Roles,
         clock: Clock,
     ) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.redis)
-            .await
-            .with_context(|| format!("cannot connect to Redis at {}", settings.redis.url))?;
+        let store = Store::connect(&settings.redis).await.with_context(|| {
+            format!("cannot connect to Redis at {}", settings.redis.shown_url())
+        })?;
         let db = Db::new(&settings.clickhouse);
         if roles.has(Role::Worker) || roles.has(Role::Api) {
             db.migrate(&settings.sites).await.with_context(|| {

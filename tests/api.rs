@@ -958,7 +958,7 @@ async fn admin_sessions_are_hardened() {
     assert_eq!(r.status(), 403, "a cross-site sign-out is refused");
 
     // Redis holds the session under a hash: nothing there is a cookie value.
-    let mut conn = redis::Client::open(app.settings.redis.url.as_str())
+    let mut conn = redis::Client::open(app.settings.redis.nodes()[0])
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -727,7 +727,7 @@ async fn a_batch_redis_refuses_is_given_up_and_the_lane_goes_on() {
 
 /// A raw connection to the test's Redis database, to look at what the write script left.
 async fn raw_redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(app.settings.redis.url.as_str())
+    redis::Client::open(app.settings.redis.nodes()[0])
         .unwrap()
         .get_multiplexed_async_connection()
         .await

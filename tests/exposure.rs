@@ -28,7 +28,7 @@ async fn made_up_pages_cannot_fill_redis() {
         ],
     )
     .await;
-    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
+    let client = redis::Client::open(settings.redis.nodes()[0]).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let before = redis_used_memory(&mut conn).await;
 
@@ -185,7 +185,7 @@ async fn a_realtime_read_of_50000_active_pages_reads_200() {
     tally::bench::seed_realtime(&settings, &store, 50_000, now)
         .await
         .unwrap();
-    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
+    let client = redis::Client::open(settings.redis.nodes()[0]).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let before = calls(&mut conn, "zcount").await;
     let site = tally_core::SiteId::parse("demo").unwrap();
@@ -403,4 +403,56 @@ async fn two_beacons_do_not_double_a_clients_budget() {
         LIMIT,
         "another address has its own budget"
     );
+}
+
+/// No password or token in `tally config`, nor in what `tally serve` says when it cannot
+/// reach Redis.
+#[test]
+fn secrets_stay_out_of_the_output() {
+    let secrets = [
+        (
+            "TALLY__REDIS__URL",
+            "redis://:redis-pass-0123@127.0.0.1:1/0",
+        ),
+        ("TALLY__CLICKHOUSE__PASSWORD", "clickhouse-pass-0123"),
+        ("TALLY__ADMIN__TOKENS", "admin-token-secret-0123456789"),
+    ];
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(args)
+            .envs(secrets)
+            .env("TALLY__SERVER__LISTEN", "127.0.0.1:0")
+            .env("TALLY__SERVER__METRICS_LISTEN", "")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, config) = run(&["config"]);
+    assert!(ok, "{config}");
+    assert!(
+        config.contains("redis://:********@127.0.0.1:1/0"),
+        "{config}"
+    );
+    let (ok, failed) = run(&["serve", "--roles", "beacon"]);
+    assert!(!ok, "nothing listens on port 1");
+    assert!(
+        failed.contains("cannot connect to Redis at redis://:********@127.0.0.1:1/0"),
+        "{failed}"
+    );
+    for (_, secret) in secrets {
+        let secret = secret
+            .trim_start_matches("redis://:")
+            .split('@')
+            .next()
+            .unwrap();
+        assert!(
+            !config.contains(secret),
+            "{secret} in tally config:\n{config}"
+        );
+        assert!(!failed.contains(secret), "{secret} in the error:\n{failed}");
+    }
 }

@@ -446,7 +446,7 @@ async fn a_retired_salt_leaves_redis_and_its_append_only_file() {
     let app = TestApp::spawn_with_clock(settings, "beacon".parse().unwrap(), clock.clone()).await;
     let http = reqwest::Client::new();
     view_at(&http, &app, &clock, now, "/a", "198.51.100.3").await;
-    let mut conn = redis::Client::open(app.settings.redis.url.as_str())
+    let mut conn = redis::Client::open(app.settings.redis.nodes()[0])
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -177,7 +177,7 @@ async fn readiness_warns_before_redis_memory_runs_out() {
     let settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
     let app = TestApp::spawn(settings.clone()).await;
     let http = reqwest::Client::new();
-    let mut conn = redis::Client::open(settings.redis.url.as_str())
+    let mut conn = redis::Client::open(settings.redis.nodes()[0])
         .unwrap()
         .get_multiplexed_async_connection()
         .await

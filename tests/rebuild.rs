@@ -84,7 +84,7 @@ async fn rebuild_counters_after_flushall_restores_the_beacons_counters() {
         &redis,
         &[
             "-n",
-            settings.redis.url.rsplit('/').next().unwrap(),
+            settings.redis.nodes()[0].rsplit('/').next().unwrap(),
             "DEL",
             &format!("tally:{{p{p}}}:views:demo"),
             &format!("tally:{{p{p}}}:totals:demo"),

@@ -273,7 +273,7 @@ async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed(
         .unwrap()
         .partition(settings.redis.partitions);
     // And an entry that is no batch of events at all.
-    let mut conn = redis::Client::open(settings.redis.url.as_str())
+    let mut conn = redis::Client::open(settings.redis.nodes()[0])
         .unwrap()
         .get_multiplexed_async_connection()
         .await

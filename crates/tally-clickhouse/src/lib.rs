@@ -139,7 +139,9 @@ fn base_client(settings: &ClickHouseSettings) -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(&settings.url)
         .with_user(&settings.user)
-        .with_password(&settings.password)
+        .with_password(tally_core::secrecy::ExposeSecret::expose_secret(
+            &settings.password,
+        ))
         .with_validation(false)
 }
 

@@ -23,5 +23,7 @@ pub mod visitor;
 
 pub use clock::Clock;
 pub use event::{Event, EventKind};
+/// Secret settings are `secrecy::SecretString`; `ExposeSecret` reads them.
+pub use secrecy;
 pub use settings::Settings;
 pub use site::SiteId;

@@ -14,6 +14,7 @@ use std::{
 
 use chrono_tz::Tz;
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -77,23 +78,36 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    pub url: String,
+    /// May hold a password (`redis://:PASSWORD@host`): kept secret, shown masked.
+    #[serde(serialize_with = "masked_url")]
+    pub url: SecretString,
     pub cluster: bool,
     pub partitions: u16,
 }
 
 impl RedisSettings {
-    /// The node URLs: one, or with `cluster` the comma-separated list.
+    /// The node URLs: one, or with `cluster` the comma-separated list. They may hold a
+    /// password: only for connecting, never for messages (see [`shown_url`](Self::shown_url)).
     pub fn nodes(&self) -> Vec<&str> {
+        let url = self.url.expose_secret();
         if self.cluster {
-            self.url
-                .split(',')
+            url.split(',')
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
                 .collect()
         } else {
-            vec![self.url.as_str()]
+            vec![url]
         }
+    }
+
+    /// `url` with any password masked, for messages.
+    pub fn shown_url(&self) -> String {
+        self.url
+            .expose_secret()
+            .split(',')
+            .map(mask_url_password)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -103,7 +117,9 @@ pub struct ClickHouseSettings {
     pub url: String,
     pub database: String,
     pub user: String,
-    pub password: String,
+    /// Kept secret, shown masked.
+    #[serde(serialize_with = "masked")]
+    pub password: SecretString,
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
 }
@@ -180,19 +196,24 @@ pub struct AdminSettings {
     pub session_max_age: Duration,
 }
 
-/// An admin bearer token, either for every site or limited to some.
+/// An admin bearer token, either for every site or limited to some. The token is secret:
+/// `Debug` and the serialised configuration show it masked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum AdminToken {
-    All(String),
-    Limited { token: String, sites: Vec<SiteId> },
+    All(#[serde(serialize_with = "masked")] SecretString),
+    Limited {
+        #[serde(serialize_with = "masked")]
+        token: SecretString,
+        sites: Vec<SiteId>,
+    },
 }
 
 impl AdminToken {
     /// The secret itself.
     pub fn secret(&self) -> &str {
         match self {
-            Self::All(token) | Self::Limited { token, .. } => token,
+            Self::All(token) | Self::Limited { token, .. } => token.expose_secret(),
         }
     }
 
@@ -461,23 +482,32 @@ impl Settings {
         self.site(id).map_or(Tz::UTC, |s| s.timezone)
     }
 
-    /// The configuration as TOML with passwords and tokens masked, for `tally config`.
+    /// The configuration as TOML, for `tally config`: the secrets serialise masked.
     pub fn to_redacted_toml(&self) -> String {
-        let mut copy = self.clone();
-        copy.redis.url = mask_url_password(&copy.redis.url);
-        if !copy.clickhouse.password.is_empty() {
-            copy.clickhouse.password = MASK.into();
-        }
-        for token in &mut copy.admin.tokens {
-            match token {
-                AdminToken::All(t) | AdminToken::Limited { token: t, .. } => *t = MASK.into(),
-            }
-        }
-        toml::to_string(&copy).expect("settings serialise to TOML")
+        toml::to_string(self).expect("settings serialise to TOML")
     }
 }
 
 const MASK: &str = "********";
+
+/// Serialises a secret as the mask (empty stays empty: "no password" is no secret).
+fn masked<S: serde::Serializer>(secret: &SecretString, out: S) -> Result<S::Ok, S::Error> {
+    if secret.expose_secret().is_empty() {
+        out.serialize_str("")
+    } else {
+        out.serialize_str(MASK)
+    }
+}
+
+/// Serialises a (comma-separated list of) URL(s) with the passwords masked.
+fn masked_url<S: serde::Serializer>(url: &SecretString, out: S) -> Result<S::Ok, S::Error> {
+    let shown: Vec<String> = url
+        .expose_secret()
+        .split(',')
+        .map(mask_url_password)
+        .collect();
+    out.serialize_str(&shown.join(","))
+}
 
 fn mask_url_password(url: &str) -> String {
     // redis://user:password@host → redis://user:********@host

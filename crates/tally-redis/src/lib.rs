@@ -136,7 +136,7 @@ impl Store {
                 .build()?;
             Conn::Cluster(client.get_async_connection().await?)
         } else {
-            let client = redis::Client::open(settings.url.as_str())?;
+            let client = redis::Client::open(settings.nodes()[0])?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(5)))

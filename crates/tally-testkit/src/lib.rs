@@ -83,7 +83,7 @@ pub fn settings_for(redis: &RedisServer, clickhouse: &ClickHouseServer) -> Setti
 pub fn settings_for_cluster(cluster: &RedisCluster) -> Settings {
     let mut s = settings();
     s.redis.cluster = true;
-    s.redis.url = cluster.urls();
+    s.redis.url = cluster.urls().into();
     s
 }
 
@@ -95,7 +95,7 @@ pub fn env_for(settings: &Settings) -> Vec<(String, String)> {
     vec![
         ("TALLY__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
         ("TALLY__SERVER__METRICS_LISTEN".into(), "127.0.0.1:0".into()),
-        ("TALLY__REDIS__URL".into(), s.redis.url.clone()),
+        ("TALLY__REDIS__URL".into(), s.redis.nodes().join(",")),
         ("TALLY__REDIS__CLUSTER".into(), s.redis.cluster.to_string()),
         (
             "TALLY__REDIS__PARTITIONS".into(),

@@ -49,7 +49,7 @@ fn err_text(result: Result<Settings, ConfigError>) -> String {
 fn defaults_load_from_the_embedded_reference() {
     let s = Settings::load(None, env(&[])).unwrap();
     assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(s.redis.url, "redis://127.0.0.1:6379");
+    assert_eq!(s.redis.nodes()[0], "redis://127.0.0.1:6379");
     assert_eq!(s.redis.partitions, 4);
     assert_eq!(s.clickhouse.url, "http://127.0.0.1:8123");
     assert_eq!(s.clickhouse.database, "tally");
@@ -82,7 +82,7 @@ fn a_file_overrides_defaults_and_keeps_the_rest() {
     );
     let s = Settings::load(Some(f.path()), env(&[])).unwrap();
     assert_eq!(s.redis.partitions, 8);
-    assert_eq!(s.redis.url, "redis://127.0.0.1:6379");
+    assert_eq!(s.redis.nodes()[0], "redis://127.0.0.1:6379");
     assert_eq!(s.sites.len(), 1);
     assert_eq!(s.sites[0].id.as_str(), "news");
     assert_eq!(s.sites[0].timezone, Tz::UTC, "timezone defaults to UTC");
@@ -106,9 +106,13 @@ fn an_env_override_wins_over_the_file() {
         ]),
     )
     .unwrap();
-    assert_eq!(s.redis.url, "redis://env:6379/3");
+    assert_eq!(s.redis.nodes()[0], "redis://env:6379/3");
     assert_eq!(s.redis.partitions, 16);
-    assert_eq!(s.clickhouse.password, "1234", "kept as a string");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&s.clickhouse.password),
+        "1234",
+        "kept as a string"
+    );
     assert_eq!(s.server.trusted_proxies.len(), 2);
     assert_eq!(s.worker.max_age, Duration::from_millis(250));
 }
@@ -262,6 +266,18 @@ fn redacted_output_hides_every_secret() {
         assert!(!out.contains(secret), "{secret} leaked:\n{out}");
     }
     assert!(out.contains("redis://tally:********@cache:6379"));
+    // Nor does Debug (logs of a settings value) or the URL shown in messages.
+    let debug = format!("{s:?}");
+    for secret in [
+        "redis-secret",
+        "ch-secret",
+        "admin-secret-1",
+        "admin-secret-2",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in Debug:\n{debug}");
+    }
+    assert_eq!(s.redis.shown_url(), "redis://tally:********@cache:6379");
+    assert_eq!(s.redis.nodes(), ["redis://tally:redis-secret@cache:6379"]);
     // The printed configuration is itself a loadable config file.
     let f2 = file(&out.replace(MASK, "replaced-secret-0123456789"));
     Settings::load(Some(f2.path()), env(&[])).unwrap();
