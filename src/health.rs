@@ -22,7 +22,7 @@ use axum::{
     http::{StatusCode, header},
     routing::get,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tally_clickhouse::Db;
 use tally_redis::Store;
@@ -160,19 +160,126 @@ pub(crate) fn metrics_router() -> Router {
 }
 
 /// The process-wide Prometheus recorder, installed on first use (several apps in one test
-/// process share it).
+/// process share it). Latencies and sizes are histograms (their buckets add up across
+/// processes, where summaries' quantiles cannot), and every metric has its HELP text.
 fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("tally_worker_insert_seconds".into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("tally_worker_batch_rows".into()),
+                        &[1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0],
+                    )
+                })
+                .expect("bucket lists are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed already; then this handle stays
             // empty, which the metrics test would show.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// The HELP text of every metric Tally records (`promtool check metrics` wants one each;
+/// the test of /metrics runs it).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "tally_beacon_accepted_total",
+        "Events accepted by the beacon and queued for Redis."
+    );
+    describe_counter!(
+        "tally_beacon_rejected_total",
+        "Tracking requests refused, by reason (the error code of the answer)."
+    );
+    describe_counter!(
+        "tally_beacon_bots_total",
+        "Crawler hits recorded as bots (not counted as views)."
+    );
+    describe_counter!(
+        "tally_beacon_unverified_total",
+        "Pixel hits with neither Referer nor Origin, recorded apart (not counted as views)."
+    );
+    describe_counter!(
+        "tally_beacon_ignored_total",
+        "Tracking requests answered but not recorded, by reason (prefetch)."
+    );
+    describe_counter!(
+        "tally_beacon_events_over_page_cap_total",
+        "Events recorded live under \"other pages\" because their site holds tracking.max_pages pages."
+    );
+    describe_counter!(
+        "tally_beacon_events_given_up_total",
+        "Events of batches Redis refused with an error that would repeat (logged whole)."
+    );
+    describe_gauge!(
+        "tally_beacon_buffered_events",
+        "Events waiting in the beacon's buffer for Redis."
+    );
+    describe_counter!(
+        "tally_worker_inserted_total",
+        "Events the worker inserted into ClickHouse."
+    );
+    describe_counter!(
+        "tally_worker_skipped_total",
+        "Events the worker found already stored (after a takeover or a failed insert)."
+    );
+    describe_counter!("tally_worker_retries_total", "ClickHouse inserts retried.");
+    describe_counter!(
+        "tally_worker_dead_letters_total",
+        "Events moved to the dead-letter streams."
+    );
+    describe_counter!(
+        "tally_worker_dead_letters_dropped_total",
+        "Oldest dead letters dropped to keep worker.dead_letter_max."
+    );
+    describe_gauge!(
+        "tally_worker_stream_lag",
+        "Stream entries (beacon batches) of a partition not yet inserted and acknowledged."
+    );
+    describe_histogram!(
+        "tally_worker_insert_seconds",
+        Unit::Seconds,
+        "Duration of one ClickHouse insert."
+    );
+    describe_histogram!(
+        "tally_worker_batch_rows",
+        Unit::Count,
+        "Rows per ClickHouse insert."
+    );
+    describe_counter!(
+        "tally_readiness_checks_total",
+        "Readiness checks made against Redis and ClickHouse (at most one a second)."
+    );
+    describe_gauge!(
+        "tally_redis_used_memory_bytes",
+        Unit::Bytes,
+        "Memory Redis uses (used_memory; the fullest node of a cluster)."
+    );
+    describe_gauge!(
+        "tally_redis_maxmemory_bytes",
+        Unit::Bytes,
+        "Redis' maxmemory (0: no limit)."
+    );
+    describe_gauge!(
+        "tally_http_connections",
+        "Connections open on the public listener."
+    );
+    describe_counter!(
+        "tally_http_connections_waited_total",
+        "Times the public listener was at server.max_connections and a new connection waited."
+    );
 }
 
 /// A JSON error response `{"code", "message"}`.

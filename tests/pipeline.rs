@@ -222,3 +222,59 @@ async fn readiness_warns_before_redis_memory_runs_out() {
     }
     app.stop().await;
 }
+
+/// `/metrics` passes Prometheus' own checker (`promtool check metrics`, Debian's `prometheus`
+/// package, installed by scripts/test): HELP on every metric, histograms for latencies and
+/// sizes, Prometheus' naming rules.
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let app = TestApp::spawn(tally_testkit::settings()).await;
+    let http = reqwest::Client::new();
+    // Traffic, so that every role has recorded its metrics.
+    for page in ["/a", "/b"] {
+        let body =
+            json!({"t": "pageview", "site": "demo", "url": format!("http://localhost{page}")});
+        let r = http
+            .post(app.url("/collect"))
+            .header("user-agent", common::CHROME)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    common::wait_for_rollups(&app, 2).await;
+    assert_eq!(
+        http.get(app.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    let text = common::get_text(&http, &app.metrics_url()).await;
+    for name in [
+        "tally_beacon_accepted_total",
+        "tally_worker_insert_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} in:\n{text}");
+    }
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) is installed");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+    app.stop().await;
+}
