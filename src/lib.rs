@@ -142,7 +142,8 @@ impl App {
         } else {
             None
         };
-        // Unknown paths and methods answer in the contract's error format too.
+        // Unknown paths and methods answer in the contract's error format too; every request
+        // gets an id, a span and the common security header (server::layers).
         let router = router
             .fallback(|| async {
                 health::error(StatusCode::NOT_FOUND, "not_found", "no such resource")
@@ -154,6 +155,7 @@ impl App {
                     "this resource does not take that method",
                 )
             });
+        let router = server::layers(router);
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;

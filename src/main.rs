@@ -13,6 +13,8 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = tally::cli::Cli::parse();
     match cli.run().await {

@@ -11,6 +11,11 @@
 //!
 //! On shutdown it stops accepting, shuts every connection down gracefully and waits for
 //! them at most `shutdown_timeout`.
+//!
+//! [`layers`] adds what every request gets, from `tower-http`: a request id (`x-request-id`,
+//! the proxy's if it sent one, else made here) in the response and in the span of every log
+//! line the request causes, a trace span with an access line at debug level
+//! (`TALLY_LOG=info,tower_http=debug`), and `X-Content-Type-Options: nosniff`.
 
 use std::{
     convert::Infallible,
@@ -271,5 +276,68 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The layers every route gets; see the module documentation.
+pub(crate) fn layers(router: Router) -> Router {
+    use axum::http::{HeaderName, HeaderValue, header};
+    use tower_http::{
+        request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+        set_header::SetResponseHeaderLayer,
+        trace::{DefaultOnResponse, TraceLayer},
+    };
+    let id = HeaderName::from_static("x-request-id");
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|req: &Request<axum::body::Body>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            // At error level so that no log filter drops it: every line logged while the
+            // request is handled, at any level, then carries its id.
+            tracing::error_span!("request", id, method = %req.method(), path = req.uri().path())
+        })
+        .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG));
+    // The last layer added runs first: the id is set before the span is made.
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(PropagateRequestIdLayer::new(id.clone()))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(id, RequestIds::default()))
+}
+
+/// Request ids: this process's random prefix and a counter (unique per process, and
+/// across processes with near certainty), 24 hex digits.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: u64,
+    next: Arc<AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self {
+            // A random prefix without a dependency: std's hasher keys are random per process.
+            prefix: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                std::process::id(),
+            ),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl tower_http::request_id::MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<tower_http::request_id::RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}{:08x}", self.prefix, n as u32);
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
     }
 }

@@ -456,3 +456,97 @@ fn secrets_stay_out_of_the_output() {
         assert!(!failed.contains(secret), "{secret} in the error:\n{failed}");
     }
 }
+
+/// A tracker on an allowed origin that posts `application/json` is preflighted: the
+/// preflight is answered and the POST counted. Every response carries a request id (a
+/// proxy's is kept), and the log line of the request names it.
+#[tokio::test]
+async fn preflighted_posts_and_request_ids() {
+    let settings = tally_testkit::settings();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let served = Served::start_logging_to(
+        &settings,
+        "beacon,api",
+        &[("TALLY_LOG", "warn,tower_http=debug")],
+        log.reopen().unwrap(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, served.url("/collect"))
+        .header("origin", "http://localhost")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = |name: &str| {
+        preflight.headers()[name]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+    };
+    assert_eq!(allowed("access-control-allow-origin"), "*");
+    assert!(allowed("access-control-allow-methods").contains("post"));
+    assert!(allowed("access-control-allow-headers").contains("content-type"));
+
+    let body = json!({"t": "pageview", "site": "demo", "url": "http://localhost/cors"});
+    let posted = http
+        .post(served.url("/collect"))
+        .header("origin", "http://localhost")
+        .header("content-type", "application/json")
+        .header("user-agent", CHROME)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 204);
+    assert_eq!(posted.headers()["access-control-allow-origin"], "*");
+    assert_eq!(posted.headers()["x-content-type-options"], "nosniff");
+    let id = posted.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 24, "{id}");
+    let counters: Value = http
+        .get(served.url("/api/v1/sites/demo/counters?page=/cors"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counters["page_views"], 1, "{counters}");
+
+    // A proxy's id is kept; the admin API gets no CORS headers.
+    let r = http
+        .get(served.url("/api/v1/sites"))
+        .header("x-request-id", "from-the-proxy-42")
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "from-the-proxy-42");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    let mut logged = String::new();
+    for _ in 0..50 {
+        logged = std::fs::read_to_string(log.path()).unwrap();
+        if logged.contains(&id) && logged.contains("from-the-proxy-42") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The access line of the POST, in the request's span: its id, path and status.
+    let line = logged
+        .lines()
+        .find(|l| l.contains(&id) && l.contains("finished processing request"))
+        .unwrap_or_else(|| panic!("{id} not in:\n{logged}"));
+    assert!(
+        line.contains("path=\"/collect\"") && line.contains("status=204"),
+        "{line}"
+    );
+    assert!(logged.contains("from-the-proxy-42"), "{logged}");
+}

@@ -193,6 +193,16 @@ impl Served {
         roles: &str,
         extra: &[(&str, &str)],
     ) -> Self {
+        Self::start_logging_to(settings, roles, extra, std::process::Stdio::inherit()).await
+    }
+
+    /// Like [`start`](Self::start), with the process's log (stderr) going to `log`.
+    pub async fn start_logging_to(
+        settings: &tally_core::Settings,
+        roles: &str,
+        extra: &[(&str, &str)],
+        log: impl Into<std::process::Stdio>,
+    ) -> Self {
         let (port, metrics) = (free_port(), free_port());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
             .args(["serve", "--roles", roles])
@@ -207,7 +217,7 @@ impl Served {
             .envs(extra.iter().map(|(k, v)| (*k, *v)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         let served = Self {

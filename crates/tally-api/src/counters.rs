@@ -69,14 +69,11 @@ fn page_of_url(url: &str) -> Result<String, ApiError> {
     Ok(normalize_path(parts.path))
 }
 
+/// A public answer, cacheable for five seconds (any origin reads it: the CORS layer of
+/// `Api::router`).
 fn public<T: Serialize>(body: T) -> Response {
     let mut response = Json(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
+    response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=5"),
     );

@@ -68,10 +68,6 @@ impl IntoResponse for ApiError {
         };
         let mut response =
             (status, Json(json!({"code": code, "message": message}))).into_response();
-        response.headers_mut().insert(
-            axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            axum::http::HeaderValue::from_static("*"),
-        );
         if matches!(self, Self::TooManyAttempts) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -92,9 +92,18 @@ impl Api {
 
     /// The api's routes.
     pub fn router(&self) -> Router {
-        Router::new()
+        // The public counters are read from the sites' pages: any origin may read them.
+        // The admin API and pages get no CORS headers: only their own origin reads them.
+        let cors = tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::Any)
+            .allow_methods([axum::http::Method::GET])
+            .max_age(std::time::Duration::from_secs(86_400));
+        let public = Router::new()
             .route("/api/v1/sites/{site}/counters", get(counters::counters))
             .route("/api/v1/sites/{site}/views", get(counters::views))
+            .with_state(self.state.clone())
+            .layer(cors);
+        Router::new()
             .route("/api/v1/sites", get(stats::sites))
             .route("/api/v1/sites/{site}/stats/summary", get(stats::summary))
             .route(
@@ -114,5 +123,6 @@ impl Api {
             .route("/admin/sites/{site}", get(admin::site))
             .route("/admin/assets/{file}", get(admin::asset))
             .with_state(self.state.clone())
+            .merge(public)
     }
 }

@@ -49,10 +49,6 @@ pub(crate) async fn tracker(
                 HeaderValue::from_static("public, max-age=86400"),
             ),
             (header::ETAG, t.etag.clone()),
-            (
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            ),
         ],
         t.body.clone(),
     )

@@ -305,19 +305,12 @@ fn is_prefetch(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `204 No Content`, readable from any origin (the tracker runs on the customer's site).
+/// `204 No Content` (readable from any origin: the beacon's CORS layer, see `Beacon::router`).
 pub(crate) struct NoContent;
 
 impl IntoResponse for NoContent {
     fn into_response(self) -> Response {
-        (
-            StatusCode::NO_CONTENT,
-            [(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            )],
-        )
-            .into_response()
+        StatusCode::NO_CONTENT.into_response()
     }
 }
 

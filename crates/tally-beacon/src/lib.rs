@@ -96,10 +96,23 @@ impl Beacon {
         })
     }
 
-    /// The beacon's routes.
+    /// The beacon's routes, readable and postable from any origin (the tracker runs on the
+    /// customer's pages; which origins may count is the site check of `/collect`, not CORS).
+    /// A tracker that posts `application/json` gets its preflight answered.
     pub fn router(&self) -> Router {
+        let cors = tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::Any)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([axum::http::header::CONTENT_TYPE])
+            .max_age(std::time::Duration::from_secs(86_400));
         let mut router = Router::new()
-            .route("/collect", post(collect::post_collect))
+            // The CORS layer answers preflights; the OPTIONS route makes it reach them (the
+            // app's 405 fallback would take an OPTIONS without one, outside the layer).
+            .route(
+                "/collect",
+                post(collect::post_collect)
+                    .options(|| async { axum::http::StatusCode::NO_CONTENT }),
+            )
             .route("/collect.gif", get(collect::pixel))
             .route("/t.js", get(assets::tracker));
         if self.state.settings.server.demo_page {
@@ -107,7 +120,7 @@ impl Beacon {
                 .route("/demo", get(assets::demo))
                 .route("/demo/{*rest}", get(assets::demo));
         }
-        router.with_state(self.state.clone())
+        router.with_state(self.state.clone()).layer(cors)
     }
 
     /// Runs the batcher and the salt refresher until `shutdown`, then flushes the buffer
