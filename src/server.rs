@@ -299,6 +299,8 @@ pub(crate) fn layers(router: Router) -> Router {
             // request is handled, at any level, then carries its id.
             tracing::error_span!("request", id, method = %req.method(), path = req.uri().path())
         })
+        // No line when a request starts; the access line (at debug) says all.
+        .on_request(())
         .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG));
     // The last layer added runs first: the id is set before the span is made.
     router
