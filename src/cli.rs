@@ -12,9 +12,10 @@ use crate::{App, Roles};
 #[derive(Debug, Parser)]
 #[command(name = "tally", version, about = "Self-hosted visit analytics")]
 pub struct Cli {
-    /// Configuration file (TOML). Without it, only the built-in defaults and TALLY__*
-    /// environment variables apply.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Configuration file (TOML; also from TALLY_CONFIG). Without it, config/tally.toml if
+    /// it exists, else only the built-in defaults and TALLY__* environment variables apply
+    /// (and those have no site).
+    #[arg(long, global = true, value_name = "FILE", env = "TALLY_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

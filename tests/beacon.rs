@@ -667,7 +667,7 @@ async fn the_largest_batch_is_recorded_whole() {
         (n as u64, n as u64, n as u64, Some(1))
     );
     let too_many = tally_core::Settings::load(
-        None,
+        Some(tally_testkit::config_file()),
         [("TALLY__BEACON__BATCH".to_owned(), (n + 1).to_string())],
     );
     assert!(too_many.unwrap_err().to_string().contains("beacon.batch"));

@@ -421,6 +421,7 @@ fn secrets_stay_out_of_the_output() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
             .args(args)
             .envs(secrets)
+            .env("TALLY_CONFIG", tally_testkit::config_file())
             .env("TALLY__SERVER__LISTEN", "127.0.0.1:0")
             .env("TALLY__SERVER__METRICS_LISTEN", "")
             .output()
@@ -549,4 +550,21 @@ async fn preflighted_posts_and_request_ids() {
         "{line}"
     );
     assert!(logged.contains("from-the-proxy-42"), "{logged}");
+}
+
+/// Without a site Tally does not start (it used to track the reference's `demo` site on
+/// localhost); the message says what to add.
+#[test]
+fn no_site_no_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["--config", "/dev/null", "config"])
+        .env("TALLY__ADMIN__TOKENS", "admin-token-secret-0123456789")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("sites") && said.contains("[[sites]]"),
+        "{said}"
+    );
 }

@@ -469,6 +469,13 @@ impl Settings {
                 }
             }
         }
+        if self.sites.is_empty() {
+            return Err(invalid(
+                "sites",
+                "no site is configured: add a [[sites]] table (id, domains, timezone) to the \
+                 config file; the end of config/tally.toml shows one",
+            ));
+        }
         Ok(())
     }
 

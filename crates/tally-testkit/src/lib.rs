@@ -49,6 +49,22 @@ pub fn settings() -> Settings {
     settings_for(&s.redis, &s.clickhouse)
 }
 
+/// The tests' config file: the site `demo` (domains `localhost` and `127.0.0.1`, zone
+/// Asia/Ho_Chi_Minh), since Tally has no site by default. Written once per test process.
+pub fn config_file() -> &'static std::path::Path {
+    static FILE: OnceLock<std::path::PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("tally-test-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[[sites]]\nid = \"demo\"\ndomains = [\"localhost\", \"127.0.0.1\"]\n\
+             timezone = \"Asia/Ho_Chi_Minh\"\n",
+        )
+        .expect("write the tests' config file");
+        path
+    })
+}
+
 /// Like [`settings`], against the given servers (e.g. a private Redis a test will kill).
 pub fn settings_for(redis: &RedisServer, clickhouse: &ClickHouseServer) -> Settings {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -75,7 +91,7 @@ pub fn settings_for(redis: &RedisServer, clickhouse: &ClickHouseServer) -> Setti
             "test-admin-token-0123456789".to_owned(),
         ),
     ];
-    Settings::load(None, env).expect("test settings are valid")
+    Settings::load(Some(config_file()), env).expect("test settings are valid")
 }
 
 /// Settings against a Redis Cluster (database 0, the only one a cluster has) and the shared
@@ -93,6 +109,7 @@ pub fn env_for(settings: &Settings) -> Vec<(String, String)> {
     let s = settings;
     let d = |d: std::time::Duration| format!("{}ms", d.as_millis());
     vec![
+        ("TALLY_CONFIG".into(), config_file().display().to_string()),
         ("TALLY__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
         ("TALLY__SERVER__METRICS_LISTEN".into(), "127.0.0.1:0".into()),
         ("TALLY__REDIS__URL".into(), s.redis.nodes().join(",")),

@@ -9,8 +9,15 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A config file of `text`, with a site `demo` added when it has none (Tally needs one).
 fn file(text: &str) -> tempfile_lite::TempFile {
-    tempfile_lite::TempFile::with(text)
+    let site = "\n[[sites]]\nid = \"demo\"\ndomains = [\"localhost\", \"127.0.0.1\"]\n\
+                timezone = \"Asia/Ho_Chi_Minh\"\n";
+    if text.contains("[[sites]]") {
+        tempfile_lite::TempFile::with(text)
+    } else {
+        tempfile_lite::TempFile::with(&format!("{text}{site}"))
+    }
 }
 
 /// A tiny temp-file helper: tally-core has no I/O dependencies to lean on.
@@ -47,7 +54,14 @@ fn err_text(result: Result<Settings, ConfigError>) -> String {
 
 #[test]
 fn defaults_load_from_the_embedded_reference() {
-    let s = Settings::load(None, env(&[])).unwrap();
+    // Defaults have no site: Tally does not start until one is configured.
+    let text = err_text(Settings::load(None, env(&[])));
+    assert!(
+        text.contains("sites") && text.contains("no site is configured"),
+        "{text}"
+    );
+    let only_a_site = file("");
+    let s = Settings::load(Some(only_a_site.path()), env(&[])).unwrap();
     assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(s.redis.nodes()[0], "redis://127.0.0.1:6379");
     assert_eq!(s.redis.partitions, 4);
@@ -285,7 +299,8 @@ fn redacted_output_hides_every_secret() {
 
 #[test]
 fn each_beacon_enforces_its_share_of_the_limits() {
-    let mut s = Settings::load(None, env(&[])).unwrap();
+    let only_a_site = file("");
+    let mut s = Settings::load(Some(only_a_site.path()), env(&[])).unwrap();
     assert_eq!(s.beacon.share_of(3000), 3000);
     s.beacon.processes = 2;
     assert_eq!(s.beacon.share_of(3000), 1500);
