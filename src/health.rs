@@ -248,6 +248,19 @@ fn describe() {
         "tally_worker_stream_lag",
         "Stream entries (beacon batches) of a partition not yet inserted and acknowledged."
     );
+    describe_gauge!(
+        "tally_worker_stream_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest stream entry of a partition not yet inserted (0 when none): alert when it grows."
+    );
+    describe_gauge!(
+        "tally_worker_dead_letters",
+        "Events in a partition's dead-letter stream."
+    );
+    describe_gauge!(
+        "tally_beacon_buffer_capacity",
+        "Events the beacon's buffer holds at most (beacon.buffer); past it /collect answers 503."
+    );
     describe_histogram!(
         "tally_worker_insert_seconds",
         Unit::Seconds,

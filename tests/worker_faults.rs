@@ -522,3 +522,73 @@ async fn stopped_workers_leave_the_consumer_group() {
     );
     assert_exactly_once(&db, &store, settings.redis.partitions, 8).await;
 }
+
+/// The value of `name{partition="P"}` in a Prometheus text.
+fn gauge_of(text: &str, name: &str, partition: u16) -> Option<f64> {
+    let prefix = format!("{name}{{partition=\"{partition}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// While ClickHouse is down the worker's backlog gauges show how far behind it is (entries
+/// and the age of the oldest, refreshed every few seconds whether or not batches go through),
+/// and fall back to zero once it is back.
+#[tokio::test]
+async fn the_backlog_gauges_grow_while_clickhouse_is_down() {
+    let clickhouse = ClickHouseServer::start();
+    let settings = tally_testkit::settings_for(&tally_testkit::services().redis, &clickhouse);
+    // The real binary: its /metrics are its own (this test process's are shared by tests).
+    let served = common::Served::start(&settings, "beacon,worker,api", &[]).await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    clickhouse.stop();
+    let http = reqwest::Client::new();
+    for page in ["/a", "/b", "/c"] {
+        let body =
+            json!({"t": "pageview", "site": "demo", "url": format!("http://localhost{page}")});
+        let r = http
+            .post(served.url("/collect"))
+            .header("user-agent", CHROME)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let gauges = || async {
+        let text = common::get_text(&http, &served.metrics).await;
+        (
+            gauge_of(&text, "tally_worker_stream_lag", partition),
+            gauge_of(&text, "tally_worker_stream_lag_seconds", partition),
+        )
+    };
+    let started = std::time::Instant::now();
+    loop {
+        if let (Some(entries), Some(seconds)) = gauges().await
+            && entries >= 1.0
+            && seconds >= 2.0
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            gauges().await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    clickhouse.restart();
+    let started = std::time::Instant::now();
+    while gauges().await != (Some(0.0), Some(0.0)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            gauges().await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let db = Db::new(&settings.clickhouse);
+    assert_eq!(db.count_events().await.unwrap(), 3);
+}

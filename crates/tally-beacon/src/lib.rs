@@ -144,6 +144,8 @@ impl Beacon {
                 }
                 metrics::gauge!("tally_beacon_buffered_events")
                     .set(state.batcher.buffered() as f64);
+                metrics::gauge!("tally_beacon_buffer_capacity")
+                    .set(state.settings.beacon.buffer as f64);
             }
         });
         tracker.spawn(self.batcher.run(shutdown));

@@ -38,6 +38,17 @@ static REPLAY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| 
     )
 });
 
+/// A partition's backlog, for the metrics operators alert on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Entries (beacon batches) not yet inserted and acknowledged.
+    pub entries: u64,
+    /// How long the oldest of them has waited, in ms (0 when there is none).
+    pub oldest_age_ms: u64,
+    /// Events in the dead-letter stream.
+    pub dead_letters: u64,
+}
+
 /// An event the worker could not store, as the dead-letter stream keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
@@ -365,6 +376,35 @@ impl Store {
             .arg(Keys::new(partition).events())
             .query_async(&mut conn)
             .await?)
+    }
+
+    /// The partition's backlog at `now_ms`: entries in its stream, the age (ms) of the
+    /// oldest (0 when empty) and dead letters. One round trip.
+    pub async fn backlog(&self, partition: u16, now_ms: i64) -> Result<Backlog> {
+        let keys = Keys::new(partition);
+        let mut conn = self.conn();
+        let (entries, oldest, dead): (u64, Vec<(String, Value)>, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(keys.events())
+            .cmd("XRANGE")
+            .arg(keys.events())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XLEN")
+            .arg(keys.dead_letters())
+            .query_async(&mut conn)
+            .await?;
+        // A stream id starts with the milliseconds of the entry's append.
+        let oldest_ms = oldest
+            .first()
+            .and_then(|(id, _)| id.split('-').next()?.parse::<i64>().ok());
+        Ok(Backlog {
+            entries,
+            oldest_age_ms: oldest_ms.map_or(0, |ms| (now_ms - ms).max(0) as u64),
+            dead_letters: dead,
+        })
     }
 
     /// Entries in the partition's dead-letter stream.

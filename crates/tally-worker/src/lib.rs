@@ -39,6 +39,8 @@ pub enum Error {
 /// The worker role: one [`PartitionWorker`] per partition, and the hourly retention job.
 pub struct Worker {
     partitions: Vec<PartitionWorker>,
+    /// A connection for the backlog gauges, and the number of partitions.
+    monitor: (Store, u16),
     db: Db,
     retention: RetentionSettings,
 }
@@ -70,7 +72,12 @@ impl Worker {
             ));
         }
         info!(consumer = %consumer, partitions = partitions.len(), "worker ready");
+        let monitor = (
+            Store::connect(&settings.redis).await?,
+            settings.redis.partitions,
+        );
         Ok(Self {
+            monitor,
             partitions,
             db,
             retention: settings.retention.clone(),
@@ -82,8 +89,38 @@ impl Worker {
         for worker in self.partitions {
             tracker.spawn(worker.run(shutdown.clone()));
         }
+        tracker.spawn(backlog_loop(self.monitor, shutdown.clone()));
         if self.retention.raw_days > 0 {
             tracker.spawn(retention_loop(self.db, self.retention, shutdown));
+        }
+    }
+}
+
+/// How often the backlog gauges are read.
+const BACKLOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes each partition's backlog every [`BACKLOG_EVERY`], whether or not batches are
+/// being delivered (a stuck worker is when the lag matters): `tally_worker_stream_lag`
+/// (entries), `tally_worker_stream_lag_seconds` (age of the oldest entry) and
+/// `tally_worker_dead_letters` (events in the dead-letter stream).
+async fn backlog_loop(monitor: (Store, u16), shutdown: CancellationToken) {
+    let (store, partitions) = monitor;
+    loop {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for p in 0..partitions {
+            if let Ok(b) = store.backlog(p, now_ms).await {
+                let partition = p.to_string();
+                metrics::gauge!("tally_worker_stream_lag", "partition" => partition.clone())
+                    .set(b.entries as f64);
+                metrics::gauge!("tally_worker_stream_lag_seconds", "partition" => partition.clone())
+                    .set(b.oldest_age_ms as f64 / 1000.0);
+                metrics::gauge!("tally_worker_dead_letters", "partition" => partition)
+                    .set(b.dead_letters as f64);
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(BACKLOG_EVERY) => {}
         }
     }
 }

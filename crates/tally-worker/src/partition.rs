@@ -7,7 +7,7 @@ use std::{
 };
 
 use chrono_tz::Tz;
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 use tally_clickhouse::{Db, EventRow};
 use tally_core::{Settings, settings::WorkerSettings};
 use tally_redis::{Store, stream::StreamEntry};
@@ -321,13 +321,10 @@ impl PartitionWorker {
             counter!("tally_worker_dead_letters_dropped_total").increment(dropped);
         }
         self.store.ack(self.partition, &ids).await?;
-        let partition = self.partition.to_string();
         counter!("tally_worker_inserted_total").increment(outcome.inserted as u64);
         counter!("tally_worker_skipped_total").increment(outcome.skipped as u64);
         counter!("tally_worker_dead_letters_total").increment(outcome.dead as u64);
-        if let Ok(backlog) = self.store.stream_len(self.partition).await {
-            gauge!("tally_worker_stream_lag", "partition" => partition).set(backlog as f64);
-        }
+        // The backlog gauges are read apart, every few seconds (see `backlog_loop`).
         Ok(outcome)
     }
 
