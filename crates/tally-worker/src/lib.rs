@@ -157,3 +157,23 @@ fn consumer_name() -> String {
         rand::random::<u32>()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_everything_at_zero_days_and_cuts_raw_days_back() {
+        assert_eq!(retention_cutoff(&RetentionSettings { raw_days: 0 }), None);
+        let today = chrono::Utc::now().date_naive();
+        let cutoff = retention_cutoff(&RetentionSettings { raw_days: 400 }).unwrap();
+        assert_eq!((today - cutoff).num_days(), 400);
+    }
+
+    #[test]
+    fn consumer_names_differ_between_workers_of_one_host() {
+        let (a, b) = (consumer_name(), consumer_name());
+        assert_ne!(a, b);
+        assert!(a.contains(&std::process::id().to_string()), "{a}");
+    }
+}

@@ -412,3 +412,31 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
     let half = d / 2;
     half + half.mul_f64(rand::random::<f64>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_failures_stays_within_half_and_whole_and_is_capped() {
+        let cap = Duration::from_secs(30);
+        for failures in 0..40u32 {
+            let whole = Duration::from_millis(100)
+                .saturating_mul(1u32 << failures.min(16))
+                .min(cap);
+            for _ in 0..50 {
+                let d = backoff(failures, cap);
+                assert!(
+                    d >= whole / 2 && d <= whole,
+                    "{failures}: {d:?} not in [{:?}, {whole:?}]",
+                    whole / 2
+                );
+            }
+        }
+        assert!(backoff(0, cap) <= Duration::from_millis(100));
+        assert!(
+            backoff(100, cap) >= Duration::from_secs(15),
+            "capped, not overflowed"
+        );
+    }
+}
