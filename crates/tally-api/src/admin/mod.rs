@@ -363,6 +363,171 @@ fn named_devices(t: &Labels, rows: Vec<NameRow>) -> Vec<NameRow> {
         .collect()
 }
 
+/// What the site page shows, read from ClickHouse and Redis at once.
+struct SiteData {
+    summary: tally_clickhouse::stats::Summary,
+    series: Vec<tally_clickhouse::stats::Bucket>,
+    pages: Vec<tally_clickhouse::stats::PageRow>,
+    /// Referrers, browsers, OS, devices, countries.
+    dimensions: [Vec<NameRow>; 5],
+    live: tally_redis::Realtime,
+}
+
+/// Reads everything the site page shows for `range`, the queries in parallel.
+async fn load(
+    state: &State,
+    id: &SiteId,
+    range: &Range,
+    interval: Interval,
+) -> Result<SiteData, ApiError> {
+    let db = &state.db;
+    let dimension = |d: Dimension, n: u32| async move {
+        db.dimension(range, d, n).await.map_err(ApiError::from)
+    };
+    let now = state.clock.now_ms();
+    let window = state.settings.tracking.online_window.as_millis() as i64;
+    let (summary, series, pages, referrers, browsers, os, devices, countries, live) = tokio::try_join!(
+        async { db.summary(range).await.map_err(ApiError::from) },
+        async { db.timeseries(range, interval).await.map_err(ApiError::from) },
+        async { db.top_pages(range, 20, 0).await.map_err(ApiError::from) },
+        dimension(Dimension::Referrer, 10),
+        dimension(Dimension::Browser, 8),
+        dimension(Dimension::Os, 8),
+        dimension(Dimension::Device, 5),
+        dimension(Dimension::Country, 10),
+        async {
+            state
+                .store
+                .realtime(id, now, window, 30, 10)
+                .await
+                .map_err(ApiError::from)
+        },
+    )?;
+    Ok(SiteData {
+        summary,
+        series,
+        pages,
+        dimensions: [referrers, browsers, os, devices, countries],
+        live,
+    })
+}
+
+/// The chart of `series` over `days`: one bar per local hour or day, labelled in `lang`.
+fn chart_of(
+    days: &DayRange,
+    interval: Interval,
+    series: &[tally_clickhouse::stats::Bucket],
+    lang: Lang,
+) -> String {
+    let t = lang.t();
+    let bars: Vec<chart::Bar> = crate::stats::series(days, interval, series)
+        .into_iter()
+        .map(|p| {
+            let label = match (interval, lang) {
+                (Interval::Hour, _) => p.start.format("%H:00").to_string(),
+                (Interval::Day, Lang::En) => p.start.format("%b %-d").to_string(),
+                (Interval::Day, Lang::Vi) => {
+                    format!("{:02}/{:02}", p.start.day(), p.start.month())
+                }
+            };
+            chart::Bar {
+                tooltip: format!(
+                    "{label}: {} {}, {} {}",
+                    lang.number(p.views),
+                    t.views,
+                    lang.number(p.visitors),
+                    t.visitors
+                ),
+                label,
+                views: p.views,
+                visitors: p.visitors,
+            }
+        })
+        .collect();
+    chart::svg(&bars, |n| lang.number(n), t.views, t.visitors)
+}
+
+/// The tables of the site page: top pages, then the dimensions.
+fn tables(
+    lang: Lang,
+    pages: Vec<tally_clickhouse::stats::PageRow>,
+    dimensions: [Vec<NameRow>; 5],
+) -> Result<Vec<String>, ApiError> {
+    let t = lang.t();
+    let max = pages.iter().map(|p| p.views).max().unwrap_or(0).max(1);
+    let page_rows: Vec<TableRow> = pages
+        .into_iter()
+        .map(|p| TableRow {
+            name: if p.title.is_empty() {
+                p.page.clone()
+            } else {
+                p.title
+            },
+            detail: p.page,
+            views: lang.number(p.views),
+            visitors: lang.number(p.visitors),
+            share: p.views * 100 / max,
+        })
+        .collect();
+    let table = |title: &str, head: &str, rows: Vec<TableRow>| {
+        render(&Table {
+            t,
+            title,
+            head,
+            rows,
+        })
+    };
+    let [referrers, browsers, os, devices, countries] = dimensions;
+    Ok(vec![
+        table(t.top_pages, t.page, page_rows)?,
+        table(t.referrers, t.referrers, rows(lang, referrers, t.direct))?,
+        table(t.browsers, t.browsers, rows(lang, browsers, t.unknown))?,
+        table(t.os, t.os, rows(lang, os, t.unknown))?,
+        table(
+            t.devices,
+            t.devices,
+            rows(lang, named_devices(t, devices), t.unknown),
+        )?,
+        table(t.countries, t.countries, rows(lang, countries, t.unknown))?,
+    ])
+}
+
+/// The summary cards.
+fn cards(lang: Lang, s: &tally_clickhouse::stats::Summary) -> Vec<(&'static str, String)> {
+    let t = lang.t();
+    vec![
+        (t.views, lang.number(s.views)),
+        (t.visits, lang.number(s.visits)),
+        (t.visitors, lang.number(s.visitors)),
+        (t.bounce_rate, lang.percent(s.bounce_rate)),
+        (t.avg_visit, lang.duration(s.avg_visit_seconds)),
+        (t.bots_filtered, lang.number(s.bots_filtered)),
+        (t.repeats_not_counted, lang.number(s.repeats_not_counted)),
+        (
+            t.unverified_not_counted,
+            lang.number(s.unverified_not_counted),
+        ),
+    ]
+}
+
+/// "Being read now": (name, page, readers), the pages past the cap as "(other pages)".
+fn reading(lang: Lang, pages: Vec<(String, String, u64)>) -> Vec<(String, String, String)> {
+    let t = lang.t();
+    pages
+        .into_iter()
+        .map(|(page, title, n)| {
+            let name = if page.is_empty() {
+                t.other_pages.to_owned()
+            } else if title.is_empty() {
+                page.clone()
+            } else {
+                title
+            };
+            (name, page, lang.number(n))
+        })
+        .collect()
+}
+
 /// `GET /admin/sites/{site}`: everything about one site for a range.
 pub(crate) async fn site(
     AxumState(state): AxumState<Arc<State>>,
@@ -394,117 +559,13 @@ pub(crate) async fn site(
     } else {
         Interval::Day
     };
-    let now = state.clock.now_ms();
-    let window = state.settings.tracking.online_window.as_millis() as i64;
-    let db = &state.db;
-    let (summary, series, pages, referrers, browsers, os, devices, countries, live) = tokio::try_join!(
-        async { db.summary(&range).await.map_err(ApiError::from) },
-        async {
-            db.timeseries(&range, interval)
-                .await
-                .map_err(ApiError::from)
-        },
-        async { db.top_pages(&range, 20, 0).await.map_err(ApiError::from) },
-        async {
-            db.dimension(&range, Dimension::Referrer, 10)
-                .await
-                .map_err(ApiError::from)
-        },
-        async {
-            db.dimension(&range, Dimension::Browser, 8)
-                .await
-                .map_err(ApiError::from)
-        },
-        async {
-            db.dimension(&range, Dimension::Os, 8)
-                .await
-                .map_err(ApiError::from)
-        },
-        async {
-            db.dimension(&range, Dimension::Device, 5)
-                .await
-                .map_err(ApiError::from)
-        },
-        async {
-            db.dimension(&range, Dimension::Country, 10)
-                .await
-                .map_err(ApiError::from)
-        },
-        async {
-            state
-                .store
-                .realtime(&id, now, window, 30, 10)
-                .await
-                .map_err(ApiError::from)
-        },
-    )?;
-
-    let bars: Vec<chart::Bar> = crate::stats::series(&days, interval, &series)
-        .into_iter()
-        .map(|p| {
-            let label = match (interval, lang) {
-                (Interval::Hour, _) => p.start.format("%H:00").to_string(),
-                (Interval::Day, Lang::En) => p.start.format("%b %-d").to_string(),
-                (Interval::Day, Lang::Vi) => {
-                    format!("{:02}/{:02}", p.start.day(), p.start.month())
-                }
-            };
-            chart::Bar {
-                tooltip: format!(
-                    "{label}: {} {}, {} {}",
-                    lang.number(p.views),
-                    t.views,
-                    lang.number(p.visitors),
-                    t.visitors
-                ),
-                label,
-                views: p.views,
-                visitors: p.visitors,
-            }
-        })
-        .collect();
-    let chart = chart::svg(&bars, |n| lang.number(n), t.views, t.visitors);
-
-    let max = pages.iter().map(|p| p.views).max().unwrap_or(0).max(1);
-    let page_rows: Vec<TableRow> = pages
-        .into_iter()
-        .map(|p| TableRow {
-            name: if p.title.is_empty() {
-                p.page.clone()
-            } else {
-                p.title
-            },
-            detail: p.page,
-            views: lang.number(p.views),
-            visitors: lang.number(p.visitors),
-            share: p.views * 100 / max,
-        })
-        .collect();
-    let table = |title: &str, head: &str, rows: Vec<TableRow>| {
-        render(&Table {
-            t,
-            title,
-            head,
-            rows,
-        })
-    };
-    let tables = vec![
-        table(t.top_pages, t.page, page_rows)?,
-        table(t.referrers, t.referrers, rows(lang, referrers, t.direct))?,
-        table(t.browsers, t.browsers, rows(lang, browsers, t.unknown))?,
-        table(t.os, t.os, rows(lang, os, t.unknown))?,
-        table(
-            t.devices,
-            t.devices,
-            rows(lang, named_devices(t, devices), t.unknown),
-        )?,
-        table(t.countries, t.countries, rows(lang, countries, t.unknown))?,
-    ];
+    let data = load(&state, &id, &range, interval).await?;
     let range_label = if days.from == days.to {
         lang.date(days.from)
     } else {
         format!("{} – {}", lang.date(days.from), lang.date(days.to))
     };
+    let cap = u64::from(state.settings.tracking.max_pages);
     let page = SitePage {
         t,
         lang: lang.code(),
@@ -513,7 +574,7 @@ pub(crate) async fn site(
         site: id.to_string(),
         timezone: tz.name().to_owned(),
         poll_ms: POLL_MS,
-        online: lang.number(live.online),
+        online: lang.number(data.live.online),
         range: &key,
         ranges: vec![
             ("today", t.today),
@@ -524,42 +585,12 @@ pub(crate) async fn site(
         range_label,
         from: days.from.to_string(),
         to: days.to.to_string(),
-        cards: vec![
-            (t.views, lang.number(summary.views)),
-            (t.visits, lang.number(summary.visits)),
-            (t.visitors, lang.number(summary.visitors)),
-            (t.bounce_rate, lang.percent(summary.bounce_rate)),
-            (t.avg_visit, lang.duration(summary.avg_visit_seconds)),
-            (t.bots_filtered, lang.number(summary.bots_filtered)),
-            (
-                t.repeats_not_counted,
-                lang.number(summary.repeats_not_counted),
-            ),
-            (
-                t.unverified_not_counted,
-                lang.number(summary.unverified_not_counted),
-            ),
-        ],
-        chart,
-        page_cap: at_page_cap(&state.settings.tracking, live.live_pages).then(|| {
-            let cap = u64::from(state.settings.tracking.max_pages);
-            t.page_cap_reached.replace("{n}", &lang.number(cap))
-        }),
-        reading: live
-            .pages
-            .into_iter()
-            .map(|(page, title, n)| {
-                let name = if page.is_empty() {
-                    t.other_pages.to_owned()
-                } else if title.is_empty() {
-                    page.clone()
-                } else {
-                    title
-                };
-                (name, page, lang.number(n))
-            })
-            .collect(),
-        tables,
+        cards: cards(lang, &data.summary),
+        chart: chart_of(&days, interval, &data.series, lang),
+        page_cap: at_page_cap(&state.settings.tracking, data.live.live_pages)
+            .then(|| t.page_cap_reached.replace("{n}", &lang.number(cap))),
+        reading: reading(lang, data.live.pages),
+        tables: tables(lang, data.pages, data.dimensions)?,
     };
     Ok(html(StatusCode::OK, render(&page)?, lang, remember))
 }
