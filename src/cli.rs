@@ -164,21 +164,7 @@ impl Cli {
                 tokio::spawn(signal(shutdown.clone()));
                 app.run(shutdown).await
             }
-            Command::Migrate => {
-                let db = tally_clickhouse::Db::new(&settings.clickhouse);
-                let applied = db
-                    .migrate(&settings.sites)
-                    .await
-                    .context("migration failed")?;
-                let version = db.version().await?;
-                println!(
-                    "ClickHouse {version}, database `{}`: applied {} migration(s) {:?}",
-                    db.database(),
-                    applied.len(),
-                    applied
-                );
-                Ok(())
-            }
+            Command::Migrate => migrate(&settings).await,
             Command::Config => {
                 print!("{}", settings.to_redacted_toml());
                 Ok(())
@@ -191,25 +177,9 @@ impl Cli {
                 rate,
                 duration,
             } => {
-                let sites = if sites.is_empty() {
-                    settings
-                        .sites
-                        .iter()
-                        .map(|s| (s.id.to_string(), s.domains[0].clone()))
-                        .collect()
-                } else {
-                    sites
-                        .iter()
-                        .map(|s| {
-                            s.split_once('=')
-                                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                                .ok_or_else(|| anyhow::anyhow!("--site {s:?}: write ID=HOST"))
-                        })
-                        .collect::<anyhow::Result<_>>()?
-                };
                 let spec = crate::loadgen::LoadSpec {
                     target,
-                    sites,
+                    sites: loadgen_sites(&settings, &sites)?,
                     pages,
                     connections,
                     rate,
@@ -219,59 +189,7 @@ impl Cli {
                 println!("{}", crate::loadgen::run(spec).await?);
                 Ok(())
             }
-            Command::Bench(BenchCommand::Freshness {
-                target,
-                rate,
-                duration,
-            }) => {
-                let site = &settings.sites[0];
-                let (p50, p99, n) = crate::bench::freshness(
-                    &settings,
-                    &target,
-                    site.id.as_str(),
-                    &site.domains[0],
-                    rate,
-                    duration,
-                )
-                .await?;
-                println!("freshness views={n} rate={rate} p50_ms={p50:.0} p99_ms={p99:.0}");
-                Ok(())
-            }
-            Command::Bench(BenchCommand::SeedHistory { events, days }) => {
-                let took = crate::bench::seed_history(&settings, events, days).await?;
-                println!(
-                    "seed-history events={events} days={days} seconds={:.1} rows_per_s={:.0}",
-                    took.as_secs_f64(),
-                    events as f64 / took.as_secs_f64()
-                );
-                Ok(())
-            }
-            Command::Bench(BenchCommand::Queries { rounds }) => {
-                for (name, p50, p99) in crate::bench::admin_queries(&settings, rounds).await? {
-                    println!("query {name:<28} p50_ms={p50:.1} p99_ms={p99:.1}");
-                }
-                Ok(())
-            }
-            Command::Bench(BenchCommand::Realtime { pages, rounds }) => {
-                for (name, p50, p99) in crate::bench::realtime(&settings, pages, rounds).await? {
-                    println!("{name:<40} p50_ms={p50:.2} p99_ms={p99:.2}");
-                }
-                Ok(())
-            }
-            Command::Bench(BenchCommand::Drain { events }) => {
-                let r = crate::bench::drain(&settings, events).await?;
-                println!(
-                    "drain events={} prefill_s={:.2} drain_s={:.2} drain_rate={:.0} plain_s={:.2} plain_rate={:.0} ratio={:.2}",
-                    r.events,
-                    r.prefill.as_secs_f64(),
-                    r.drain.as_secs_f64(),
-                    r.drain_rate(),
-                    r.plain_insert.as_secs_f64(),
-                    r.plain_rate(),
-                    r.drain_rate() / r.plain_rate()
-                );
-                Ok(())
-            }
+            Command::Bench(command) => bench(&settings, command).await,
             Command::ImportCounters {
                 site,
                 file,
@@ -296,80 +214,168 @@ impl Cli {
                 );
                 Ok(())
             }
-            Command::Export { site, out } => {
-                let site = configured_site(&settings, &site)?;
-                let n = match out {
-                    Some(path) => {
-                        let mut f = std::fs::File::create(&path)
-                            .with_context(|| format!("cannot create {}", path.display()))?;
-                        crate::import::export(&settings, &site, &mut f).await?
-                    }
-                    None => {
-                        crate::import::export(&settings, &site, &mut std::io::stdout().lock())
-                            .await?
-                    }
-                };
-                eprintln!("{site}: exported {n} pages");
-                Ok(())
-            }
-            Command::Retention => {
-                let Some(cutoff) = tally_worker::retention_cutoff(&settings.retention) else {
-                    println!("retention.raw_days = 0: raw events are kept forever");
-                    return Ok(());
-                };
-                let db = tally_clickhouse::Db::new(&settings.clickhouse);
-                let dropped = db.drop_raw_before(cutoff).await?;
-                println!("dropped raw partitions {dropped:?} (rows before {cutoff}); rollups kept");
-                Ok(())
-            }
-            Command::DeadLetters(DeadLettersCommand::List) => {
-                let (_, letters) = crate::dead_letters::all(&settings).await?;
-                for letter in &letters {
-                    println!("{}", crate::dead_letters::line(letter));
-                }
-                eprintln!("{} dead letters", letters.len());
-                Ok(())
-            }
-            Command::DeadLetters(DeadLettersCommand::Replay { id }) => {
-                let r = crate::dead_letters::replay(&settings, &id).await?;
-                for (id, why) in &r.left {
-                    eprintln!("{id}: left: {why}");
-                }
-                println!(
-                    "replayed {} dead letters; {} left",
-                    r.replayed,
-                    r.left.len()
-                );
-                anyhow::ensure!(
-                    r.left.is_empty(),
-                    "{} dead letters could not be replayed",
-                    r.left.len()
-                );
-                Ok(())
-            }
-            Command::RebuildCounters { site } => {
-                let site = match site {
-                    Some(s) => {
-                        let id =
-                            SiteId::parse(&s).map_err(|e| anyhow::anyhow!("--site {s:?}: {e}"))?;
-                        anyhow::ensure!(
-                            settings.site(id.as_str()).is_some(),
-                            "site `{id}` is not configured"
-                        );
-                        Some(id)
-                    }
-                    None => None,
-                };
-                for r in crate::rebuild::rebuild_counters(&settings, site.as_ref()).await? {
-                    println!(
-                        "{}: {} pages, {} views, {} visits, {} bots ({} events from the streams)",
-                        r.site, r.pages, r.views, r.visits, r.bots, r.from_streams
-                    );
-                }
-                Ok(())
-            }
+            Command::Export { site, out } => export(&settings, &site, out).await,
+            Command::Retention => retention(&settings).await,
+            Command::DeadLetters(command) => dead_letters(&settings, command).await,
+            Command::RebuildCounters { site } => rebuild_counters(&settings, site).await,
         }
     }
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    let applied = db
+        .migrate(&settings.sites)
+        .await
+        .context("migration failed")?;
+    let version = db.version().await?;
+    println!(
+        "ClickHouse {version}, database `{}`: applied {} migration(s) {:?}",
+        db.database(),
+        applied.len(),
+        applied
+    );
+    Ok(())
+}
+
+/// The sites `tally loadgen` sends to: `--site ID=HOST` each, or every configured site with
+/// its first domain.
+fn loadgen_sites(settings: &Settings, given: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    if given.is_empty() {
+        return Ok(settings
+            .sites
+            .iter()
+            .map(|s| (s.id.to_string(), s.domains[0].clone()))
+            .collect());
+    }
+    given
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--site {s:?}: write ID=HOST"))
+        })
+        .collect()
+}
+
+async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Freshness {
+            target,
+            rate,
+            duration,
+        } => {
+            let site = &settings.sites[0];
+            let (p50, p99, n) = crate::bench::freshness(
+                settings,
+                &target,
+                site.id.as_str(),
+                &site.domains[0],
+                rate,
+                duration,
+            )
+            .await?;
+            println!("freshness views={n} rate={rate} p50_ms={p50:.0} p99_ms={p99:.0}");
+        }
+        BenchCommand::SeedHistory { events, days } => {
+            let took = crate::bench::seed_history(settings, events, days).await?;
+            println!(
+                "seed-history events={events} days={days} seconds={:.1} rows_per_s={:.0}",
+                took.as_secs_f64(),
+                events as f64 / took.as_secs_f64()
+            );
+        }
+        BenchCommand::Queries { rounds } => {
+            for (name, p50, p99) in crate::bench::admin_queries(settings, rounds).await? {
+                println!("query {name:<28} p50_ms={p50:.1} p99_ms={p99:.1}");
+            }
+        }
+        BenchCommand::Realtime { pages, rounds } => {
+            for (name, p50, p99) in crate::bench::realtime(settings, pages, rounds).await? {
+                println!("{name:<40} p50_ms={p50:.2} p99_ms={p99:.2}");
+            }
+        }
+        BenchCommand::Drain { events } => {
+            let r = crate::bench::drain(settings, events).await?;
+            println!(
+                "drain events={} prefill_s={:.2} drain_s={:.2} drain_rate={:.0} plain_s={:.2} plain_rate={:.0} ratio={:.2}",
+                r.events,
+                r.prefill.as_secs_f64(),
+                r.drain.as_secs_f64(),
+                r.drain_rate(),
+                r.plain_insert.as_secs_f64(),
+                r.plain_rate(),
+                r.drain_rate() / r.plain_rate()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn export(settings: &Settings, site: &str, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let site = configured_site(settings, site)?;
+    let n = match out {
+        Some(path) => {
+            let mut f = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            crate::import::export(settings, &site, &mut f).await?
+        }
+        None => crate::import::export(settings, &site, &mut std::io::stdout().lock()).await?,
+    };
+    eprintln!("{site}: exported {n} pages");
+    Ok(())
+}
+
+async fn retention(settings: &Settings) -> anyhow::Result<()> {
+    let Some(cutoff) = tally_worker::retention_cutoff(&settings.retention) else {
+        println!("retention.raw_days = 0: raw events are kept forever");
+        return Ok(());
+    };
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    let dropped = db.drop_raw_before(cutoff).await?;
+    println!("dropped raw partitions {dropped:?} (rows before {cutoff}); rollups kept");
+    Ok(())
+}
+
+async fn dead_letters(settings: &Settings, command: DeadLettersCommand) -> anyhow::Result<()> {
+    match command {
+        DeadLettersCommand::List => {
+            let (_, letters) = crate::dead_letters::all(settings).await?;
+            for letter in &letters {
+                println!("{}", crate::dead_letters::line(letter));
+            }
+            eprintln!("{} dead letters", letters.len());
+            Ok(())
+        }
+        DeadLettersCommand::Replay { id } => {
+            let r = crate::dead_letters::replay(settings, &id).await?;
+            for (id, why) in &r.left {
+                eprintln!("{id}: left: {why}");
+            }
+            println!(
+                "replayed {} dead letters; {} left",
+                r.replayed,
+                r.left.len()
+            );
+            anyhow::ensure!(
+                r.left.is_empty(),
+                "{} dead letters could not be replayed",
+                r.left.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn rebuild_counters(settings: &Settings, site: Option<String>) -> anyhow::Result<()> {
+    let site = site.map(|s| configured_site(settings, &s)).transpose()?;
+    for r in crate::rebuild::rebuild_counters(settings, site.as_ref()).await? {
+        println!(
+            "{}: {} pages, {} views, {} visits, {} bots ({} events from the streams)",
+            r.site, r.pages, r.views, r.visits, r.bots, r.from_streams
+        );
+    }
+    Ok(())
 }
 
 /// `s` as the id of a configured site, or an error saying why not.
