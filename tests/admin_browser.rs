@@ -291,15 +291,10 @@ async fn admin_pages_in_a_real_browser() {
         .goto(&app.url("/admin/sites/demo?lang=en"))
         .await
         .unwrap();
-    let overflow = phone
-        .client
-        .execute(
-            "return document.documentElement.scrollWidth <= window.innerWidth",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(overflow, json!(true), "the page fits a phone's width");
+    assert!(
+        fits_the_width(&phone).await,
+        "the page fits a phone's width"
+    );
     phone.screenshot("admin-site-phone").await;
     assert!(phone.console_errors().await.is_empty());
     phone.close().await;
@@ -503,6 +498,19 @@ async fn the_chart_of_a_half_hour_zone_day_shows_its_local_hours() {
     app.stop().await;
 }
 
+/// Whether the page fits the browser's width (nothing scrolls sideways).
+async fn fits_the_width(browser: &Browser) -> bool {
+    browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap()
+        == json!(true)
+}
+
 /// The names in the "being read now" list, as the page shows them.
 async fn reading_names(browser: &Browser) -> Vec<String> {
     let v = browser
@@ -564,15 +572,10 @@ async fn pages_past_the_live_cap_are_read_as_other_pages() {
         .goto(&app.url("/admin/sites/demo?lang=vi"))
         .await
         .unwrap();
-    let fits = phone
-        .client
-        .execute(
-            "return document.documentElement.scrollWidth <= window.innerWidth",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(fits, json!(true), "the note fits a phone's width");
+    assert!(
+        fits_the_width(&phone).await,
+        "the note fits a phone's width"
+    );
     phone.screenshot("admin-other-pages-phone-vi").await;
     phone.close().await;
     app.stop().await;

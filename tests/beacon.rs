@@ -693,10 +693,7 @@ async fn a_batch_redis_refuses_is_given_up_and_the_lane_goes_on() {
         .unwrap();
     let given_up = || async {
         let text = common::get_text(&http, &app.metrics_url()).await;
-        text.lines()
-            .find(|l| l.starts_with("tally_beacon_events_given_up_total"))
-            .and_then(|l| l.split_whitespace().last())
-            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+        common::metric(&text, "tally_beacon_events_given_up_total").unwrap_or(0.0)
     };
     let before = given_up().await;
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{CHROME, Served, admin_html, redis_used_memory};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Pages held live in the bounded-state test (`tracking.max_pages`).
 const CAP: u64 = 1_000;
@@ -103,14 +103,7 @@ async fn made_up_pages_cannot_fill_redis() {
     assert!(grown < BOUND, "Redis grew by {grown} bytes");
 
     let http = reqwest::Client::new();
-    let counters: Value = http
-        .get(served.url("/api/v1/sites/demo/counters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counters = common::demo_counters(&http, &served.base, "").await;
     assert_eq!(counters["total_views"], VIEWS as u64, "{counters}");
     let summary = db.summary(&common::all_time("demo")).await.unwrap();
     assert_eq!(summary.views, VIEWS as u64);
@@ -510,14 +503,7 @@ async fn preflighted_posts_and_request_ids() {
         .unwrap()
         .to_owned();
     assert_eq!(id.len(), 24, "{id}");
-    let counters: Value = http
-        .get(served.url("/api/v1/sites/demo/counters?page=/cors"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counters = common::demo_counters(&http, &served.base, "?page=/cors").await;
     assert_eq!(counters["page_views"], 1, "{counters}");
 
     // A proxy's id is kept; the admin API gets no CORS headers.

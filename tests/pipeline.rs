@@ -148,10 +148,7 @@ async fn readiness_checks_are_shared() {
     let http = reqwest::Client::new();
     let checks = || async {
         let text = common::get_text(&http, &app.metrics_url()).await;
-        text.lines()
-            .find(|l| l.starts_with("tally_readiness_checks_total"))
-            .and_then(|l| l.split_whitespace().last())
-            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+        common::metric(&text, "tally_readiness_checks_total").unwrap_or(0.0)
     };
     let before = checks().await;
     let started = std::time::Instant::now();

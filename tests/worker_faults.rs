@@ -525,10 +525,7 @@ async fn stopped_workers_leave_the_consumer_group() {
 
 /// The value of `name{partition="P"}` in a Prometheus text.
 fn gauge_of(text: &str, name: &str, partition: u16) -> Option<f64> {
-    let prefix = format!("{name}{{partition=\"{partition}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+    common::metric(text, &format!("{name}{{partition=\"{partition}\"}}"))
 }
 
 /// While ClickHouse is down the worker's backlog gauges show how far behind it is (entries

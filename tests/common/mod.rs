@@ -305,3 +305,23 @@ pub async fn run_sql(settings: &tally_core::Settings, sql: &str) -> String {
     assert!(ok, "{sql}: {text}");
     text
 }
+
+/// The value of the sample `series` (a metric name, with its labels if it has any, e.g.
+/// `tally_worker_stream_lag{partition="2"}`) in a Prometheus text; `None` when absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The public counters of site `demo` from a server at `base`, with `query` (e.g.
+/// `?page=/a`, or empty).
+pub async fn demo_counters(http: &reqwest::Client, base: &str, query: &str) -> Value {
+    http.get(format!("{base}/api/v1/sites/demo/counters{query}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
