@@ -28,7 +28,9 @@
 -- hash while that hash has `cap` fields is recorded live under the page key '' ("other
 -- pages", never a real page key: page keys are never empty) and gets no title. The stream
 -- entry keeps the real page, so ClickHouse has every page; the site's totals count every
--- view. The script returns how many events went to '' so the beacon can count them.
+-- view. The script returns how many events went to '' so the beacon can count them. It costs
+-- one HLEN per site and batch; only a site within one batch of its cap has its pages looked
+-- up one by one.
 --
 -- The whole batch is one stream entry: `b` = the events' JSON lines as the beacon sent them,
 -- `m` = one "session new ordinal gap" per event, joined by ','. One XADD per call instead of
@@ -172,6 +174,15 @@ local function live_key(site, page)
   if cap == 0 then
     return page
   end
+  local views_key = prefix .. 'views:' .. site
+  if not live_counts[site] then
+    live_counts[site] = redis.call('HLEN', views_key)
+  end
+  -- Far from the cap, every page fits, however many of the batch's are new: one HLEN per
+  -- site and batch, no look-up per page.
+  if live_counts[site] + n <= cap then
+    return page
+  end
   local known = live_keys[site]
   if not known then
     known = {}
@@ -181,11 +192,10 @@ local function live_key(site, page)
   if k then
     return k
   end
-  local views_key = prefix .. 'views:' .. site
   if redis.call('HEXISTS', views_key, page) == 1 then
     k = page
   else
-    local count = live_counts[site] or redis.call('HLEN', views_key)
+    local count = live_counts[site]
     if count < cap then
       k = page
       count = count + 1
