@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{CHROME, Served, admin_html, redis_used_memory};
+use common::{CHROME, Hit, Served, admin_html};
 use serde_json::json;
 
 /// Pages held live in the bounded-state test (`tracking.max_pages`).
@@ -30,7 +30,8 @@ async fn made_up_pages_cannot_fill_redis() {
     .await;
     let client = redis::Client::open(settings.redis.nodes()[0]).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let before = redis_used_memory(&mut conn).await;
+    let store = tally_redis::Store::connect(&settings.redis).await.unwrap();
+    let before = store.memory().await.unwrap().used;
 
     const VIEWS: usize = 20_000;
     const SENDERS: usize = 40;
@@ -65,13 +66,12 @@ async fn made_up_pages_cannot_fill_redis() {
     }
 
     let db = tally_clickhouse::Db::new(&settings.clickhouse);
-    let store = tally_redis::Store::connect(&settings.redis).await.unwrap();
     wait_for_all(&settings, &db, &store, VIEWS as u64).await;
 
     // What stays: per page held live its address, count and title (~1.2 KB here: 1.2 MB),
     // the online sets of the window and a marker per beacon batch (an hour). Measured 1.9 MB;
     // without the cap the same views left 24.6 MB, and every further made-up page 1.2 KB.
-    let grown = redis_used_memory(&mut conn).await.saturating_sub(before);
+    let grown = store.memory().await.unwrap().used.saturating_sub(before);
     const BOUND: u64 = 5 << 20;
     eprintln!("redis grew by {grown} bytes for {VIEWS} made-up pages");
 
@@ -358,21 +358,13 @@ async fn two_beacons_do_not_double_a_clients_budget() {
     let http = reqwest::Client::new();
     // Round robin, as a proxy spreads one client's requests; twice the budget is sent.
     let accepted = |addresses: [&'static str; 2]| {
-        let (http, urls) = (http.clone(), beacons.each_ref().map(|b| b.url("/collect")));
+        let (http, bases) = (http.clone(), beacons.each_ref().map(|b| b.base.clone()));
         async move {
             let mut accepted = 0;
             for i in 0..2 * LIMIT {
-                let body = json!({"t": "pageview", "site": "demo",
-                    "url": format!("http://localhost/budget/{i}")});
-                let r = http
-                    .post(&urls[i % 2])
-                    .header("user-agent", CHROME)
-                    .header("x-forwarded-for", addresses[i / 2 % 2])
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                match r.status().as_u16() {
+                let page = format!("/budget/{i}");
+                let hit = Hit::view(&page).ip(addresses[i / 2 % 2]);
+                match common::send_to(&http, &bases[i % 2], &hit).await {
                     204 => accepted += 1,
                     429 => {}
                     other => panic!("status {other}"),

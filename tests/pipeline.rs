@@ -174,12 +174,12 @@ async fn readiness_warns_before_redis_memory_runs_out() {
     let settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
     let app = TestApp::spawn(settings.clone()).await;
     let http = reqwest::Client::new();
-    let mut conn = redis::Client::open(settings.redis.nodes()[0])
+    let conn = redis::Client::open(settings.redis.nodes()[0])
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let used = common::redis_used_memory(&mut conn).await;
+    let used = app.store().await.memory().await.unwrap().used;
     let ready = |maxmemory: u64| {
         let (http, url, mut conn) = (http.clone(), app.url("/readyz"), conn.clone());
         async move {
@@ -229,16 +229,10 @@ async fn metrics_pass_promtool() {
     let http = reqwest::Client::new();
     // Traffic, so that every role has recorded its metrics.
     for page in ["/a", "/b"] {
-        let body =
-            json!({"t": "pageview", "site": "demo", "url": format!("http://localhost{page}")});
-        let r = http
-            .post(app.url("/collect"))
-            .header("user-agent", common::CHROME)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        assert_eq!(
+            common::send(&http, &app, &common::Hit::view(page)).await,
+            204
+        );
     }
     common::wait_for_rollups(&app, 2).await;
     assert_eq!(

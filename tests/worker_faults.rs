@@ -257,16 +257,10 @@ async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed(
         "/ok1", "/ok2", "/poison1", "/ok3", "/poison2", "/ok4", "/poison3", "/ok5",
     ];
     for page in pages {
-        let body =
-            json!({"t": "pageview", "site": "demo", "url": format!("http://localhost{page}")});
-        let r = http
-            .post(app.url("/collect"))
-            .header("user-agent", CHROME)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        assert_eq!(
+            common::send(&http, &app, &common::Hit::view(page)).await,
+            204
+        );
     }
     let store = app.store().await;
     let partition = tally_core::SiteId::parse("demo")
@@ -543,16 +537,8 @@ async fn the_backlog_gauges_grow_while_clickhouse_is_down() {
     clickhouse.stop();
     let http = reqwest::Client::new();
     for page in ["/a", "/b", "/c"] {
-        let body =
-            json!({"t": "pageview", "site": "demo", "url": format!("http://localhost{page}")});
-        let r = http
-            .post(served.url("/collect"))
-            .header("user-agent", CHROME)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        let hit = common::Hit::view(page);
+        assert_eq!(common::send_to(&http, &served.base, &hit).await, 204);
     }
     let gauges = || async {
         let text = common::get_text(&http, &served.metrics).await;

@@ -52,12 +52,18 @@ impl<'a> Hit<'a> {
 
 /// Posts `hit` for site `demo` and returns the status.
 pub async fn send(http: &reqwest::Client, app: &TestApp, hit: &Hit<'_>) -> u16 {
+    send_to(http, &app.url(""), hit).await
+}
+
+/// Posts `hit` for site `demo` to the server at `base` (a `TestApp` or a `Served` process)
+/// and returns the status.
+pub async fn send_to(http: &reqwest::Client, base: &str, hit: &Hit<'_>) -> u16 {
     let body = json!({
         "t": hit.kind, "site": "demo", "url": format!("http://localhost{}", hit.path),
         "title": "T", "sid": hit.sid,
     });
     let mut req = http
-        .post(app.url("/collect"))
+        .post(format!("{base}/collect"))
         .header("origin", "http://localhost")
         .header("user-agent", hit.ua)
         .header("content-type", "text/plain")
@@ -255,16 +261,6 @@ pub async fn redis_info(conn: &mut redis::aio::MultiplexedConnection, section: &
         .unwrap()
 }
 
-/// Redis' `used_memory` (bytes) as `INFO memory` reports it.
-pub async fn redis_used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    redis_info(conn, "memory")
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("INFO memory has used_memory")
-}
-
 /// The HTML of an admin page, signed in with the test token from `ip`.
 pub async fn admin_html(base: &str, path: &str) -> String {
     let http = reqwest::Client::builder()
@@ -317,11 +313,5 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 /// The public counters of site `demo` from a server at `base`, with `query` (e.g.
 /// `?page=/a`, or empty).
 pub async fn demo_counters(http: &reqwest::Client, base: &str, query: &str) -> Value {
-    http.get(format!("{base}/api/v1/sites/demo/counters{query}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(http, &format!("{base}/api/v1/sites/demo/counters{query}")).await
 }

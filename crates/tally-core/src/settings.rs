@@ -102,12 +102,7 @@ impl RedisSettings {
 
     /// `url` with any password masked, for messages.
     pub fn shown_url(&self) -> String {
-        self.url
-            .expose_secret()
-            .split(',')
-            .map(mask_url_password)
-            .collect::<Vec<_>>()
-            .join(",")
+        mask_url_passwords(self.url.expose_secret())
     }
 }
 
@@ -316,14 +311,8 @@ impl Settings {
             ));
         }
         let s = &self.server;
-        for (key, value) in [
-            ("server.header_read_timeout", s.header_read_timeout),
-            ("server.idle_timeout", s.idle_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be more than 0s"));
-            }
-        }
+        positive("server.header_read_timeout", s.header_read_timeout)?;
+        positive("server.idle_timeout", s.idle_timeout)?;
         if !(1..=MAX_BEACON_BATCH).contains(&self.beacon.batch) {
             return Err(invalid(
                 "beacon.batch",
@@ -508,12 +497,15 @@ fn masked<S: serde::Serializer>(secret: &SecretString, out: S) -> Result<S::Ok, 
 
 /// Serialises a (comma-separated list of) URL(s) with the passwords masked.
 fn masked_url<S: serde::Serializer>(url: &SecretString, out: S) -> Result<S::Ok, S::Error> {
-    let shown: Vec<String> = url
-        .expose_secret()
-        .split(',')
+    out.serialize_str(&mask_url_passwords(url.expose_secret()))
+}
+
+/// A comma-separated list of URLs with every password masked.
+fn mask_url_passwords(urls: &str) -> String {
+    urls.split(',')
         .map(mask_url_password)
-        .collect();
-    out.serialize_str(&shown.join(","))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn mask_url_password(url: &str) -> String {

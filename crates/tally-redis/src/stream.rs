@@ -258,41 +258,20 @@ impl Store {
     /// The partition's dead letters, oldest first (read in pages of 1,000).
     pub async fn dead_letters(&self, partition: u16) -> Result<Vec<DeadLetter>> {
         let key = Keys::new(partition).dead_letters();
-        let mut out = Vec::new();
-        let mut start = "-".to_owned();
-        loop {
-            let mut conn = self.conn();
-            let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            let full = page.len() == 1000;
-            for (id, fields) in page {
-                let get = |name: &str| {
-                    fields
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                };
-                start = format!("({id}");
-                out.push(DeadLetter {
-                    partition,
-                    event_key: get("id"),
-                    payload: get("e"),
-                    reason: get("reason"),
-                    id,
-                });
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(out)
+        let get =
+            |fields: &[String], name: &str| field(fields, name).unwrap_or_default().to_owned();
+        Ok(self
+            .range_all(&key)
+            .await?
+            .into_iter()
+            .map(|(id, fields)| DeadLetter {
+                partition,
+                event_key: get(&fields, "id"),
+                payload: get(&fields, "e"),
+                reason: get(&fields, "reason"),
+                id,
+            })
+            .collect())
     }
 
     /// Sends `letter` through the worker again: its event goes back into its partition's
@@ -519,33 +498,44 @@ fn decode_one<'a>(
 }
 
 impl Store {
-    /// Every entry still in `partition`'s stream (read in pages of 10,000), oldest first.
+    /// Every event still in `partition`'s stream, oldest first (see [`range_all`](Self::range_all)).
     pub async fn all_entries(&self, partition: u16) -> Result<Vec<StreamEntry>> {
-        let key = Keys::new(partition).events();
+        let mut out = Vec::new();
+        for (id, fields) in self.range_all(&Keys::new(partition).events()).await? {
+            decode_entry(id, &fields, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Every entry of stream `key` as (id, fields), oldest first, read in pages of
+    /// [`RANGE_PAGE`] entries.
+    async fn range_all(&self, key: &str) -> Result<Vec<(String, Vec<String>)>> {
         let mut out = Vec::new();
         let mut start = "-".to_owned();
         loop {
             let mut conn = self.conn();
-            let page: Value = redis::cmd("XRANGE")
-                .arg(&key)
+            let page: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                .arg(key)
                 .arg(&start)
                 .arg("+")
                 .arg("COUNT")
-                .arg(10_000)
+                .arg(RANGE_PAGE)
                 .query_async(&mut conn)
                 .await?;
-            let entries = parse_entries(Some(page))?;
-            let Some(last) = entries.last() else { break };
-            start = format!("({}", last.id);
-            let full = entries.len() == 10_000;
-            out.extend(entries);
+            let full = page.len() == RANGE_PAGE;
+            if let Some((id, _)) = page.last() {
+                start = format!("({id}");
+            }
+            out.extend(page);
             if !full {
-                break;
+                return Ok(out);
             }
         }
-        Ok(out)
     }
 }
+
+/// Entries read per XRANGE call when reading a whole stream.
+const RANGE_PAGE: usize = 1000;
 
 #[cfg(test)]
 mod tests {
