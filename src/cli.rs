@@ -96,7 +96,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
     /// Print every dead letter as one JSON line (partition, id, event_key, reason, and the
-    /// event, or `raw` when it is no event).
+    /// event with its figures, or `raw` when it is no event).
     List,
     /// Send dead letters through the worker again (each once) and delete them; those that
     /// still are no event stay.
@@ -341,8 +341,8 @@ async fn dead_letters(settings: &Settings, command: DeadLettersCommand) -> anyho
     match command {
         DeadLettersCommand::List => {
             let (_, letters) = crate::dead_letters::all(settings).await?;
-            for letter in &letters {
-                println!("{}", crate::dead_letters::line(letter));
+            for (partition, letter) in &letters {
+                println!("{}", crate::dead_letters::line(*partition, letter));
             }
             eprintln!("{} dead letters", letters.len());
             Ok(())

@@ -2,37 +2,44 @@
 //!
 //! Every dead letter is listed as one JSON line: `partition`, `id` (in the dead-letter
 //! stream), `event_key` (where it was in the events stream), `reason`, and `event` (the
-//! event with its visit figures) or, when the payload is no event, `raw` (what could not be
-//! read). A replay sends events back through the worker, each once, and leaves the rest.
+//! event) with `figures` (its visit figures, `session new ordinal gap`) or, when the payload
+//! is no event, `raw` (what could not be read). The stored format is
+//! `tally_redis::wire::DeadLetter`. A replay sends events back through the worker, each
+//! once, and leaves the rest.
 
 use anyhow::Context;
 use serde_json::{Value, json};
 use tally_core::Settings;
-use tally_redis::{Store, stream::DeadLetter};
+use tally_redis::Store;
+use tally_redis::wire::{DeadLetter, Figures, Payload};
 
-/// Every dead letter of every partition, oldest first per partition.
-pub async fn all(settings: &Settings) -> anyhow::Result<(Store, Vec<DeadLetter>)> {
+/// Every dead letter of every partition with its partition, oldest first per partition.
+pub async fn all(settings: &Settings) -> anyhow::Result<(Store, Vec<(u16, DeadLetter)>)> {
     let store = Store::connect(&settings.redis)
         .await
         .context("cannot connect to Redis")?;
     let mut letters = Vec::new();
     for partition in 0..settings.redis.partitions {
-        letters.extend(store.dead_letters(partition).await?);
+        let found = store.dead_letters(partition).await?;
+        letters.extend(found.into_iter().map(|letter| (partition, letter)));
     }
     Ok((store, letters))
 }
 
-/// One dead letter as its JSON line.
-pub fn line(letter: &DeadLetter) -> Value {
+/// One dead letter of `partition` as its JSON line.
+pub fn line(partition: u16, letter: &DeadLetter) -> Value {
     let mut out = json!({
-        "partition": letter.partition,
+        "partition": partition,
         "id": letter.id,
-        "event_key": letter.event_key,
+        "event_key": letter.key.to_string(),
         "reason": letter.reason,
     });
-    match serde_json::from_str::<tally_core::Event>(&letter.payload) {
-        Ok(event) => out["event"] = json!(event),
-        Err(_) => out["raw"] = json!(letter.payload),
+    match &letter.payload {
+        Payload::Event(event) => {
+            out["event"] = json!(event);
+            out["figures"] = json!(Figures::of(event).to_string());
+        }
+        Payload::Raw(raw) => out["raw"] = json!(raw),
     }
     out
 }
@@ -50,16 +57,16 @@ pub async fn replay(settings: &Settings, ids: &[String]) -> anyhow::Result<Repla
     let (store, letters) = all(settings).await?;
     for id in ids {
         anyhow::ensure!(
-            letters.iter().any(|l| &l.id == id),
+            letters.iter().any(|(_, l)| &l.id == id),
             "no dead letter has the id `{id}` (see `tally dead-letters list`)"
         );
     }
     let mut out = Replayed::default();
-    for letter in letters
+    for (partition, letter) in letters
         .iter()
-        .filter(|l| ids.is_empty() || ids.contains(&l.id))
+        .filter(|(_, l)| ids.is_empty() || ids.contains(&l.id))
     {
-        match store.replay_dead_letter(letter).await {
+        match store.replay_dead_letter(*partition, letter).await {
             Ok(()) => out.replayed += 1,
             Err(e) => out.left.push((letter.id.clone(), e.to_string())),
         }

@@ -63,10 +63,7 @@ async fn rebuild_site(
         .all_entries(partition)
         .await?
         .into_iter()
-        .filter_map(|e| {
-            let key = e.key();
-            e.event.ok().map(|ev| (key, ev))
-        })
+        .filter_map(|e| e.event.ok().map(|ev| (e.key.to_string(), ev)))
         .filter(|(_, ev)| ev.site == site.as_str())
         .collect();
     let ids: Vec<String> = entries

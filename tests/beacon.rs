@@ -929,3 +929,116 @@ async fn concurrent_counters_requests_get_their_own_live_figures() {
         }
     }
 }
+
+/// The wire, end to end: a batch with every field of an event filled in is recorded by the
+/// real write script, read back through the consumer group and decoded by `wire`, field by
+/// field with the figures the script found; the same event then makes the round trip through
+/// a dead letter and its replay.
+#[tokio::test]
+async fn events_make_the_round_trip_through_the_script_and_the_stream() {
+    use tally_core::EventKind::{Leave, Pageview, Ping};
+    use tally_redis::wire::{self, DeadLetter, EventKey, Payload};
+    let app = TestApp::spawn_roles(tally_testkit::settings(), "beacon".parse().unwrap()).await;
+    let store = app.store().await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(app.settings.redis.partitions);
+    store.ensure_group(partition).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let full = |kind, page: &str, visitor: u64, ts_ms: i64| {
+        let mut e = demo_event(partition, kind, page, visitor, ts_ms);
+        e.event.path = format!("{page}/path");
+        // JSON escapes keep a title with a newline and quotes on its line.
+        e.event.title = "Tin \"nóng\"\nhôm nay, 1,2".into();
+        e.event.referrer_host = "google.com".into();
+        e.event.utm_source = "zalo".into();
+        e.event.utm_medium = "social".into();
+        e.event.utm_campaign = "tết".into();
+        e.event.browser = "Chrome".into();
+        e.event.os = "Android".into();
+        e.event.device = "mobile".into();
+        e.event.country = "VN".into();
+        e.event.tab = "tab-1".into();
+        e.event.width = 412;
+        e
+    };
+    let batch = vec![
+        full(Pageview, "/a", 1, now - 3000),
+        full(Ping, "/a", 1, now - 2000),
+        full(Pageview, "/b", 1, now - 1000),
+        full(Pageview, "/b", 1, now - 900),
+        full(Leave, "/b", 1, now),
+    ];
+    store
+        .record(11, &batch, &app.settings.tracking, now)
+        .await
+        .unwrap();
+
+    // The entry carries the wire version.
+    let mut conn = raw_redis(&app).await;
+    let raw: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(tally_redis::Keys::new(partition).events())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(raw.len(), 1, "one entry per partition and batch");
+    assert_eq!(raw[0].1[..2], ["v".to_owned(), wire::VERSION.to_string()]);
+
+    let read = store.read_new(partition, "reader", 10, 10).await.unwrap();
+    assert_eq!(read.len(), batch.len());
+    // session, new visit, ordinal, gap, and the kind the script found (a reload of /b).
+    let figures = [
+        (10, true, 1, 0, Pageview),
+        (10, false, 0, 1000, Ping),
+        (10, false, 2, 1000, Pageview),
+        (10, false, 0, 100, tally_core::EventKind::Repeat),
+        (10, false, 0, 900, Leave),
+    ];
+    for (i, ((sent, got), want)) in batch.iter().zip(&read).zip(figures).enumerate() {
+        assert_eq!(got.key.entry, raw[0].0);
+        assert_eq!(got.key.item, Some(i as u32));
+        let got = got.event.as_ref().unwrap();
+        let (session, new_visit, visit_seq, gap_ms, kind) = want;
+        let expected = tally_core::Event {
+            kind,
+            session,
+            new_visit,
+            visit_seq,
+            gap_ms,
+            ..sent.event.clone()
+        };
+        assert_eq!(got, &expected, "event {i}");
+    }
+
+    // A dead letter keeps the event with its figures; its replay is the same event again.
+    let reloaded = read[3].clone();
+    let letter = DeadLetter {
+        id: String::new(),
+        key: reloaded.key.clone(),
+        payload: Payload::Event(Box::new(reloaded.event.clone().unwrap())),
+        reason: "refused".into(),
+    };
+    store.dead_letter(partition, &[letter], 100).await.unwrap();
+    let letters = store.dead_letters(partition).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].key,
+        EventKey::parse(&reloaded.key.to_string()).unwrap()
+    );
+    assert_eq!(
+        letters[0].payload,
+        Payload::Event(Box::new(reloaded.event.clone().unwrap()))
+    );
+    store
+        .replay_dead_letter(partition, &letters[0])
+        .await
+        .unwrap();
+    let replayed = store.read_new(partition, "reader", 10, 10).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].key.item, Some(0));
+    assert_eq!(replayed[0].event, reloaded.event);
+    assert!(store.dead_letters(partition).await.unwrap().is_empty());
+    app.stop().await;
+}

@@ -14,7 +14,7 @@ use serde_json::json;
 use tally::Roles;
 use tally_clickhouse::Db;
 use tally_core::Settings;
-use tally_redis::{Store, stream::StreamEntry};
+use tally_redis::{Store, wire::StreamEvent};
 use tally_testkit::{ClickHouseServer, TestApp};
 use tally_worker::{PartitionWorker, StepOutcome};
 use tokio_util::sync::CancellationToken;
@@ -81,13 +81,13 @@ async fn assert_no_row_of(db: &Db, page: &str) {
 
 /// Inserts `events` as a worker that read them would have, before dying without
 /// acknowledging them.
-async fn insert_then_die(db: &Db, settings: &Settings, partition: u16, events: &[StreamEntry]) {
+async fn insert_then_die(db: &Db, settings: &Settings, partition: u16, events: &[StreamEvent]) {
     let rows: Vec<_> = events
         .iter()
         .map(|e| {
             let event = e.event.clone().unwrap();
             let tz = settings.timezone_of(&event.site);
-            tally_clickhouse::EventRow::new(partition, &e.key(), event, tz)
+            tally_clickhouse::EventRow::new(partition, &e.key.to_string(), event, tz)
         })
         .collect();
     db.insert_events(&rows).await.unwrap();
@@ -116,7 +116,7 @@ async fn die_after_inserting(
     partition: u16,
     events: usize,
     inserted: usize,
-) -> (Vec<StreamEntry>, StepOutcome) {
+) -> (Vec<StreamEvent>, StepOutcome) {
     let read = store
         .read_new(partition, "dead-worker", 100, 10)
         .await
@@ -318,7 +318,8 @@ async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed(
         // The visit figures are kept: the reader's fifth and seventh page view.
         let page = line["event"]["p"].as_str().unwrap();
         let seq = pages.iter().position(|p| *p == page).unwrap() + 1;
-        assert_eq!(line["event"]["q"], seq, "{line}");
+        let figures: Vec<&str> = line["figures"].as_str().unwrap().split(' ').collect();
+        assert_eq!(figures[2], seq.to_string(), "{line}");
         assert!(
             line["reason"].as_str().unwrap().contains("throwIf"),
             "{line}"
@@ -390,7 +391,7 @@ async fn a_batch_entry_is_delivered_whole_once_even_in_parts() {
 
     // A worker read the entry, inserted three of its events and died before acknowledging.
     let (read, outcome) = die_after_inserting(&store, &db, &settings, partition, 12, 3).await;
-    assert!(read.iter().all(|e| e.id == read[0].id));
+    assert!(read.iter().all(|e| e.key.entry == read[0].key.entry));
     assert_eq!(
         outcome,
         StepOutcome {

@@ -41,15 +41,15 @@ pub struct EventRow {
 }
 
 impl EventRow {
-    /// The row of `event`, read from `partition`'s stream under `stream_id` (the event's
-    /// key: `StreamEntry::key` in tally-redis); `tz` is the time zone of the event's site.
-    pub fn new(partition: u16, stream_id: &str, event: Event, tz: Tz) -> Self {
+    /// The row of `event`, read from `partition`'s stream under `event_key` (`ms-seq-i`:
+    /// `tally_redis::wire::EventKey`); `tz` is the time zone of the event's site.
+    pub fn new(partition: u16, event_key: &str, event: Event, tz: Tz) -> Self {
         let ts_ms = event.ts_ms.max(0);
         let hour = tally_core::dates::local_hour_start(ts_ms / 1000, tz);
         Self {
             day: local_day(ts_ms, tz),
             hour: u32::try_from(hour.max(0)).unwrap_or(u32::MAX),
-            event_id: event_id(partition, stream_id),
+            event_id: event_id(partition, event_key),
             site: event.site,
             kind: event.kind.code(),
             ts: u32::try_from(ts_ms / 1000).unwrap_or(u32::MAX),
@@ -77,6 +77,11 @@ impl EventRow {
 }
 
 impl EventRow {
+    /// The event's key in its partition's stream: the `event_id` without the partition.
+    pub fn event_key(&self) -> &str {
+        self.event_id.split_once('-').map_or("", |(_, key)| key)
+    }
+
     /// The event this row was made from, with its visit figures: what a dead letter keeps,
     /// so that it can be sent through the worker again.
     pub fn event(&self) -> Event {
@@ -122,8 +127,8 @@ fn local_day(ts_ms: i64, tz: Tz) -> u16 {
 /// The `event_id` of the event named `key` in `partition`'s stream (its entry's stream id,
 /// and its place in the entry's batch: `ms-seq-i`). Stream ids are unique only within one
 /// stream, so the partition is part of the id.
-pub fn event_id(partition: u16, stream_id: &str) -> String {
-    format!("{partition}-{stream_id}")
+pub fn event_id(partition: u16, event_key: &str) -> String {
+    format!("{partition}-{event_key}")
 }
 
 #[cfg(test)]

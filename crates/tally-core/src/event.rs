@@ -200,8 +200,10 @@ fn limit(value: &str, max: usize, field: &'static str) -> Result<(), Malformed> 
 
 /// One recorded event: what goes into the Redis stream and, from there, a ClickHouse row.
 ///
-/// Serialised as compact JSON in the stream entry's `e` field; short names keep the stream
-/// small, since every pending event sits in Redis memory until the worker acknowledges it.
+/// Serialised as one line of compact JSON in its stream entry (see `tally_redis::wire`);
+/// short names keep the stream small, since every pending event sits in Redis memory until
+/// the worker acknowledges it. The visit figures are not part of the JSON: the write script
+/// finds them and the entry carries them beside the events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     #[serde(rename = "k")]
@@ -236,19 +238,19 @@ pub struct Event {
     #[serde(rename = "v", default)]
     pub visitor: u64,
     /// Session (visit) id; filled in by the Redis write script.
-    #[serde(rename = "se", default)]
+    #[serde(skip)]
     pub session: u64,
     /// Whether this event started a visit; filled in by the Redis write script.
-    #[serde(rename = "n", default)]
+    #[serde(skip)]
     pub new_visit: bool,
     /// Ordinal of this page view in its visit (1 = the first); 0 for pings and leaves.
     /// Filled in by the Redis write script.
-    #[serde(rename = "q", default)]
+    #[serde(skip)]
     pub visit_seq: u16,
     /// Milliseconds since the visit's previous event; filled in by the Redis write script.
-    #[serde(rename = "g", default)]
+    #[serde(skip)]
     pub gap_ms: u32,
-    #[serde(rename = "t", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "sid", default, skip_serializing_if = "String::is_empty")]
     pub tab: String,
     #[serde(rename = "w", default)]
     pub width: u16,
@@ -399,12 +401,24 @@ mod tests {
             session: 7,
             new_visit: true,
             visit_seq: 1,
-            gap_ms: 0,
+            gap_ms: 20,
             tab: "t1".into(),
             width: 800,
         };
         let json = serde_json::to_string(&e).unwrap();
-        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
+        // The visit figures travel beside the JSON (tally_redis::wire::Figures).
+        let without_figures = Event {
+            session: 0,
+            new_visit: false,
+            visit_seq: 0,
+            gap_ms: 0,
+            ..e
+        };
+        assert_eq!(
+            serde_json::from_str::<Event>(&json).unwrap(),
+            without_figures
+        );
+        assert!(json.contains(r#""sid":"t1""#), "{json}");
     }
 
     proptest! {

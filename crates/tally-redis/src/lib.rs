@@ -12,6 +12,7 @@
 pub mod keys;
 mod read;
 pub mod stream;
+pub mod wire;
 mod write;
 
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! The beacon's write path.
 //!
 //! Round trips: one per batch. A batch is split by partition and each partition's events go
-//! to one `EVALSHA` of `lua/record.lua` (which adds them to the stream as one entry); all of
+//! to one `EVALSHA` of `lua/record.lua` (which adds them to the stream as one entry, see
+//! [`wire`](crate::wire) for the layout of both); all of
 //! them travel in one pipeline (to a cluster: one call per partition, sent together, as
 //! partitions live in different slots). Only when Redis has lost its script cache (restart)
 //! does a batch take a second trip (`SCRIPT LOAD`).
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use redis::Script;
 use tally_core::{Event, settings::TrackingSettings};
 
-use crate::{Error, Keys, Result, Store};
+use crate::{Keys, Result, Store, wire};
 
 static RECORD: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("lua/record.lua")));
@@ -59,20 +60,6 @@ impl redis::FromRedisValue for Applied {
     }
 }
 
-/// The events' JSON, one line each: the `b` field of the batch's stream entry. JSON as
-/// serde writes it never holds a raw newline (control characters are escaped).
-fn json_lines(events: &[&TrackedEvent]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(events.len() * 256);
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(b'\n');
-        }
-        serde_json::to_writer(&mut out, &e.event)
-            .map_err(|err| Error::Reply(format!("cannot encode event: {err}")))?;
-    }
-    Ok(out)
-}
-
 impl Store {
     /// Records `events` atomically per partition: stream entry, live counters, online sets,
     /// visits and unique visitors. `batch_id` must be unique per batch and reused on retry:
@@ -94,27 +81,32 @@ impl Store {
         for (partition, events) in &by_partition {
             let keys = Keys::new(*partition);
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(RECORD.get_hash())
-                .arg(1)
-                .arg(keys.events())
-                .arg(keys.prefix())
-                .arg(batch_id)
-                .arg(now_ms)
-                .arg(tracking.online_window.as_millis() as u64)
-                .arg(tracking.visit_timeout.as_secs())
-                .arg(tracking.repeat_view_window.as_millis() as u64)
-                .arg(tracking.max_pages)
-                .arg(events.len())
-                .arg(json_lines(events)?);
+            cmd.arg(RECORD.get_hash()).arg(1).arg(keys.events());
+            let lines = wire::json_lines(events.iter().map(|e| &e.event));
+            wire::Header {
+                prefix: keys.prefix(),
+                batch_id,
+                now_ms,
+                online_window_ms: tracking.online_window.as_millis() as u64,
+                visit_timeout_s: tracking.visit_timeout.as_secs(),
+                repeat_window_ms: tracking.repeat_view_window.as_millis() as u64,
+                max_pages: u64::from(tracking.max_pages),
+                count: events.len(),
+                lines: &lines,
+            }
+            .push(&mut cmd);
             for e in events {
-                cmd.arg(e.event.kind.as_str())
-                    .arg(&e.event.site)
-                    .arg(&e.event.page)
-                    .arg(e.event.visitor)
-                    .arg(e.session_candidate)
-                    .arg(&e.day)
-                    .arg(&e.event.title)
-                    .arg(e.event.ts_ms);
+                wire::EventArgs {
+                    kind: e.event.kind,
+                    site: &e.event.site,
+                    page: &e.event.page,
+                    visitor: e.event.visitor,
+                    session_candidate: e.session_candidate,
+                    day: &e.day,
+                    title: &e.event.title,
+                    ts_ms: e.event.ts_ms,
+                }
+                .push(&mut cmd);
             }
             cmds.push(cmd);
             sizes.push(events.len());

@@ -10,7 +10,8 @@ use chrono_tz::Tz;
 use metrics::{counter, histogram};
 use tally_clickhouse::{Db, EventRow};
 use tally_core::{Settings, settings::WorkerSettings};
-use tally_redis::{Store, stream::StreamEntry};
+use tally_redis::Store;
+use tally_redis::wire::{DeadLetter, EventKey, Payload, StreamEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -131,7 +132,7 @@ impl PartitionWorker {
     ) -> Result<StepOutcome, tally_redis::Error> {
         let mut total = StepOutcome::default();
         let mut cursor = "0-0".to_owned();
-        let mut claimed: Vec<StreamEntry> = Vec::new();
+        let mut claimed: Vec<StreamEvent> = Vec::new();
         loop {
             let room = self.settings.max_rows.saturating_sub(claimed.len());
             let (next, entries) = self
@@ -177,10 +178,10 @@ impl PartitionWorker {
     }
 
     /// Remembers the largest entry of a read (the events of an entry are consecutive).
-    fn learn_entry_sizes(&mut self, events: &[StreamEntry]) {
+    fn learn_entry_sizes(&mut self, events: &[StreamEvent]) {
         if let Some(largest) = events
-            .chunk_by(|a, b| a.id == b.id)
-            .map(<[StreamEntry]>::len)
+            .chunk_by(|a, b| a.key.entry == b.key.entry)
+            .map(<[StreamEvent]>::len)
             .max()
         {
             self.per_entry = largest;
@@ -213,8 +214,8 @@ impl PartitionWorker {
     async fn read_batch(
         &mut self,
         shutdown: &CancellationToken,
-    ) -> Result<Vec<StreamEntry>, tally_redis::Error> {
-        let mut batch: Vec<StreamEntry> = Vec::new();
+    ) -> Result<Vec<StreamEvent>, tally_redis::Error> {
+        let mut batch: Vec<StreamEvent> = Vec::new();
         let mut bytes = 0usize;
         let mut first_at: Option<Instant> = None;
         loop {
@@ -239,7 +240,7 @@ impl PartitionWorker {
             if !entries.is_empty() && first_at.is_none() {
                 first_at = Some(Instant::now());
             }
-            bytes += entries.iter().map(StreamEntry::size).sum::<usize>();
+            bytes += entries.iter().map(StreamEvent::size).sum::<usize>();
             batch.extend(entries);
             if batch.len() >= self.settings.max_rows
                 || bytes >= self.settings.max_bytes
@@ -257,7 +258,7 @@ impl PartitionWorker {
     /// are left pending for another worker to take over).
     async fn deliver(
         &mut self,
-        entries: Vec<StreamEntry>,
+        entries: Vec<StreamEvent>,
         reclaimed: bool,
         shutdown: &CancellationToken,
     ) -> Result<StepOutcome, tally_redis::Error> {
@@ -265,18 +266,22 @@ impl PartitionWorker {
         let mut ids: Vec<String> = Vec::new();
         let mut dead = Vec::new();
         let mut rows = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let key = entry.key();
+        for StreamEvent { key, event } in entries {
             // The events of an entry are consecutive: acknowledge each entry once.
-            if ids.last() != Some(&entry.id) {
-                ids.push(entry.id);
+            if ids.last() != Some(&key.entry) {
+                ids.push(key.entry.clone());
             }
-            match entry.event {
+            match event {
                 Ok(event) => {
                     let tz = self.zones.get(&event.site).copied().unwrap_or(Tz::UTC);
-                    rows.push(EventRow::new(self.partition, &key, event, tz));
+                    rows.push(EventRow::new(self.partition, &key.to_string(), event, tz));
                 }
-                Err((payload, reason)) => dead.push((key, payload, reason)),
+                Err(u) => dead.push(DeadLetter {
+                    id: String::new(),
+                    key,
+                    payload: Payload::Raw(u.raw),
+                    reason: u.reason,
+                }),
             }
         }
         let mut failures = 0u32;
@@ -305,8 +310,8 @@ impl PartitionWorker {
                 }
             }
         }
-        dead.sort();
-        dead.dedup_by(|a, b| a.0 == b.0);
+        dead.sort_by(|a, b| a.key.cmp(&b.key));
+        dead.dedup_by(|a, b| a.key == b.key);
         outcome.dead = dead.len();
         let dropped = self
             .store
@@ -336,7 +341,7 @@ impl PartitionWorker {
     async fn insert(
         &self,
         rows: &[EventRow],
-        dead: &mut Vec<(String, String, String)>,
+        dead: &mut Vec<DeadLetter>,
         check_stored: &mut bool,
         outcome: &mut StepOutcome,
     ) -> Result<(), tally_clickhouse::Error> {
@@ -368,15 +373,16 @@ impl PartitionWorker {
                     *check_stored = true;
                     let row = chunk[0];
                     warn!(partition = self.partition, event_id = %row.event_id, error = %e, "clickhouse refused an event; moved to dead letters");
-                    let key = row
-                        .event_id
-                        .split_once('-')
-                        .map_or("", |(_, key)| key)
-                        .to_owned();
-                    // The event with its visit figures, readable and replayable.
-                    let payload =
-                        serde_json::to_string(&row.event()).unwrap_or_else(|_| format!("{row:?}"));
-                    dead.push((key, payload, e.to_string()));
+                    dead.push(DeadLetter {
+                        id: String::new(),
+                        key: EventKey::parse(row.event_key()).unwrap_or_else(|| EventKey {
+                            entry: row.event_key().to_owned(),
+                            item: None,
+                        }),
+                        // The event with its visit figures, readable and replayable.
+                        payload: Payload::Event(Box::new(row.event())),
+                        reason: e.to_string(),
+                    });
                 }
                 Err(e) => return Err(e),
             }

@@ -3,10 +3,11 @@
 -- KEYS[1]  the partition's events stream (tally:{pN}:events); every other key this script
 --          touches is built from ARGV[1] and carries the same {pN} hash tag, so the whole
 --          batch lives in one cluster slot.
--- ARGV     prefix, batch id, now (ms), online window (ms), visit timeout (s), repeat-view
---          window (ms, 0 = off), page cap (0 = none), event count, the events' JSON (one line
---          per event), then 8 values per event: kind, site, page, visitor, session candidate,
---          day, title, time (ms).
+-- ARGV     the header (A_*: prefix, batch id, now (ms), online window (ms), visit timeout
+--          (s), repeat-view window (ms, 0 = off), page cap (0 = none), event count, the
+--          events' JSON, one line per event), then EVENT_ARGS values per event (E_*: kind,
+--          site, page, visitor, session candidate, day, title, time (ms)). The positions are
+--          named in the wire layout below, which tally-redis/src/wire.rs owns.
 -- Returns  {events recorded, events recorded live under "other pages"}, or -1 when this
 --          batch id was already applied (a retry after a lost reply must not count twice).
 --
@@ -32,28 +33,34 @@
 -- one HLEN per site and batch; only a site within one batch of its cap has its pages looked
 -- up one by one.
 --
--- The whole batch is one stream entry: `b` = the events' JSON lines as the beacon sent them,
--- `m` = one "session new ordinal gap" per event, joined by ','. One XADD per call instead of
--- one per event, and the worker parses five values per batch instead of five per event.
+-- The whole batch is one stream entry: `v` = the wire version, `b` = the events' JSON lines
+-- as the beacon sent them, `m` = one "session new ordinal gap" per event, joined by ','. One
+-- XADD per call instead of one per event, and the worker parses seven values per batch
+-- instead of some per event.
 --
 -- Cost: everything else (visits, counters, online sets, unique-visitor sketches, titles) is
 -- gathered in Lua tables and written once per key and batch. Aged members of the online
 -- sets are trimmed in about one batch in eight (reads count by score, so trimming only
 -- bounds memory). Numbers reach Redis as strings made with '%d': Lua's own number-to-string
 -- conversion goes through the C library's floating-point printf, a visible cost here.
-local prefix = ARGV[1]
-local now_arg = ARGV[3]
+
+-- wire layout (tally-redis/src/wire.rs: lua_layout)
+local A_PREFIX, A_BATCH_ID, A_NOW, A_ONLINE_WINDOW, A_VISIT_TIMEOUT, A_REPEAT_WINDOW, A_MAX_PAGES, A_COUNT, A_LINES = 1, 2, 3, 4, 5, 6, 7, 8, 9
+local E_KIND, E_SITE, E_PAGE, E_VISITOR, E_CANDIDATE, E_DAY, E_TITLE, E_TS = 0, 1, 2, 3, 4, 5, 6, 7
+local EVENT_ARGS, FIRST_EVENT = 8, 10
+local F_VERSION, F_BATCH, F_FIGURES, VERSION = 'v', 'b', 'm', '2'
+local prefix = ARGV[A_PREFIX]
+local now_arg = ARGV[A_NOW]
 local now = tonumber(now_arg)
-local window = tonumber(ARGV[4])
-local timeout = tonumber(ARGV[5])
-local repeat_ms = tonumber(ARGV[6])
-local cap = tonumber(ARGV[7])
-local n = tonumber(ARGV[8])
-local lines = ARGV[9]
-local first = 10
+local window = tonumber(ARGV[A_ONLINE_WINDOW])
+local timeout = tonumber(ARGV[A_VISIT_TIMEOUT])
+local repeat_ms = tonumber(ARGV[A_REPEAT_WINDOW])
+local cap = tonumber(ARGV[A_MAX_PAGES])
+local n = tonumber(ARGV[A_COUNT])
+local lines = ARGV[A_LINES]
 local minute = string.format('%d', math.floor(now / 60000))
 
-if not redis.call('SET', prefix .. 'batch:' .. ARGV[2], '1', 'NX', 'EX', '3600') then
+if not redis.call('SET', prefix .. 'batch:' .. ARGV[A_BATCH_ID], '1', 'NX', 'EX', '3600') then
   return -1
 end
 
@@ -111,15 +118,15 @@ local today_n = math.floor(now / 86400000)
 local today = string.format('%d', today_n)
 local yesterday = string.format('%d', today_n - 1)
 local timeout_ms = timeout * 1000
-local trim = string.byte(ARGV[2], -1) % 8 == 0
+local trim = string.byte(ARGV[A_BATCH_ID], -1) % 8 == 0
 
 -- Visits of the batch's visitors, per site: visitor -> {session, last ms, page views}.
 local visits = {}
 local visit_sites = {}
 for i = 0, n - 1 do
-  local base = first + i * 8
-  local site, visitor = ARGV[base + 1], ARGV[base + 3]
-  if ARGV[base] ~= 'bot' and ARGV[base] ~= 'unverified' then
+  local base = FIRST_EVENT + i * EVENT_ARGS
+  local kind, site, visitor = ARGV[base + E_KIND], ARGV[base + E_SITE], ARGV[base + E_VISITOR]
+  if kind ~= 'bot' and kind ~= 'unverified' then
     if not visits[site] then
       visits[site] = {}
       visit_sites[#visit_sites + 1] = site
@@ -210,10 +217,11 @@ end
 
 local meta = {}
 for i = 0, n - 1 do
-  local base = first + i * 8
-  local kind, site, page = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local visitor, candidate, day = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
-  local title, ts = ARGV[base + 6], tonumber(ARGV[base + 7])
+  local base = FIRST_EVENT + i * EVENT_ARGS
+  local kind, site, page = ARGV[base + E_KIND], ARGV[base + E_SITE], ARGV[base + E_PAGE]
+  local visitor, candidate = ARGV[base + E_VISITOR], ARGV[base + E_CANDIDATE]
+  local day, title = ARGV[base + E_DAY], ARGV[base + E_TITLE]
+  local ts = tonumber(ARGV[base + E_TS])
   local session, new_visit, seq, gap, again = '0', '0', 0, 0, ''
   if kind == 'bot' then
     add(prefix .. 'totals:' .. site, 'bots', 1)
@@ -280,7 +288,7 @@ for i = 0, n - 1 do
   end
   meta[i + 1] = string.format('%s %s %d %d', session, new_visit, seq, gap) .. again
 end
-redis.call('XADD', KEYS[1], '*', 'b', lines, 'm', table.concat(meta, ','))
+redis.call('XADD', KEYS[1], '*', F_VERSION, VERSION, F_BATCH, lines, F_FIGURES, table.concat(meta, ','))
 
 for _, site in ipairs(visit_sites) do
   local args = {}
@@ -329,7 +337,7 @@ for _, key in ipairs(zset_order) do
   end
   if #here > 0 then
     call_chunked('ZADD', key, here)
-    redis.call('PEXPIRE', key, ARGV[4])
+    redis.call('PEXPIRE', key, ARGV[A_ONLINE_WINDOW])
   end
   if trim then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - window))

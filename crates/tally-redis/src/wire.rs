@@ -1,0 +1,713 @@
+//! The wire between the beacon, the write script and the worker, in one place.
+//!
+//! - **Script arguments.** The beacon calls `lua/record.lua` with a [`Header`] (ARGV 1–9)
+//!   followed by [`EVENT_ARGS`] values per event ([`EventArgs`]). The script names every
+//!   position with the constants of [`lua_layout`], which is pasted at its top and checked
+//!   against this module by a test, so a position cannot change on one side only.
+//! - **Stream entries.** One entry per partition and batch, with the fields
+//!   [`field::VERSION`] ([`VERSION`]), [`field::BATCH`] (the events' JSON, one line each) and
+//!   [`field::FIGURES`] (one [`Figures`] per event, joined by `,`).
+//! - **Event keys.** An event is named within its partition by its entry's stream id and its
+//!   place in the entry's batch ([`EventKey`], `ms-seq-i`); prefixed with the partition it is
+//!   the `event_id` stored in ClickHouse.
+//! - **Dead letters.** The worker keeps an event it cannot store as a one-event entry with
+//!   its key and reason ([`DeadLetter`]): the same fields as a stream entry, so a replay adds
+//!   them back unchanged.
+//!
+//! Versions: entries without a version field are version 1, the batch layout of the release
+//! before the field existed; they differ from version 2 only in the tab's JSON name (`t`,
+//! now `sid`, as in the tracker's body) and are read until the next release. Entries of
+//! an unknown version, and the one-event entries of releases before batches (fields `e`,
+//! `se`…), are not guessed at: they become dead letters with the reason, to be replayed by
+//! a release that reads them. The upgrade rule in `docs/operations.md` says to let the
+//! worker empty the streams before skipping a release.
+
+use std::fmt;
+
+use tally_core::{Event, EventKind};
+
+/// The stream entry format this release writes.
+pub const VERSION: u32 = 2;
+
+/// The fields of a stream entry (and of a dead letter).
+pub mod field {
+    /// The entry's wire version; absent in version 1.
+    pub const VERSION: &str = "v";
+    /// The events' JSON, one line each.
+    pub const BATCH: &str = "b";
+    /// The events' [`Figures`](super::Figures), joined by `,`.
+    pub const FIGURES: &str = "m";
+    /// A dead letter's [`EventKey`](super::EventKey) in the events stream.
+    pub const KEY: &str = "key";
+    /// Why a dead letter was not stored.
+    pub const REASON: &str = "reason";
+}
+
+/// The write script's header: ARGV 1–9, in this order.
+#[derive(Debug, Clone)]
+pub struct Header<'a> {
+    /// Key prefix of the partition (`tally:{pN}:`).
+    pub prefix: &'a str,
+    /// Unique per batch, reused on retry.
+    pub batch_id: u64,
+    pub now_ms: i64,
+    pub online_window_ms: u64,
+    pub visit_timeout_s: u64,
+    /// 0 = repeats are not looked for.
+    pub repeat_window_ms: u64,
+    /// 0 = no cap.
+    pub max_pages: u64,
+    /// Events that follow the header.
+    pub count: usize,
+    /// The events' JSON, one line each (see [`json_lines`]).
+    pub lines: &'a [u8],
+}
+
+/// The names of the header's positions, as the script knows them (`A_` + name = ARGV index).
+const HEADER_NAMES: [&str; 9] = [
+    "PREFIX",
+    "BATCH_ID",
+    "NOW",
+    "ONLINE_WINDOW",
+    "VISIT_TIMEOUT",
+    "REPEAT_WINDOW",
+    "MAX_PAGES",
+    "COUNT",
+    "LINES",
+];
+
+/// One event's values after the header, in this order.
+#[derive(Debug, Clone)]
+pub struct EventArgs<'a> {
+    pub kind: EventKind,
+    pub site: &'a str,
+    pub page: &'a str,
+    pub visitor: u64,
+    /// Session id to use if this event starts a visit.
+    pub session_candidate: u64,
+    /// Day of the event in its site's time zone (`YYYYMMDD`).
+    pub day: &'a str,
+    pub title: &'a str,
+    pub ts_ms: i64,
+}
+
+/// The names of an event's positions (`E_` + name = offset from the event's first value).
+const EVENT_NAMES: [&str; 8] = [
+    "KIND",
+    "SITE",
+    "PAGE",
+    "VISITOR",
+    "CANDIDATE",
+    "DAY",
+    "TITLE",
+    "TS",
+];
+
+/// Values per event after the header.
+pub const EVENT_ARGS: usize = EVENT_NAMES.len();
+
+impl Header<'_> {
+    /// Appends the header to `cmd` (after the script's keys).
+    pub fn push(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(self.prefix)
+            .arg(self.batch_id)
+            .arg(self.now_ms)
+            .arg(self.online_window_ms)
+            .arg(self.visit_timeout_s)
+            .arg(self.repeat_window_ms)
+            .arg(self.max_pages)
+            .arg(self.count)
+            .arg(self.lines);
+    }
+}
+
+impl EventArgs<'_> {
+    /// Appends the event's values to `cmd`.
+    pub fn push(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(self.kind.as_str())
+            .arg(self.site)
+            .arg(self.page)
+            .arg(self.visitor)
+            .arg(self.session_candidate)
+            .arg(self.day)
+            .arg(self.title)
+            .arg(self.ts_ms);
+    }
+}
+
+/// The Lua that names the layout, pasted at the top of `lua/record.lua` (a test checks it
+/// is there, as written here).
+pub fn lua_layout() -> String {
+    let header: Vec<String> = HEADER_NAMES.iter().map(|n| format!("A_{n}")).collect();
+    let header_at: Vec<String> = (1..=HEADER_NAMES.len()).map(|i| i.to_string()).collect();
+    let event: Vec<String> = EVENT_NAMES.iter().map(|n| format!("E_{n}")).collect();
+    let event_at: Vec<String> = (0..EVENT_NAMES.len()).map(|i| i.to_string()).collect();
+    format!(
+        "-- wire layout (tally-redis/src/wire.rs: lua_layout)\n\
+         local {} = {}\n\
+         local {} = {}\n\
+         local EVENT_ARGS, FIRST_EVENT = {}, {}\n\
+         local F_VERSION, F_BATCH, F_FIGURES, VERSION = '{}', '{}', '{}', '{}'\n",
+        header.join(", "),
+        header_at.join(", "),
+        event.join(", "),
+        event_at.join(", "),
+        EVENT_ARGS,
+        HEADER_NAMES.len() + 1,
+        field::VERSION,
+        field::BATCH,
+        field::FIGURES,
+        VERSION,
+    )
+}
+
+/// The events' JSON, one line each: the [`field::BATCH`] of their entry. JSON as serde
+/// writes it never holds a raw newline (control characters are escaped).
+pub fn json_lines<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    for (i, e) in events.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(&to_json(e));
+    }
+    out
+}
+
+/// `event` as one line of JSON. An [`Event`] is strings and numbers only, so this cannot
+/// fail.
+fn to_json(event: &Event) -> Vec<u8> {
+    serde_json::to_vec(event).expect("an Event always serialises")
+}
+
+/// What the write script found out about one event: its visit, and whether a page view
+/// repeats the visitor's last. Written as `session new ordinal gap` (`new` is 0 or 1) and
+/// ` r` for a repeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub session: u64,
+    pub new_visit: bool,
+    /// The page view's ordinal in its visit (1 = the first); 0 for other kinds.
+    pub visit_seq: u16,
+    /// Milliseconds since the visit's previous event.
+    pub gap_ms: u32,
+    /// A page view repeating the visitor's last one (stored as [`EventKind::Repeat`]).
+    pub repeat: bool,
+}
+
+impl Figures {
+    /// The figures an event carries (a repeat is a page view whose kind says so).
+    pub fn of(event: &Event) -> Self {
+        Self {
+            session: event.session,
+            new_visit: event.new_visit,
+            visit_seq: event.visit_seq,
+            gap_ms: event.gap_ms,
+            repeat: false,
+        }
+    }
+
+    /// Reads `session new ordinal gap[ r]`; `None` if any number is missing or malformed.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(' ');
+        let figures = Self {
+            session: parts.next()?.parse().ok()?,
+            new_visit: match parts.next()? {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            },
+            visit_seq: parts.next()?.parse().ok()?,
+            gap_ms: parts.next()?.parse().ok()?,
+            repeat: match parts.next() {
+                None => false,
+                Some("r") => true,
+                Some(_) => return None,
+            },
+        };
+        parts.next().is_none().then_some(figures)
+    }
+
+    /// Puts the figures into `event`.
+    pub fn apply(self, event: &mut Event) {
+        event.session = self.session;
+        event.new_visit = self.new_visit;
+        event.visit_seq = self.visit_seq;
+        event.gap_ms = self.gap_ms;
+        if self.repeat && event.kind == EventKind::Pageview {
+            event.kind = EventKind::Repeat;
+        }
+    }
+}
+
+impl fmt::Display for Figures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}{}",
+            self.session,
+            u8::from(self.new_visit),
+            self.visit_seq,
+            self.gap_ms,
+            if self.repeat { " r" } else { "" }
+        )
+    }
+}
+
+/// What names an event within its partition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventKey {
+    /// Stream id (`ms-seq`) of the entry holding the event: what is acknowledged.
+    pub entry: String,
+    /// The event's place in its entry's batch; `None` names an entry that could not be read
+    /// as events (it is kept whole).
+    pub item: Option<u32>,
+}
+
+impl EventKey {
+    /// Reads `ms-seq-i` (an event) or `ms-seq` (a whole entry).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split('-');
+        let ms: u64 = parts.next()?.parse().ok()?;
+        let seq: u64 = parts.next()?.parse().ok()?;
+        let item = parts.next().map(str::parse).transpose().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            entry: format!("{ms}-{seq}"),
+            item,
+        })
+    }
+}
+
+impl fmt::Display for EventKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.item {
+            Some(i) => write!(f, "{}-{i}", self.entry),
+            None => f.write_str(&self.entry),
+        }
+    }
+}
+
+/// What could not be read as an event, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    pub raw: String,
+    pub reason: String,
+}
+
+/// One event read from a partition's stream.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub key: EventKey,
+    /// The event with its figures, or what could not be read.
+    pub event: Result<Event, Undecodable>,
+}
+
+impl StreamEvent {
+    /// Approximate size in bytes, for the worker's batch byte limit.
+    pub fn size(&self) -> usize {
+        match &self.event {
+            Ok(e) => 64 + e.page.len() + e.path.len() + e.title.len() + e.referrer_host.len(),
+            Err(u) => u.raw.len(),
+        }
+    }
+}
+
+/// The value of field `name` among an entry's `fields` (name, value, name, value, …).
+pub(crate) fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
+    fields
+        .chunks_exact(2)
+        .find(|kv| kv[0] == name)
+        .map(|kv| kv[1].as_str())
+}
+
+/// The events of stream entry `id`, appended to `out`: one per event, or one for the whole
+/// entry when it cannot be read as events.
+pub fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEvent>) {
+    let whole = |raw: String, reason: String| StreamEvent {
+        key: EventKey {
+            entry: id.clone(),
+            item: None,
+        },
+        event: Err(Undecodable { raw, reason }),
+    };
+    let version = match field(fields, field::VERSION) {
+        None => 1,
+        Some(v) => v.parse::<u32>().unwrap_or(0),
+    };
+    let batch = field(fields, field::BATCH);
+    let (Some(batch), 1 | VERSION) = (batch, version) else {
+        let raw = serde_json::to_string(&fields).unwrap_or_default();
+        let reason = if batch.is_none() {
+            "not a batch entry (one-event entries of releases before 2026-09 are not read: \
+             see the upgrade rule in docs/operations.md)"
+                .to_owned()
+        } else {
+            format!(
+                "wire version {version} is not known to this release (it reads 1 and {VERSION})"
+            )
+        };
+        out.push(whole(raw, reason));
+        return;
+    };
+    let figures: Vec<&str> = field(fields, field::FIGURES)
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    let lines: Vec<&str> = batch.split('\n').collect();
+    if figures.len() != lines.len() {
+        // Cannot happen with entries the write script made; keep the payload whole.
+        let reason = format!("{} events but {} visit figures", lines.len(), figures.len());
+        out.push(whole(batch.to_owned(), reason));
+        return;
+    }
+    for (i, (line, figures)) in lines.into_iter().zip(figures).enumerate() {
+        out.push(StreamEvent {
+            key: EventKey {
+                entry: id.clone(),
+                item: Some(i as u32),
+            },
+            event: decode_event(line, figures, version),
+        });
+    }
+}
+
+/// One event's JSON line and figures.
+fn decode_event(line: &str, figures: &str, version: u32) -> Result<Event, Undecodable> {
+    let fail = |reason: String| Undecodable {
+        raw: line.to_owned(),
+        reason,
+    };
+    let mut event: Event = if version == 1 {
+        let v1: V1Event =
+            serde_json::from_str(line).map_err(|e| fail(format!("undecodable event: {e}")))?;
+        let mut event = v1.event;
+        event.tab = v1.t;
+        event
+    } else {
+        serde_json::from_str(line).map_err(|e| fail(format!("undecodable event: {e}")))?
+    };
+    let figures = Figures::parse(figures)
+        .ok_or_else(|| fail(format!("undecodable visit figures `{figures}`")))?;
+    figures.apply(&mut event);
+    Ok(event)
+}
+
+/// A version 1 event: the tab was called `t`.
+#[derive(serde::Deserialize)]
+struct V1Event {
+    #[serde(default)]
+    t: String,
+    #[serde(flatten)]
+    event: Event,
+}
+
+/// The fields of a stream entry of one event: how a dead letter's event goes back.
+pub fn entry_fields(event: &Event, figures: Figures) -> [(&'static str, String); 3] {
+    [
+        (field::VERSION, VERSION.to_string()),
+        (
+            field::BATCH,
+            String::from_utf8(to_json(event)).expect("JSON is UTF-8"),
+        ),
+        (field::FIGURES, figures.to_string()),
+    ]
+}
+
+/// What a dead letter holds: an event that can be sent again, or what could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The event with its visit figures.
+    Event(Box<Event>),
+    /// Not an event (an entry the worker could not read).
+    Raw(String),
+}
+
+/// An event the worker could not store, as the dead-letter stream keeps it: fields
+/// [`field::VERSION`], [`field::KEY`], [`field::REASON`] and either [`field::BATCH`] and
+/// [`field::FIGURES`] (an event, as in a stream entry) or `raw`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream (empty before it is added).
+    pub id: String,
+    pub key: EventKey,
+    pub payload: Payload,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    /// The fields to add to the dead-letter stream.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            (field::VERSION, VERSION.to_string()),
+            (field::KEY, self.key.to_string()),
+            (field::REASON, self.reason.clone()),
+        ];
+        match &self.payload {
+            Payload::Event(event) => {
+                let [_, batch, figures] = entry_fields(event, Figures::of(event));
+                out.extend([batch, figures]);
+            }
+            Payload::Raw(raw) => out.push(("raw", raw.clone())),
+        }
+        out
+    }
+
+    /// Reads the dead letter `id` from its `fields`. Dead letters written before the version
+    /// field (`id`, `e` holding the event's JSON with its figures, or raw text, and `reason`)
+    /// are read too: they stay until replayed, possibly across releases.
+    pub fn decode(id: String, fields: &[String]) -> Self {
+        let get = |name| field(fields, name).unwrap_or_default().to_owned();
+        let reason = get(field::REASON);
+        let (key, payload) = if field(fields, field::VERSION).is_some() {
+            let payload = match (field(fields, field::BATCH), field(fields, field::FIGURES)) {
+                (Some(line), Some(figures)) => match decode_event(line, figures, VERSION) {
+                    Ok(event) => Payload::Event(Box::new(event)),
+                    Err(u) => Payload::Raw(u.raw),
+                },
+                _ => Payload::Raw(get("raw")),
+            };
+            (get(field::KEY), payload)
+        } else {
+            let raw = get("e");
+            let payload = match serde_json::from_str::<V1Letter>(&raw) {
+                Ok(v1) => {
+                    let mut event = v1.event.event;
+                    event.tab = v1.event.t;
+                    v1.figures.apply(&mut event);
+                    Payload::Event(Box::new(event))
+                }
+                Err(_) => Payload::Raw(raw),
+            };
+            (get("id"), payload)
+        };
+        Self {
+            key: EventKey::parse(&key).unwrap_or(EventKey {
+                entry: key,
+                item: None,
+            }),
+            id,
+            payload,
+            reason,
+        }
+    }
+}
+
+/// A dead letter's event before the version field: the figures were in the JSON.
+#[derive(serde::Deserialize)]
+struct V1Letter {
+    #[serde(flatten)]
+    event: V1Event,
+    #[serde(flatten)]
+    figures: V1Figures,
+}
+
+#[derive(serde::Deserialize)]
+struct V1Figures {
+    #[serde(default)]
+    se: u64,
+    #[serde(default)]
+    n: bool,
+    #[serde(default)]
+    q: u16,
+    #[serde(default)]
+    g: u32,
+}
+
+impl V1Figures {
+    fn apply(&self, event: &mut Event) {
+        Figures {
+            session: self.se,
+            new_visit: self.n,
+            visit_seq: self.q,
+            gap_ms: self.g,
+            repeat: false,
+        }
+        .apply(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(kv: &[(&str, &str)]) -> Vec<String> {
+        kv.iter()
+            .flat_map(|(k, v)| [(*k).to_owned(), (*v).to_owned()])
+            .collect()
+    }
+
+    const EVENT: &str =
+        r#"{"k":"pageview","s":"news","ts":1795722928472,"p":"/a","v":7,"sid":"tab1"}"#;
+
+    #[test]
+    fn the_script_names_the_wire_layout() {
+        let script = include_str!("lua/record.lua");
+        assert!(
+            script.contains(&lua_layout()),
+            "lua/record.lua must hold, as written, the layout of wire::lua_layout():\n{}",
+            lua_layout()
+        );
+    }
+
+    #[test]
+    fn figures_read_back_what_they_write() {
+        for text in ["42 1 3 1500", "42 0 1 0 r", "0 0 0 0"] {
+            assert_eq!(Figures::parse(text).unwrap().to_string(), text);
+        }
+        for bad in [
+            "",
+            "1 1 1",
+            "1 2 1 0",
+            "1 1 1 0 x",
+            "1 1 1 0 r r",
+            "a 1 1 0",
+        ] {
+            assert_eq!(Figures::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_keys_read_back_what_they_write() {
+        for text in ["1700000000000-3-2", "1700000000000-3"] {
+            assert_eq!(EventKey::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(EventKey::parse("1-2-3").unwrap().item, Some(3));
+        for bad in ["", "1", "1-x", "1-2-3-4", "1-2-x"] {
+            assert_eq!(EventKey::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_batch_entry_yields_its_events_in_order_with_their_figures() {
+        let second = EVENT.replace("/a", "/b");
+        let lines = format!("{EVENT}\n{second}\n{{not json");
+        let mut out = Vec::new();
+        decode_entry(
+            "1700000000000-3".into(),
+            &fields(&[
+                ("v", "2"),
+                ("b", &lines),
+                ("m", "42 1 1 0,42 0 2 1500 r,0 0 0 0"),
+            ]),
+            &mut out,
+        );
+        assert_eq!(out.len(), 3);
+        let first = out[0].event.as_ref().unwrap();
+        let next = out[1].event.as_ref().unwrap();
+        assert_eq!(
+            (first.page.as_str(), first.new_visit, first.visit_seq),
+            ("/a", true, 1)
+        );
+        assert_eq!(first.tab, "tab1");
+        assert_eq!(
+            (next.page.as_str(), next.session, next.gap_ms, next.kind),
+            ("/b", 42, 1500, EventKind::Repeat)
+        );
+        // A bad line spoils only its own event.
+        assert_eq!(out[2].event.as_ref().unwrap_err().raw, "{not json");
+        let keys: Vec<String> = out.iter().map(|e| e.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "1700000000000-3-0",
+                "1700000000000-3-1",
+                "1700000000000-3-2"
+            ]
+        );
+    }
+
+    /// Entries written by the release before the version field (still in a stream at an
+    /// upgrade): the tab was `t`.
+    #[test]
+    fn version_1_entries_are_read() {
+        let v1 = r#"{"k":"ping","s":"news","ts":1,"p":"/a","v":7,"t":"tab1","se":0,"n":false,"q":0,"g":0}"#;
+        let mut out = Vec::new();
+        decode_entry(
+            "5-0".into(),
+            &fields(&[("b", v1), ("m", "9 0 0 30")]),
+            &mut out,
+        );
+        let event = out[0].event.as_ref().unwrap();
+        assert_eq!(
+            (event.tab.as_str(), event.session, event.gap_ms),
+            ("tab1", 9, 30)
+        );
+    }
+
+    #[test]
+    fn entries_of_other_layouts_are_kept_whole_with_the_reason() {
+        let cases = [
+            (
+                fields(&[("e", EVENT), ("m", "0 0 0 0")]),
+                "not a batch entry",
+            ),
+            (
+                fields(&[("v", "3"), ("b", EVENT), ("m", "0 0 0 0")]),
+                "wire version 3",
+            ),
+            (
+                fields(&[
+                    ("v", "2"),
+                    ("b", &format!("{EVENT}\n{EVENT}")),
+                    ("m", "1 1 1 0"),
+                ]),
+                "2 events but 1 visit figures",
+            ),
+        ];
+        for (fields, want) in cases {
+            let mut out = Vec::new();
+            decode_entry("5-0".into(), &fields, &mut out);
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].key.to_string(), "5-0");
+            let u = out[0].event.as_ref().unwrap_err();
+            assert!(u.reason.contains(want), "{}", u.reason);
+            assert!(!u.raw.is_empty());
+        }
+    }
+
+    #[test]
+    fn dead_letters_read_back_what_they_write() {
+        let mut event: Event = serde_json::from_str(EVENT).unwrap();
+        Figures::parse("42 0 2 1500").unwrap().apply(&mut event);
+        for payload in [
+            Payload::Event(Box::new(event)),
+            Payload::Raw("{not json".into()),
+        ] {
+            let letter = DeadLetter {
+                id: "9-0".into(),
+                key: EventKey::parse("5-0-1").unwrap(),
+                payload,
+                reason: "refused".into(),
+            };
+            let stored: Vec<String> = letter
+                .fields()
+                .into_iter()
+                .flat_map(|(k, v)| [k.to_owned(), v])
+                .collect();
+            assert_eq!(DeadLetter::decode("9-0".into(), &stored), letter);
+        }
+    }
+
+    /// Dead letters written before the version field: the figures were in the JSON.
+    #[test]
+    fn version_1_dead_letters_are_read() {
+        let json = r#"{"k":"pageview","s":"news","ts":1,"p":"/a","v":7,"t":"x","se":42,"n":true,"q":1,"g":0}"#;
+        let letter = DeadLetter::decode(
+            "9-0".into(),
+            &fields(&[("id", "5-0-1"), ("e", json), ("reason", "refused")]),
+        );
+        let Payload::Event(event) = letter.payload else {
+            panic!("{letter:?}")
+        };
+        assert_eq!(
+            (event.session, event.new_visit, event.tab.as_str()),
+            (42, true, "x")
+        );
+        assert_eq!(letter.key.to_string(), "5-0-1");
+        let raw = DeadLetter::decode("9-1".into(), &fields(&[("id", "5-0"), ("e", "{x")]));
+        assert_eq!(raw.payload, Payload::Raw("{x".into()));
+    }
+}
