@@ -187,17 +187,27 @@ async fn killing_worker_processes_mid_batch_loses_and_doubles_nothing() {
         Duration::from_millis(15),
     ));
 
-    // Kill -9 a worker every 400–900 ms, eight times, under the stream of views.
+    // Kill -9 a worker every 400–900 ms, eight times, under the stream of views. After each
+    // kill, the entries the dead worker had read and not acknowledged are counted: those
+    // kills came mid-batch, and only a takeover can deliver those entries.
+    let store = app.store().await;
     let mut worker = spawn_worker(&settings, &log);
+    let mut kills_mid_batch = 0;
     for i in 0..8u64 {
         tokio::time::sleep(Duration::from_millis(400 + (i * 137) % 500)).await;
         worker.kill().unwrap();
         worker.wait().unwrap();
+        if pending(&store, settings.redis.partitions).await > 0 {
+            kills_mid_batch += 1;
+        }
         worker = spawn_worker(&settings, &log);
     }
     let accepted = sender.await.unwrap();
     assert_eq!(accepted, 1600);
-    let store = app.store().await;
+    assert!(
+        kills_mid_batch >= 2,
+        "only {kills_mid_batch} of 8 kills left entries unacknowledged: the test did not kill mid-batch"
+    );
     assert_exactly_once(&app.db(), &store, settings.redis.partitions, accepted).await;
     worker.kill().unwrap();
     worker.wait().unwrap();
@@ -206,10 +216,22 @@ async fn killing_worker_processes_mid_batch_loses_and_doubles_nothing() {
         accepted
     );
     let log = std::fs::read_to_string(&log).unwrap_or_default();
-    eprintln!(
-        "worker log: {} takeovers of idle entries after kills",
-        log.matches("took over idle entries").count()
+    let takeovers = log.matches("took over idle entries").count();
+    eprintln!("{kills_mid_batch} kills mid-batch, {takeovers} takeovers of idle entries");
+    assert!(
+        takeovers >= 1,
+        "entries of killed workers were delivered without a takeover in the log"
     );
+}
+
+/// Entries read by some consumer and not yet acknowledged, over all partitions.
+async fn pending(store: &Store, partitions: u16) -> u64 {
+    let mut total = 0;
+    for partition in 0..partitions {
+        let consumers = store.consumers(partition).await.unwrap_or_default();
+        total += consumers.iter().map(|(_, n)| n).sum::<u64>();
+    }
+    total
 }
 
 #[tokio::test]
