@@ -18,6 +18,15 @@
 //! | `page_hourly`, `dimension_hourly` | AggregatingMergeTree | superseded by the daily tables in migration 5 (history copied, no longer fed) |
 //! | `page_daily` | AggregatingMergeTree | superseded by `page_days` in migration 6 (history copied, no longer fed) |
 //!
+//! The comments of applied migrations are not edited (an applied migration never is), so one
+//! is corrected here: migration 5's header says migration 6 drops `page_hourly` and
+//! `dimension_hourly`. It does not — migration 6 keeps them, as its own header says, because
+//! a repeat of migration 5's copy (after a copy that stopped halfway) reads them; migration
+//! 5 itself dropped only the views that fed them. `page_daily`, made by migration 5, is in
+//! turn superseded by `page_days` (migration 6 drops `page_daily_mv`, so it is no longer fed);
+//! it and the hourly tables can be dropped by hand once migration 6 is applied and checked
+//! (docs/operations.md, "Upgrading").
+//!
 //! Compatibility: every statement runs on Debian's ClickHouse 18.16 and on current releases.
 //! Hence `with_validation(false)` (18.16 knows neither `RowBinaryWithNamesAndTypes` nor the
 //! settings the crate's schema check sends) and client-side binds (`?` + `.bind()`) instead of
