@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{
     Json,
-    extract::{Path, RawQuery, State as AxumState},
+    extract::{RawQuery, State as AxumState},
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
@@ -15,8 +15,13 @@ use tally_core::{
     page::{normalize_page_id, normalize_path, split_url},
     settings::SiteSettings,
 };
+use utoipa::{IntoParams, ToSchema};
 
-use crate::{ApiError, State};
+use crate::{
+    ApiError, State,
+    error::{Path, PublicErrors},
+    stats::SitePath,
+};
 
 /// Most pages one `/views` request may ask for.
 pub(crate) const MAX_PAGES: usize = 100;
@@ -80,21 +85,49 @@ fn public<T: Serialize>(body: T) -> Response {
     response
 }
 
-#[derive(Serialize)]
-struct CountersBody {
+/// A site's live counters and, when asked, one page's.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CountersBody {
     site: String,
+    /// The page key asked for (with `page` or `url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     page: Option<String>,
+    /// The page's all-time views.
     #[serde(skip_serializing_if = "Option::is_none")]
     page_views: Option<u64>,
+    /// Readers of the page online now.
     #[serde(skip_serializing_if = "Option::is_none")]
     page_online: Option<u64>,
+    /// Visitors of the site online now.
     online: u64,
+    /// The site's all-time views, imported baselines included.
     total_views: u64,
+    /// The site's all-time visits, imported baselines included.
     total_visits: u64,
 }
 
-/// `GET /api/v1/sites/{site}/counters?page=P`, or `?url=U` (the page whose address is U)
+/// The page of a counters request (at most one of the two).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // the handler reads the raw query; this documents it
+pub(crate) struct CountersQuery {
+    /// Page key.
+    #[param(min_length = 1)]
+    page: Option<String>,
+    /// Instead of `page`: a page's absolute http(s) address; its page key is made as the
+    /// beacon makes it from an event's `url`.
+    #[param(min_length = 1)]
+    url: Option<String>,
+}
+
+/// Live public counters of a site and, with `page` or `url`, of one page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/counters",
+    tag = "public",
+    params(SitePath, CountersQuery),
+    responses((status = 200, description = "OK", body = CountersBody), PublicErrors),
+)]
 pub(crate) async fn counters(
     AxumState(state): AxumState<Arc<State>>,
     Path(site): Path<String>,
@@ -129,13 +162,32 @@ pub(crate) async fn counters(
     }))
 }
 
-#[derive(Serialize)]
-struct ViewsBody {
+/// View counts of pages.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ViewsBody {
     site: String,
-    views: serde_json::Map<String, serde_json::Value>,
+    /// Page key → all-time views (0 for a page never viewed).
+    views: std::collections::BTreeMap<String, u64>,
 }
 
-/// `GET /api/v1/sites/{site}/views?page=A&page=B` (at most 100 pages)
+/// The pages of a views request.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // the handler reads the raw query; this documents it
+pub(crate) struct ViewsQuery {
+    /// Page keys (repeat the parameter: `page=/a&page=/b`).
+    #[param(min_items = 1, max_items = 100)]
+    page: Vec<String>,
+}
+
+/// Live view counts of up to 100 pages.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/views",
+    tag = "public",
+    params(SitePath, ViewsQuery),
+    responses((status = 200, description = "OK", body = ViewsBody), PublicErrors),
+)]
 pub(crate) async fn views(
     AxumState(state): AxumState<Arc<State>>,
     Path(site): Path<String>,
@@ -149,11 +201,7 @@ pub(crate) async fn views(
         )));
     }
     let counts = state.store.page_views(&id, &pages).await?;
-    let views = pages
-        .into_iter()
-        .zip(counts)
-        .map(|(p, n)| (p, serde_json::Value::from(n)))
-        .collect();
+    let views = pages.into_iter().zip(counts).collect();
     Ok(public(ViewsBody {
         site: id.to_string(),
         views,

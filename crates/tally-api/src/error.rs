@@ -1,12 +1,64 @@
-//! The api's error responses: `{"code", "message"}`; 5xx log the cause, answer generically.
+//! The api's error responses: `{"code", "message"}` ([`ErrorBody`]); 5xx log the cause,
+//! answer generically. [`PublicErrors`] and [`AdminErrors`] are the error responses the
+//! OpenAPI document lists for the public and the admin endpoints.
 
 use axum::{
     Json,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use axum::{extract::FromRequestParts, http::request::Parts};
+use serde::{Serialize, de::DeserializeOwned};
 use tracing::error;
+use utoipa::{IntoResponses, ToSchema};
+
+/// What every error answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// A stable, machine-readable code (`bad_request`, `unknown_site`, `unauthorized`…).
+    pub(crate) code: &'static str,
+    /// What went wrong, naming the parameter at fault.
+    pub(crate) message: String,
+}
+
+/// The errors of the public counters.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // only read by the OpenAPI document
+pub(crate) enum PublicErrors {
+    /// A parameter is invalid; the message names it.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Unknown site, or a site without public counters (the same answer).
+    #[response(status = 404)]
+    UnknownSite(ErrorBody),
+    /// Redis is unavailable.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The errors of the admin API.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // only read by the OpenAPI document
+pub(crate) enum AdminErrors {
+    /// A parameter is invalid; the message names it.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No token, or a wrong one.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The token may not read this site.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Unknown site.
+    #[response(status = 404)]
+    UnknownSite(ErrorBody),
+    /// Too many wrong tokens from this address in a minute (`Retry-After: 60`).
+    #[response(status = 429)]
+    TooManyAttempts(ErrorBody),
+    /// Redis or ClickHouse is unavailable.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -66,8 +118,7 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut response =
-            (status, Json(json!({"code": code, "message": message}))).into_response();
+        let mut response = (status, Json(ErrorBody { code, message })).into_response();
         if matches!(self, Self::TooManyAttempts) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
@@ -75,5 +126,35 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// axum's `Query`, answering a query string it cannot read (a parameter given twice, a list
+/// where one value goes) with the API's JSON error, which names the parameter.
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Self(q))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// axum's `Path`, answering a path segment it cannot read (not UTF-8 once decoded) with the
+/// API's JSON error.
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| Self(p))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }

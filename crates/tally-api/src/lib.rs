@@ -113,8 +113,15 @@ impl Api {
             .route("/api/v1/sites/{site}/stats/pages", get(stats::pages))
             .route("/api/v1/sites/{site}/stats/realtime", get(stats::realtime))
             .route(
-                "/api/v1/sites/{site}/stats/{dimension}",
-                get(stats::dimension),
+                "/api/v1/sites/{site}/stats/referrers",
+                get(stats::referrers),
+            )
+            .route("/api/v1/sites/{site}/stats/browsers", get(stats::browsers))
+            .route("/api/v1/sites/{site}/stats/os", get(stats::os))
+            .route("/api/v1/sites/{site}/stats/devices", get(stats::devices))
+            .route(
+                "/api/v1/sites/{site}/stats/countries",
+                get(stats::countries),
             )
             .route("/api/openapi.json", get(openapi::document))
             .route("/admin", get(admin::index))
