@@ -722,6 +722,77 @@ async fn a_batch_redis_refuses_is_given_up_and_the_lane_goes_on() {
     );
 }
 
+/// Redis refuses Tally itself (here: its user loses the right to run scripts, as a wrong ACL
+/// would do): the retry policy's "stop and tell". The batch is neither given up nor lost —
+/// the beacon keeps it, says so at error level, and writes it once the rights are back.
+#[tokio::test]
+async fn a_batch_is_kept_while_redis_refuses_tally() {
+    let redis = tally_testkit::RedisServer::start();
+    let settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    // An operator's own user, then Tally's (the default user) loses EVALSHA and EVAL.
+    let mut conn = raw_redis(&app).await;
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "operator",
+                "on",
+                ">operator-pw",
+                "~*",
+                "&*",
+                "+@all",
+            ][..],
+        )
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut operator = redis::Client::open(redis.url(0).replace("://", "://operator:operator-pw@"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "-evalsha", "-eval"][..])
+        .query_async(&mut operator)
+        .await
+        .unwrap();
+    let metric = |name: &'static str| {
+        let http = http.clone();
+        let url = app.metrics_url();
+        async move {
+            let text = common::get_text(&http, &url).await;
+            common::metric(&text, name).unwrap_or(0.0)
+        }
+    };
+    // Answered when the write times out; the event waits in the buffer.
+    assert_eq!(
+        send(&http, &app, &Hit::view("/a").ip("203.0.113.72")).await,
+        204
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(metric("tally_beacon_events_given_up_total").await, 0.0);
+    assert_eq!(counters(&http, &app, None).await["total_views"], 0);
+    // The rights are back: the kept batch is written, once.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "+@all"][..])
+        .query_async(&mut operator)
+        .await
+        .unwrap();
+    wait_for("the kept batch to be written", || async {
+        counters(&http, &app, None).await["total_views"] == 1
+    })
+    .await;
+    let c = counters(&http, &app, Some("/a")).await;
+    assert_eq!(
+        (c["page_views"].as_u64(), c["total_views"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(metric("tally_beacon_events_given_up_total").await, 0.0);
+    app.stop().await;
+}
+
 /// A raw connection to the test's Redis database, to look at what the write script left.
 async fn raw_redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
     redis::Client::open(app.settings.redis.nodes()[0])

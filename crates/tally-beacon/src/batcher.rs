@@ -9,10 +9,11 @@
 //! for twelve events of a site costs little more than one for four, where a single queue
 //! split each batch four ways. When Redis is unreachable each batch is retried (same batch
 //! id, so a retry never counts twice) with capped exponential backoff while new events wait
-//! in the queue; only a full buffer makes handlers answer 503. A batch Redis refuses (an
-//! error that is not about reaching it, see `tally_redis::Error::is_retriable`) is given up
-//! at once, its events logged and counted, so it never holds up its lane. On shutdown every
-//! lane drains.
+//! in the queue; only a full buffer makes handlers answer 503. Errors follow the one retry
+//! policy (`tally_core::retry`): a batch Redis refuses for itself (a script error: verdict
+//! give-up) is given up at once, its events logged and counted, so it never holds up its
+//! lane; a refusal of Tally's credentials (verdict stop) keeps the batch and says so at
+//! error level on every try. On shutdown every lane drains.
 
 use std::time::Duration;
 
@@ -20,7 +21,11 @@ use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},
 };
-use tally_core::{Clock, Settings, settings::TrackingSettings};
+use tally_core::{
+    Clock, Settings,
+    retry::{Backoff, Classify, Verdict},
+    settings::TrackingSettings,
+};
 use tally_redis::{Store, TrackedEvent};
 
 use tokio::{
@@ -211,6 +216,10 @@ impl Lane {
     }
 }
 
+/// The first wait after a failed batch write, and the longest.
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
 /// What one batch write needs.
 struct Write {
     store: Store,
@@ -227,10 +236,10 @@ impl Write {
         let batch_id: u64 = rand::random();
         let (events, waiters): (Vec<TrackedEvent>, Vec<_>) =
             batch.into_iter().map(|p| (p.event, p.written)).unzip();
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
         loop {
             let now_ms = self.clock.now_ms();
-            match self
+            let error = match self
                 .store
                 .record(batch_id, &events, &self.tracking, now_ms)
                 .await
@@ -242,41 +251,45 @@ impl Write {
                     }
                     break;
                 }
-                Err(error) if !error.is_retriable() => {
+                Err(error) => error,
+            };
+            let verdict = error.verdict();
+            match verdict {
+                Verdict::GiveUp => {
                     // Redis refused the batch (a script error, a key of the wrong type): the
                     // same call would fail again, and the lane must go on. The script wrote
                     // its batch marker first, so a retry would only find it. The events go
                     // to the log, whole, to be replayed by hand if they matter.
-                    let lines: Vec<String> = events
-                        .iter()
-                        .filter_map(|e| serde_json::to_string(&e.event).ok())
-                        .collect();
+                    let lines = tally_redis::wire::json_lines(events.iter().map(|e| &e.event));
                     tracing::error!(
                         message = "redis refused a batch; its events are given up",
                         %error,
                         batch_id,
-                        events = %lines.join("\n"),
+                        events = %String::from_utf8_lossy(&lines),
                     );
                     metrics::counter!("tally_beacon_events_given_up_total")
                         .increment(events.len() as u64);
                     break;
                 }
-                Err(error) => {
+                Verdict::Stop => {
+                    tracing::error!(message = "redis refuses tally (check redis.url's credentials and ACL); the events are kept and retried", %error, events = events.len());
+                }
+                Verdict::Retry => {
                     warn!(message = "cannot write events to redis; retrying", %error, events = events.len());
-                    if self.shutdown.is_cancelled() && deadline.is_none() {
-                        deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
-                    }
-                    if deadline.is_some_and(|d| tokio::time::Instant::now() + delay > d) {
-                        warn!(
-                            message = "giving up on a batch at shutdown",
-                            lost = events.len()
-                        );
-                        return false;
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
+            let delay = backoff.next(verdict);
+            if self.shutdown.is_cancelled() && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() + delay > d) {
+                warn!(
+                    message = "giving up on a batch at shutdown",
+                    lost = events.len()
+                );
+                return false;
+            }
+            tokio::time::sleep(delay).await;
         }
         for tx in waiters.into_iter().flatten() {
             let _ = tx.send(());

@@ -77,10 +77,29 @@ impl Error {
         const BAD_DATA: [u32; 13] = [6, 27, 33, 36, 38, 41, 53, 69, 70, 72, 117, 395, 691];
         error_code(text).is_some_and(|code| BAD_DATA.contains(&code))
     }
+}
 
-    /// Whether trying again later may succeed: everything that is not bad data.
-    pub fn is_retriable(&self) -> bool {
-        !self.is_bad_data()
+impl tally_core::retry::Classify for Error {
+    /// Give up: bad data (see [`is_bad_data`](Error::is_bad_data)). Stop: ClickHouse refuses
+    /// Tally's user, its rights, or has no such database or table. Retry: anything else
+    /// (down, timed out, too many parts, memory).
+    fn verdict(&self) -> tally_core::retry::Verdict {
+        use tally_core::retry::Verdict;
+        // UNKNOWN_TABLE 60, UNKNOWN_DATABASE 81, UNKNOWN_USER 192, WRONG_PASSWORD 193,
+        // REQUIRED_PASSWORD 194, IP_ADDRESS_NOT_ALLOWED 195, ACCESS_DENIED 497,
+        // AUTHENTICATION_FAILED 516.
+        const DEPLOYMENT: [u32; 8] = [60, 81, 192, 193, 194, 195, 497, 516];
+        if self.is_bad_data() {
+            return Verdict::GiveUp;
+        }
+        match self {
+            Self::ClickHouse(clickhouse::error::Error::BadResponse(text))
+                if error_code(text).is_some_and(|c| DEPLOYMENT.contains(&c)) =>
+            {
+                Verdict::Stop
+            }
+            _ => Verdict::Retry,
+        }
     }
 }
 

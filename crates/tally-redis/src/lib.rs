@@ -44,33 +44,31 @@ impl From<redis::ParsingError> for Error {
     }
 }
 
-impl Error {
-    /// Whether trying again later may succeed: Redis down, restarting, timed out, failing
-    /// over, or full (`OOM`: memory frees as the workers empty the streams). Anything else
-    /// (a script error, a key of the wrong type) fails the same way again.
-    pub fn is_retriable(&self) -> bool {
-        match self {
-            Self::Redis(e) => {
-                e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_cluster_error()
-                    || matches!(
-                        e.code(),
-                        Some(
-                            "LOADING"
-                                | "BUSY"
-                                | "TRYAGAIN"
-                                | "MASTERDOWN"
-                                | "OOM"
-                                | "READONLY"
-                                | "CLUSTERDOWN"
-                                | "NOREPLICAS"
-                        )
-                    )
-            }
-            Self::Reply(_) => false,
+impl tally_core::retry::Classify for Error {
+    /// Retry: Redis down, restarting, timed out, failing over, or full (`OOM`: memory frees
+    /// as the workers empty the streams). Stop: Redis refuses Tally's credentials or
+    /// permissions. Give up: anything else (a script error, a key of the wrong type) fails
+    /// the same way again for this data.
+    fn verdict(&self) -> tally_core::retry::Verdict {
+        use tally_core::retry::Verdict;
+        let Self::Redis(e) = self else {
+            return Verdict::GiveUp;
+        };
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_cluster_error()
+        {
+            return Verdict::Retry;
+        }
+        match e.code() {
+            Some(
+                "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "OOM" | "READONLY" | "CLUSTERDOWN"
+                | "NOREPLICAS",
+            ) => Verdict::Retry,
+            Some("NOAUTH" | "WRONGPASS" | "NOPERM") => Verdict::Stop,
+            _ => Verdict::GiveUp,
         }
     }
 }

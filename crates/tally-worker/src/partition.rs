@@ -9,11 +9,15 @@ use std::{
 use chrono_tz::Tz;
 use metrics::{counter, histogram};
 use tally_clickhouse::{Db, EventRow};
-use tally_core::{Settings, settings::WorkerSettings};
+use tally_core::{
+    Settings,
+    retry::{Backoff, Classify, Verdict},
+    settings::WorkerSettings,
+};
 use tally_redis::Store;
 use tally_redis::wire::{DeadLetter, EventKey, Payload, StreamEvent};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Longest single XREADGROUP block, so shutdown and reclaims are noticed promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(500);
@@ -80,21 +84,25 @@ impl PartitionWorker {
     /// Loops over [`step`](Self::step) until `shutdown`. A step in progress always finishes:
     /// its batch is inserted and acknowledged before the task ends.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(FIRST_RETRY, self.settings.max_backoff);
         while !shutdown.is_cancelled() {
             match self.step(&shutdown).await {
                 Ok(outcome) => {
-                    failures = 0;
+                    backoff.reset();
                     if outcome.inserted + outcome.skipped + outcome.dead > 0 {
                         debug!(partition = self.partition, ?outcome, "batch done");
                     }
                 }
                 Err(error) => {
                     // Only Redis errors end up here (ClickHouse errors are retried inside
-                    // `step`); the entries stay in the stream either way.
-                    failures += 1;
-                    let delay = backoff(failures, self.settings.max_backoff);
-                    warn!(message = "worker step failed; retrying", partition = self.partition, %error, ?delay);
+                    // `step`); the entries stay in the stream whatever the verdict.
+                    let verdict = error.verdict();
+                    let delay = backoff.next(verdict);
+                    if verdict == Verdict::Stop {
+                        error!(message = "redis refuses the worker (check redis.url's credentials and ACL); retrying", partition = self.partition, %error, ?delay);
+                    } else {
+                        warn!(message = "worker step failed; retrying", partition = self.partition, %error, ?delay);
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => {}
                         () = tokio::time::sleep(delay) => {}
@@ -284,7 +292,7 @@ impl PartitionWorker {
                 }),
             }
         }
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(FIRST_RETRY, self.settings.max_backoff);
         // A failed insert may still have been applied (reply lost, or part of a bisected
         // batch went in), so every retry checks which ids are stored, like a reclaim.
         let mut check_stored = reclaimed;
@@ -295,11 +303,17 @@ impl PartitionWorker {
             {
                 Ok(()) => break,
                 Err(error) => {
+                    // Bad rows were set aside by `insert`: what is left is the store's state
+                    // (retry) or the deployment's (stop and tell); the rows wait either way.
                     check_stored = true;
-                    failures += 1;
                     counter!("tally_worker_retries_total").increment(1);
-                    let delay = backoff(failures, self.settings.max_backoff);
-                    warn!(message = "clickhouse insert failed; retrying", partition = self.partition, %error, ?delay, rows = rows.len());
+                    let verdict = error.verdict();
+                    let delay = backoff.next(verdict);
+                    if verdict == Verdict::Stop {
+                        error!(message = "clickhouse refuses the worker (check clickhouse.user, its password and rights, and that migrations ran); retrying", partition = self.partition, %error, ?delay, rows = rows.len());
+                    } else {
+                        warn!(message = "clickhouse insert failed; retrying", partition = self.partition, %error, ?delay, rows = rows.len());
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => {
                             warn!(partition = self.partition, rows = rows.len(), "shutting down with a batch unwritten; it stays pending for another worker");
@@ -363,13 +377,13 @@ impl PartitionWorker {
                     outcome.inserted += chunk.len();
                     histogram!("tally_worker_batch_rows").record(chunk.len() as f64);
                 }
-                Err(e) if e.is_bad_data() && chunk.len() > 1 => {
+                Err(e) if e.verdict() == Verdict::GiveUp && chunk.len() > 1 => {
                     *check_stored = true;
                     let b = chunk.split_off(chunk.len() / 2);
                     pending.push(b);
                     pending.push(chunk);
                 }
-                Err(e) if e.is_bad_data() => {
+                Err(e) if e.verdict() == Verdict::GiveUp => {
                     *check_stored = true;
                     let row = chunk[0];
                     warn!(partition = self.partition, event_id = %row.event_id, error = %e, "clickhouse refused an event; moved to dead letters");
@@ -411,38 +425,5 @@ impl PartitionWorker {
     }
 }
 
-/// Capped exponential backoff with full jitter: a random delay in [d/2, d], d = 100ms·2^n.
-fn backoff(failures: u32, cap: Duration) -> Duration {
-    let base = Duration::from_millis(100).saturating_mul(1u32 << failures.min(16));
-    let d = base.min(cap);
-    let half = d / 2;
-    half + half.mul_f64(rand::random::<f64>())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_failures_stays_within_half_and_whole_and_is_capped() {
-        let cap = Duration::from_secs(30);
-        for failures in 0..40u32 {
-            let whole = Duration::from_millis(100)
-                .saturating_mul(1u32 << failures.min(16))
-                .min(cap);
-            for _ in 0..50 {
-                let d = backoff(failures, cap);
-                assert!(
-                    d >= whole / 2 && d <= whole,
-                    "{failures}: {d:?} not in [{:?}, {whole:?}]",
-                    whole / 2
-                );
-            }
-        }
-        assert!(backoff(0, cap) <= Duration::from_millis(100));
-        assert!(
-            backoff(100, cap) >= Duration::from_secs(15),
-            "capped, not overflowed"
-        );
-    }
-}
+/// The first wait after a failure (the longest is `worker.max_backoff`).
+const FIRST_RETRY: Duration = Duration::from_millis(100);
