@@ -84,6 +84,15 @@ const BROWSERS: [&str; 4] = [
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
 ];
 
+/// What every connection adds to: requests sent, accepted, refused by status.
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    /// Refused requests per status; 0 = connection error.
+    refused: Mutex<std::collections::BTreeMap<u16, u64>>,
+}
+
 /// Runs the load and returns the report.
 pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     ensure!(!spec.sites.is_empty(), "give at least one --site");
@@ -93,150 +102,183 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         .timeout(Duration::from_secs(10))
         .build()
         .context("http client")?;
-    let url = format!("{}/collect", spec.target.trim_end_matches('/'));
-    let sent = Arc::new(AtomicU64::new(0));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, u64>::new()));
-    let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
-    let bar = if spec.progress {
-        let bar = ProgressBar::new(spec.duration.as_secs());
-        bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len}s {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let counts = Arc::new(Counts::default());
     let started = Instant::now();
-    let deadline = started + spec.duration;
-    let per_conn_interval = spec
+    let per_connection_interval = spec
         .rate
         .map(|r| Duration::from_secs_f64(spec.connections as f64 / r.max(1) as f64));
-    let mut tasks = Vec::new();
-    for c in 0..spec.connections {
-        let (http, url, spec) = (http.clone(), url.clone(), spec.clone());
-        let (sent, accepted, statuses, latencies) = (
-            sent.clone(),
-            accepted.clone(),
-            statuses.clone(),
-            latencies.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut g = Synth::new(0x9e37_79b9 ^ c as u64);
-            let mut local = Vec::new();
-            let mut ticker = per_conn_interval.map(|i| {
-                let mut t = tokio::time::interval(i);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                t
-            });
-            'sessions: while Instant::now() < deadline {
-                let (site, host) = &spec.sites[g.below(spec.sites.len() as u64) as usize];
-                let ip = format!("198.{}.{}.{}", 18 + g.below(2), g.below(256), 1 + g.below(254));
-                let ua = BROWSERS[g.below(BROWSERS.len() as u64) as usize];
-                let sid = format!("s{}", g.next_u64() % 1_000_000_000);
-                let views = 1 + g.below(6);
-                let mut page = String::new();
-                for v in 0..views {
-                    page = format!("/tin-tuc/bai-{}", g.zipf(spec.pages));
-                    let mut steps = vec!["pageview"];
-                    if v + 1 < views && g.below(2) == 0 {
-                        steps.push("ping");
-                    }
-                    for kind in steps {
-                        if let Some(t) = ticker.as_mut() {
-                            t.tick().await;
-                        }
-                        if Instant::now() >= deadline {
-                            break 'sessions;
-                        }
-                        let body = json!({
-                            "t": kind, "site": site, "url": format!("https://{host}{page}"),
-                            "title": format!("Bài viết số {}", &page[13..]),
-                            "ref": if v == 0 { "https://www.google.com/" } else { "" },
-                            "sid": sid, "w": 1280,
-                        });
-                        let t0 = Instant::now();
-                        let result = http
-                            .post(&url)
-                            .header("content-type", "text/plain")
-                            .header("user-agent", ua)
-                            .header("origin", format!("https://{host}"))
-                            .header("x-forwarded-for", &ip)
-                            .body(body.to_string())
-                            .send()
-                            .await;
-                        local.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        match result {
-                            Ok(r) if r.status() == 204 => {
-                                accepted.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => *statuses.lock().await.entry(r.status().as_u16()).or_default() += 1,
-                            Err(_) => *statuses.lock().await.entry(0).or_default() += 1,
-                        }
-                    }
-                }
-                let body = json!({"t": "leave", "site": site, "url": format!("https://{host}{page}"), "sid": sid});
-                let _ = http
-                    .post(&url)
-                    .header("user-agent", ua)
-                    .header("origin", format!("https://{host}"))
-                    .header("x-forwarded-for", &ip)
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .map(|r| {
-                        if r.status() == 204 {
-                            accepted.fetch_add(1, Ordering::Relaxed);
-                        }
-                    });
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            latencies.lock().await.extend(local);
-        }));
-    }
-    let ticker = {
-        let bar = bar.clone();
-        let sent = sent.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let secs = started.elapsed().as_secs();
-                bar.set_position(secs);
-                bar.set_message(format!(
-                    "{:.0} req/s",
-                    sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-                ));
-            }
+    let tasks: Vec<_> = (0..spec.connections)
+        .map(|c| {
+            let connection = Connection {
+                http: http.clone(),
+                url: format!("{}/collect", spec.target.trim_end_matches('/')),
+                spec: spec.clone(),
+                counts: counts.clone(),
+                synth: Synth::new(0x9e37_79b9 ^ c as u64),
+                ticker: per_connection_interval.map(|i| {
+                    let mut t = tokio::time::interval(i);
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    t
+                }),
+                deadline: started + spec.duration,
+                latencies_us: Vec::new(),
+            };
+            tokio::spawn(connection.run())
         })
-    };
+        .collect();
+    let bar = progress_bar(&spec, counts.clone(), started);
+    let mut latencies_us = Vec::new();
     for t in tasks {
-        t.await?;
+        latencies_us.extend(t.await?);
     }
-    ticker.abort();
     bar.finish_and_clear();
     let elapsed = started.elapsed();
-    let mut lat = std::mem::take(&mut *latencies.lock().await);
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        if lat.is_empty() {
-            0.0
-        } else {
-            f64::from(lat[((lat.len() - 1) as f64 * p) as usize]) / 1000.0
-        }
-    };
+    let refused = counts.refused.lock().await;
     Ok(LoadReport {
-        sent: sent.load(Ordering::Relaxed),
-        accepted: accepted.load(Ordering::Relaxed),
-        rejected: statuses
-            .lock()
-            .await
-            .iter()
-            .map(|(s, n)| (*s, *n))
-            .collect(),
+        sent: counts.sent.load(Ordering::Relaxed),
+        accepted: counts.accepted.load(Ordering::Relaxed),
+        rejected: refused.iter().map(|(s, n)| (*s, *n)).collect(),
         elapsed,
-        latency_ms: [pct(0.5), pct(0.9), pct(0.99), pct(1.0)],
+        latency_ms: percentiles_ms(latencies_us),
     })
+}
+
+/// A bar of the run's seconds with the rate so far (hidden unless `spec.progress`), updated
+/// every second until finished.
+fn progress_bar(spec: &LoadSpec, counts: Arc<Counts>, started: Instant) -> ProgressBar {
+    if !spec.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(spec.duration.as_secs());
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len}s {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let ticking = bar.clone();
+    tokio::spawn(async move {
+        while !ticking.is_finished() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ticking.set_position(started.elapsed().as_secs());
+            ticking.set_message(format!(
+                "{:.0} req/s",
+                counts.sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+            ));
+        }
+    });
+    bar
+}
+
+/// p50, p90, p99 and max of latencies in µs, in ms.
+fn percentiles_ms(mut latencies_us: Vec<u32>) -> [f64; 4] {
+    latencies_us.sort_unstable();
+    let pct = |p: f64| match latencies_us.len() {
+        0 => 0.0,
+        n => f64::from(latencies_us[((n - 1) as f64 * p) as usize]) / 1000.0,
+    };
+    [pct(0.5), pct(0.9), pct(0.99), pct(1.0)]
+}
+
+/// One connection's visitors, one after another until the deadline.
+struct Connection {
+    http: reqwest::Client,
+    url: String,
+    spec: LoadSpec,
+    counts: Arc<Counts>,
+    synth: Synth,
+    /// Paces the requests when the spec has a rate.
+    ticker: Option<tokio::time::Interval>,
+    deadline: Instant,
+    latencies_us: Vec<u32>,
+}
+
+/// Who sends a session's requests.
+struct Visitor {
+    site: String,
+    host: String,
+    ip: String,
+    ua: &'static str,
+    sid: String,
+}
+
+impl Connection {
+    /// Sends sessions until the deadline; returns the latencies it measured (µs).
+    async fn run(mut self) -> Vec<u32> {
+        while Instant::now() < self.deadline && self.session().await {}
+        self.latencies_us
+    }
+
+    /// One visitor's session: 1–6 page views on Zipf-popular pages, a ping between some, a
+    /// leave at the end. False when the deadline came first.
+    async fn session(&mut self) -> bool {
+        let g = &mut self.synth;
+        let (site, host) = self.spec.sites[g.below(self.spec.sites.len() as u64) as usize].clone();
+        let visitor = Visitor {
+            site,
+            host,
+            ip: format!(
+                "198.{}.{}.{}",
+                18 + g.below(2),
+                g.below(256),
+                1 + g.below(254)
+            ),
+            ua: BROWSERS[g.below(BROWSERS.len() as u64) as usize],
+            sid: format!("s{}", g.next_u64() % 1_000_000_000),
+        };
+        let views = 1 + g.below(6);
+        let mut page = String::new();
+        for v in 0..views {
+            page = format!("/tin-tuc/bai-{}", self.synth.zipf(self.spec.pages));
+            let ping = v + 1 < views && self.synth.below(2) == 0;
+            for kind in ["pageview", "ping"].into_iter().take(1 + usize::from(ping)) {
+                if let Some(t) = self.ticker.as_mut() {
+                    t.tick().await;
+                }
+                if Instant::now() >= self.deadline {
+                    return false;
+                }
+                let body = json!({
+                    "t": kind, "site": visitor.site,
+                    "url": format!("https://{}{page}", visitor.host),
+                    "title": format!("Bài viết số {}", &page[13..]),
+                    "ref": if v == 0 { "https://www.google.com/" } else { "" },
+                    "sid": visitor.sid, "w": 1280,
+                });
+                self.post(&visitor, body).await;
+            }
+        }
+        let body = json!({
+            "t": "leave", "site": visitor.site,
+            "url": format!("https://{}{page}", visitor.host), "sid": visitor.sid,
+        });
+        self.post(&visitor, body).await;
+        true
+    }
+
+    /// Sends one event as `visitor`'s browser would, and counts the answer.
+    async fn post(&mut self, visitor: &Visitor, body: serde_json::Value) {
+        let t0 = Instant::now();
+        let result = self
+            .http
+            .post(&self.url)
+            .header("content-type", "text/plain")
+            .header("user-agent", visitor.ua)
+            .header("origin", format!("https://{}", visitor.host))
+            .header("x-forwarded-for", &visitor.ip)
+            .body(body.to_string())
+            .send()
+            .await;
+        self.latencies_us
+            .push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        self.counts.sent.fetch_add(1, Ordering::Relaxed);
+        let status = match result {
+            Ok(r) if r.status() == 204 => {
+                self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        };
+        *self.counts.refused.lock().await.entry(status).or_default() += 1;
+    }
 }

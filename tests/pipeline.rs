@@ -269,3 +269,36 @@ async fn metrics_pass_promtool() {
     );
     app.stop().await;
 }
+
+/// `tally loadgen`'s sessions (page views, pings, leaves from many visitors) are accepted
+/// and stored, each once: what it reports sent is what ClickHouse holds.
+#[tokio::test]
+async fn loadgen_traffic_is_accepted_and_stored_once() {
+    let mut settings = tally_testkit::settings();
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    settings.beacon.rate_limit_per_minute = 100_000;
+    let app = TestApp::spawn(settings).await;
+    let report = tally::loadgen::run(tally::loadgen::LoadSpec {
+        target: app.url(""),
+        sites: vec![("demo".into(), "localhost".into())],
+        pages: 50,
+        connections: 4,
+        rate: Some(400),
+        duration: Duration::from_secs(2),
+        progress: false,
+    })
+    .await
+    .unwrap();
+    assert!(report.sent > 100, "{report}");
+    assert_eq!(report.accepted, report.sent, "{report}");
+    assert!(report.rejected.is_empty(), "{report}");
+    let db = app.db();
+    wait_for("every accepted event in ClickHouse", || async {
+        db.count_events().await.unwrap_or(0) >= report.accepted
+    })
+    .await;
+    assert_eq!(
+        db.event_id_counts().await.unwrap(),
+        (report.accepted, report.accepted)
+    );
+}

@@ -298,114 +298,22 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Checks the rules types cannot express. Errors name the key.
+    /// Checks the rules types cannot express, section by section. Errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let country_header = &self.server.country_header;
-        if !country_header
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                "server.country_header",
-                "must be a header name (letters, digits, - and _) or empty",
-            ));
-        }
-        let s = &self.server;
-        positive("server.header_read_timeout", s.header_read_timeout)?;
-        positive("server.idle_timeout", s.idle_timeout)?;
-        if !(1..=MAX_BEACON_BATCH).contains(&self.beacon.batch) {
-            return Err(invalid(
-                "beacon.batch",
-                format!("must be between 1 and {MAX_BEACON_BATCH}"),
-            ));
-        }
-        if self.beacon.processes == 0 {
-            return Err(invalid("beacon.processes", "must be at least 1"));
-        }
-        if s.max_connections == 0 {
-            return Err(invalid("server.max_connections", "must be at least 1"));
-        }
-        let r = &self.redis;
-        let nodes = r.nodes();
-        if nodes.is_empty()
-            || nodes
-                .iter()
-                .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
-        {
-            return Err(invalid(
-                "redis.url",
-                "must start with redis:// or rediss:// (with redis.cluster: a comma-separated list)",
-            ));
-        }
+        self.server.validate()?;
+        self.beacon.validate()?;
+        self.redis.validate()?;
+        self.clickhouse.validate()?;
+        self.worker.validate()?;
+        self.tracking.validate()?;
+        self.validate_admin()?;
+        self.validate_sites()
+    }
 
-        if !(1..=1024).contains(&r.partitions) {
-            return Err(invalid("redis.partitions", "must be between 1 and 1024"));
-        }
-        let c = &self.clickhouse;
-        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-            return Err(invalid(
-                "clickhouse.url",
-                "must start with http:// or https://",
-            ));
-        }
-        if !is_identifier(&c.database) {
-            return Err(invalid(
-                "clickhouse.database",
-                "must be letters, digits and _ (not starting with a digit)",
-            ));
-        }
-        positive("clickhouse.query_timeout", c.query_timeout)?;
-        let w = &self.worker;
-        if w.max_rows == 0 {
-            return Err(invalid("worker.max_rows", "must be at least 1"));
-        }
-        if w.max_bytes < 4096 {
-            return Err(invalid("worker.max_bytes", "must be at least 4096"));
-        }
-        positive("worker.max_age", w.max_age)?;
-        positive("worker.claim_idle", w.claim_idle)?;
-        positive("worker.max_backoff", w.max_backoff)?;
-        let t = &self.tracking;
-        positive("tracking.online_window", t.online_window)?;
-        positive("tracking.heartbeat", t.heartbeat)?;
-        if t.visit_timeout < Duration::from_secs(1) || t.visit_timeout > Duration::from_secs(86_400)
-        {
-            return Err(invalid(
-                "tracking.visit_timeout",
-                "must be between 1s and 24h",
-            ));
-        }
-        if t.repeat_view_window > t.visit_timeout {
-            // The visit's record in Redis holds the last counted view; it is gone once the
-            // visit is over, so a longer window could not be kept.
-            return Err(invalid(
-                "tracking.repeat_view_window",
-                "must be at most tracking.visit_timeout (0 turns it off)",
-            ));
-        }
-        let metrics = &self.server.metrics_listen;
-        if !metrics.is_empty() && metrics.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "server.metrics_listen",
-                "must be empty or an address such as 127.0.0.1:9464",
-            ));
-        }
-        let url = &self.server.public_url;
-        let http = url.starts_with("https://") || url.starts_with("http://");
-        if !url.is_empty() && (!http || url.contains(['?', '#', ' '])) {
-            return Err(invalid(
-                "server.public_url",
-                "must be empty or an http(s) address such as https://stats.example.vn",
-            ));
-        }
-        let b = &self.beacon;
-        if b.batch == 0 {
-            return Err(invalid("beacon.batch", "must be at least 1"));
-        }
-        if b.buffer < b.batch {
-            return Err(invalid("beacon.buffer", "must be at least beacon.batch"));
-        }
-        for (i, token) in self.admin.tokens.iter().enumerate() {
+    /// `[admin]`: its limited tokens name configured sites.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        for (i, token) in a.tokens.iter().enumerate() {
             if token.secret().chars().count() < MIN_TOKEN_CHARS {
                 return Err(invalid(
                     format!("admin.tokens[{i}]"),
@@ -425,14 +333,26 @@ impl Settings {
                 }
             }
         }
-        if self.admin.max_range_days == 0 {
+        if a.max_range_days == 0 {
             return Err(invalid("admin.max_range_days", "must be at least 1"));
         }
-        positive("admin.session_ttl", self.admin.session_ttl)?;
-        if self.admin.session_max_age < self.admin.session_ttl {
+        positive("admin.session_ttl", a.session_ttl)?;
+        if a.session_max_age < a.session_ttl {
             return Err(invalid(
                 "admin.session_max_age",
                 "must be at least admin.session_ttl",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[[sites]]`: at least one, each once, with lower-case host names.
+    fn validate_sites(&self) -> Result<(), ConfigError> {
+        if self.sites.is_empty() {
+            return Err(invalid(
+                "sites",
+                "no site is configured: add a [[sites]] table (id, domains, timezone) to the \
+                 config file; the end of config/tally.toml shows one",
             ));
         }
         let mut seen = HashSet::new();
@@ -458,13 +378,6 @@ impl Settings {
                 }
             }
         }
-        if self.sites.is_empty() {
-            return Err(invalid(
-                "sites",
-                "no site is configured: add a [[sites]] table (id, domains, timezone) to the \
-                 config file; the end of config/tally.toml shows one",
-            ));
-        }
         Ok(())
     }
 
@@ -481,6 +394,136 @@ impl Settings {
     /// The configuration as TOML, for `tally config`: the secrets serialise masked.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string(self).expect("settings serialise to TOML")
+    }
+}
+
+impl ServerSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self
+            .country_header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "server.country_header",
+                "must be a header name (letters, digits, - and _) or empty",
+            ));
+        }
+        positive("server.header_read_timeout", self.header_read_timeout)?;
+        positive("server.idle_timeout", self.idle_timeout)?;
+        if self.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        let metrics = &self.metrics_listen;
+        if !metrics.is_empty() && metrics.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "server.metrics_listen",
+                "must be empty or an address such as 127.0.0.1:9464",
+            ));
+        }
+        let url = &self.public_url;
+        let http = url.starts_with("https://") || url.starts_with("http://");
+        if !url.is_empty() && (!http || url.contains(['?', '#', ' '])) {
+            return Err(invalid(
+                "server.public_url",
+                "must be empty or an http(s) address such as https://stats.example.vn",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl BeaconSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_BEACON_BATCH).contains(&self.batch) {
+            return Err(invalid(
+                "beacon.batch",
+                format!("must be between 1 and {MAX_BEACON_BATCH}"),
+            ));
+        }
+        if self.buffer < self.batch {
+            return Err(invalid("beacon.buffer", "must be at least beacon.batch"));
+        }
+        if self.processes == 0 {
+            return Err(invalid("beacon.processes", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl RedisSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let nodes = self.nodes();
+        if nodes.is_empty()
+            || nodes
+                .iter()
+                .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
+            return Err(invalid(
+                "redis.url",
+                "must start with redis:// or rediss:// (with redis.cluster: a comma-separated list)",
+            ));
+        }
+        if !(1..=1024).contains(&self.partitions) {
+            return Err(invalid("redis.partitions", "must be between 1 and 1024"));
+        }
+        Ok(())
+    }
+}
+
+impl ClickHouseSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(invalid(
+                "clickhouse.url",
+                "must start with http:// or https://",
+            ));
+        }
+        if !is_identifier(&self.database) {
+            return Err(invalid(
+                "clickhouse.database",
+                "must be letters, digits and _ (not starting with a digit)",
+            ));
+        }
+        positive("clickhouse.query_timeout", self.query_timeout)
+    }
+}
+
+impl WorkerSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_rows == 0 {
+            return Err(invalid("worker.max_rows", "must be at least 1"));
+        }
+        if self.max_bytes < 4096 {
+            return Err(invalid("worker.max_bytes", "must be at least 4096"));
+        }
+        positive("worker.max_age", self.max_age)?;
+        positive("worker.claim_idle", self.claim_idle)?;
+        positive("worker.max_backoff", self.max_backoff)
+    }
+}
+
+impl TrackingSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        positive("tracking.online_window", self.online_window)?;
+        positive("tracking.heartbeat", self.heartbeat)?;
+        if self.visit_timeout < Duration::from_secs(1)
+            || self.visit_timeout > Duration::from_secs(86_400)
+        {
+            return Err(invalid(
+                "tracking.visit_timeout",
+                "must be between 1s and 24h",
+            ));
+        }
+        if self.repeat_view_window > self.visit_timeout {
+            // The visit's record in Redis holds the last counted view; it is gone once the
+            // visit is over, so a longer window could not be kept.
+            return Err(invalid(
+                "tracking.repeat_view_window",
+                "must be at most tracking.visit_timeout (0 turns it off)",
+            ));
+        }
+        Ok(())
     }
 }
 
