@@ -758,21 +758,14 @@ async fn a_batch_is_kept_while_redis_refuses_tally() {
         .query_async(&mut operator)
         .await
         .unwrap();
-    let metric = |name: &'static str| {
-        let http = http.clone();
-        let url = app.metrics_url();
-        async move {
-            let text = common::get_text(&http, &url).await;
-            common::metric(&text, name).unwrap_or(0.0)
-        }
-    };
     // Answered when the write times out; the event waits in the buffer.
     assert_eq!(
         send(&http, &app, &Hit::view("/a").ip("203.0.113.72")).await,
         204
     );
+    // (The metrics are shared by the tests of this binary, so the batch's fate is read from
+    // the counters: a batch given up would never show.)
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(metric("tally_beacon_events_given_up_total").await, 0.0);
     assert_eq!(counters(&http, &app, None).await["total_views"], 0);
     // The rights are back: the kept batch is written, once.
     let _: () = redis::cmd("ACL")
@@ -789,7 +782,6 @@ async fn a_batch_is_kept_while_redis_refuses_tally() {
         (c["page_views"].as_u64(), c["total_views"].as_u64()),
         (Some(1), Some(1))
     );
-    assert_eq!(metric("tally_beacon_events_given_up_total").await, 0.0);
     app.stop().await;
 }
 
