@@ -133,7 +133,12 @@ pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport>
     }
     let prefill = started.elapsed();
 
-    let worker = tally_worker::Worker::build(settings, db.clone()).await?;
+    let worker = tally_worker::Worker::build(
+        settings,
+        tally_core::directory::Directory::new(&settings.sites),
+        db.clone(),
+    )
+    .await?;
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let started = Instant::now();

@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod cli;
 pub mod dead_letters;
+pub mod directory;
 mod health;
 pub mod import;
 pub mod loadgen;
@@ -99,6 +100,7 @@ pub struct App {
     metrics: Option<TcpListener>,
     limits: server::Limits,
     readiness: std::sync::Arc<health::Readiness>,
+    refresher: directory::Refresher,
 }
 
 impl App {
@@ -123,22 +125,40 @@ impl App {
                 format!("cannot migrate ClickHouse at {}", settings.clickhouse.url)
             })?;
         }
+        // The sites: the configuration's, and those managed live as ClickHouse and Redis
+        // know them now (a process that cannot read them yet starts with the configuration's
+        // and keeps trying).
+        let sites = tally_core::directory::Directory::new(&settings.sites);
+        let mut refresher = directory::Refresher::new(sites.clone(), store.clone(), db.clone());
+        if let Err(error) = refresher.refresh().await {
+            tracing::warn!(message = "cannot read the managed sites yet; serving the configuration's", %error);
+        }
+        if sites.sites().is_empty() {
+            tracing::warn!("no site yet: create one at /admin or with POST /api/v1/sites");
+        }
         let readiness = health::Readiness::new(store.clone(), db.clone());
         let mut router = health::router(readiness.clone());
         let beacon = if roles.has(Role::Beacon) {
             let beacon =
-                tally_beacon::Beacon::build(&settings, store.clone(), clock.clone()).await?;
+                tally_beacon::Beacon::build(&settings, sites.clone(), store.clone(), clock.clone())
+                    .await?;
             router = router.merge(beacon.router());
             Some(beacon)
         } else {
             None
         };
         if roles.has(Role::Api) {
-            let api = tally_api::Api::build(&settings, store.clone(), db.clone(), clock.clone());
+            let api = tally_api::Api::build(
+                &settings,
+                sites.clone(),
+                store.clone(),
+                db.clone(),
+                clock.clone(),
+            );
             router = router.merge(api.router());
         }
         let worker = if roles.has(Role::Worker) {
-            Some(tally_worker::Worker::build(&settings, db.clone()).await?)
+            Some(tally_worker::Worker::build(&settings, sites.clone(), db.clone()).await?)
         } else {
             None
         };
@@ -177,6 +197,7 @@ impl App {
             metrics,
             readiness,
             limits: server::Limits::of(&settings.server),
+            refresher,
         })
     }
 
@@ -206,6 +227,7 @@ impl App {
             worker.spawn(&tracker, background.clone());
         }
         tracker.spawn(self.readiness.clone().watch(background.clone()));
+        tracker.spawn(self.refresher.run(background.clone()));
         if let Some(listener) = self.metrics {
             let stop = background.clone();
             tracker.spawn(async move {

@@ -22,6 +22,7 @@ fn settings() -> tally_core::Settings {
     let mut s = tally_testkit::settings();
     s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     let site = |id: &str, tz: Tz, public| SiteSettings {
+        name: String::new(),
         id: SiteId::parse(id).unwrap(),
         domains: vec!["localhost".into()],
         timezone: tz,
@@ -761,6 +762,7 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
         documented,
         [
             "/api/v1/sites",
+            "/api/v1/sites/{site}",
             "/api/v1/sites/{site}/counters",
             "/api/v1/sites/{site}/stats/browsers",
             "/api/v1/sites/{site}/stats/countries",
@@ -774,7 +776,8 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
             "/api/v1/sites/{site}/views",
         ]
     );
-    for (path, item) in paths {
+    // The reads (the writes are tests/sites.rs').
+    for (path, item) in paths.iter().filter(|(_, item)| item.get("get").is_some()) {
         let op = &item["get"];
         let mut url = path.replace("{site}", "demo");
         let mut query = vec![];
@@ -844,6 +847,9 @@ values = ["demo", "utc"]
 
 [parameters]
 "path.site" = { dictionary = "sites", probability = 0.9 }
+# Dropping a site's history starts thirteen ClickHouse mutations; the fuzzer keeps it (the
+# drop is tests/sites.rs').
+"query.history" = "keep"
 "#,
     )
     .unwrap();
@@ -854,13 +860,16 @@ values = ["demo", "utc"]
         .args(["--checks", "all", "--exclude-checks"])
         .arg("positive_data_acceptance,ignored_auth")
         .args(["--max-examples", "30", "--max-time", "120"])
-        .args(["--workers", "2", "--seed", "20261201", "--no-color"])
+        // One worker: two threads sometimes trip CPython 3.11's "AST constructor recursion
+        // depth mismatch" inside schemathesis, an error of the tool, not of the API.
+        .args(["--workers", "1", "--seed", "20261201", "--no-color"])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--report", "junit", "--report-dir"])
         .arg(dir.join("report"))
         .current_dir(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        // Into files: a pipe nobody reads while it runs would stop it once full.
+        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
         .spawn()
         .expect("run schemathesis");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(200);
@@ -868,22 +877,22 @@ values = ["demo", "utc"]
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "schemathesis ran past its time budget"
-        );
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let said = std::fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+            panic!("schemathesis ran past its time budget:\n{said}");
+        }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = std::fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
     eprintln!("{stdout}");
     assert!(
         status.success(),
-        "schemathesis found failures:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "schemathesis found failures:\n{stdout}\n{stderr}"
     );
     // It did test every operation.
-    assert!(stdout.contains("12 selected"), "{stdout}");
+    assert!(stdout.contains("15 selected"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }

@@ -39,6 +39,7 @@ async fn the_pipeline_runs_on_a_redis_cluster_through_worker_kills() {
         .iter()
         .map(|id| SiteSettings {
             id: SiteId::parse(id).unwrap(),
+            name: String::new(),
             domains: vec!["localhost".into()],
             timezone: chrono_tz::Tz::UTC,
             public_counters: true,

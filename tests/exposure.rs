@@ -530,19 +530,22 @@ async fn preflighted_posts_and_request_ids() {
     assert!(logged.contains("from-the-proxy-42"), "{logged}");
 }
 
-/// Without a site Tally does not start (it used to track the reference's `demo` site on
-/// localhost); the message says what to add.
+/// A configuration without sites has none (Tally used to track the reference's `demo` site
+/// on localhost); sites are then created live, in the admin pages or the API.
 #[test]
-fn no_site_no_start() {
+fn no_site_in_the_configuration_means_no_site() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["--config", "/dev/null", "config"])
         .env("TALLY__ADMIN__TOKENS", "admin-token-secret-0123456789")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("sites") && said.contains("[[sites]]"),
-        "{said}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let config = String::from_utf8_lossy(&out.stdout);
+    // No demo site on localhost from the defaults: sites are created live.
+    assert!(config.contains("sites = []"), "{config}");
+    assert!(!config.contains("demo"), "{config}");
 }

@@ -102,6 +102,7 @@ async fn rescuer(store: &Store, db: &Db, settings: &Settings, partition: u16) ->
         store.clone(),
         db.clone(),
         settings,
+        tally_core::directory::Directory::new(&settings.sites),
         "rescuer".into(),
     )
 }
@@ -304,9 +305,13 @@ async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed(
         .query_async(&mut conn)
         .await
         .unwrap();
-    let worker = tally_worker::Worker::build(&settings, db.clone())
-        .await
-        .unwrap();
+    let worker = tally_worker::Worker::build(
+        &settings,
+        tally_core::directory::Directory::new(&settings.sites),
+        db.clone(),
+    )
+    .await
+    .unwrap();
     let tracker = tokio_util::task::TaskTracker::new();
     let stop = CancellationToken::new();
     worker.spawn(&tracker, stop.clone());

@@ -88,7 +88,7 @@ impl Admin {
     /// 404 for unknown sites, 403 for sites this token may not see.
     pub(crate) fn site(&self, state: &State, site: &str) -> Result<SiteId, ApiError> {
         let id = SiteId::parse(site).map_err(|_| ApiError::UnknownSite)?;
-        if !state.sites.contains_key(&id) {
+        if state.directory.get(&id).is_none() {
             return Err(ApiError::UnknownSite);
         }
         if !self.0.allows(&id) {

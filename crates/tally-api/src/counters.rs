@@ -13,7 +13,6 @@ use serde::Serialize;
 use tally_core::{
     SiteId,
     page::{normalize_page_id, normalize_path, split_url},
-    settings::SiteSettings,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -28,13 +27,12 @@ pub(crate) const MAX_PAGES: usize = 100;
 
 /// The public site, or 404 for unknown sites and sites without public counters (the same
 /// answer, so the endpoint does not reveal which private sites exist).
-fn public_site<'a>(state: &'a State, site: &str) -> Result<(SiteId, &'a SiteSettings), ApiError> {
-    let id = SiteId::parse(site).map_err(|_| ApiError::UnknownSite)?;
-    let settings = state.sites.get(&id).ok_or(ApiError::UnknownSite)?;
-    if !settings.public_counters {
+fn public_site(state: &State, site: &str) -> Result<SiteId, ApiError> {
+    let site = state.directory.find(site).ok_or(ApiError::UnknownSite)?;
+    if !site.settings.public_counters {
         return Err(ApiError::UnknownSite);
     }
-    Ok((id, settings))
+    Ok(site.id().clone())
 }
 
 /// `name=` values of a raw query string, percent-decoded (`+` as a space).
@@ -133,7 +131,7 @@ pub(crate) async fn counters(
     Path(site): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (id, _) = public_site(&state, &site)?;
+    let id = public_site(&state, &site)?;
     let mut pages = pages(query.as_deref())?;
     let urls = query_values(query.as_deref(), "url")?;
     let page = match (pages.len(), urls.as_slice()) {
@@ -193,7 +191,7 @@ pub(crate) async fn views(
     Path(site): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (id, _) = public_site(&state, &site)?;
+    let id = public_site(&state, &site)?;
     let pages = pages(query.as_deref())?;
     if pages.is_empty() || pages.len() > MAX_PAGES {
         return Err(ApiError::BadRequest(format!(

@@ -2,12 +2,12 @@
 //! answer generically. [`PublicErrors`] and [`AdminErrors`] are the error responses the
 //! OpenAPI document lists for the public and the admin endpoints.
 
+use axum::{extract::FromRequestParts, http::request::Parts};
 use axum::{
-    Json,
+    extract::{FromRequest, Request},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::error;
 use utoipa::{IntoResponses, ToSchema};
@@ -72,6 +72,11 @@ pub enum ApiError {
     Unauthorized,
     #[error("this token may not read this site")]
     Forbidden,
+    /// The token may not do this; the message says why.
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many wrong admin tokens from this address; try again in a minute")]
     TooManyAttempts,
     #[error("sign-in and sign-out are accepted from Tally's own pages only")]
@@ -95,6 +100,8 @@ impl IntoResponse for ApiError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", self.to_string()),
+            Self::NotAllowed(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             Self::CrossSite => (StatusCode::FORBIDDEN, "cross_site", self.to_string()),
             Self::TooManyAttempts => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -118,7 +125,7 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut response = (status, Json(ErrorBody { code, message })).into_response();
+        let mut response = (status, axum::Json(ErrorBody { code, message })).into_response();
         if matches!(self, Self::TooManyAttempts) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
@@ -156,5 +163,27 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             .await
             .map(|axum::extract::Path(p)| Self(p))
             .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// axum's `Json`: as a body it answers a body it cannot read (not JSON, a missing or unknown
+/// field, a wrong type) with the API's JSON error, naming the field; as an answer it is
+/// axum's.
+pub(crate) struct Json<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|axum::Json(body)| Self(body))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
     }
 }

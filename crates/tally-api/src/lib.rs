@@ -5,7 +5,9 @@
 //!
 //! - `counters`: `GET /api/v1/sites/{site}/counters` and `/views`, live from Redis;
 //!   `live` batches the counters reads of concurrent requests.
-//! - `stats`: `GET /api/v1/sites` and `/api/v1/sites/{site}/stats/*` (admin token).
+//! - `sites`: `/api/v1/sites` and `/api/v1/sites/{site}`: sites listed, created, edited
+//!   and deleted live (admin token).
+//! - `stats`: `/api/v1/sites/{site}/stats/*` (admin token).
 //! - `auth`, `session`: bearer tokens and admin page sessions.
 //! - `openapi`: the OpenAPI document at `/api/openapi.json`.
 
@@ -16,23 +18,25 @@ mod error;
 mod live;
 mod openapi;
 mod session;
+mod sites;
 mod stats;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
     routing::{get, post},
 };
 use tally_clickhouse::Db;
-use tally_core::{Clock, Settings, SiteId, settings::SiteSettings};
+use tally_core::{Clock, Settings, directory::Directory};
 use tally_redis::Store;
 
 pub use error::ApiError;
 
 pub(crate) struct State {
     pub(crate) settings: Settings,
-    pub(crate) sites: HashMap<SiteId, SiteSettings>,
+    /// The sites served now (the configuration's and those managed live).
+    pub(crate) directory: Directory,
     pub(crate) store: Store,
     /// Batched reads of the public counters.
     pub(crate) live: live::LiveReader,
@@ -53,13 +57,15 @@ pub struct Api {
 
 impl Api {
     /// Builds the role; starts the counters reader task (call within a Tokio runtime).
-    pub fn build(settings: &Settings, store: Store, db: Db, clock: Clock) -> Self {
+    pub fn build(
+        settings: &Settings,
+        directory: Directory,
+        store: Store,
+        db: Db,
+        clock: Clock,
+    ) -> Self {
         let state = State {
-            sites: settings
-                .sites
-                .iter()
-                .map(|s| (s.id.clone(), s.clone()))
-                .collect(),
+            directory,
             settings: settings.clone(),
             live: live::LiveReader::spawn(
                 store.clone(),
@@ -104,7 +110,11 @@ impl Api {
             .with_state(self.state.clone())
             .layer(cors);
         Router::new()
-            .route("/api/v1/sites", get(stats::sites))
+            .route("/api/v1/sites", get(sites::list).post(sites::create))
+            .route(
+                "/api/v1/sites/{site}",
+                axum::routing::patch(sites::edit).delete(sites::delete),
+            )
             .route("/api/v1/sites/{site}/stats/summary", get(stats::summary))
             .route(
                 "/api/v1/sites/{site}/stats/timeseries",

@@ -9,7 +9,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{counters, stats};
+use crate::{counters, sites, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +20,10 @@ use crate::{counters, stats};
     paths(
         counters::counters,
         counters::views,
-        stats::sites,
+        sites::list,
+        sites::create,
+        sites::edit,
+        sites::delete,
         stats::summary,
         stats::timeseries,
         stats::pages,

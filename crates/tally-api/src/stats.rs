@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     ApiError, State,
     auth::Admin,
-    error::{AdminErrors, ErrorBody, Path, Query},
+    error::{AdminErrors, Path, Query},
 };
 
 /// Most rows one list request may ask for.
@@ -139,7 +139,7 @@ fn range(
     q: &impl Days,
 ) -> Result<(SiteId, DayRange, Range), ApiError> {
     let id = admin.site(state, site)?;
-    let tz = state.sites[&id].timezone;
+    let tz = state.directory.timezone_of(id.as_str());
     let (from, to) = q.days();
     // The admin pages' forms send empty fields for "today"; the API takes a date or nothing.
     for (name, value) in [("from", from), ("to", to)] {
@@ -159,62 +159,6 @@ fn range(
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let r = Range::new(id.as_str(), &days);
     Ok((id, days, r))
-}
-
-/// A site this token may read.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct SiteBody {
-    id: String,
-    domains: Vec<String>,
-    /// IANA time zone of the site's days.
-    timezone: String,
-    public_counters: bool,
-    /// All-time views, live, imported baselines included.
-    total_views: u64,
-    /// All-time visits, live, imported baselines included.
-    total_visits: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct SitesBody {
-    sites: Vec<SiteBody>,
-}
-
-/// The sites this token may read, with their all-time totals.
-#[utoipa::path(
-    get,
-    path = "/api/v1/sites",
-    tag = "admin",
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "OK", body = SitesBody),
-        (status = 401, description = "No token, or a wrong one", body = ErrorBody),
-        (status = 429, description = "Too many wrong tokens from this address in a minute (`Retry-After: 60`)", body = ErrorBody),
-        (status = 503, description = "Redis is unavailable", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn sites(
-    AxumState(state): AxumState<Arc<State>>,
-    admin: Admin,
-) -> Result<Json<SitesBody>, ApiError> {
-    let mut sites = Vec::new();
-    for s in state
-        .settings
-        .sites
-        .iter()
-        .filter(|s| admin.0.allows(&s.id))
-    {
-        let c = state.store.counters(&s.id, None, i64::MAX).await?;
-        sites.push(SiteBody {
-            id: s.id.to_string(),
-            domains: s.domains.clone(),
-            timezone: s.timezone.name().to_owned(),
-            public_counters: s.public_counters,
-            total_views: c.views,
-            total_visits: c.visits,
-        });
-    }
-    Ok(Json(SitesBody { sites }))
 }
 
 /// The headline figures of a range.
@@ -533,7 +477,7 @@ pub(crate) async fn realtime(
     Path(site): Path<String>,
 ) -> Result<Json<RealtimeBody>, ApiError> {
     let id = admin.site(&state, &site)?;
-    let tz = state.sites[&id].timezone;
+    let tz = state.directory.timezone_of(id.as_str());
     let now = state.clock.now_ms();
     let window = state.settings.tracking.online_window.as_millis() as i64;
     let rt = state.store.realtime(&id, now, window, 30, 50).await?;

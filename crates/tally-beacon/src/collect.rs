@@ -118,7 +118,11 @@ async fn accept(
     headers: &HeaderMap,
     endpoint: Endpoint,
 ) -> Result<NoContent, ApiError> {
-    let site = state.sites.get(&hit.site).ok_or(ApiError::UnknownSite)?;
+    let site = state
+        .directory
+        .get(&hit.site)
+        .ok_or(ApiError::UnknownSite)?;
+    let site = &site.settings;
     if !origin_allowed(headers, &hit.host, &site.domains) {
         return Err(ApiError::OriginNotAllowed);
     }

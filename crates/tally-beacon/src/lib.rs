@@ -16,13 +16,13 @@ mod collect;
 mod error;
 pub mod salt;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
     routing::{get, post},
 };
-use tally_core::{Clock, Settings, SiteId, settings::SiteSettings};
+use tally_core::{Clock, Settings, directory::Directory};
 use tally_redis::Store;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -38,7 +38,8 @@ pub enum Error {
 /// Shared state of the handlers.
 pub(crate) struct State {
     pub(crate) settings: Settings,
-    pub(crate) sites: HashMap<SiteId, SiteSettings>,
+    /// The sites served now (the configuration's and those managed live).
+    pub(crate) directory: Directory,
     pub(crate) batcher: batcher::Handle,
     pub(crate) salt: salt::SaltCache,
     pub(crate) client: tally_core::client::ClientAddr,
@@ -60,15 +61,16 @@ pub struct Beacon {
 impl Beacon {
     /// Builds the role: loads the salts of the dates in use (Redis must be reachable at
     /// start). `clock` is the time events are recorded at.
-    pub async fn build(settings: &Settings, store: Store, clock: Clock) -> Result<Self, Error> {
+    pub async fn build(
+        settings: &Settings,
+        directory: Directory,
+        store: Store,
+        clock: Clock,
+    ) -> Result<Self, Error> {
         let (handle, batcher) = batcher::Batcher::new(store.clone(), settings, clock.clone());
         let salt = salt::SaltCache::load(store, clock.clone()).await?;
         let state = State {
-            sites: settings
-                .sites
-                .iter()
-                .map(|s| (s.id.clone(), s.clone()))
-                .collect(),
+            directory,
             client: tally_core::client::ClientAddr::new(settings.server.trusted_proxies.clone()),
             settings: settings.clone(),
             batcher: handle,

@@ -17,6 +17,8 @@
 //! | `unverified_hourly` | AggregatingMergeTree ← `unverified_hourly_mv` | pixel hits with neither Referer nor Origin (not counted) per local hour |
 //! | `page_hourly`, `dimension_hourly` | AggregatingMergeTree | superseded by the daily tables in migration 5 (history copied, no longer fed) |
 //! | `page_daily` | AggregatingMergeTree | superseded by `page_days` in migration 6 (history copied, no longer fed) |
+//! | `managed_sites` | ReplacingMergeTree(version) | sites created in the admin pages or API: one row per change, the newest version counts, `deleted` = 1 a deletion |
+//! | `audit_log` | MergeTree, monthly partitions | who changed what and when (sites created, edited, deleted…) |
 //!
 //! The comments of applied migrations are not edited (an applied migration never is), so one
 //! is corrected here: migration 5's header says migration 6 drops `page_hourly` and
@@ -34,6 +36,7 @@
 //! appended to a file there, so `scripts/chdb-replay` can replay it on current ClickHouse.
 
 mod baselines;
+mod directory;
 mod insert;
 pub mod migrate;
 pub mod retention;
@@ -47,6 +50,7 @@ use sqllog::Query;
 use tally_core::settings::ClickHouseSettings;
 
 pub use baselines::{Baseline, BaselineRow};
+pub use directory::AuditEntry;
 pub use insert::StoredEvent;
 pub use row::{EventRow, event_id};
 

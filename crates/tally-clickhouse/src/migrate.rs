@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "unverified",
         include_str!("../migrations/0008_unverified.sql"),
     ),
+    (
+        9,
+        "directory",
+        include_str!("../migrations/0009_directory.sql"),
+    ),
 ];
 
 /// How long a process waits for a migration's history copy that another process is making

@@ -11,11 +11,13 @@
 //! - [`client`]: the client address behind trusted proxies.
 //! - [`clock`]: the time the roles go by (the system clock, or one a test sets).
 //! - [`dates`]: day ranges and local hours in a site's time zone.
+//! - [`directory`]: the sites served now, from the configuration and managed live.
 //! - [`retry`]: the one retry policy of the store writes (verdicts and backoff).
 
 pub mod client;
 pub mod clock;
 pub mod dates;
+pub mod directory;
 pub mod event;
 pub mod page;
 pub mod retry;

@@ -226,6 +226,9 @@ impl AdminToken {
 #[serde(deny_unknown_fields)]
 pub struct SiteSettings {
     pub id: SiteId,
+    /// Shown in the admin pages instead of the id (empty: the id).
+    #[serde(default)]
+    pub name: String,
     pub domains: Vec<String>,
     #[serde(default = "utc")]
     pub timezone: Tz,
@@ -346,15 +349,9 @@ impl Settings {
         Ok(())
     }
 
-    /// `[[sites]]`: at least one, each once, with lower-case host names.
+    /// `[[sites]]`: each once, with lower-case host names. There may be none: sites can be
+    /// created live (the admin pages, `POST /api/v1/sites`).
     fn validate_sites(&self) -> Result<(), ConfigError> {
-        if self.sites.is_empty() {
-            return Err(invalid(
-                "sites",
-                "no site is configured: add a [[sites]] table (id, domains, timezone) to the \
-                 config file; the end of config/tally.toml shows one",
-            ));
-        }
         let mut seen = HashSet::new();
         for (i, site) in self.sites.iter().enumerate() {
             if !seen.insert(&site.id) {
@@ -370,7 +367,7 @@ impl Settings {
                 ));
             }
             for d in &site.domains {
-                if d.is_empty() || d.contains(['/', ':', ' ']) || d != &d.to_ascii_lowercase() {
+                if !crate::site::valid_domain(d) {
                     return Err(invalid(
                         format!("sites[{i}].domains"),
                         format!("`{d}` is not a lower-case host name (no scheme, port or path)"),

@@ -100,3 +100,9 @@ mod tests {
         assert_eq!(spread.len(), 4, "100 sites should use all 4 partitions");
     }
 }
+
+/// Whether `domain` can be a site's domain: a lower-case host name, without scheme, port or
+/// path.
+pub fn valid_domain(domain: &str) -> bool {
+    !domain.is_empty() && !domain.contains(['/', ':', ' ']) && domain == domain.to_ascii_lowercase()
+}

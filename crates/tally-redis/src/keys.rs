@@ -2,8 +2,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tally:{pN}:events` | stream | accepted events, one entry per beacon batch and partition: field `b` = the events' JSON, one line each, and `m` = one "session new ordinal gap" per event, joined by `,` (the session id, 1 if the event started a visit, the page view's ordinal in the visit, ms since the visit's previous event), followed by ` r` for a page view that repeats the visitor's last (a reload within `tracking.repeat_view_window`). Entries of one event from earlier versions (`e` and `m`, or `e`, `se`, `n`, `q`, `g`) are still read. Consumer group `tally` |
-//! | `tally:{pN}:dead` | stream, at most `worker.dead_letter_max` entries | events ClickHouse refused or that could not be decoded: `id` (the event's key, `ms-seq-i`), `e` (the event's JSON with its visit figures, or what could not be read), `reason`; `tally dead-letters list|replay` |
+//! | `tally:{pN}:events` | stream | accepted events, one entry per beacon batch and partition, in the layout of [`wire`](crate::wire): `v` (the wire version), `b` (the events' JSON, one line each) and `m` (their visit figures, joined by `,`). Consumer group `tally` |
+//! | `tally:{pN}:dead` | stream, at most `worker.dead_letter_max` entries | events ClickHouse refused or that could not be decoded ([`wire::DeadLetter`](crate::wire::DeadLetter)): `v`, `key` (the event's key, `ms-seq-i`), `reason`, and `b` + `m` (the event and its figures, as in a stream entry) or `raw`; `tally dead-letters list|replay` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S: at most `tracking.max_pages` pages, then the field `""` ("other pages") counts the views of every later page |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots`, `unverified` (pixel hits naming no page, not counted) of site S |
 //! | `tally:{pN}:online:S` | sorted set, TTL = online window (renewed by every write) | visitor → last seen (ms), members older than the online window trimmed |
@@ -18,6 +18,8 @@
 //! | `tally:{pN}:batch:ID` | string, 1-hour TTL | marks a beacon batch as applied, so a retried batch is not counted twice |
 //! | `tally:salt:YYYYMMDD` | string, expires when the day has ended in every time zone (13:00 UTC the next day) | the visitor-id salt of local day YYYYMMDD: a site's visitors are hashed with the salt of the site's own date |
 //! | `tally:aof_rewrite:YYYYMMDD` | string, 3-day TTL | the append-only file was rewritten that UTC day to drop expired salts (one beacon does it) |
+//! | `tally:{directory}:sites` | string | the announced managed sites (JSON list of sites), written after each change to their durable copy in ClickHouse; rewritten from ClickHouse when missing |
+//! | `tally:{directory}:version` | integer | grows with each announcement: every process polls it and reloads the sites when it changes |
 //! | `tally:session:HASH` | string, TTL = `admin.session_ttl` (sliding) | an admin page session, under the SHA-256 of its id (the cookie's value is never stored) → "fingerprint of its token, sign-in time (Unix s)" |
 //!
 //! `pN` is the site's partition (`SiteId::partition`); the `{…}` hash tag keeps all keys of
@@ -94,6 +96,11 @@ impl Keys {
 }
 
 /// The visitor-id salt of a local day (`YYYYMMDD`).
+/// The announced managed sites (JSON) and its version: one slot (`{directory}`), so both
+/// change in one transaction on a cluster too.
+pub const DIRECTORY_SITES: &str = "tally:{directory}:sites";
+pub const DIRECTORY_VERSION: &str = "tally:{directory}:version";
+
 pub fn salt(day: &str) -> String {
     format!("tally:salt:{day}")
 }

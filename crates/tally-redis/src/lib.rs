@@ -9,6 +9,7 @@
 //! - [`Store::salt`]: the visitor-id salt of a local day; [`Store::rewrite_aof_once`]
 //!   clears expired salts from the append-only file.
 
+mod directory;
 pub mod keys;
 mod read;
 pub mod stream;

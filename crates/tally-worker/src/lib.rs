@@ -22,7 +22,7 @@
 mod partition;
 
 use tally_clickhouse::Db;
-use tally_core::{Settings, settings::RetentionSettings};
+use tally_core::{Settings, directory::Directory, settings::RetentionSettings};
 use tally_redis::Store;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::info;
@@ -57,7 +57,7 @@ pub fn retention_cutoff(retention: &RetentionSettings) -> Option<chrono::NaiveDa
 
 impl Worker {
     /// Connects one Redis handle per partition and makes sure the consumer groups exist.
-    pub async fn build(settings: &Settings, db: Db) -> Result<Self, Error> {
+    pub async fn build(settings: &Settings, directory: Directory, db: Db) -> Result<Self, Error> {
         let consumer = consumer_name();
         let mut partitions = Vec::new();
         for p in 0..settings.redis.partitions {
@@ -68,6 +68,7 @@ impl Worker {
                 store,
                 db.clone(),
                 settings,
+                directory.clone(),
                 consumer.clone(),
             ));
         }

@@ -1,16 +1,12 @@
 //! The read → insert → ack loop of one partition.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use chrono_tz::Tz;
 use metrics::{counter, histogram};
 use tally_clickhouse::{Db, EventRow};
 use tally_core::{
     Settings,
+    directory::Directory,
     retry::{Backoff, Classify, Verdict},
     settings::WorkerSettings,
 };
@@ -44,9 +40,9 @@ pub struct PartitionWorker {
     store: Store,
     db: Db,
     settings: WorkerSettings,
-    /// Each site's time zone, for the local day of its rows (a site no longer configured
-    /// is counted in UTC).
-    zones: Arc<HashMap<String, Tz>>,
+    /// The sites, for each one's time zone: the local day and hour of its rows (a site no
+    /// longer served is counted in UTC).
+    directory: Directory,
     consumer: String,
     last_claim: Option<Instant>,
     /// The most events one stream entry held in the last read (a beacon batch is one entry,
@@ -62,19 +58,15 @@ impl PartitionWorker {
         store: Store,
         db: Db,
         settings: &Settings,
+        directory: Directory,
         consumer: String,
     ) -> Self {
-        let zones = settings
-            .sites
-            .iter()
-            .map(|s| (s.id.to_string(), s.timezone))
-            .collect();
         Self {
             partition,
             store,
             db,
             settings: settings.worker.clone(),
-            zones: Arc::new(zones),
+            directory,
             consumer,
             last_claim: None,
             per_entry: settings.beacon.batch.max(1),
@@ -281,7 +273,7 @@ impl PartitionWorker {
             }
             match event {
                 Ok(event) => {
-                    let tz = self.zones.get(&event.site).copied().unwrap_or(Tz::UTC);
+                    let tz = self.directory.timezone_of(&event.site);
                     rows.push(EventRow::new(self.partition, &key.to_string(), event, tz));
                 }
                 Err(u) => dead.push(DeadLetter {

@@ -191,7 +191,12 @@ pub(crate) async fn index(
     };
     let now = state.clock.now();
     let mut sites = Vec::new();
-    for site in state.settings.sites.iter().filter(|s| token.allows(&s.id)) {
+    let directory = state.directory.sites();
+    for site in directory
+        .iter()
+        .map(|s| &s.settings)
+        .filter(|s| token.allows(&s.id))
+    {
         let today = DayRange::parse(None, None, site.timezone, now, 1)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let range = Range::new(site.id.as_str(), &today);
@@ -540,7 +545,8 @@ pub(crate) async fn site(
         return Ok(Redirect::to("/admin").into_response());
     };
     let id = SiteId::parse(&site).map_err(|_| ApiError::UnknownSite)?;
-    let settings = state.sites.get(&id).ok_or(ApiError::UnknownSite)?;
+    let site = state.directory.get(&id).ok_or(ApiError::UnknownSite)?;
+    let settings = &site.settings;
     if !token.allows(&id) {
         return Err(ApiError::Forbidden);
     }
