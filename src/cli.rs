@@ -91,6 +91,31 @@ pub enum Command {
     /// Events the worker could not store (ClickHouse refused them, or they could not be read).
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// People who sign in to the admin pages.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a person: prints a one-time link to set their password (valid 7 days), or, with
+    /// --password-stdin, takes the password from the first line of standard input.
+    Add {
+        /// Login name: a-z, 0-9, `.`, `_` and `-`.
+        name: String,
+        /// An owner: every site, and people (the first person must be one).
+        #[arg(long, conflicts_with = "role")]
+        owner: bool,
+        /// admin (edits its sites) or viewer (reads them).
+        #[arg(long)]
+        role: Option<String>,
+        /// A site of an admin or viewer (repeatable).
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// Read the password from standard input instead of printing a link.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,6 +243,7 @@ impl Cli {
             Command::Retention => retention(&settings).await,
             Command::DeadLetters(command) => dead_letters(&settings, command).await,
             Command::RebuildCounters { site } => rebuild_counters(&settings, site).await,
+            Command::User(command) => user(&settings, command).await,
         }
     }
 }
@@ -334,6 +360,51 @@ async fn retention(settings: &Settings) -> anyhow::Result<()> {
     let db = tally_clickhouse::Db::new(&settings.clickhouse);
     let dropped = db.drop_raw_before(cutoff).await?;
     println!("dropped raw partitions {dropped:?} (rows before {cutoff}); rollups kept");
+    Ok(())
+}
+
+async fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    let UserCommand::Add {
+        name,
+        owner,
+        role,
+        sites,
+        password_stdin,
+    } = command;
+    let role = if owner {
+        "owner".to_owned()
+    } else {
+        role.ok_or_else(|| anyhow::anyhow!("give --owner or --role admin|viewer"))?
+    };
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        Some(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        None
+    };
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    db.migrate(&settings.sites)
+        .await
+        .context("cannot migrate ClickHouse")?;
+    let secret = tally_api::add_person(&db, &name, &role, sites, password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match secret {
+        Some(secret) => {
+            let base = match settings.server.public_url.trim_end_matches('/') {
+                "" => format!("http://{}", settings.server.listen),
+                url => url.to_owned(),
+            };
+            println!("{base}/admin/invite/{secret}");
+            eprintln!(
+                "{name} ({role}) added: open the link above (once, within 7 days) to set a password"
+            );
+        }
+        None => eprintln!("{name} ({role}) added; they can sign in"),
+    }
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use axum::{
 };
 use tally_core::{SiteId, settings::AdminToken};
 
-use crate::{ApiError, State};
+use crate::{ApiError, State, principal::Principal};
 
 /// Wrong bearer tokens one client network may send in a minute.
 pub(crate) const MAX_FAILED_TOKENS: u32 = 10;
@@ -59,8 +59,8 @@ impl FailedTokens {
     }
 }
 
-/// The admin token a request is authorised by.
-pub(crate) struct Admin(pub(crate) AdminToken);
+/// Who an admin request is authorised as: a bearer token, or a signed-in session.
+pub(crate) struct Admin(pub(crate) Principal);
 
 /// Compares without an early exit on the first differing byte, so response times do not
 /// reveal how much of a guessed token was right.
@@ -116,7 +116,7 @@ impl FromRequestParts<std::sync::Arc<State>> for Admin {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .and_then(|secret| find_token(&state.settings.admin.tokens, secret.trim()));
             return match found {
-                Some(token) => Ok(Admin(token.clone())),
+                Some(token) => Ok(Admin(Principal::Token(token.clone()))),
                 None => {
                     if let Some(network) = network {
                         state.failed_tokens.failed(network);
@@ -125,8 +125,8 @@ impl FromRequestParts<std::sync::Arc<State>> for Admin {
                 }
             };
         }
-        if let Some(token) = crate::session::from_cookie(state, &parts.headers).await? {
-            return Ok(Admin(token));
+        if let Some(principal) = crate::session::from_cookie(state, &parts.headers).await? {
+            return Ok(Admin(principal));
         }
         Err(ApiError::Unauthorized)
     }

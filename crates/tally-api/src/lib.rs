@@ -17,7 +17,10 @@ mod counters;
 mod error;
 mod live;
 mod openapi;
+mod people;
+mod principal;
 mod session;
+mod shares;
 mod sites;
 mod stats;
 
@@ -32,6 +35,7 @@ use tally_core::{Clock, Settings, directory::Directory};
 use tally_redis::Store;
 
 pub use error::ApiError;
+pub use people::add_person;
 
 pub(crate) struct State {
     pub(crate) settings: Settings,
@@ -114,6 +118,27 @@ impl Api {
             .route(
                 "/api/v1/sites/{site}",
                 axum::routing::patch(sites::edit).delete(sites::delete),
+            )
+            .route(
+                "/api/v1/sites/{site}/shares",
+                get(shares::list).post(shares::create),
+            )
+            .route(
+                "/api/v1/sites/{site}/shares/{id}",
+                axum::routing::delete(shares::revoke),
+            )
+            .route(
+                "/share/{secret}",
+                get(admin::shared_page).post(admin::shared_password),
+            )
+            .route("/api/v1/users", get(people::list).post(people::invite))
+            .route(
+                "/api/v1/users/{name}",
+                axum::routing::delete(people::remove),
+            )
+            .route(
+                "/admin/invite/{secret}",
+                get(admin::invite_page).post(admin::accept_invite),
             )
             .route("/api/v1/sites/{site}/stats/summary", get(stats::summary))
             .route(

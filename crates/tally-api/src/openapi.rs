@@ -9,7 +9,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{counters, sites, stats};
+use crate::{counters, people, shares, sites, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,12 @@ use crate::{counters, sites, stats};
         sites::create,
         sites::edit,
         sites::delete,
+        people::list,
+        people::invite,
+        people::remove,
+        shares::list,
+        shares::create,
+        shares::revoke,
         stats::summary,
         stats::timeseries,
         stats::pages,

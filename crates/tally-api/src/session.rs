@@ -14,12 +14,19 @@ use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
-use tally_core::settings::AdminToken;
+use tally_core::{SiteId, settings::AdminToken};
 
-use crate::{ApiError, State};
+use crate::{
+    ApiError, State,
+    principal::{Principal, Role},
+};
 
 /// Name of the session cookie over plain http.
 const COOKIE: &str = "tally_session";
+/// The cookie of a shared dashboard's session, apart from the admin session (someone signed
+/// in who opens a shared link keeps their own session).
+const SHARE_COOKIE: &str = "tally_share";
+const SECURE_SHARE_COOKIE: &str = "__Host-tally_share";
 /// Name of the session cookie over https: the `__Host-` prefix makes browsers keep it only
 /// when it is `Secure`, for the whole host, set by the host itself.
 const SECURE_COOKIE: &str = "__Host-tally_session";
@@ -85,6 +92,26 @@ pub(crate) fn cookie_value(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The shared-dashboard session cookie's value, if the request carries one.
+pub(crate) fn share_cookie_value(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SECURE_SHARE_COOKIE)
+        .or_else(|| cookie(headers, SHARE_COOKIE))
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The `Set-Cookie` value that starts shared-dashboard session `id`.
+pub(crate) fn start_share_cookie(id: &str, secure: bool, ttl: std::time::Duration) -> String {
+    start_cookie(id, secure, ttl).replacen(
+        if secure { SECURE_COOKIE } else { COOKIE },
+        if secure {
+            SECURE_SHARE_COOKIE
+        } else {
+            SHARE_COOKIE
+        },
+        1,
+    )
+}
+
 /// The value of cookie `name` in the request's Cookie headers.
 pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -120,14 +147,25 @@ pub(crate) fn same_origin(state: &State, headers: &HeaderMap) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
-/// The token of the request's valid session, if any.
+/// Who the request's valid session is for, if it has one: the admin session, else a shared
+/// dashboard's.
 pub(crate) async fn from_cookie(
     state: &State,
     headers: &HeaderMap,
-) -> Result<Option<AdminToken>, ApiError> {
-    let Some(id) = cookie_value(headers) else {
-        return Ok(None);
-    };
+) -> Result<Option<Principal>, ApiError> {
+    if let Some(id) = cookie_value(headers)
+        && let Some(principal) = from_session(state, id).await?
+    {
+        return Ok(Some(principal));
+    }
+    match share_cookie_value(headers) {
+        Some(id) => from_session(state, id).await,
+        None => Ok(None),
+    }
+}
+
+/// Who session `id` is for, if it is valid.
+async fn from_session(state: &State, id: &str) -> Result<Option<Principal>, ApiError> {
     let key = storage_key(id);
     let Some(value) = state
         .store
@@ -136,11 +174,8 @@ pub(crate) async fn from_cookie(
     else {
         return Ok(None);
     };
-    // "fingerprint signed-in-at"; sessions of earlier versions (no time) are not kept.
-    let Some((print, since)) = value
-        .split_once(' ')
-        .and_then(|(p, t)| Some((p, t.parse::<i64>().ok()?)))
-    else {
+    let Some((who, since)) = Stored::parse(&value) else {
+        // A session of an earlier version: not kept.
         state.store.session_delete(&key).await?;
         return Ok(None);
     };
@@ -149,22 +184,141 @@ pub(crate) async fn from_cookie(
         state.store.session_delete(&key).await?;
         return Ok(None);
     }
-    Ok(state
-        .settings
-        .admin
-        .tokens
-        .iter()
-        .find(|t| fingerprint(t) == print)
-        .cloned())
+    Ok(match who {
+        Stored::Token(print) => state
+            .settings
+            .admin
+            .tokens
+            .iter()
+            .find(|t| fingerprint(t) == print)
+            .cloned()
+            .map(Principal::Token),
+        Stored::Person { name, role, sites } => Some(Principal::Person { name, role, sites }),
+        Stored::Share { id, site } => Some(Principal::Share { id, site }),
+    })
+}
+
+/// What a session's value holds, besides its sign-in time: `T FINGERPRINT SINCE` for a
+/// configuration token (`FINGERPRINT SINCE` in earlier versions), `P NAME ROLE SITES SINCE`
+/// for a person (sites joined by `,`, `-` for none). A person's role and sites are copied at
+/// sign-in; changing them, or removing the person, ends their sessions.
+enum Stored {
+    Token(String),
+    Person {
+        name: String,
+        role: Role,
+        sites: Vec<SiteId>,
+    },
+    Share {
+        id: String,
+        site: SiteId,
+    },
+}
+
+impl Stored {
+    fn parse(value: &str) -> Option<(Self, i64)> {
+        let parts: Vec<&str> = value.split(' ').collect();
+        match parts.as_slice() {
+            [print, since] | ["T", print, since] => {
+                Some((Self::Token((*print).to_owned()), since.parse().ok()?))
+            }
+            ["S", id, site, since] => Some((
+                Self::Share {
+                    id: (*id).to_owned(),
+                    site: SiteId::parse(site).ok()?,
+                },
+                since.parse().ok()?,
+            )),
+            ["P", name, role, sites, since] => Some((
+                Self::Person {
+                    name: (*name).to_owned(),
+                    role: Role::parse(role)?,
+                    sites: match *sites {
+                        "-" => Vec::new(),
+                        list => list
+                            .split(',')
+                            .map(SiteId::parse)
+                            .collect::<Result<_, _>>()
+                            .ok()?,
+                    },
+                },
+                since.parse().ok()?,
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Starts a session for whoever opened shared dashboard `share` of `site`, remembered among
+/// the share's sessions so that revoking it ends them; returns the new id.
+pub(crate) async fn start_share(
+    state: &State,
+    share: &str,
+    site: &SiteId,
+) -> Result<String, ApiError> {
+    let id = new_id();
+    let value = format!("S {share} {site} {}", state.clock.now().timestamp());
+    let key = storage_key(&id);
+    state
+        .store
+        .session_put(&key, &value, state.settings.admin.session_ttl)
+        .await?;
+    state
+        .store
+        .owned_session_add(
+            &format!("share:{share}"),
+            &key,
+            state.settings.admin.session_max_age,
+        )
+        .await?;
+    Ok(id)
 }
 
 /// Starts a session for `token`: stores it and returns the new id.
 pub(crate) async fn start(state: &State, token: &AdminToken) -> Result<String, ApiError> {
     let id = new_id();
-    let value = format!("{} {}", fingerprint(token), state.clock.now().timestamp());
+    let value = format!("T {} {}", fingerprint(token), state.clock.now().timestamp());
     state
         .store
         .session_put(&storage_key(&id), &value, state.settings.admin.session_ttl)
+        .await?;
+    Ok(id)
+}
+
+/// Starts a session for person `name` with `role` on `sites`, remembered among the person's
+/// sessions so that they can all be ended at once; returns the new id.
+pub(crate) async fn start_person(
+    state: &State,
+    name: &str,
+    role: Role,
+    sites: &[SiteId],
+) -> Result<String, ApiError> {
+    let id = new_id();
+    let sites = match sites {
+        [] => "-".to_owned(),
+        list => list
+            .iter()
+            .map(SiteId::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    let value = format!(
+        "P {name} {} {sites} {}",
+        role.as_str(),
+        state.clock.now().timestamp()
+    );
+    let key = storage_key(&id);
+    state
+        .store
+        .session_put(&key, &value, state.settings.admin.session_ttl)
+        .await?;
+    state
+        .store
+        .owned_session_add(
+            &format!("person:{name}"),
+            &key,
+            state.settings.admin.session_max_age,
+        )
         .await?;
     Ok(id)
 }

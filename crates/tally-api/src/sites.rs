@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tally_core::{
     SiteId,
     directory::{Site, Source},
-    settings::{AdminToken, SiteSettings},
+    settings::SiteSettings,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -81,19 +81,9 @@ impl State {
     }
 }
 
-/// Who made a change, for the record of changes (never the token itself).
+/// Who made a change, for the record of changes (never a secret).
 fn actor(admin: &Admin) -> String {
-    format!("token {}", crate::session::fingerprint(&admin.0))
-}
-
-/// Only a token for all sites may create or delete sites.
-fn owner_only(admin: &Admin, what: &str) -> Result<(), ApiError> {
-    match admin.0 {
-        AdminToken::All(_) => Ok(()),
-        AdminToken::Limited { .. } => Err(ApiError::NotAllowed(format!(
-            "only an owner may {what}: this token may read and edit only its own sites"
-        ))),
-    }
+    admin.0.actor()
 }
 
 /// The sites this token may read, with their all-time totals.
@@ -209,7 +199,7 @@ pub(crate) async fn create(
     admin: Admin,
     Json(new): Json<NewSite>,
 ) -> Result<Response, ApiError> {
-    owner_only(&admin, "create sites")?;
+    admin.0.owner_only("create sites")?;
     let id = SiteId::parse(&new.id).map_err(|_| {
         ApiError::BadRequest("`id` must be 1 to 64 of a-z, 0-9, `-` and `_`".into())
     })?;
@@ -261,6 +251,11 @@ pub(crate) struct SiteChanges {
 fn changeable(state: &State, admin: &Admin, site: &str) -> Result<Arc<Site>, ApiError> {
     let id = admin.site(state, site)?;
     let site = state.directory.get(&id).ok_or(ApiError::UnknownSite)?;
+    if !admin.0.may_edit(&id) {
+        return Err(ApiError::NotAllowed(format!(
+            "this account may read site `{id}` but not change it"
+        )));
+    }
     if site.source == Source::Configuration {
         return Err(ApiError::Conflict(format!(
             "site `{id}` is declared in the configuration file: change it there"
@@ -379,7 +374,7 @@ pub(crate) async fn delete(
         }
     };
     let site = changeable(&state, &admin, &site)?;
-    owner_only(&admin, "delete sites")?;
+    admin.0.owner_only("delete sites")?;
     let id = site.id().clone();
     state.db.delete_site(&id).await?;
     state.announce().await?;

@@ -18,6 +18,8 @@
 //! | `page_hourly`, `dimension_hourly` | AggregatingMergeTree | superseded by the daily tables in migration 5 (history copied, no longer fed) |
 //! | `page_daily` | AggregatingMergeTree | superseded by `page_days` in migration 6 (history copied, no longer fed) |
 //! | `managed_sites` | ReplacingMergeTree(version) | sites created in the admin pages or API: one row per change, the newest version counts, `deleted` = 1 a deletion |
+//! | `people` | ReplacingMergeTree(version) | accounts: login name, role, sites, argon2id password hash, the SHA-256 of a pending invitation; one row per change, `deleted` = 1 a removal |
+//! | `shares` | ReplacingMergeTree(version) | read-only links to a site's statistics page: the SHA-256 of the link's secret, an optional argon2id password hash; `deleted` = 1 a revocation |
 //! | `audit_log` | MergeTree, monthly partitions | who changed what and when (sites created, edited, deleted…) |
 //!
 //! The comments of applied migrations are not edited (an applied migration never is), so one
@@ -39,8 +41,10 @@ mod baselines;
 mod directory;
 mod insert;
 pub mod migrate;
+mod people;
 pub mod retention;
 mod row;
+mod shares;
 mod sqllog;
 pub mod stats;
 
@@ -52,7 +56,9 @@ use tally_core::settings::ClickHouseSettings;
 pub use baselines::{Baseline, BaselineRow};
 pub use directory::AuditEntry;
 pub use insert::StoredEvent;
+pub use people::Person;
 pub use row::{EventRow, event_id};
+pub use shares::Share;
 
 /// Errors from the history tier.
 #[derive(Debug, thiserror::Error)]

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "directory",
         include_str!("../migrations/0009_directory.sql"),
     ),
+    (
+        10,
+        "people_and_shares",
+        include_str!("../migrations/0010_people.sql"),
+    ),
 ];
 
 /// How long a process waits for a migration's history copy that another process is making

@@ -20,7 +20,8 @@
 //! | `tally:aof_rewrite:YYYYMMDD` | string, 3-day TTL | the append-only file was rewritten that UTC day to drop expired salts (one beacon does it) |
 //! | `tally:{directory}:sites` | string | the announced managed sites (JSON list of sites), written after each change to their durable copy in ClickHouse; rewritten from ClickHouse when missing |
 //! | `tally:{directory}:version` | integer | grows with each announcement: every process polls it and reloads the sites when it changes |
-//! | `tally:session:HASH` | string, TTL = `admin.session_ttl` (sliding) | an admin page session, under the SHA-256 of its id (the cookie's value is never stored) → "fingerprint of its token, sign-in time (Unix s)" |
+//! | `tally:session:HASH` | string, TTL = `admin.session_ttl` (sliding) | an admin page session, under the SHA-256 of its id (the cookie's value is never stored) → `T fingerprint-of-its-token since`, `P name role sites since` (a person's) or `S share-id site since` (a shared dashboard's); since = sign-in time, Unix s |
+//! | `tally:sessions_of:OWNER` | set, TTL = `admin.session_max_age` | the storage keys of the sessions of `person:NAME` or `share:ID` (a shared dashboard), so that removing the person or revoking the link ends them all at once |
 //!
 //! `pN` is the site's partition (`SiteId::partition`); the `{…}` hash tag keeps all keys of
 //! a partition in one Redis Cluster slot, so the write script stays atomic on a cluster.
@@ -114,6 +115,11 @@ pub fn aof_rewrite(marker: &str) -> String {
 /// fingerprint of its token and its sign-in time.
 pub fn admin_session(hash: &str) -> String {
     format!("tally:session:{hash}")
+}
+
+/// The sessions of one owner: `person:NAME`, or `share:ID` (a shared dashboard's).
+pub fn sessions_of(owner: &str) -> String {
+    format!("tally:sessions_of:{owner}")
 }
 
 #[cfg(test)]

@@ -336,3 +336,45 @@ fn collect_text(v: Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+impl Store {
+    /// Remembers session `key` (its storage key) among those of `owner` (`person:NAME`,
+    /// `share:ID`), for `max_age`.
+    pub async fn owned_session_add(&self, owner: &str, key: &str, max_age: Duration) -> Result<()> {
+        let set = keys::sessions_of(owner);
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .cmd("SADD")
+            .arg(&set)
+            .arg(key)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&set)
+            .arg(max_age.as_secs().max(1))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of `owner`; returns how many there were.
+    pub async fn owned_sessions_end(&self, owner: &str) -> Result<u64> {
+        let set = keys::sessions_of(owner);
+        let mut conn = self.conn.clone();
+        let sessions: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&set)
+            .query_async(&mut conn)
+            .await?;
+        let mut ended = 0;
+        // One key at a time: on a cluster the sessions live in different slots.
+        for key in &sessions {
+            let n: u64 = redis::cmd("DEL")
+                .arg(keys::admin_session(key))
+                .query_async(&mut conn)
+                .await?;
+            ended += n;
+        }
+        let _: u64 = redis::cmd("DEL").arg(&set).query_async(&mut conn).await?;
+        Ok(ended)
+    }
+}

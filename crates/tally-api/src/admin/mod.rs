@@ -19,9 +19,9 @@ use axum::{
 use chrono::{Datelike, Days};
 use serde::Deserialize;
 use tally_clickhouse::stats::{Dimension, Interval, NameRow, Range};
-use tally_core::{SiteId, dates::DayRange, settings::AdminToken};
+use tally_core::{SiteId, dates::DayRange};
 
-use crate::{ApiError, State, auth::find_token, session};
+use crate::{ApiError, State, auth::find_token, principal::Principal, session};
 use i18n::{Labels, Lang};
 
 /// How often the site page refreshes the live figures.
@@ -158,7 +158,7 @@ fn lang_href(lang: Lang) -> String {
     format!("?lang={other}")
 }
 
-async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Option<AdminToken>, ApiError> {
+async fn signed_in(state: &State, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
     session::from_cookie(state, headers).await
 }
 
@@ -228,8 +228,14 @@ pub(crate) async fn index(
     Ok(html(StatusCode::OK, render(&page)?, lang, remember))
 }
 
+/// The sign-in form: a person's name and password, or an admin token.
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
     token: String,
 }
 
@@ -257,18 +263,57 @@ pub(crate) async fn login(
             Some(lang.t().too_many),
         );
     }
-    let Some(token) = find_token(&state.settings.admin.tokens, form.token.trim()) else {
-        return login_page(
-            lang,
-            false,
-            StatusCode::UNAUTHORIZED,
-            Some(lang.t().wrong_token),
-        );
+    let id = if form.name.trim().is_empty() {
+        let Some(token) = find_token(&state.settings.admin.tokens, form.token.trim()) else {
+            return login_page(
+                lang,
+                false,
+                StatusCode::UNAUTHORIZED,
+                Some(lang.t().wrong_token),
+            );
+        };
+        session::start(&state, token).await?
+    } else {
+        let name = form.name.trim();
+        let person = state.db.person(name).await?;
+        // The same work and answer for an unknown name as for a wrong password.
+        let hash = person
+            .as_ref()
+            .map_or(String::new(), |p| p.password_hash.clone());
+        let matches = crate::people::password_matches(form.password, hash).await;
+        let Some(person) = person.filter(|_| matches) else {
+            return login_page(
+                lang,
+                false,
+                StatusCode::UNAUTHORIZED,
+                Some(lang.t().wrong_password),
+            );
+        };
+        person_session(&state, &person).await?
     };
-    let id = session::start(&state, token).await?;
+    Ok(signed_in_redirect(&state, peer, &headers, &id))
+}
+
+/// Starts a session for a stored person.
+async fn person_session(
+    state: &State,
+    person: &tally_clickhouse::Person,
+) -> Result<String, ApiError> {
+    let role = crate::principal::Role::parse(&person.role)
+        .ok_or_else(|| ApiError::Internal(format!("person {} has no valid role", person.name)))?;
+    let sites: Vec<SiteId> = person
+        .sites
+        .iter()
+        .filter_map(|s| SiteId::parse(s).ok())
+        .collect();
+    session::start_person(state, &person.name, role, &sites).await
+}
+
+/// The redirect to `/admin` that sets the cookie of session `id`.
+fn signed_in_redirect(state: &State, peer: SocketAddr, headers: &HeaderMap, id: &str) -> Response {
     let cookie = session::start_cookie(
-        &id,
-        session::over_https(&state, peer, &headers),
+        id,
+        session::over_https(state, peer, headers),
         state.settings.admin.session_ttl,
     );
     let mut r = Redirect::to("/admin").into_response();
@@ -276,7 +321,110 @@ pub(crate) async fn login(
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
-    Ok(r)
+    r
+}
+
+#[derive(Template)]
+#[template(path = "invite.html")]
+struct InvitePage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    valid: bool,
+    name: String,
+    error: Option<&'a str>,
+}
+
+/// The person a pending, unexpired invitation `secret` is for.
+async fn invited(
+    state: &State,
+    secret: &str,
+) -> Result<Option<tally_clickhouse::Person>, ApiError> {
+    if secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let now = u32::try_from(state.clock.now().timestamp()).unwrap_or(u32::MAX);
+    Ok(state
+        .db
+        .person_invited(&crate::people::invite_hash(secret))
+        .await?
+        .filter(|p| p.invite_expires > now))
+}
+
+fn invite_response(
+    lang: Lang,
+    status: StatusCode,
+    person: Option<&tally_clickhouse::Person>,
+    error: Option<&str>,
+) -> Result<Response, ApiError> {
+    let page = InvitePage {
+        t: lang.t(),
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: false,
+        valid: person.is_some(),
+        name: person.map(|p| p.name.clone()).unwrap_or_default(),
+        error,
+    };
+    let status = if person.is_some() {
+        status
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    Ok(html(status, render(&page)?, lang, false))
+}
+
+/// `GET /admin/invite/{secret}`: the form to set one's password.
+pub(crate) async fn invite_page(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (lang, _) = language(&q, &headers);
+    let person = invited(&state, &secret).await?;
+    invite_response(lang, StatusCode::OK, person.as_ref(), None)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PasswordForm {
+    password: String,
+}
+
+/// `POST /admin/invite/{secret}`: sets the password, uses the invitation up and signs in.
+pub(crate) async fn accept_invite(
+    AxumState(state): AxumState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, ApiError> {
+    let (lang, _) = language(&PageQuery::default(), &headers);
+    if !session::same_origin(&state, &headers) {
+        return Err(ApiError::CrossSite);
+    }
+    let Some(mut person) = invited(&state, &secret).await? else {
+        return invite_response(lang, StatusCode::NOT_FOUND, None, None);
+    };
+    if form.password.chars().count() < crate::people::MIN_PASSWORD {
+        return invite_response(
+            lang,
+            StatusCode::BAD_REQUEST,
+            Some(&person),
+            Some(lang.t().password_short),
+        );
+    }
+    person.password_hash = crate::people::hash_password(form.password).await?;
+    person.invite_hash = String::new();
+    person.invite_expires = 0;
+    state.db.save_person(&person).await?;
+    state
+        .db
+        .audit(&person.name, "person.joined", &person.name, "password set")
+        .await?;
+    let id = person_session(&state, &person).await?;
+    Ok(signed_in_redirect(&state, peer, &headers, &id))
 }
 
 /// `POST /admin/logout`: ends the session (same-origin requests only).
@@ -545,15 +693,27 @@ pub(crate) async fn site(
         return Ok(Redirect::to("/admin").into_response());
     };
     let id = SiteId::parse(&site).map_err(|_| ApiError::UnknownSite)?;
-    let site = state.directory.get(&id).ok_or(ApiError::UnknownSite)?;
-    let settings = &site.settings;
     if !token.allows(&id) {
         return Err(ApiError::Forbidden);
     }
+    let page = site_page(&state, &id, &q, lang, true).await?;
+    Ok(html(StatusCode::OK, page, lang, remember))
+}
+
+/// The statistics page of site `id`, for someone signed in or for a shared link's visitor.
+async fn site_page(
+    state: &State,
+    id: &SiteId,
+    q: &PageQuery,
+    lang: Lang,
+    signed_in: bool,
+) -> Result<String, ApiError> {
+    let site = state.directory.get(id).ok_or(ApiError::UnknownSite)?;
+    let settings = &site.settings;
     let tz = settings.timezone;
     let t = lang.t();
     let (key, days) = page_range(
-        &q,
+        q,
         tz,
         state.clock.now(),
         state.settings.admin.max_range_days,
@@ -565,7 +725,7 @@ pub(crate) async fn site(
     } else {
         Interval::Day
     };
-    let data = load(&state, &id, &range, interval).await?;
+    let data = load(state, id, &range, interval).await?;
     let range_label = if days.from == days.to {
         lang.date(days.from)
     } else {
@@ -576,7 +736,7 @@ pub(crate) async fn site(
         t,
         lang: lang.code(),
         lang_href: lang_href(lang),
-        signed_in: true,
+        signed_in,
         site: id.to_string(),
         timezone: tz.name().to_owned(),
         poll_ms: POLL_MS,
@@ -598,7 +758,116 @@ pub(crate) async fn site(
         reading: reading(lang, data.live.pages),
         tables: tables(lang, data.pages, data.dimensions)?,
     };
-    Ok(html(StatusCode::OK, render(&page)?, lang, remember))
+    render(&page)
+}
+
+#[derive(Template)]
+#[template(path = "share_password.html")]
+struct SharePasswordPage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    error: Option<&'a str>,
+}
+
+/// `GET /share/{secret}`: a shared site's statistics page, without an account. A link with a
+/// password asks for it first; opening the page starts a session reading only that site
+/// (the live figures' requests go by it), which revoking the link ends.
+pub(crate) async fn shared_page(
+    AxumState(state): AxumState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (lang, remember) = language(&q, &headers);
+    let Some(share) = crate::shares::by_secret(&state, &secret).await? else {
+        return Err(ApiError::NotFound);
+    };
+    let site = SiteId::parse(&share.site).map_err(|_| ApiError::NotFound)?;
+    let current = session::from_cookie(&state, &headers).await?;
+    let has_session = matches!(&current, Some(Principal::Share { id, .. }) if *id == share.id);
+    if !share.password_hash.is_empty() && !has_session {
+        return share_password_page(lang, StatusCode::OK, None);
+    }
+    let page = site_page(&state, &site, &q, lang, false).await?;
+    let mut response = html(StatusCode::OK, page, lang, remember);
+    if !has_session {
+        let id = session::start_share(&state, &share.id, &site).await?;
+        set_share_cookie(&state, peer, &headers, &id, &mut response);
+    }
+    Ok(response)
+}
+
+fn share_password_page(
+    lang: Lang,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<Response, ApiError> {
+    let page = SharePasswordPage {
+        t: lang.t(),
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: false,
+        error,
+    };
+    Ok(html(status, render(&page)?, lang, false))
+}
+
+fn set_share_cookie(
+    state: &State,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    id: &str,
+    response: &mut Response,
+) {
+    let cookie = session::start_share_cookie(
+        id,
+        session::over_https(state, peer, headers),
+        state.settings.admin.session_ttl,
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// `POST /share/{secret}`: the password of a shared link; right, it opens the page (sign-in
+/// throttling applies).
+pub(crate) async fn shared_password(
+    AxumState(state): AxumState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, ApiError> {
+    let (lang, _) = language(&PageQuery::default(), &headers);
+    if !session::same_origin(&state, &headers) {
+        return Err(ApiError::CrossSite);
+    }
+    if state
+        .logins
+        .check_key(&crate::auth::client_ip(&state, peer, &headers))
+        .is_err()
+    {
+        return share_password_page(lang, StatusCode::TOO_MANY_REQUESTS, Some(lang.t().too_many));
+    }
+    let Some(share) = crate::shares::by_secret(&state, &secret).await? else {
+        return Err(ApiError::NotFound);
+    };
+    let site = SiteId::parse(&share.site).map_err(|_| ApiError::NotFound)?;
+    if !crate::people::password_matches(form.password, share.password_hash.clone()).await {
+        return share_password_page(
+            lang,
+            StatusCode::UNAUTHORIZED,
+            Some(lang.t().wrong_share_password),
+        );
+    }
+    let id = session::start_share(&state, &share.id, &site).await?;
+    let mut response = Redirect::to(&format!("/share/{secret}")).into_response();
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    set_share_cookie(&state, peer, &headers, &id, &mut response);
+    Ok(response)
 }
 
 /// Whether a site with `live_pages` pages held live has reached `tracking.max_pages` (the

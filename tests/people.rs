@@ -1,0 +1,586 @@
+//! People, against real Redis and ClickHouse: the first owner from the command line, sign-in
+//! with a name and password, invitations with one-time links, roles, removal ending sessions
+//! at once, and no password or link secret stored anywhere in clear.
+
+mod common;
+
+use std::io::Write;
+
+use common::TOKEN;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tally_core::{SiteId, settings::AdminToken};
+use tally_testkit::TestApp;
+
+const LIMITED: &str = "limited-token-demo-0123456789";
+const OWNER_PASSWORD: &str = "owner-password-Ünïcode-42";
+const VIEWER_PASSWORD: &str = "viewer-password-long-7";
+
+fn settings(redis: &tally_testkit::RedisServer) -> tally_core::Settings {
+    let mut s = tally_testkit::settings_for(redis, &tally_testkit::services().clickhouse);
+    s.admin.tokens = vec![
+        AdminToken::All(TOKEN.into()),
+        AdminToken::Limited {
+            token: LIMITED.into(),
+            sites: vec![SiteId::parse("demo").unwrap()],
+        },
+    ];
+    s
+}
+
+/// `tally ARGS` with `stdin`: (success, stdout, stderr).
+fn tally(settings: &tally_core::Settings, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .envs(tally_testkit::env_for(settings))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Signs in through the form; the session cookie (`name=value`), or the status refused.
+async fn sign_in(
+    http: &reqwest::Client,
+    app: &TestApp,
+    form: &[(&str, &str)],
+) -> Result<String, u16> {
+    let r = http
+        .post(app.url("/admin/login"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 303 {
+        return Err(r.status().as_u16());
+    }
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    Ok(cookie.split(';').next().unwrap().to_owned())
+}
+
+/// (status, JSON body) of an admin API call authorised by a bearer token or a cookie.
+async fn call(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    auth: Auth<'_>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http.request(method, url);
+    request = match auth {
+        Auth::Token(token) => request.bearer_auth(token),
+        Auth::Cookie(cookie) => request.header("cookie", cookie),
+        Auth::None => request,
+    };
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Token(&'a str),
+    Cookie(&'a str),
+    None,
+}
+
+#[tokio::test]
+async fn people_are_added_invited_signed_in_and_removed() {
+    let redis = tally_testkit::RedisServer::start();
+    let settings = settings(&redis);
+    let app = TestApp::spawn(settings.clone()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The first owner, from the command line, the password from standard input.
+    let (ok, _, said) = tally(
+        &settings,
+        &["user", "add", "chief", "--owner", "--password-stdin"],
+        &format!("{OWNER_PASSWORD}\n"),
+    );
+    assert!(ok, "{said}");
+    let (ok, _, said) = tally(
+        &settings,
+        &["user", "add", "chief", "--owner", "--password-stdin"],
+        &format!("{OWNER_PASSWORD}\n"),
+    );
+    assert!(!ok && said.contains("chief"), "a second chief: {said}");
+    // Or with a one-time link.
+    let (ok, link, said) = tally(&settings, &["user", "add", "deputy", "--owner"], "");
+    assert!(
+        ok && link.trim().contains("/admin/invite/"),
+        "{link} {said}"
+    );
+
+    // Sign-in: a wrong password and an unknown name get the same answer.
+    assert_eq!(
+        sign_in(
+            &http,
+            &app,
+            &[("name", "chief"), ("password", "wrong-password-1")]
+        )
+        .await,
+        Err(401)
+    );
+    assert_eq!(
+        sign_in(
+            &http,
+            &app,
+            &[("name", "nobody"), ("password", OWNER_PASSWORD)]
+        )
+        .await,
+        Err(401)
+    );
+    let owner = sign_in(
+        &http,
+        &app,
+        &[("name", "chief"), ("password", OWNER_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    let owner = Auth::Cookie(&owner);
+    let users = app.url("/api/v1/users");
+    let (status, list) = call(&http, Method::GET, &users, owner, None).await;
+    assert_eq!(status, 200, "{list}");
+    let names: Vec<(&str, bool)> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap(), u["invited"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(names, [("chief", false), ("deputy", true)]);
+
+    // Invitations: who may, and what is checked.
+    let viewer = json!({"name": "ward-leader", "role": "viewer", "sites": ["demo"]});
+    assert_eq!(
+        call(
+            &http,
+            Method::POST,
+            &users,
+            Auth::None,
+            Some(viewer.clone())
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &users,
+        Auth::Token(LIMITED),
+        Some(viewer.clone()),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    for (bad, field) in [
+        (
+            json!({"name": "Ward Leader", "role": "viewer", "sites": ["demo"]}),
+            "name",
+        ),
+        (json!({"name": "w", "role": "viewer", "sites": []}), "sites"),
+        (
+            json!({"name": "w", "role": "viewer", "sites": ["nope"]}),
+            "sites",
+        ),
+        (
+            json!({"name": "w", "role": "owner", "sites": ["demo"]}),
+            "sites",
+        ),
+        (
+            json!({"name": "w", "role": "king", "sites": ["demo"]}),
+            "role",
+        ),
+    ] {
+        let (status, body) = call(&http, Method::POST, &users, owner, Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(field),
+            "{bad}: {body}"
+        );
+    }
+    let (status, invited) = call(&http, Method::POST, &users, owner, Some(viewer.clone())).await;
+    assert_eq!(status, 201, "{invited}");
+    assert_eq!(
+        call(
+            &http,
+            Method::POST,
+            &users,
+            Auth::Token(TOKEN),
+            Some(viewer.clone())
+        )
+        .await
+        .0,
+        409
+    );
+    let link = invited["invite_url"].as_str().unwrap().to_owned();
+    let secret = link.rsplit('/').next().unwrap().to_owned();
+    let path = format!("/admin/invite/{secret}");
+
+    // The link: a page to set a password, used once.
+    let page = http.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("ward-leader"));
+    let short = http
+        .post(app.url(&path))
+        .form(&[("password", "short")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(short.status(), 400);
+    let joined = http
+        .post(app.url(&path))
+        .form(&[("password", VIEWER_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), 303);
+    let viewer_cookie = joined.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let again = http
+        .post(app.url(&path))
+        .form(&[("password", VIEWER_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404, "a link works once");
+
+    // A viewer reads its site and changes nothing.
+    let viewer = Auth::Cookie(&viewer_cookie);
+    let (status, sites) = call(&http, Method::GET, &app.url("/api/v1/sites"), viewer, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(sites["sites"].as_array().unwrap().len(), 1);
+    assert_eq!(call(&http, Method::GET, &users, viewer, None).await.0, 403);
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &app.url("/api/v1/sites"),
+        viewer,
+        Some(json!({"id": "x", "domains": ["x.vn"]})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        call(
+            &http,
+            Method::GET,
+            &app.url("/api/v1/sites/demo/stats/summary"),
+            viewer,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    // Signing in with the password it set works too.
+    assert!(
+        sign_in(
+            &http,
+            &app,
+            &[("name", "ward-leader"), ("password", VIEWER_PASSWORD)]
+        )
+        .await
+        .is_ok()
+    );
+
+    // Removed: every session of the viewer ends at once.
+    let leader = app.url("/api/v1/users/ward-leader");
+    assert_eq!(
+        call(&http, Method::DELETE, &leader, Auth::Token(LIMITED), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(
+            &http,
+            Method::DELETE,
+            &app.url("/api/v1/users/chief"),
+            owner,
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        call(&http, Method::DELETE, &leader, owner, None).await.0,
+        204
+    );
+    assert_eq!(
+        call(&http, Method::DELETE, &leader, owner, None).await.0,
+        404
+    );
+    assert_eq!(
+        call(&http, Method::GET, &app.url("/api/v1/sites"), viewer, None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        sign_in(
+            &http,
+            &app,
+            &[("name", "ward-leader"), ("password", VIEWER_PASSWORD)]
+        )
+        .await,
+        Err(401)
+    );
+
+    // Nothing stored holds a password or a link's secret in clear.
+    let stored = common::run_sql(
+        &settings,
+        &format!(
+            "SELECT * FROM {}.people FORMAT TSV",
+            settings.clickhouse.database
+        ),
+    )
+    .await;
+    let audit = common::run_sql(
+        &settings,
+        &format!(
+            "SELECT * FROM {}.audit_log FORMAT TSV",
+            settings.clickhouse.database
+        ),
+    )
+    .await;
+    let mut conn = redis::Client::open(settings.redis.nodes()[0])
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut in_redis = keys.join("\n");
+    for key in &keys {
+        let dumped: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        in_redis.push_str(&String::from_utf8_lossy(&dumped.unwrap_or_default()));
+    }
+    assert!(stored.contains("$argon2id$"), "{stored}");
+    for secret in [
+        OWNER_PASSWORD,
+        VIEWER_PASSWORD,
+        secret.as_str(),
+        link.trim(),
+    ] {
+        for (what, text) in [
+            ("people", &stored),
+            ("audit_log", &audit),
+            ("redis", &in_redis),
+        ] {
+            assert!(!text.contains(secret), "{what} holds a secret in clear");
+        }
+    }
+    app.stop().await;
+}
+
+/// The `name=value` of the `tally_share` cookie a response sets.
+fn share_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("tally_share="))
+        .expect("a shared-dashboard cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_shared_link_shows_the_statistics_until_revoked() {
+    let redis = tally_testkit::RedisServer::start();
+    let app = TestApp::spawn(settings(&redis)).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let shares = app.url("/api/v1/sites/demo/shares");
+    assert_eq!(
+        call(&http, Method::POST, &shares, Auth::None, Some(json!({})))
+            .await
+            .0,
+        401
+    );
+    let (status, open) = call(
+        &http,
+        Method::POST,
+        &shares,
+        Auth::Token(LIMITED),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 201, "an admin of the site may share it: {open}");
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &shares,
+        Auth::Token(TOKEN),
+        Some(json!({"password": "short"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, guarded) = call(
+        &http,
+        Method::POST,
+        &shares,
+        Auth::Token(TOKEN),
+        Some(json!({"password": "ward-password-42"})),
+    )
+    .await;
+    assert_eq!(
+        (status, guarded["password"].as_bool()),
+        (201, Some(true)),
+        "{guarded}"
+    );
+
+    // The open link: the page, and a session that reads that one site.
+    let path = |url: &Value| {
+        url["url"]
+            .as_str()
+            .unwrap()
+            .split_once("/share/")
+            .map(|(_, s)| format!("/share/{s}"))
+            .unwrap()
+    };
+    let page = http.get(app.url(&path(&open))).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let visitor = share_cookie(&page);
+    assert!(page.text().await.unwrap().contains("demo"));
+    let visitor = Auth::Cookie(&visitor);
+    for (url, want) in [
+        ("/api/v1/sites/demo/stats/realtime", 200),
+        ("/api/v1/sites/demo/stats/summary", 200),
+        ("/api/v1/users", 403),
+        ("/api/v1/sites/demo/shares", 403),
+    ] {
+        assert_eq!(
+            call(&http, Method::GET, &app.url(url), visitor, None)
+                .await
+                .0,
+            want,
+            "{url}"
+        );
+    }
+    let (status, _) = call(
+        &http,
+        Method::POST,
+        &app.url("/api/v1/sites"),
+        visitor,
+        Some(json!({"id": "x", "domains": ["x.vn"]})),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // The guarded link asks for its password first.
+    let guarded_path = path(&guarded);
+    let ask = http.get(app.url(&guarded_path)).send().await.unwrap();
+    assert_eq!(ask.status(), 200);
+    assert!(ask.headers().get("set-cookie").is_none());
+    assert!(
+        !ask.text().await.unwrap().contains("chart"),
+        "no statistics before the password"
+    );
+    let wrong = http
+        .post(app.url(&guarded_path))
+        .form(&[("password", "not-the-one-1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = http
+        .post(app.url(&guarded_path))
+        .form(&[("password", "ward-password-42")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 303);
+    let guarded_cookie = share_cookie(&right);
+    let shown = http
+        .get(app.url(&guarded_path))
+        .header("cookie", &guarded_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+
+    // Revoked: the link and its sessions stop at once.
+    let (_, list) = call(&http, Method::GET, &shares, Auth::Token(TOKEN), None).await;
+    assert_eq!(list["shares"].as_array().unwrap().len(), 2, "{list}");
+    let revoke = app.url(&format!(
+        "/api/v1/sites/demo/shares/{}",
+        open["id"].as_str().unwrap()
+    ));
+    assert_eq!(
+        call(&http, Method::DELETE, &revoke, Auth::Token(TOKEN), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        call(&http, Method::DELETE, &revoke, Auth::Token(TOKEN), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        http.get(app.url(&path(&open)))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        call(
+            &http,
+            Method::GET,
+            &app.url("/api/v1/sites/demo/stats/realtime"),
+            visitor,
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    // The other link still works.
+    let still = http
+        .get(app.url(&guarded_path))
+        .header("cookie", &guarded_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 200);
+    app.stop().await;
+}
