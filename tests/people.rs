@@ -295,6 +295,20 @@ async fn people_are_added_invited_signed_in_and_removed() {
         .0,
         200
     );
+    // Another site's page cannot make a signed-in browser change anything.
+    let Auth::Cookie(owner_cookie) = owner else {
+        unreachable!()
+    };
+    let forged = http
+        .post(app.url("/api/v1/users"))
+        .header("cookie", owner_cookie)
+        .header("origin", "https://evil.example")
+        .json(&json!({"name": "mallory", "role": "owner"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(forged.json::<Value>().await.unwrap()["code"], "cross_site");
     // Signing in with the password it set works too.
     assert!(
         sign_in(

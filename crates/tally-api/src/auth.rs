@@ -13,7 +13,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, Method, header, request::Parts},
 };
 use tally_core::{SiteId, settings::AdminToken};
 
@@ -126,6 +126,13 @@ impl FromRequestParts<std::sync::Arc<State>> for Admin {
             };
         }
         if let Some(principal) = crate::session::from_cookie(state, &parts.headers).await? {
+            // A change made with a cookie must come from Tally's own pages: another site's
+            // page cannot make a signed-in browser create, edit or delete anything (the
+            // cookies are SameSite=Strict as well, and JSON bodies need a preflight).
+            let reads = matches!(parts.method, Method::GET | Method::HEAD);
+            if !reads && !crate::session::same_origin(state, &parts.headers) {
+                return Err(ApiError::CrossSite);
+            }
             return Ok(Admin(principal));
         }
         Err(ApiError::Unauthorized)

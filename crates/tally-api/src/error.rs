@@ -79,7 +79,7 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many wrong admin tokens from this address; try again in a minute")]
     TooManyAttempts,
-    #[error("sign-in and sign-out are accepted from Tally's own pages only")]
+    #[error("sign-in, sign-out and changes are accepted from Tally's own pages only")]
     CrossSite,
     #[error("{0}")]
     Internal(String),
