@@ -163,6 +163,7 @@ impl Api {
             .route("/admin/login", post(admin::login))
             .route("/admin/logout", post(admin::logout))
             .route("/admin/sites/{site}", get(admin::site))
+            .route("/admin/sites/{site}/settings", get(admin::site_settings))
             .route("/admin/assets/{file}", get(admin::asset))
             .with_state(self.state.clone())
             .merge(public)

@@ -98,6 +98,12 @@ struct LoginPage<'a> {
 
 struct SiteCard {
     id: String,
+    /// The name shown (the id when it has none).
+    name: String,
+    /// Declared in the configuration file.
+    configured: bool,
+    /// This principal may open its settings.
+    editable: bool,
     views_today: String,
     online: String,
 }
@@ -110,6 +116,8 @@ struct SitesPage<'a> {
     lang_href: String,
     signed_in: bool,
     sites: Vec<SiteCard>,
+    /// May add sites.
+    owner: bool,
 }
 
 struct TableRow {
@@ -192,11 +200,8 @@ pub(crate) async fn index(
     let now = state.clock.now();
     let mut sites = Vec::new();
     let directory = state.directory.sites();
-    for site in directory
-        .iter()
-        .map(|s| &s.settings)
-        .filter(|s| token.allows(&s.id))
-    {
+    for entry in directory.iter().filter(|s| token.allows(s.id())) {
+        let site = &entry.settings;
         let today = DayRange::parse(None, None, site.timezone, now, 1)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let range = Range::new(site.id.as_str(), &today);
@@ -214,6 +219,9 @@ pub(crate) async fn index(
         )?;
         sites.push(SiteCard {
             id: site.id.to_string(),
+            name: entry.display_name().to_owned(),
+            configured: entry.source == tally_core::directory::Source::Configuration,
+            editable: token.may_edit(&site.id),
             views_today: lang.number(summary.views),
             online: lang.number(live.online),
         });
@@ -224,6 +232,7 @@ pub(crate) async fn index(
         lang_href: lang_href(lang),
         signed_in: true,
         sites,
+        owner: token.owner_only("").is_ok(),
     };
     Ok(html(StatusCode::OK, render(&page)?, lang, remember))
 }
@@ -759,6 +768,89 @@ async fn site_page(
         tables: tables(lang, data.pages, data.dimensions)?,
     };
     render(&page)
+}
+
+struct ShareRow {
+    id: String,
+    by: String,
+    at: String,
+    password: bool,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    id: String,
+    name: String,
+    site_name: String,
+    domains: String,
+    timezone: String,
+    public_counters: bool,
+    configured: bool,
+    deletable: bool,
+    snippet: String,
+    shares: Vec<ShareRow>,
+}
+
+/// `GET /admin/sites/{site}/settings`: the embed snippet, the site's settings (managed
+/// sites), its shared links and its deletion — for owners and the site's admins.
+pub(crate) async fn site_settings(
+    AxumState(state): AxumState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (lang, remember) = language(&q, &headers);
+    let Some(who) = signed_in(&state, &headers).await? else {
+        return Ok(Redirect::to("/admin").into_response());
+    };
+    let id = SiteId::parse(&site).map_err(|_| ApiError::UnknownSite)?;
+    let site = state.directory.get(&id).ok_or(ApiError::UnknownSite)?;
+    if !who.may_edit(&id) {
+        return Err(ApiError::Forbidden);
+    }
+    let configured = site.source == tally_core::directory::Source::Configuration;
+    let base = crate::people::base_url(
+        &state,
+        &headers,
+        session::over_https(&state, peer, &headers),
+    );
+    let shares = state
+        .db
+        .shares(id.as_str())
+        .await?
+        .into_iter()
+        .map(|s| ShareRow {
+            at: chrono::DateTime::from_timestamp(i64::from(s.created_at), 0)
+                .map(|t| lang.date(t.with_timezone(&site.settings.timezone).date_naive()))
+                .unwrap_or_default(),
+            password: !s.password_hash.is_empty(),
+            id: s.id,
+            by: s.created_by,
+        })
+        .collect();
+    let page = SettingsPage {
+        t: lang.t(),
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: true,
+        id: id.to_string(),
+        name: site.display_name().to_owned(),
+        site_name: site.settings.name.clone(),
+        domains: site.settings.domains.join(" "),
+        timezone: site.settings.timezone.name().to_owned(),
+        public_counters: site.settings.public_counters,
+        configured,
+        deletable: !configured && who.owner_only("").is_ok(),
+        snippet: format!("<script defer src=\"{base}/t.js\" data-site=\"{id}\"></script>"),
+        shares,
+    };
+    Ok(html(StatusCode::OK, render(&page)?, lang, remember))
 }
 
 #[derive(Template)]

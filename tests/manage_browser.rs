@@ -1,0 +1,198 @@
+//! Managing sites in headless Chromium against the real server: an owner signs in with a
+//! name and password, adds a site from the sites page, copies its embed snippet from the
+//! settings page, and a page of that site embedding the snippet is counted within seconds —
+//! no restart. Screenshots at desktop and phone width, in English and Vietnamese
+//! (target/screenshots/manage-*).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use fantoccini::Locator;
+use serde_json::json;
+use tally_testkit::{Browser, TestApp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PASSWORD: &str = "owner-browser-password-1";
+
+/// Serves `html` at every path of a free loopback port (the site's own web server); returns
+/// its address.
+async fn serve_page(html: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn fill(browser: &Browser, selector: &str, text: &str) {
+    let field = browser.client.find(Locator::Css(selector)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(browser: &Browser, selector: &str) {
+    browser
+        .client
+        .find(Locator::Css(selector))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
+    let app = TestApp::spawn(tally_testkit::settings()).await;
+    tally_api::add_person(
+        &app.db(),
+        "chief",
+        "owner",
+        Vec::new(),
+        Some(PASSWORD.into()),
+    )
+    .await
+    .unwrap();
+    let browser = Browser::start(1280, 900).await;
+    let c = &browser.client;
+
+    // Sign in with a name and password.
+    c.goto(&app.url("/admin")).await.unwrap();
+    fill(&browser, "#name", "chief").await;
+    fill(&browser, "#password", PASSWORD).await;
+    click(&browser, "form button[type=submit]").await;
+    browser
+        .wait_for_js("return !!document.getElementById('add-site')", json!(true))
+        .await;
+    browser.screenshot("manage-sites-desktop-en").await;
+
+    // A bad field is refused with the API's message, on the page.
+    fill(&browser, "#site-id", "ward-7").await;
+    fill(&browser, "#site-domains", "127.0.0.1").await;
+    fill(&browser, "#site-tz", "Mars/Olympus").await;
+    click(&browser, "#add-site button[type=submit]").await;
+    browser
+        .wait_for_js(
+            "var e = document.querySelector('#add-site .error'); return !e.hidden && e.textContent.includes('timezone')",
+            json!(true),
+        )
+        .await;
+    // (The refused request is the only thing the console shows.)
+    let errors = browser.console_errors().await;
+    assert!(errors.iter().all(|e| e.contains("400")), "{errors:?}");
+
+    // Added: the settings page, with the snippet.
+    fill(&browser, "#site-name", "Phường 7 <b>bold</b>").await;
+    fill(&browser, "#site-tz", "Asia/Ho_Chi_Minh").await;
+    click(&browser, "#add-site button[type=submit]").await;
+    browser
+        .wait_for_js(
+            "return location.pathname",
+            json!("/admin/sites/ward-7/settings"),
+        )
+        .await;
+    let snippet = c
+        .find(Locator::Css("#snippet"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        snippet,
+        format!(
+            "<script defer src=\"{}/t.js\" data-site=\"ward-7\"></script>",
+            app.url("")
+        )
+    );
+    // The name is shown as text, not markup.
+    let heading = c
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(heading.contains("Phường 7 <b>bold</b>"), "{heading}");
+    click(&browser, "[data-copy='#snippet']").await;
+    browser.screenshot("manage-settings-desktop-en").await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // A page of the new site embeds the snippet and is counted within seconds.
+    let page = serve_page(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>Bài 1</title>{snippet}</head>\
+         <body><h1>Bài 1</h1><p>Lượt xem: <span data-tally=\"page-views\">…</span></p></body></html>"
+    ))
+    .await;
+    let added = Instant::now();
+    c.goto(&format!("{page}/tin-tuc/bai-1")).await.unwrap();
+    let http = reqwest::Client::new();
+    common::wait_for("the new site's view to be counted", || async {
+        let c = common::get_json(
+            &http,
+            &app.url("/api/v1/sites/ward-7/counters?page=/tin-tuc/bai-1"),
+        )
+        .await;
+        c["page_views"] == 1
+    })
+    .await;
+    eprintln!("counted {:?} after opening the page", added.elapsed());
+    assert!(added.elapsed() < Duration::from_secs(10));
+    browser
+        .wait_for_js(
+            "return document.querySelector('[data-tally=page-views]').textContent",
+            json!("1"),
+        )
+        .await;
+
+    // The same pages in Vietnamese and at phone width.
+    c.goto(&app.url("/admin/sites/ward-7/settings?lang=vi"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_js("return document.documentElement.lang", json!("vi"))
+        .await;
+    let h2 = c
+        .find(Locator::Css(".manage h2"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(h2, "Đoạn mã nhúng");
+    browser.screenshot("manage-settings-desktop-vi").await;
+    c.set_window_size(390, 844).await.unwrap();
+    browser.screenshot("manage-settings-phone-vi").await;
+    c.goto(&app.url("/admin?lang=en")).await.unwrap();
+    browser
+        .wait_for_js("return !!document.getElementById('add-site')", json!(true))
+        .await;
+    let fits = c
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the sites page fits a phone's width");
+    browser.screenshot("manage-sites-phone-en").await;
+    browser.close().await;
+    app.stop().await;
+}
