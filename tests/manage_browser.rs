@@ -196,3 +196,193 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
     browser.close().await;
     app.stop().await;
 }
+
+/// Text of the first element matching `selector`.
+async fn text(browser: &Browser, selector: &str) -> String {
+    browser
+        .client
+        .find(Locator::Css(selector))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Owner and viewer in two browsers: the owner invites a viewer of one site; the viewer sets
+/// a password with the one-time link, sees only that site and no edit controls; removing the
+/// viewer signs them out at once. A shared link shows the statistics without signing in and
+/// stops once revoked.
+#[tokio::test]
+async fn an_owner_invites_a_viewer_and_shares_a_site() {
+    let app = TestApp::spawn(tally_testkit::settings()).await;
+    let db = app.db();
+    tally_api::add_person(&db, "chief", "owner", Vec::new(), Some(PASSWORD.into()))
+        .await
+        .unwrap();
+    let owner = Browser::start(1280, 900).await;
+    let o = &owner.client;
+    o.goto(&app.url("/admin")).await.unwrap();
+    fill(&owner, "#name", "chief").await;
+    fill(&owner, "#password", PASSWORD).await;
+    click(&owner, "form button[type=submit]").await;
+    owner
+        .wait_for_js("return !!document.getElementById('add-site')", json!(true))
+        .await;
+    fill(&owner, "#site-id", "ward-8").await;
+    fill(&owner, "#site-domains", "p8.example.vn").await;
+    click(&owner, "#add-site button[type=submit]").await;
+    owner
+        .wait_for_js(
+            "return location.pathname",
+            json!("/admin/sites/ward-8/settings"),
+        )
+        .await;
+
+    // The invitation, for ward-8 only.
+    o.goto(&app.url("/admin/people")).await.unwrap();
+    fill(&owner, "#person-name", "ward-leader").await;
+    click(&owner, "input[name=sites][value=ward-8]").await;
+    click(&owner, "#invite button[type=submit]").await;
+    owner
+        .wait_for_js(
+            "return !document.querySelector('#invite .shown').hidden",
+            json!(true),
+        )
+        .await;
+    let link = text(&owner, "#invite .shown .value").await;
+    assert!(link.contains("/admin/invite/"), "{link}");
+    owner.screenshot("manage-people-desktop-en").await;
+
+    // The viewer, in a browser of their own.
+    let viewer = Browser::start(390, 844).await;
+    let v = &viewer.client;
+    v.goto(&link).await.unwrap();
+    assert_eq!(
+        v.find(Locator::Css("#name"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("ward-leader")
+    );
+    fill(&viewer, "#password", "leader-password-7").await;
+    click(&viewer, "form button[type=submit]").await;
+    viewer
+        .wait_for_js(
+            "return document.querySelectorAll('.sites .site').length",
+            json!(1),
+        )
+        .await;
+    assert_eq!(text(&viewer, ".sites .site h2").await, "ward-8");
+    let controls = v
+        .execute(
+            "return [!!document.getElementById('add-site'), !!document.querySelector('.site .settings'), \
+             !!document.querySelector('a[href=\"/admin/people\"]')]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        controls,
+        json!([false, false, false]),
+        "a viewer has no edit controls"
+    );
+    viewer.screenshot("manage-viewer-phone-en").await;
+    v.goto(&app.url("/admin/sites/ward-8/settings"))
+        .await
+        .unwrap();
+    assert!(v.source().await.unwrap().contains("forbidden"));
+
+    // Removed: the viewer's next page is the sign-in form.
+    o.goto(&app.url("/admin/people?lang=vi")).await.unwrap();
+    owner
+        .wait_for_js(
+            "return document.querySelectorAll('#people tbody tr').length",
+            json!(2),
+        )
+        .await;
+    owner.screenshot("manage-people-desktop-vi").await;
+    o.execute(
+        "window.confirm = function () { return true; }; return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&owner, "#people button[data-api=DELETE]").await;
+    owner
+        .wait_for_js(
+            "return document.querySelectorAll('#people tbody tr').length",
+            json!(1),
+        )
+        .await;
+    v.goto(&app.url("/admin")).await.unwrap();
+    viewer
+        .wait_for_js(
+            "return !!document.getElementById('password') && !document.querySelector('.sites')",
+            json!(true),
+        )
+        .await;
+
+    // A shared link: the statistics without signing in, until revoked.
+    o.goto(&app.url("/admin/sites/ward-8/settings"))
+        .await
+        .unwrap();
+    click(&owner, "#share button[type=submit]").await;
+    owner
+        .wait_for_js(
+            "return !document.querySelector('#share .shown').hidden",
+            json!(true),
+        )
+        .await;
+    let shared = text(&owner, "#share .shown .value").await;
+    v.goto(&shared).await.unwrap();
+    viewer
+        .wait_for_js("return !!document.getElementById('live')", json!(true))
+        .await;
+    assert_eq!(text(&viewer, "h1").await, "ward-8");
+    viewer.screenshot("manage-shared-phone-en").await;
+    o.refresh().await.unwrap();
+    owner
+        .wait_for_js(
+            "return document.querySelectorAll('.shares li').length",
+            json!(1),
+        )
+        .await;
+    o.execute(
+        "window.confirm = function () { return true; }; return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&owner, ".shares button[data-api=DELETE]").await;
+    owner
+        .wait_for_js(
+            "return document.querySelectorAll('.shares li').length",
+            json!(0),
+        )
+        .await;
+    v.goto(&shared).await.unwrap();
+    assert!(v.source().await.unwrap().contains("not_found"));
+
+    // Owners see who changed what.
+    o.goto(&app.url("/admin/changes")).await.unwrap();
+    let log = text(&owner, "#changes").await;
+    for action in [
+        "site.created",
+        "person.invited",
+        "person.joined",
+        "person.removed",
+        "share.created",
+        "share.revoked",
+    ] {
+        assert!(log.contains(action), "{action}: {log}");
+    }
+    owner.screenshot("manage-changes-desktop-en").await;
+    assert!(owner.console_errors().await.is_empty());
+    owner.close().await;
+    viewer.close().await;
+    app.stop().await;
+}

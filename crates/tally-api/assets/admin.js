@@ -54,7 +54,8 @@
 
 // Management forms and buttons: `data-api` (the method) and `data-url` call the admin JSON
 // API with the session cookie. A form's fields become the JSON body (`data-list`: words
-// split on spaces and commas; checkboxes: true or false; `data-optional`: left out when
+// split on spaces and commas; checkboxes: true or false, or with `data-many` the list of
+// the values checked; `data-optional`: left out when
 // empty; `data-query`: sent in the query string instead). `data-confirm` asks first. After
 // success `data-then` reloads ("reload") or goes to an address ("{id}" from the answer);
 // `data-show` shows a field of the answer (a link shown once) with a copy button. Errors
@@ -87,6 +88,11 @@
       if (!el.name) return;
       if (form.getAttribute("data-query") === el.name) {
         if (el.type !== "radio" || el.checked) query.push(el.name + "=" + encodeURIComponent(el.value));
+        return;
+      }
+      if (el.type === "checkbox" && el.hasAttribute("data-many")) {
+        out[el.name] = out[el.name] || [];
+        if (el.checked) out[el.name].push(el.value);
         return;
       }
       if (el.type === "checkbox") { out[el.name] = el.checked; return; }

@@ -93,6 +93,8 @@ struct LoginPage<'a> {
     lang: &'a str,
     lang_href: String,
     signed_in: bool,
+    /// Shows the owners' links.
+    owner: bool,
     error: Option<&'a str>,
 }
 
@@ -144,6 +146,8 @@ struct SitePage<'a> {
     lang: &'a str,
     lang_href: String,
     signed_in: bool,
+    /// Shows the owners' links.
+    owner: bool,
     site: String,
     timezone: String,
     poll_ms: u64,
@@ -181,6 +185,7 @@ fn login_page(
         lang: lang.code(),
         lang_href: lang_href(lang),
         signed_in: false,
+        owner: false,
         error,
     };
     Ok(html(status, render(&page)?, lang, remember))
@@ -340,6 +345,8 @@ struct InvitePage<'a> {
     lang: &'a str,
     lang_href: String,
     signed_in: bool,
+    /// Shows the owners' links.
+    owner: bool,
     valid: bool,
     name: String,
     error: Option<&'a str>,
@@ -372,6 +379,7 @@ fn invite_response(
         lang: lang.code(),
         lang_href: lang_href(lang),
         signed_in: false,
+        owner: false,
         valid: person.is_some(),
         name: person.map(|p| p.name.clone()).unwrap_or_default(),
         error,
@@ -705,7 +713,8 @@ pub(crate) async fn site(
     if !token.allows(&id) {
         return Err(ApiError::Forbidden);
     }
-    let page = site_page(&state, &id, &q, lang, true).await?;
+    let owner = token.owner_only("").is_ok();
+    let page = site_page(&state, &id, &q, lang, true, owner).await?;
     Ok(html(StatusCode::OK, page, lang, remember))
 }
 
@@ -716,6 +725,7 @@ async fn site_page(
     q: &PageQuery,
     lang: Lang,
     signed_in: bool,
+    owner: bool,
 ) -> Result<String, ApiError> {
     let site = state.directory.get(id).ok_or(ApiError::UnknownSite)?;
     let settings = &site.settings;
@@ -746,6 +756,7 @@ async fn site_page(
         lang: lang.code(),
         lang_href: lang_href(lang),
         signed_in,
+        owner,
         site: id.to_string(),
         timezone: tz.name().to_owned(),
         poll_ms: POLL_MS,
@@ -784,6 +795,8 @@ struct SettingsPage<'a> {
     lang: &'a str,
     lang_href: String,
     signed_in: bool,
+    /// Shows the owners' links.
+    owner: bool,
     id: String,
     name: String,
     site_name: String,
@@ -839,6 +852,7 @@ pub(crate) async fn site_settings(
         lang: lang.code(),
         lang_href: lang_href(lang),
         signed_in: true,
+        owner: who.owner_only("").is_ok(),
         id: id.to_string(),
         name: site.display_name().to_owned(),
         site_name: site.settings.name.clone(),
@@ -860,6 +874,8 @@ struct SharePasswordPage<'a> {
     lang: &'a str,
     lang_href: String,
     signed_in: bool,
+    /// Shows the owners' links.
+    owner: bool,
     error: Option<&'a str>,
 }
 
@@ -883,7 +899,7 @@ pub(crate) async fn shared_page(
     if !share.password_hash.is_empty() && !has_session {
         return share_password_page(lang, StatusCode::OK, None);
     }
-    let page = site_page(&state, &site, &q, lang, false).await?;
+    let page = site_page(&state, &site, &q, lang, false, false).await?;
     let mut response = html(StatusCode::OK, page, lang, remember);
     if !has_session {
         let id = session::start_share(&state, &share.id, &site).await?;
@@ -902,6 +918,7 @@ fn share_password_page(
         lang: lang.code(),
         lang_href: lang_href(lang),
         signed_in: false,
+        owner: false,
         error,
     };
     Ok(html(status, render(&page)?, lang, false))
@@ -990,4 +1007,142 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+struct PersonRow {
+    name: String,
+    role: String,
+    sites: String,
+    invited: bool,
+    /// The signed-in person (who cannot remove themselves).
+    me: bool,
+}
+
+#[derive(Template)]
+#[template(path = "people.html")]
+struct PeoplePage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    owner: bool,
+    people: Vec<PersonRow>,
+    /// (id, name shown) of every site, for the invitation's choice.
+    sites: Vec<(String, String)>,
+}
+
+/// The signed-in owner of a request to an owners' page; `Err` is the response to send
+/// instead (the sign-in page, or 403).
+async fn owner_of(
+    state: &State,
+    headers: &HeaderMap,
+) -> Result<Result<Principal, Response>, ApiError> {
+    let Some(who) = signed_in(state, headers).await? else {
+        return Ok(Err(Redirect::to("/admin").into_response()));
+    };
+    match who.owner_only("manage people") {
+        Ok(()) => Ok(Ok(who)),
+        Err(e) => Ok(Err(e.into_response())),
+    }
+}
+
+/// `GET /admin/people` (owners): everyone, the invitation form, removal.
+pub(crate) async fn people_page(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (lang, remember) = language(&q, &headers);
+    let who = match owner_of(&state, &headers).await? {
+        Ok(who) => who,
+        Err(response) => return Ok(response),
+    };
+    let t = lang.t();
+    let me = who.actor();
+    let people = state
+        .db
+        .people()
+        .await?
+        .into_iter()
+        .map(|p| PersonRow {
+            me: p.name == me,
+            role: match p.role.as_str() {
+                "owner" => t.role_owner,
+                "admin" => t.role_admin,
+                _ => t.role_viewer,
+            }
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+            sites: if p.sites.is_empty() {
+                t.all_sites_role.to_owned()
+            } else {
+                p.sites.join(", ")
+            },
+            invited: p.password_hash.is_empty(),
+            name: p.name,
+        })
+        .collect();
+    let sites = state
+        .directory
+        .sites()
+        .iter()
+        .map(|s| (s.id().to_string(), s.display_name().to_owned()))
+        .collect();
+    let page = PeoplePage {
+        t,
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: true,
+        owner: true,
+        people,
+        sites,
+    };
+    Ok(html(StatusCode::OK, render(&page)?, lang, remember))
+}
+
+#[derive(Template)]
+#[template(path = "changes.html")]
+struct ChangesPage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    owner: bool,
+    /// (when, who, what, on what, detail)
+    entries: Vec<(String, String, String, String, String)>,
+}
+
+/// `GET /admin/changes` (owners): the record of who changed what and when, newest first.
+pub(crate) async fn changes_page(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (lang, remember) = language(&q, &headers);
+    if let Err(response) = owner_of(&state, &headers).await? {
+        return Ok(response);
+    }
+    let entries = state
+        .db
+        .audit_log(500)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let when = chrono::DateTime::from_timestamp(i64::from(e.at), 0)
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default();
+            (when, e.actor, e.action, e.target, e.detail)
+        })
+        .collect();
+    let page = ChangesPage {
+        t: lang.t(),
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: true,
+        owner: true,
+        entries,
+    };
+    Ok(html(StatusCode::OK, render(&page)?, lang, remember))
 }
