@@ -297,7 +297,8 @@ pub(crate) fn layers(router: Router) -> Router {
                 .unwrap_or("");
             // At error level so that no log filter drops it: every line logged while the
             // request is handled, at any level, then carries its id.
-            tracing::error_span!("request", id, method = %req.method(), path = req.uri().path())
+            let path = loggable_path(req.uri().path());
+            tracing::error_span!("request", id, method = %req.method(), path = %path)
         })
         // No line when a request starts; the access line (at debug) says all.
         .on_request(())
@@ -311,6 +312,17 @@ pub(crate) fn layers(router: Router) -> Router {
         .layer(PropagateRequestIdLayer::new(id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(id, RequestIds::default()))
+}
+
+/// Paths whose last segment is a secret (a shared dashboard's link, an invitation link).
+const SECRET_PATHS: [&str; 2] = ["/share/", "/admin/invite/"];
+
+/// `path` as it may be logged: the secret of a shared or invitation link is left out.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match SECRET_PATHS.iter().find(|p| path.starts_with(**p)) {
+        Some(prefix) => format!("{prefix}…").into(),
+        None => path.into(),
+    }
 }
 
 /// Request ids: this process's random prefix and a counter (unique per process, and
@@ -341,5 +353,17 @@ impl tower_http::request_id::MakeRequestId for RequestIds {
         axum::http::HeaderValue::from_str(&id)
             .ok()
             .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_secrets_stay_out_of_logged_paths() {
+        assert_eq!(loggable_path("/share/8d7c1d00ff"), "/share/…");
+        assert_eq!(loggable_path("/admin/invite/abc"), "/admin/invite/…");
+        assert_eq!(loggable_path("/api/v1/sites"), "/api/v1/sites");
     }
 }

@@ -598,3 +598,396 @@ async fn a_shared_link_shows_the_statistics_until_revoked() {
     assert_eq!(still.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn personal_tokens_password_changes_and_signing_out_everywhere() {
+    let redis = tally_testkit::RedisServer::start();
+    let settings = settings(&redis);
+    let app = TestApp::spawn(settings.clone()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let db = app.db();
+    tally_api::add_person(
+        &db,
+        "editor",
+        "admin",
+        vec!["demo".into()],
+        Some("editor-password-1".into()),
+    )
+    .await
+    .unwrap();
+    let cookie = sign_in(
+        &http,
+        &app,
+        &[("name", "editor"), ("password", "editor-password-1")],
+    )
+    .await
+    .unwrap();
+    let editor = Auth::Cookie(&cookie);
+    let tokens = app.url("/api/v1/tokens");
+
+    // Made by a person signed in, shown once.
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &tokens,
+        Auth::Token(TOKEN),
+        Some(json!({"label": "x"})),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a configuration token has no personal tokens: {body}"
+    );
+    for (bad, field) in [
+        (json!({"label": ""}), "label"),
+        (json!({"label": "x", "sites": ["nope"]}), "sites"),
+    ] {
+        let (status, body) = call(&http, Method::POST, &tokens, editor, Some(bad)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(field), "{body}");
+    }
+    let (status, read) = call(
+        &http,
+        Method::POST,
+        &tokens,
+        editor,
+        Some(json!({"label": "dashboard", "read_only": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{read}");
+    let (_, write) = call(
+        &http,
+        Method::POST,
+        &tokens,
+        editor,
+        Some(json!({"label": "automation"})),
+    )
+    .await;
+    let read_token = read["token"].as_str().unwrap().to_owned();
+    let write_token = write["token"].as_str().unwrap().to_owned();
+    assert!(
+        read_token.starts_with("tly_") && read_token.len() == 44,
+        "{read_token}"
+    );
+    let (_, list) = call(&http, Method::GET, &tokens, editor, None).await;
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 2);
+    assert!(
+        !list.to_string().contains(&read_token),
+        "listed without the secret"
+    );
+
+    // What each may do.
+    let summary = app.url("/api/v1/sites/demo/stats/summary");
+    let share = app.url("/api/v1/sites/demo/shares");
+    assert_eq!(
+        call(&http, Method::GET, &summary, Auth::Token(&read_token), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &http,
+            Method::POST,
+            &share,
+            Auth::Token(&read_token),
+            Some(json!({}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            &http,
+            Method::POST,
+            &share,
+            Auth::Token(&write_token),
+            Some(json!({}))
+        )
+        .await
+        .0,
+        201
+    );
+    let (status, _) = call(
+        &http,
+        Method::POST,
+        &tokens,
+        Auth::Token(&read_token),
+        Some(json!({"label": "more"})),
+    )
+    .await;
+    assert_eq!(status, 403, "a token cannot mint tokens");
+    assert_eq!(
+        call(
+            &http,
+            Method::GET,
+            &app.url("/api/v1/users"),
+            Auth::Token(&write_token),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+
+    // Revoked: stops at once.
+    let revoke = app.url(&format!("/api/v1/tokens/{}", read["id"].as_str().unwrap()));
+    assert_eq!(
+        call(&http, Method::DELETE, &revoke, editor, None).await.0,
+        204
+    );
+    assert_eq!(
+        call(&http, Method::GET, &summary, Auth::Token(&read_token), None)
+            .await
+            .0,
+        401
+    );
+
+    // Redis loses everything: people and tokens are still there (ClickHouse keeps them).
+    let mut conn = redis::Client::open(settings.redis.nodes()[0])
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(
+        call(
+            &http,
+            Method::GET,
+            &summary,
+            Auth::Token(&write_token),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let cookie = sign_in(
+        &http,
+        &app,
+        &[("name", "editor"), ("password", "editor-password-1")],
+    )
+    .await
+    .unwrap();
+    let editor = Auth::Cookie(&cookie);
+
+    // A password change ends every session; the new password signs in, the old does not.
+    let change = app.url("/api/v1/account/password");
+    let (status, _) = call(
+        &http,
+        Method::POST,
+        &change,
+        editor,
+        Some(json!({"current": "wrong-password-9", "new": "editor-password-2"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &http,
+        Method::POST,
+        &change,
+        editor,
+        Some(json!({"current": "editor-password-1", "new": "short"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = call(
+        &http,
+        Method::POST,
+        &change,
+        editor,
+        Some(json!({"current": "editor-password-1", "new": "editor-password-2"})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(call(&http, Method::GET, &tokens, editor, None).await.0, 401);
+    assert_eq!(
+        sign_in(
+            &http,
+            &app,
+            &[("name", "editor"), ("password", "editor-password-1")]
+        )
+        .await,
+        Err(401)
+    );
+
+    // Signing out everywhere ends the other browsers' sessions too.
+    let one = sign_in(
+        &http,
+        &app,
+        &[("name", "editor"), ("password", "editor-password-2")],
+    )
+    .await
+    .unwrap();
+    let two = sign_in(
+        &http,
+        &app,
+        &[("name", "editor"), ("password", "editor-password-2")],
+    )
+    .await
+    .unwrap();
+    let everywhere = app.url("/api/v1/account/sign-out-everywhere");
+    assert_eq!(
+        call(&http, Method::POST, &everywhere, Auth::Cookie(&one), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        call(&http, Method::GET, &tokens, Auth::Cookie(&two), None)
+            .await
+            .0,
+        401
+    );
+
+    // Removing the person stops their tokens.
+    assert_eq!(
+        call(
+            &http,
+            Method::DELETE,
+            &app.url("/api/v1/users/editor"),
+            Auth::Token(TOKEN),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            &http,
+            Method::GET,
+            &summary,
+            Auth::Token(&write_token),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+
+    // No token or password in clear in ClickHouse.
+    let stored = common::run_sql(
+        &settings,
+        &format!(
+            "SELECT * FROM {db}.api_tokens FORMAT TSV",
+            db = settings.clickhouse.database
+        ),
+    )
+    .await
+        + &common::run_sql(
+            &settings,
+            &format!(
+                "SELECT * FROM {}.people FORMAT TSV",
+                settings.clickhouse.database
+            ),
+        )
+        .await;
+    for secret in [
+        read_token.as_str(),
+        write_token.as_str(),
+        "editor-password-1",
+        "editor-password-2",
+    ] {
+        assert!(!stored.contains(secret));
+    }
+    app.stop().await;
+}
+
+/// The log of a real `tally serve` at debug level, after sign-ins with passwords, personal
+/// tokens used and a shared link opened: no secret in it.
+#[tokio::test]
+async fn secrets_stay_out_of_the_logs() {
+    let redis = tally_testkit::RedisServer::start();
+    let settings = settings(&redis);
+    let log = std::env::temp_dir().join(format!("tally-people-log-{}.log", std::process::id()));
+    let served = common::Served::start_logging_to(
+        &settings,
+        "beacon,worker,api",
+        &[("TALLY_LOG", "debug")],
+        std::fs::File::create(&log).unwrap(),
+    )
+    .await;
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    tally_api::add_person(
+        &db,
+        "logged",
+        "owner",
+        Vec::new(),
+        Some("logged-password-1".into()),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(served.url("/admin/login"))
+        .form(&[("name", "logged"), ("password", "logged-password-1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let made: Value = http
+        .post(served.url("/api/v1/tokens"))
+        .header("cookie", &cookie)
+        .json(&json!({"label": "ci"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = made["token"].as_str().unwrap().to_owned();
+    let shared: Value = http
+        .post(served.url("/api/v1/sites/demo/shares"))
+        .bearer_auth(&token)
+        .json(&json!({"password": "share-password-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link = shared["url"].as_str().unwrap().to_owned();
+    let secret = link.rsplit('/').next().unwrap().to_owned();
+    let opened = http
+        .post(format!("{}/share/{secret}", served.base))
+        .form(&[("password", "share-password-1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 303);
+    drop(served);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("/admin/login"),
+        "the log has the requests at debug level"
+    );
+    for secret in [
+        "logged-password-1",
+        token.as_str(),
+        "share-password-1",
+        secret.as_str(),
+        cookie.split('=').nth(1).unwrap(),
+    ] {
+        assert!(
+            !logged.contains(secret),
+            "the log holds a secret: {}",
+            &secret[..6]
+        );
+    }
+    let _ = std::fs::remove_file(&log);
+}

@@ -1,5 +1,6 @@
-//! Admin authentication: a bearer token from `admin.tokens` (compared in constant time), or
-//! the session cookie of a signed-in admin page. Wrong bearer tokens are counted per client
+//! Admin authentication: a bearer token from `admin.tokens` (compared in constant time) or a
+//! person's personal token (looked up by its SHA-256), or the session cookie of a signed-in
+//! admin page. Wrong bearer tokens are counted per client
 //! network (an IPv4 address, an IPv6 /64): past [`MAX_FAILED_TOKENS`] in a minute, every
 //! bearer request from there answers 429, the right token included, so tokens cannot be
 //! guessed by trying.
@@ -110,13 +111,18 @@ impl FromRequestParts<std::sync::Arc<State>> for Admin {
             if network.is_some_and(|n| state.failed_tokens.blocked(n)) {
                 return Err(ApiError::TooManyAttempts);
             }
-            let found = value
+            let secret = value
                 .to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .and_then(|secret| find_token(&state.settings.admin.tokens, secret.trim()));
+                .map(str::trim)
+                .unwrap_or_default();
+            let found = match find_token(&state.settings.admin.tokens, secret) {
+                Some(token) => Some(Principal::Token(token.clone())),
+                None => crate::account::principal_of_token(state, secret).await?,
+            };
             return match found {
-                Some(token) => Ok(Admin(Principal::Token(token.clone()))),
+                Some(principal) => Ok(Admin(principal)),
                 None => {
                     if let Some(network) = network {
                         state.failed_tokens.failed(network);

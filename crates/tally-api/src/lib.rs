@@ -11,6 +11,7 @@
 //! - `auth`, `session`: bearer tokens and admin page sessions.
 //! - `openapi`: the OpenAPI document at `/api/openapi.json`.
 
+mod account;
 mod admin;
 mod auth;
 mod counters;
@@ -132,6 +133,16 @@ impl Api {
                 get(admin::shared_page).post(admin::shared_password),
             )
             .route("/api/v1/users", get(people::list).post(people::invite))
+            .route("/api/v1/tokens", get(account::list).post(account::create))
+            .route(
+                "/api/v1/tokens/{id}",
+                axum::routing::delete(account::revoke),
+            )
+            .route("/api/v1/account/password", post(account::change_password))
+            .route(
+                "/api/v1/account/sign-out-everywhere",
+                post(account::sign_out_everywhere),
+            )
             .route(
                 "/api/v1/users/{name}",
                 axum::routing::delete(people::remove),

@@ -9,7 +9,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{counters, people, shares, sites, stats};
+use crate::{account, counters, people, shares, sites, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,11 @@ use crate::{counters, people, shares, sites, stats};
         shares::list,
         shares::create,
         shares::revoke,
+        account::list,
+        account::create,
+        account::revoke,
+        account::change_password,
+        account::sign_out_everywhere,
         stats::summary,
         stats::timeseries,
         stats::pages,

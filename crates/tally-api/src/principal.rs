@@ -48,12 +48,13 @@ impl Role {
 pub(crate) enum Principal {
     /// A token of `admin.tokens`: an owner, or an admin of the sites it is limited to.
     Token(AdminToken),
-    /// A signed-in person.
+    /// A signed-in person, or one of their personal API tokens (`via_token`).
     Person {
         name: String,
         role: Role,
         /// The sites of an admin or viewer (an owner's are all).
         sites: Vec<SiteId>,
+        via_token: bool,
     },
     /// Someone who opened a shared dashboard: a viewer of that one site.
     Share { id: String, site: SiteId },
@@ -103,6 +104,22 @@ impl Principal {
             Self::Token(_) => "token",
             Self::Person { .. } => "account",
             Self::Share { .. } => "shared link",
+        }
+    }
+
+    /// The signed-in person (not a token of theirs, nor anyone else): who may manage their
+    /// own account and make personal tokens.
+    pub(crate) fn signed_in_person(&self) -> Result<&str, ApiError> {
+        match self {
+            Self::Person {
+                name,
+                via_token: false,
+                ..
+            } => Ok(name),
+            _ => Err(ApiError::NotAllowed(
+                "only a person signed in to the admin pages may do this (not a token or a shared link)"
+                    .into(),
+            )),
         }
     }
 

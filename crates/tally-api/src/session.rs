@@ -193,7 +193,12 @@ async fn from_session(state: &State, id: &str) -> Result<Option<Principal>, ApiE
             .find(|t| fingerprint(t) == print)
             .cloned()
             .map(Principal::Token),
-        Stored::Person { name, role, sites } => Some(Principal::Person { name, role, sites }),
+        Stored::Person { name, role, sites } => Some(Principal::Person {
+            name,
+            role,
+            sites,
+            via_token: false,
+        }),
         Stored::Share { id, site } => Some(Principal::Share { id, site }),
     })
 }

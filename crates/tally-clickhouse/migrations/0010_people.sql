@@ -30,3 +30,19 @@ CREATE TABLE IF NOT EXISTS shares (
     created_at DateTime('UTC')
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY id;
+
+-- Personal API tokens: made by a person in the admin pages, shown once, stored as their
+-- SHA-256 (never the token); scoped to some of the person's sites (none: all of them) and
+-- read-only or not. One row per change; deleted = 1 a revocation.
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id String,
+    version UInt64,
+    deleted UInt8,
+    person String,
+    label String,
+    token_hash String,
+    sites Array(String),
+    read_only UInt8,
+    created_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id;

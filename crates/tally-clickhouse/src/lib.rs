@@ -20,6 +20,7 @@
 //! | `managed_sites` | ReplacingMergeTree(version) | sites created in the admin pages or API: one row per change, the newest version counts, `deleted` = 1 a deletion |
 //! | `people` | ReplacingMergeTree(version) | accounts: login name, role, sites, argon2id password hash, the SHA-256 of a pending invitation; one row per change, `deleted` = 1 a removal |
 //! | `shares` | ReplacingMergeTree(version) | read-only links to a site's statistics page: the SHA-256 of the link's secret, an optional argon2id password hash; `deleted` = 1 a revocation |
+//! | `api_tokens` | ReplacingMergeTree(version) | personal API tokens: the SHA-256 of the token, its person, sites and whether it is read-only; `deleted` = 1 a revocation |
 //! | `audit_log` | MergeTree, monthly partitions | who changed what and when (sites created, edited, deleted…) |
 //!
 //! The comments of applied migrations are not edited (an applied migration never is), so one
@@ -47,6 +48,7 @@ mod row;
 mod shares;
 mod sqllog;
 pub mod stats;
+mod tokens;
 
 use std::time::Duration;
 
@@ -59,6 +61,7 @@ pub use insert::StoredEvent;
 pub use people::Person;
 pub use row::{EventRow, event_id};
 pub use shares::Share;
+pub use tokens::ApiToken;
 
 /// Errors from the history tier.
 #[derive(Debug, thiserror::Error)]

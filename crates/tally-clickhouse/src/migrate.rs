@@ -56,7 +56,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     ),
     (
         10,
-        "people_and_shares",
+        "people_shares_tokens",
         include_str!("../migrations/0010_people.sql"),
     ),
 ];
