@@ -761,6 +761,8 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
     assert_eq!(
         documented,
         [
+            "/api/v1/account/password",
+            "/api/v1/account/sign-out-everywhere",
             "/api/v1/sites",
             "/api/v1/sites/{site}",
             "/api/v1/sites/{site}/counters",
@@ -776,8 +778,6 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
             "/api/v1/sites/{site}/stats/summary",
             "/api/v1/sites/{site}/stats/timeseries",
             "/api/v1/sites/{site}/views",
-            "/api/v1/account/password",
-            "/api/v1/account/sign-out-everywhere",
             "/api/v1/tokens",
             "/api/v1/tokens/{id}",
             "/api/v1/users",
@@ -802,6 +802,11 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
         }
         let secured = op.get("security").is_some();
         let (status, body) = get(&http, &app, &url, secured.then_some(TOKEN)).await;
+        if path == "/api/v1/tokens" {
+            // Personal tokens are a person's: a configuration token is refused (people.rs).
+            assert_eq!(status, 403, "{url}: {body}");
+            continue;
+        }
         assert_eq!(status, 200, "{url}: {body}");
         conforms(
             &doc,

@@ -193,6 +193,41 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
         .unwrap();
     assert_eq!(fits, json!(true), "the sites page fits a phone's width");
     browser.screenshot("manage-sites-phone-en").await;
+
+    // A personal token made in the account page, shown once, reads the statistics.
+    c.goto(&app.url("/admin/account")).await.unwrap();
+    fill(&browser, "#token-label", "wall display").await;
+    click(&browser, "#new-token button[type=submit]").await;
+    browser
+        .wait_for_js(
+            "return !document.querySelector('#new-token .shown').hidden",
+            json!(true),
+        )
+        .await;
+    let token = c
+        .find(Locator::Css("#new-token .shown .value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(token.starts_with("tly_"), "{token}");
+    let summary = http
+        .get(app.url("/api/v1/sites/ward-7/stats/summary"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(summary.status(), 200);
+    browser.screenshot("manage-account-phone-en").await;
+    c.refresh().await.unwrap();
+    browser
+        .wait_for_js(
+            "return document.querySelectorAll('#tokens li').length",
+            json!(1),
+        )
+        .await;
+    assert!(!c.source().await.unwrap().contains(&token), "shown once");
     browser.close().await;
     app.stop().await;
 }

@@ -734,6 +734,51 @@ async fn personal_tokens_password_changes_and_signing_out_everywhere() {
         403
     );
 
+    // An owner's read-only token reads every site, and changes nothing.
+    tally_api::add_person(
+        &db,
+        "boss",
+        "owner",
+        Vec::new(),
+        Some("boss-password-123".into()),
+    )
+    .await
+    .unwrap();
+    let boss = sign_in(
+        &http,
+        &app,
+        &[("name", "boss"), ("password", "boss-password-123")],
+    )
+    .await
+    .unwrap();
+    let (_, boss_read) = call(
+        &http,
+        Method::POST,
+        &tokens,
+        Auth::Cookie(&boss),
+        Some(json!({"label": "wall", "read_only": true})),
+    )
+    .await;
+    let boss_read = boss_read["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(&http, Method::GET, &summary, Auth::Token(&boss_read), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &http,
+            Method::POST,
+            &share,
+            Auth::Token(&boss_read),
+            Some(json!({}))
+        )
+        .await
+        .0,
+        403
+    );
+
     // Revoked: stops at once.
     let revoke = app.url(&format!("/api/v1/tokens/{}", read["id"].as_str().unwrap()));
     assert_eq!(

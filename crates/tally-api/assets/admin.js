@@ -158,7 +158,7 @@
     } else if (el.hasAttribute("data-api") && el.type === "button") {
       var confirmText = el.getAttribute("data-confirm");
       if (confirmText && !window.confirm(confirmText)) return;
-      call(el, null, "");
+      call(el, el.getAttribute("data-api") === "POST" ? {} : null, "");
     }
   });
 })();

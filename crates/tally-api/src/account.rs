@@ -66,6 +66,15 @@ pub(crate) async fn principal_of_token(
         };
     }
     if token.read_only != 0 {
+        if role == Role::Owner {
+            // An owner's sites are all of them: a viewer of every site now served.
+            sites = state
+                .directory
+                .sites()
+                .iter()
+                .map(|s| s.id().clone())
+                .collect();
+        }
         role = Role::Viewer;
     }
     Ok(Some(Principal::Person {

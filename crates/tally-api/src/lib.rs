@@ -176,6 +176,7 @@ impl Api {
             .route("/admin/sites/{site}", get(admin::site))
             .route("/admin/sites/{site}/settings", get(admin::site_settings))
             .route("/admin/people", get(admin::people_page))
+            .route("/admin/account", get(admin::account_page))
             .route("/admin/changes", get(admin::changes_page))
             .route("/admin/assets/{file}", get(admin::asset))
             .with_state(self.state.clone())

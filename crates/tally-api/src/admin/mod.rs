@@ -1146,3 +1146,52 @@ pub(crate) async fn changes_page(
     };
     Ok(html(StatusCode::OK, render(&page)?, lang, remember))
 }
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    t: &'a Labels,
+    lang: &'a str,
+    lang_href: String,
+    signed_in: bool,
+    owner: bool,
+    /// Signed in as a person (not with a configuration token).
+    person: bool,
+    name: String,
+    /// (id, label, read-only) of the person's tokens.
+    tokens: Vec<(String, String, bool)>,
+}
+
+/// `GET /admin/account`: a signed-in person's tokens, password and sessions.
+pub(crate) async fn account_page(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (lang, remember) = language(&q, &headers);
+    let Some(who) = signed_in(&state, &headers).await? else {
+        return Ok(Redirect::to("/admin").into_response());
+    };
+    let name = who.signed_in_person().ok().map(str::to_owned);
+    let tokens = match &name {
+        Some(name) => state
+            .db
+            .api_tokens(name)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t.label, t.read_only != 0))
+            .collect(),
+        None => Vec::new(),
+    };
+    let page = AccountPage {
+        t: lang.t(),
+        lang: lang.code(),
+        lang_href: lang_href(lang),
+        signed_in: true,
+        owner: who.owner_only("").is_ok(),
+        person: name.is_some(),
+        name: name.unwrap_or_default(),
+        tokens,
+    };
+    Ok(html(StatusCode::OK, render(&page)?, lang, remember))
+}
