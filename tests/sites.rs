@@ -393,3 +393,95 @@ async fn sites_survive_redis_losing_its_data() {
     .await;
     app.stop().await;
 }
+
+/// Deleting a site with `history=drop`: its rows leave every ClickHouse table (mutations,
+/// finished within seconds here) and its live keys leave Redis; another site keeps all of
+/// its own.
+#[tokio::test]
+async fn dropping_a_sites_history_deletes_its_rows_and_live_counters() {
+    use reqwest::Method;
+    let redis = tally_testkit::RedisServer::start();
+    let settings = settings(&redis);
+    let app = TestApp::spawn(settings.clone()).await;
+    let http = reqwest::Client::new();
+    for (id, domain) in [("ward-4", "p4.vn"), ("ward-5", "p5.vn")] {
+        let (status, _) = call(
+            &http,
+            Method::POST,
+            &app.url("/api/v1/sites"),
+            Some(TOKEN),
+            Some(json!({"id": id, "domains": [domain]})),
+        )
+        .await;
+        assert_eq!(status, 201);
+        for _ in 0..3 {
+            assert_eq!(view(&http, &app.url(""), id, domain).await, 204);
+        }
+    }
+    common::wait_for_rollups(&app, 6).await;
+    let count = |table: &'static str, site: &'static str| {
+        let settings = settings.clone();
+        async move {
+            common::run_sql(
+                &settings,
+                &format!(
+                    "SELECT count() FROM {}.{table} WHERE site = '{site}'",
+                    settings.clickhouse.database
+                ),
+            )
+            .await
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+        }
+    };
+    assert_eq!(count("events", "ward-4").await, 3);
+    assert!(count("site_daily", "ward-4").await > 0);
+    let (status, _) = call(
+        &http,
+        Method::DELETE,
+        &app.url("/api/v1/sites/ward-4?history=drop"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    wait_for("ward-4's rows to leave ClickHouse", || async {
+        let mut left = 0;
+        for table in [
+            "events",
+            "site_daily",
+            "site_hourly",
+            "page_days",
+            "dimension_daily",
+            "visit_hourly",
+        ] {
+            left += count(table, "ward-4").await;
+        }
+        left == 0
+    })
+    .await;
+    let mut conn = redis::Client::open(settings.redis.nodes()[0])
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*ward-4*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    // The other site keeps everything.
+    assert_eq!(count("events", "ward-5").await, 3);
+    // (One reader's three views of one page: one view and two reloads.)
+    let c = common::get_json(&http, &app.url("/api/v1/sites/ward-5/counters")).await;
+    assert_eq!(c["total_views"], 1);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*ward-5*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    app.stop().await;
+}

@@ -72,6 +72,12 @@ impl fmt::Display for SiteId {
     }
 }
 
+/// Whether `domain` can be a site's domain: a lower-case host name, without scheme, port or
+/// path.
+pub fn valid_domain(domain: &str) -> bool {
+    !domain.is_empty() && !domain.contains(['/', ':', ' ']) && domain == domain.to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,10 +105,4 @@ mod tests {
             .collect();
         assert_eq!(spread.len(), 4, "100 sites should use all 4 partitions");
     }
-}
-
-/// Whether `domain` can be a site's domain: a lower-case host name, without scheme, port or
-/// path.
-pub fn valid_domain(domain: &str) -> bool {
-    !domain.is_empty() && !domain.contains(['/', ':', ' ']) && domain == domain.to_ascii_lowercase()
 }
