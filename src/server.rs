@@ -298,7 +298,7 @@ pub(crate) fn layers(router: Router) -> Router {
             // At error level so that no log filter drops it: every line logged while the
             // request is handled, at any level, then carries its id.
             let path = loggable_path(req.uri().path());
-            tracing::error_span!("request", id, method = %req.method(), path = %path)
+            tracing::error_span!("request", id, method = %req.method(), path = &*path)
         })
         // No line when a request starts; the access line (at debug) says all.
         .on_request(())

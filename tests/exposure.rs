@@ -547,5 +547,6 @@ fn no_site_in_the_configuration_means_no_site() {
     let config = String::from_utf8_lossy(&out.stdout);
     // No demo site on localhost from the defaults: sites are created live.
     assert!(config.contains("sites = []"), "{config}");
-    assert!(!config.contains("demo"), "{config}");
+    assert!(!config.contains("id = \"demo\""), "{config}");
+    assert!(!config.contains("[[sites]]"), "{config}");
 }

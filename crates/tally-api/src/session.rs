@@ -254,31 +254,6 @@ impl Stored {
     }
 }
 
-/// Starts a session for whoever opened shared dashboard `share` of `site`, remembered among
-/// the share's sessions so that revoking it ends them; returns the new id.
-pub(crate) async fn start_share(
-    state: &State,
-    share: &str,
-    site: &SiteId,
-) -> Result<String, ApiError> {
-    let id = new_id();
-    let value = format!("S {share} {site} {}", state.clock.now().timestamp());
-    let key = storage_key(&id);
-    state
-        .store
-        .session_put(&key, &value, state.settings.admin.session_ttl)
-        .await?;
-    state
-        .store
-        .owned_session_add(
-            &format!("share:{share}"),
-            &key,
-            state.settings.admin.session_max_age,
-        )
-        .await?;
-    Ok(id)
-}
-
 /// Starts a session for `token`: stores it and returns the new id.
 pub(crate) async fn start(state: &State, token: &AdminToken) -> Result<String, ApiError> {
     let id = new_id();
@@ -290,15 +265,25 @@ pub(crate) async fn start(state: &State, token: &AdminToken) -> Result<String, A
     Ok(id)
 }
 
-/// Starts a session for person `name` with `role` on `sites`, remembered among the person's
-/// sessions so that they can all be ended at once; returns the new id.
+/// Starts a session for whoever opened shared dashboard `share` of `site`; revoking the
+/// share ends it. Returns the new id.
+pub(crate) async fn start_share(
+    state: &State,
+    share: &str,
+    site: &SiteId,
+) -> Result<String, ApiError> {
+    let value = format!("S {share} {site} {}", state.clock.now().timestamp());
+    start_owned(state, &value, &format!("share:{share}")).await
+}
+
+/// Starts a session for person `name` with `role` on `sites`; removing the person (or
+/// changing their password, or signing out everywhere) ends it. Returns the new id.
 pub(crate) async fn start_person(
     state: &State,
     name: &str,
     role: Role,
     sites: &[SiteId],
 ) -> Result<String, ApiError> {
-    let id = new_id();
     let sites = match sites {
         [] => "-".to_owned(),
         list => list
@@ -312,18 +297,21 @@ pub(crate) async fn start_person(
         role.as_str(),
         state.clock.now().timestamp()
     );
+    start_owned(state, &value, &format!("person:{name}")).await
+}
+
+/// Stores a new session holding `value`, listed among the sessions of `owner` so that they
+/// can all be ended at once; returns its id.
+async fn start_owned(state: &State, value: &str, owner: &str) -> Result<String, ApiError> {
+    let id = new_id();
     let key = storage_key(&id);
     state
         .store
-        .session_put(&key, &value, state.settings.admin.session_ttl)
+        .session_put(&key, value, state.settings.admin.session_ttl)
         .await?;
     state
         .store
-        .owned_session_add(
-            &format!("person:{name}"),
-            &key,
-            state.settings.admin.session_max_age,
-        )
+        .owned_session_add(owner, &key, state.settings.admin.session_max_age)
         .await?;
     Ok(id)
 }

@@ -113,12 +113,20 @@ impl Db {
     }
 
     async fn write_site(&self, row: SiteRow) -> Result<()> {
+        self.insert_one("managed_sites", &row).await
+    }
+
+    /// Inserts one row into `table` (logged for the SQL replay like every statement).
+    pub(crate) async fn insert_one<T>(&self, table: &str, row: &T) -> Result<()>
+    where
+        T: for<'a> clickhouse::Row<Value<'a> = T> + clickhouse::RowWrite + Serialize,
+    {
         sqllog::record(&format!(
-            "INSERT INTO managed_sites ({}) FORMAT RowBinary",
-            <SiteRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
+            "INSERT INTO {table} ({}) FORMAT RowBinary",
+            T::COLUMN_NAMES.join(", ")
         ));
-        let mut insert = self.client.insert::<SiteRow>("managed_sites").await?;
-        insert.write(&row).await?;
+        let mut insert = self.client.insert::<T>(table).await?;
+        insert.write(row).await?;
         insert.end().await?;
         Ok(())
     }
@@ -133,14 +141,7 @@ impl Db {
             target: target.into(),
             detail: detail.into(),
         };
-        sqllog::record(&format!(
-            "INSERT INTO audit_log ({}) FORMAT RowBinary",
-            <AuditEntry as clickhouse::Row>::COLUMN_NAMES.join(", ")
-        ));
-        let mut insert = self.client.insert::<AuditEntry>("audit_log").await?;
-        insert.write(&entry).await?;
-        insert.end().await?;
-        Ok(())
+        self.insert_one("audit_log", &entry).await
     }
 
     /// The newest `limit` entries of the record of changes, newest first.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Db, Result, sqllog};
+use crate::{Db, Result};
 
 /// A person as stored. `password_hash` is argon2id in PHC form (empty until the invitation
 /// is accepted); `invite_hash` the SHA-256 (hex) of the one-time link's secret (empty once
@@ -101,13 +101,6 @@ impl Db {
             invite_expires: p.invite_expires,
             changed_at: u32::try_from(now.timestamp()).unwrap_or(u32::MAX),
         };
-        sqllog::record(&format!(
-            "INSERT INTO people ({}) FORMAT RowBinary",
-            <PersonRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
-        ));
-        let mut insert = self.client.insert::<PersonRow>("people").await?;
-        insert.write(&row).await?;
-        insert.end().await?;
-        Ok(())
+        self.insert_one("people", &row).await
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Db, Result, sqllog};
+use crate::{Db, Result};
 
 /// A share as stored: `secret_hash` is the SHA-256 (hex) of its link's secret,
 /// `password_hash` argon2id (PHC) or empty for a link without a password.
@@ -77,13 +77,6 @@ impl Db {
             created_by: s.created_by.clone(),
             created_at: s.created_at,
         };
-        sqllog::record(&format!(
-            "INSERT INTO shares ({}) FORMAT RowBinary",
-            <ShareRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
-        ));
-        let mut insert = self.client.insert::<ShareRow>("shares").await?;
-        insert.write(&row).await?;
-        insert.end().await?;
-        Ok(())
+        self.insert_one("shares", &row).await
     }
 }

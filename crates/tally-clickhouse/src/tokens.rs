@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Db, Result, sqllog};
+use crate::{Db, Result};
 
 /// A personal token as stored: `token_hash` is the SHA-256 (hex) of the token.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
@@ -79,13 +79,6 @@ impl Db {
             read_only: t.read_only,
             created_at: t.created_at,
         };
-        sqllog::record(&format!(
-            "INSERT INTO api_tokens ({}) FORMAT RowBinary",
-            <TokenRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
-        ));
-        let mut insert = self.client.insert::<TokenRow>("api_tokens").await?;
-        insert.write(&row).await?;
-        insert.end().await?;
-        Ok(())
+        self.insert_one("api_tokens", &row).await
     }
 }

@@ -242,6 +242,23 @@ pub(crate) async fn index(
     Ok(html(StatusCode::OK, render(&page)?, lang, remember))
 }
 
+/// Whether a form that checks a password (sign-in, a shared link's password) may be tried:
+/// an error for a request from another site; false when this address has used up its tries
+/// for the minute.
+fn password_form_allowed(
+    state: &State,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<bool, ApiError> {
+    if !session::same_origin(state, headers) {
+        return Err(ApiError::CrossSite);
+    }
+    Ok(state
+        .logins
+        .check_key(&crate::auth::client_ip(state, peer, headers))
+        .is_ok())
+}
+
 /// The sign-in form: a person's name and password, or an admin token.
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
@@ -262,14 +279,7 @@ pub(crate) async fn login(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
     let (lang, _) = language(&PageQuery::default(), &headers);
-    if !session::same_origin(&state, &headers) {
-        return Err(ApiError::CrossSite);
-    }
-    if state
-        .logins
-        .check_key(&crate::auth::client_ip(&state, peer, &headers))
-        .is_err()
-    {
+    if !password_form_allowed(&state, peer, &headers)? {
         return login_page(
             lang,
             false,
@@ -951,14 +961,7 @@ pub(crate) async fn shared_password(
     Form(form): Form<PasswordForm>,
 ) -> Result<Response, ApiError> {
     let (lang, _) = language(&PageQuery::default(), &headers);
-    if !session::same_origin(&state, &headers) {
-        return Err(ApiError::CrossSite);
-    }
-    if state
-        .logins
-        .check_key(&crate::auth::client_ip(&state, peer, &headers))
-        .is_err()
-    {
+    if !password_form_allowed(&state, peer, &headers)? {
         return share_password_page(lang, StatusCode::TOO_MANY_REQUESTS, Some(lang.t().too_many));
     }
     let Some(share) = crate::shares::by_secret(&state, &secret).await? else {
