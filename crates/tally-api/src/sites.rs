@@ -69,6 +69,22 @@ impl State {
         })
     }
 
+    /// Stores `site` as created or edited (`action`), records who did it, and announces the
+    /// new list.
+    async fn save(&self, admin: &Admin, action: &str, site: &SiteSettings) -> Result<(), ApiError> {
+        self.db.save_site(site).await?;
+        let detail = format!(
+            "domains {}, time zone {}, public counters {}",
+            site.domains.join(" "),
+            site.timezone.name(),
+            site.public_counters
+        );
+        self.db
+            .audit(&admin.0.actor(), action, site.id.as_str(), &detail)
+            .await?;
+        self.announce().await
+    }
+
     /// Stores nothing itself: re-reads the managed sites from ClickHouse, announces them in
     /// Redis for the other processes, and serves them here at once.
     async fn announce(&self) -> Result<(), ApiError> {
@@ -79,11 +95,6 @@ impl State {
         self.directory.set_managed(managed);
         Ok(())
     }
-}
-
-/// Who made a change, for the record of changes (never a secret).
-fn actor(admin: &Admin) -> String {
-    admin.0.actor()
 }
 
 /// The sites this token may read, with their all-time totals.
@@ -216,18 +227,7 @@ pub(crate) async fn create(
         timezone,
         public_counters: new.public_counters,
     };
-    state.db.save_site(&settings).await?;
-    let detail = format!(
-        "domains {}, time zone {}, public counters {}",
-        settings.domains.join(" "),
-        settings.timezone.name(),
-        settings.public_counters
-    );
-    state
-        .db
-        .audit(&actor(&admin), "site.created", id.as_str(), &detail)
-        .await?;
-    state.announce().await?;
+    state.save(&admin, "site.created", &settings).await?;
     let site = state
         .directory
         .get(&id)
@@ -305,18 +305,7 @@ pub(crate) async fn edit(
         timezone,
         public_counters: changes.public_counters.unwrap_or(old.public_counters),
     };
-    state.db.save_site(&settings).await?;
-    let detail = format!(
-        "domains {}, time zone {}, public counters {}",
-        settings.domains.join(" "),
-        settings.timezone.name(),
-        settings.public_counters
-    );
-    state
-        .db
-        .audit(&actor(&admin), "site.edited", old.id.as_str(), &detail)
-        .await?;
-    state.announce().await?;
+    state.save(&admin, "site.edited", &settings).await?;
     let site = state.directory.get(&old.id).ok_or(ApiError::UnknownSite)?;
     Ok(Json(state.site_body(&site).await?))
 }
@@ -392,7 +381,7 @@ pub(crate) async fn delete(
     };
     state
         .db
-        .audit(&actor(&admin), "site.deleted", id.as_str(), detail)
+        .audit(&admin.0.actor(), "site.deleted", id.as_str(), detail)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
