@@ -56,17 +56,6 @@ async fn seed(app: &TestApp) {
     app.db().insert_events(&rows).await.unwrap();
 }
 
-async fn text(browser: &Browser, selector: &str) -> String {
-    browser
-        .client
-        .find(Locator::Css(selector))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn card_values(browser: &Browser) -> Vec<String> {
     let v = browser
         .client
@@ -138,7 +127,7 @@ async fn admin_pages_in_a_real_browser() {
     browser
         .wait_for_js("return !!document.querySelector('.error')", json!(true))
         .await;
-    assert!(text(&browser, ".error").await.contains("not valid"));
+    assert!(browser.text(".error").await.contains("not valid"));
     browser.screenshot("admin-login-refused").await;
     // The refused sign-in answers 401, which the browser logs; nothing else may be logged.
     let errors = browser.console_errors().await;
@@ -151,7 +140,7 @@ async fn admin_pages_in_a_real_browser() {
     submit_token(&browser, TOKEN).await;
     wait_for_sites(&browser).await;
     assert_eq!(
-        text(&browser, ".site dd").await,
+        browser.text(".site dd").await,
         "1,235",
         "1,234 seeded views and one live"
     );
@@ -174,7 +163,7 @@ async fn admin_pages_in_a_real_browser() {
         ["401", "301"],
         "visits and unique visitors ({cards:?})"
     );
-    assert_eq!(text(&browser, "#online").await, "1");
+    assert_eq!(browser.text("#online").await, "1");
     let body = c
         .execute("return document.body.innerText", vec![])
         .await
@@ -543,12 +532,12 @@ async fn pages_past_the_live_cap_are_read_as_other_pages() {
     sign_in(&browser, &app).await;
     let c = &browser.client;
     c.goto(&app.url("/admin/sites/demo?lang=en")).await.unwrap();
-    let note = text(&browser, "#page-cap").await;
+    let note = browser.text("#page-cap").await;
     assert!(note.contains("cap of 2 live pages"), "{note}");
     let names = reading_names(&browser).await;
     assert_eq!(names[0], "(other pages)", "three readers: {names:?}");
     assert_eq!(names.len(), 3, "{names:?}");
-    let readers = text(&browser, "#reading li:first-child strong").await;
+    let readers = browser.text("#reading li:first-child strong").await;
     assert_eq!(readers, "3");
     browser.screenshot("admin-other-pages-desktop").await;
     // The live refresh renders the row the same way.
@@ -560,7 +549,7 @@ async fn pages_past_the_live_cap_are_read_as_other_pages() {
         .await;
     c.goto(&app.url("/admin/sites/demo?lang=vi")).await.unwrap();
     assert_eq!(reading_names(&browser).await[0], "(các trang khác)");
-    assert!(text(&browser, "#page-cap").await.contains("tối đa 2 trang"));
+    assert!(browser.text("#page-cap").await.contains("tối đa 2 trang"));
     browser.screenshot("admin-other-pages-desktop-vi").await;
     assert!(browser.console_errors().await.is_empty());
     browser.close().await;

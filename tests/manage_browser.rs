@@ -107,13 +107,7 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
             json!("/admin/sites/ward-7/settings"),
         )
         .await;
-    let snippet = c
-        .find(Locator::Css("#snippet"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let snippet = browser.text("#snippet").await;
     assert_eq!(
         snippet,
         format!(
@@ -122,13 +116,7 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
         )
     );
     // The name is shown as text, not markup.
-    let heading = c
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let heading = browser.text("h1").await;
     assert!(heading.contains("Phường 7 <b>bold</b>"), "{heading}");
     click(&browser, "[data-copy='#snippet']").await;
     browser.screenshot("manage-settings-desktop-en").await;
@@ -169,13 +157,7 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
     browser
         .wait_for_js("return document.documentElement.lang", json!("vi"))
         .await;
-    let h2 = c
-        .find(Locator::Css(".manage h2"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let h2 = browser.text(".manage h2").await;
     assert_eq!(h2, "Đoạn mã nhúng");
     browser.screenshot("manage-settings-desktop-vi").await;
     c.set_window_size(390, 844).await.unwrap();
@@ -204,13 +186,7 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
             json!(true),
         )
         .await;
-    let token = c
-        .find(Locator::Css("#new-token .shown .value"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let token = browser.text("#new-token .shown .value").await;
     assert!(token.starts_with("tly_"), "{token}");
     let summary = http
         .get(app.url("/api/v1/sites/ward-7/stats/summary"))
@@ -230,18 +206,6 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
     assert!(!c.source().await.unwrap().contains(&token), "shown once");
     browser.close().await;
     app.stop().await;
-}
-
-/// Text of the first element matching `selector`.
-async fn text(browser: &Browser, selector: &str) -> String {
-    browser
-        .client
-        .find(Locator::Css(selector))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Owner and viewer in two browsers: the owner invites a viewer of one site; the viewer sets
@@ -285,7 +249,7 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
             json!(true),
         )
         .await;
-    let link = text(&owner, "#invite .shown .value").await;
+    let link = owner.text("#invite .shown .value").await;
     assert!(link.contains("/admin/invite/"), "{link}");
     owner.screenshot("manage-people-desktop-en").await;
 
@@ -311,7 +275,7 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
             json!(1),
         )
         .await;
-    assert_eq!(text(&viewer, ".sites .site h2").await, "ward-8");
+    assert_eq!(viewer.text(".sites .site h2").await, "ward-8");
     let controls = v
         .execute(
             "return [!!document.getElementById('add-site'), !!document.querySelector('.site .settings'), \
@@ -372,12 +336,12 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
             json!(true),
         )
         .await;
-    let shared = text(&owner, "#share .shown .value").await;
+    let shared = owner.text("#share .shown .value").await;
     v.goto(&shared).await.unwrap();
     viewer
         .wait_for_js("return !!document.getElementById('live')", json!(true))
         .await;
-    assert_eq!(text(&viewer, "h1").await, "ward-8");
+    assert_eq!(viewer.text("h1").await, "ward-8");
     viewer.screenshot("manage-shared-phone-en").await;
     o.refresh().await.unwrap();
     owner
@@ -404,7 +368,7 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
 
     // Owners see who changed what.
     o.goto(&app.url("/admin/changes")).await.unwrap();
-    let log = text(&owner, "#changes").await;
+    let log = owner.text("#changes").await;
     for action in [
         "site.created",
         "person.invited",

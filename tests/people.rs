@@ -6,27 +6,13 @@ mod common;
 
 use std::io::Write;
 
-use common::TOKEN;
+use common::{Auth, LIMITED, TOKEN, call, settings_with_limited_token as settings};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tally_core::{SiteId, settings::AdminToken};
 use tally_testkit::TestApp;
 
-const LIMITED: &str = "limited-token-demo-0123456789";
 const OWNER_PASSWORD: &str = "owner-password-Ünïcode-42";
 const VIEWER_PASSWORD: &str = "viewer-password-long-7";
-
-fn settings(redis: &tally_testkit::RedisServer) -> tally_core::Settings {
-    let mut s = tally_testkit::settings_for(redis, &tally_testkit::services().clickhouse);
-    s.admin.tokens = vec![
-        AdminToken::All(TOKEN.into()),
-        AdminToken::Limited {
-            token: LIMITED.into(),
-            sites: vec![SiteId::parse("demo").unwrap()],
-        },
-    ];
-    s
-}
 
 /// `tally ARGS` with `stdin`: (success, stdout, stderr).
 fn tally(settings: &tally_core::Settings, args: &[&str], stdin: &str) -> (bool, String, String) {
@@ -69,35 +55,6 @@ async fn sign_in(
     }
     let cookie = r.headers()["set-cookie"].to_str().unwrap();
     Ok(cookie.split(';').next().unwrap().to_owned())
-}
-
-/// (status, JSON body) of an admin API call authorised by a bearer token or a cookie.
-async fn call(
-    http: &reqwest::Client,
-    method: Method,
-    url: &str,
-    auth: Auth<'_>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = http.request(method, url);
-    request = match auth {
-        Auth::Token(token) => request.bearer_auth(token),
-        Auth::Cookie(cookie) => request.header("cookie", cookie),
-        Auth::None => request,
-    };
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let r = request.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-#[derive(Clone, Copy)]
-enum Auth<'a> {
-    Token(&'a str),
-    Cookie(&'a str),
-    None,
 }
 
 #[tokio::test]
@@ -822,33 +779,15 @@ async fn personal_tokens_password_changes_and_signing_out_everywhere() {
 
     // A password change ends every session; the new password signs in, the old does not.
     let change = app.url("/api/v1/account/password");
-    let (status, _) = call(
-        &http,
-        Method::POST,
-        &change,
-        editor,
-        Some(json!({"current": "wrong-password-9", "new": "editor-password-2"})),
-    )
-    .await;
-    assert_eq!(status, 403);
-    let (status, _) = call(
-        &http,
-        Method::POST,
-        &change,
-        editor,
-        Some(json!({"current": "editor-password-1", "new": "short"})),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, _) = call(
-        &http,
-        Method::POST,
-        &change,
-        editor,
-        Some(json!({"current": "editor-password-1", "new": "editor-password-2"})),
-    )
-    .await;
-    assert_eq!(status, 204);
+    for (current, new, want) in [
+        ("wrong-password-9", "editor-password-2", 403),
+        ("editor-password-1", "short", 400),
+        ("editor-password-1", "editor-password-2", 204),
+    ] {
+        let body = json!({"current": current, "new": new});
+        let (status, _) = call(&http, Method::POST, &change, editor, Some(body)).await;
+        assert_eq!(status, want, "{current} → {new}");
+    }
     assert_eq!(call(&http, Method::GET, &tokens, editor, None).await.0, 401);
     assert_eq!(
         sign_in(

@@ -6,48 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Served, TOKEN, wait_for};
+use common::{
+    Auth, LIMITED, Served, TOKEN, call, settings_with_limited_token as settings, wait_for,
+};
 use serde_json::{Value, json};
-use tally_core::{SiteId, settings::AdminToken};
 use tally_testkit::TestApp;
-
-/// A token limited to the site `demo`: an admin of it, not an owner.
-const LIMITED: &str = "limited-token-demo-0123456789";
-
-/// Settings on a Redis of the test's own (the sites' announcement is one key per Redis
-/// database, and one test flushes it), with the owner token and a limited one.
-fn settings(redis: &tally_testkit::RedisServer) -> tally_core::Settings {
-    let mut s = tally_testkit::settings_for(redis, &tally_testkit::services().clickhouse);
-    s.admin.tokens = vec![
-        AdminToken::All(TOKEN.into()),
-        AdminToken::Limited {
-            token: LIMITED.into(),
-            sites: vec![SiteId::parse("demo").unwrap()],
-        },
-    ];
-    s
-}
-
-/// (status, body) of an admin API call.
-async fn call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = http.request(method, url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// The status of one page view of `site` from a page on `host`.
 async fn view(http: &reqwest::Client, base: &str, site: &str, host: &str) -> u16 {
@@ -75,7 +38,7 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
                       "timezone": "Asia/Ho_Chi_Minh"});
     // Who may create: an owner.
     assert_eq!(
-        call(&http, Method::POST, &sites, None, Some(ward.clone()))
+        call(&http, Method::POST, &sites, Auth::None, Some(ward.clone()))
             .await
             .0,
         401
@@ -84,7 +47,7 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
         &http,
         Method::POST,
         &sites,
-        Some(LIMITED),
+        Auth::Token(LIMITED),
         Some(ward.clone()),
     )
     .await;
@@ -116,8 +79,14 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
             "name",
         ),
     ] {
-        let (status, body) =
-            call(&http, Method::POST, &sites, Some(TOKEN), Some(bad.clone())).await;
+        let (status, body) = call(
+            &http,
+            Method::POST,
+            &sites,
+            Auth::Token(TOKEN),
+            Some(bad.clone()),
+        )
+        .await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(
             body["message"].as_str().unwrap().contains(field),
@@ -129,14 +98,20 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
         &http,
         Method::POST,
         &sites,
-        Some(TOKEN),
+        Auth::Token(TOKEN),
         Some(json!({"id": "demo", "domains": ["x.vn"]})),
     )
     .await;
     assert_eq!(status, 409);
 
-    let (status, created) =
-        call(&http, Method::POST, &sites, Some(TOKEN), Some(ward.clone())).await;
+    let (status, created) = call(
+        &http,
+        Method::POST,
+        &sites,
+        Auth::Token(TOKEN),
+        Some(ward.clone()),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(
         (
@@ -155,9 +130,15 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
         )
     );
     assert_eq!(
-        call(&http, Method::POST, &sites, Some(TOKEN), Some(ward.clone()))
-            .await
-            .0,
+        call(
+            &http,
+            Method::POST,
+            &sites,
+            Auth::Token(TOKEN),
+            Some(ward.clone())
+        )
+        .await
+        .0,
         409
     );
     // Counted at once, by this process, without a restart.
@@ -172,7 +153,7 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
     let counters = common::get_json(&http, &app.url("/api/v1/sites/ward-1/counters")).await;
     assert_eq!(counters["total_views"], 1, "{counters}");
     // Listed with where it comes from; a limited token sees only its own.
-    let (_, list) = call(&http, Method::GET, &sites, Some(TOKEN), None).await;
+    let (_, list) = call(&http, Method::GET, &sites, Auth::Token(TOKEN), None).await;
     let listed: Vec<(&str, &str)> = list["sites"]
         .as_array()
         .unwrap()
@@ -180,7 +161,7 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
         .map(|s| (s["id"].as_str().unwrap(), s["source"].as_str().unwrap()))
         .collect();
     assert_eq!(listed, [("demo", "configuration"), ("ward-1", "managed")]);
-    let (_, list) = call(&http, Method::GET, &sites, Some(LIMITED), None).await;
+    let (_, list) = call(&http, Method::GET, &sites, Auth::Token(LIMITED), None).await;
     assert_eq!(list["sites"].as_array().unwrap().len(), 1);
 
     // Edits.
@@ -189,7 +170,7 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
         &http,
         Method::PATCH,
         &ward_url,
-        Some(TOKEN),
+        Auth::Token(TOKEN),
         Some(json!({"domains": ["p1.example.vn", "phuong1.vn"], "public_counters": false})),
     )
     .await;
@@ -204,22 +185,27 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
         .unwrap();
     assert_eq!(hidden.status(), 404, "counters no longer public");
     for (token, url, body, want) in [
-        (Some(LIMITED), &ward_url, json!({"name": "x"}), 403),
+        (Auth::Token(LIMITED), &ward_url, json!({"name": "x"}), 403),
         (
-            Some(TOKEN),
+            Auth::Token(TOKEN),
             &app.url("/api/v1/sites/demo"),
             json!({"name": "x"}),
             409,
         ),
         (
-            Some(TOKEN),
+            Auth::Token(TOKEN),
             &app.url("/api/v1/sites/nope"),
             json!({"name": "x"}),
             404,
         ),
-        (Some(TOKEN), &ward_url, json!({"timezone": "UTC+7"}), 400),
-        (Some(TOKEN), &ward_url, json!({"domains": []}), 400),
-        (None, &ward_url, json!({"name": "x"}), 401),
+        (
+            Auth::Token(TOKEN),
+            &ward_url,
+            json!({"timezone": "UTC+7"}),
+            400,
+        ),
+        (Auth::Token(TOKEN), &ward_url, json!({"domains": []}), 400),
+        (Auth::None, &ward_url, json!({"name": "x"}), 401),
     ] {
         let (status, body) = call(&http, Method::PATCH, url, token, Some(body)).await;
         assert_eq!(status, want, "{url}: {body}");
@@ -227,14 +213,14 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
 
     // Deletion says what becomes of the history, and stops tracking at once.
     assert_eq!(
-        call(&http, Method::DELETE, &ward_url, Some(TOKEN), None)
+        call(&http, Method::DELETE, &ward_url, Auth::Token(TOKEN), None)
             .await
             .0,
         400
     );
     let keep = format!("{ward_url}?history=keep");
     assert_eq!(
-        call(&http, Method::DELETE, &keep, Some(LIMITED), None)
+        call(&http, Method::DELETE, &keep, Auth::Token(LIMITED), None)
             .await
             .0,
         403
@@ -244,7 +230,7 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
             &http,
             Method::DELETE,
             &app.url("/api/v1/sites/demo?history=keep"),
-            Some(TOKEN),
+            Auth::Token(TOKEN),
             None
         )
         .await
@@ -252,13 +238,13 @@ async fn sites_are_created_edited_and_deleted_through_the_api() {
         409
     );
     assert_eq!(
-        call(&http, Method::DELETE, &keep, Some(TOKEN), None)
+        call(&http, Method::DELETE, &keep, Auth::Token(TOKEN), None)
             .await
             .0,
         204
     );
     assert_eq!(
-        call(&http, Method::DELETE, &keep, Some(TOKEN), None)
+        call(&http, Method::DELETE, &keep, Auth::Token(TOKEN), None)
             .await
             .0,
         404
@@ -305,7 +291,7 @@ async fn another_process_serves_a_new_site_within_five_seconds() {
         &http,
         Method::POST,
         &app.url("/api/v1/sites"),
-        Some(TOKEN),
+        Auth::Token(TOKEN),
         Some(json!({"id": "ward-2", "domains": ["p2.vn"]})),
     )
     .await;
@@ -322,7 +308,7 @@ async fn another_process_serves_a_new_site_within_five_seconds() {
         &http,
         Method::DELETE,
         &app.url("/api/v1/sites/ward-2?history=keep"),
-        Some(TOKEN),
+        Auth::Token(TOKEN),
         None,
     )
     .await;
@@ -365,7 +351,7 @@ async fn sites_survive_redis_losing_its_data() {
         &http,
         Method::POST,
         &app.url("/api/v1/sites"),
-        Some(TOKEN),
+        Auth::Token(TOKEN),
         Some(json!({"id": "ward-3", "domains": ["p3.vn"]})),
     )
     .await;
@@ -409,7 +395,7 @@ async fn dropping_a_sites_history_deletes_its_rows_and_live_counters() {
             &http,
             Method::POST,
             &app.url("/api/v1/sites"),
-            Some(TOKEN),
+            Auth::Token(TOKEN),
             Some(json!({"id": id, "domains": [domain]})),
         )
         .await;
@@ -441,7 +427,7 @@ async fn dropping_a_sites_history_deletes_its_rows_and_live_counters() {
         &http,
         Method::DELETE,
         &app.url("/api/v1/sites/ward-4?history=drop"),
-        Some(TOKEN),
+        Auth::Token(TOKEN),
         None,
     )
     .await;

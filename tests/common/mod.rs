@@ -315,3 +315,51 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub async fn demo_counters(http: &reqwest::Client, base: &str, query: &str) -> Value {
     get_json(http, &format!("{base}/api/v1/sites/demo/counters{query}")).await
 }
+
+/// A token limited to the site `demo`: an admin of it, not an owner.
+pub const LIMITED: &str = "limited-token-demo-0123456789";
+
+/// Settings on a Redis of the test's own (the sites' announcement is one key per Redis
+/// database, and some tests flush it), with the owner token [`TOKEN`] and [`LIMITED`].
+pub fn settings_with_limited_token(redis: &tally_testkit::RedisServer) -> tally_core::Settings {
+    use tally_core::{SiteId, settings::AdminToken};
+    let mut s = tally_testkit::settings_for(redis, &tally_testkit::services().clickhouse);
+    s.admin.tokens = vec![
+        AdminToken::All(TOKEN.into()),
+        AdminToken::Limited {
+            token: LIMITED.into(),
+            sites: vec![SiteId::parse("demo").unwrap()],
+        },
+    ];
+    s
+}
+
+/// How an admin API call is authorised.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    Token(&'a str),
+    Cookie(&'a str),
+    None,
+}
+
+/// (status, JSON body — `null` when there is none) of an admin API call.
+pub async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    auth: Auth<'_>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http.request(method, url);
+    request = match auth {
+        Auth::Token(token) => request.bearer_auth(token),
+        Auth::Cookie(cookie) => request.header("cookie", cookie),
+        Auth::None => request,
+    };
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}

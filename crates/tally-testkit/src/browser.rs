@@ -79,6 +79,17 @@ impl Browser {
         }
     }
 
+    /// The text of the first element matching the CSS `selector`.
+    pub async fn text(&self, selector: &str) -> String {
+        self.client
+            .find(fantoccini::Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no `{selector}`: {e}"))
+            .text()
+            .await
+            .expect("element text")
+    }
+
     /// Saves a PNG screenshot as `target/screenshots/{name}.png` and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("screenshot");
