@@ -13,7 +13,7 @@
   } catch (e) {}
   function send(t, unload) {
     var body = JSON.stringify({ t: t, site: site, url: location.href, page: explicit || undefined,
-      title: d.title, ref: t == "pageview" ? ref : undefined, sid: sid, w: w.innerWidth });
+      title: d.title, ref: t == "pageview" ? ref : undefined, sid: sid, w: w.innerWidth, lang: n.language });
     if (unload && n.sendBeacon && n.sendBeacon(base + "/collect", body)) return Promise.resolve();
     return fetch(base + "/collect", { method: "POST", body: body, keepalive: true,
       headers: { "Content-Type": "text/plain" } }).catch(function () {});

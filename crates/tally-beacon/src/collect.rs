@@ -74,6 +74,7 @@ pub(crate) async fn pixel(
             referrer: q.remove("ref"),
             sid: None,
             w: None,
+            lang: None,
         };
         let hit = event::validate(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
         accept(&state, hit, peer, &headers, Endpoint::Pixel).await
@@ -158,17 +159,22 @@ async fn accept(
     // A pixel hit that names no page (neither Referer nor Origin) may come from any page on
     // the web: accepted, kept as a count, never a view.
     let unverified = !bot && endpoint == Endpoint::Pixel && !names_a_page(headers);
-    let country = match state.settings.server.country_header.as_str() {
-        "" => None,
-        name => state
-            .client
-            .country(peer, headers.get(name).map(|v| v.as_bytes())),
-    };
+    // The database's place; its country, else the trusted proxy's.
+    let mut place = state.places.lookup(ip);
+    if place.country.is_empty() {
+        place.country = match state.settings.server.country_header.as_str() {
+            "" => None,
+            name => state
+                .client
+                .country(peer, headers.get(name).map(|v| v.as_bytes())),
+        }
+        .unwrap_or_default();
+    }
     let client = Client {
         ip,
         user_agent,
         agent: &agent,
-        country: country.unwrap_or_default(),
+        place,
     };
     let now = state.clock.now();
     let date = now.with_timezone(&site.timezone).date_naive();
@@ -218,8 +224,8 @@ struct Client<'a> {
     ip: IpAddr,
     user_agent: &'a str,
     agent: &'a Agent,
-    /// Two-letter code, or empty when unknown.
-    country: String,
+    /// Country (two-letter code), region and city; empty where unknown.
+    place: crate::geo::Place,
 }
 
 /// The event to record for `hit` at `now`, local `date` in its site's zone; `salt` is that
@@ -238,7 +244,7 @@ fn tracked_event(
         ip,
         user_agent,
         agent,
-        country,
+        place,
     } = client;
     let ts_ms = now.timestamp_millis();
     let partition = hit.site.partition(state.settings.redis.partitions);
@@ -277,7 +283,7 @@ fn tracked_event(
         browser: agent.browser.clone(),
         os: agent.os.clone(),
         device: agent.device.clone(),
-        country,
+        country: place.country,
         visitor,
         session: 0,
         new_visit: false,
@@ -285,6 +291,9 @@ fn tracked_event(
         gap_ms: 0,
         tab: hit.tab,
         width: hit.width,
+        language: hit.language,
+        region: place.region,
+        city: place.city,
     };
     TrackedEvent {
         event,

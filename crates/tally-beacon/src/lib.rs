@@ -14,6 +14,7 @@ mod assets;
 pub mod batcher;
 mod collect;
 mod error;
+pub mod geo;
 pub mod salt;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub use error::ApiError;
 pub enum Error {
     #[error(transparent)]
     Redis(#[from] tally_redis::Error),
+    #[error(transparent)]
+    Geo(#[from] geo::OpenError),
 }
 
 /// Shared state of the handlers.
@@ -45,6 +48,8 @@ pub(crate) struct State {
     pub(crate) client: tally_core::client::ClientAddr,
     pub(crate) tracker: assets::Tracker,
     pub(crate) agents: agent::Agents,
+    /// `geoip.database`.
+    pub(crate) places: geo::Places,
     pub(crate) limiter: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Page views per client network and page (site and page key hashed).
     pub(crate) page_limiter: Option<governor::DefaultKeyedRateLimiter<(std::net::IpAddr, u64)>>,
@@ -69,6 +74,7 @@ impl Beacon {
     ) -> Result<Self, Error> {
         let (handle, batcher) = batcher::Batcher::new(store.clone(), settings, clock.clone());
         let salt = salt::SaltCache::load(store, clock.clone()).await?;
+        let places = geo::Places::open(&settings.geoip.database)?;
         let state = State {
             directory,
             client: tally_core::client::ClientAddr::new(settings.server.trusted_proxies.clone()),
@@ -77,6 +83,7 @@ impl Beacon {
             salt,
             tracker: assets::Tracker::new(settings.tracking.heartbeat.as_millis()),
             agents: agent::Agents::new(),
+            places,
             // Each of beacon.processes processes enforces its share of the limits.
             limiter: std::num::NonZeroU32::new(
                 settings
@@ -129,6 +136,7 @@ impl Beacon {
     /// (for at most `server.shutdown_timeout`).
     pub fn spawn(self, tracker: &TaskTracker, shutdown: CancellationToken) {
         tracker.spawn(self.state.salt.clone().keep_ahead(shutdown.clone()));
+        tracker.spawn(self.state.places.clone().watch(shutdown.clone()));
         let state = self.state.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {

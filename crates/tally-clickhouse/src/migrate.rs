@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "people_shares_tokens",
         include_str!("../migrations/0010_people.sql"),
     ),
+    (
+        11,
+        "places_languages",
+        include_str!("../migrations/0011_places_languages.sql"),
+    ),
 ];
 
 /// How long a process waits for a migration's history copy that another process is making

@@ -38,6 +38,11 @@ pub struct EventRow {
     /// The first instant of the event's hour in its site's time zone (`DateTime`, seconds),
     /// the key of the hourly rollups.
     pub hour: u32,
+    /// `ll` or `ll-RR` (migration 11).
+    pub language: String,
+    /// From `geoip.database` (migration 11).
+    pub region: String,
+    pub city: String,
 }
 
 impl EventRow {
@@ -72,6 +77,9 @@ impl EventRow {
             width: event.width,
             visit_seq: event.visit_seq,
             gap_ms: event.gap_ms,
+            language: event.language,
+            region: event.region,
+            city: event.city,
         }
     }
 }
@@ -107,6 +115,9 @@ impl EventRow {
             gap_ms: self.gap_ms,
             tab: self.tab.clone(),
             width: self.width,
+            language: self.language.clone(),
+            region: self.region.clone(),
+            city: self.city.clone(),
         }
     }
 }

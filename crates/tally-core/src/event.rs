@@ -15,6 +15,8 @@ const MAX_URL: usize = 2048;
 const MAX_TITLE: usize = 512;
 const MAX_SID: usize = 64;
 const MAX_WIDTH: u32 = 100_000;
+/// Longest `lang` accepted (BCP 47 tags in browsers are far shorter).
+const MAX_LANG: usize = 35;
 
 /// The kind of a recorded event. The numbers are the ClickHouse `Enum8` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -109,6 +111,8 @@ pub struct CollectBody {
     pub referrer: Option<String>,
     pub sid: Option<String>,
     pub w: Option<serde_json::Number>,
+    /// `navigator.language`.
+    pub lang: Option<String>,
 }
 
 /// A validated tracking request.
@@ -125,6 +129,8 @@ pub struct Hit {
     pub utm: page::Utm,
     pub tab: String,
     pub width: u16,
+    /// `ll` or `ll-RR`, empty when not given or not a language tag.
+    pub language: String,
 }
 
 /// Parses a `POST /collect` body (JSON, sent as `application/json` or `text/plain`).
@@ -169,6 +175,8 @@ pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
     {
         return Err(Malformed::BadSid);
     }
+    let lang = body.lang.unwrap_or_default();
+    limit(&lang, MAX_LANG, "lang")?;
     let width = match body.w {
         None => 0,
         Some(n) => match n.as_u64() {
@@ -187,7 +195,29 @@ pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
         title,
         tab,
         width,
+        language: language_tag(&lang),
     })
+}
+
+/// A browser language tag as `ll` or `ll-RR` (primary language lowercased, region
+/// uppercased; script and other subtags dropped: `zh-Hans-CN` → `zh-CN`); empty when `tag`
+/// does not start with a language.
+pub fn language_tag(tag: &str) -> String {
+    let mut parts = tag.trim().split(['-', '_']);
+    let primary = parts.next().unwrap_or_default();
+    if !(2..=3).contains(&primary.len()) || !primary.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return String::new();
+    }
+    let mut out = primary.to_ascii_lowercase();
+    let region = parts.find(|p| {
+        (p.len() == 2 && p.bytes().all(|b| b.is_ascii_alphabetic()))
+            || (p.len() == 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if let Some(region) = region {
+        out.push('-');
+        out.push_str(&region.to_ascii_uppercase());
+    }
+    out
 }
 
 fn limit(value: &str, max: usize, field: &'static str) -> Result<(), Malformed> {
@@ -254,6 +284,15 @@ pub struct Event {
     pub tab: String,
     #[serde(rename = "w", default)]
     pub width: u16,
+    /// The browser's language (`navigator.language`), normalised to `ll` or `ll-RR`.
+    #[serde(rename = "la", default, skip_serializing_if = "String::is_empty")]
+    pub language: String,
+    /// Region (province, state) of the visitor's address, from `geoip.database`.
+    #[serde(rename = "re", default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    /// City of the visitor's address, from `geoip.database`.
+    #[serde(rename = "ci", default, skip_serializing_if = "String::is_empty")]
+    pub city: String,
 }
 
 impl Event {
@@ -281,6 +320,9 @@ impl Event {
             gap_ms: 0,
             tab: String::new(),
             width: 0,
+            language: String::new(),
+            region: String::new(),
+            city: String::new(),
         }
     }
 }
@@ -288,6 +330,23 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    #[test]
+    fn language_tags_are_normalised() {
+        for (tag, want) in [
+            ("vi-VN", "vi-VN"),
+            ("vi", "vi"),
+            ("en_us", "en-US"),
+            ("zh-Hans-CN", "zh-CN"),
+            ("es-419", "es-419"),
+            ("", ""),
+            ("x", ""),
+            ("1234", ""),
+            ("<script>", ""),
+        ] {
+            assert_eq!(super::language_tag(tag), want, "{tag}");
+        }
+    }
 
     use super::*;
 
@@ -404,6 +463,9 @@ mod tests {
             gap_ms: 20,
             tab: "t1".into(),
             width: 800,
+            language: "vi-VN".into(),
+            region: "Hanoi".into(),
+            city: "Hanoi".into(),
         };
         let json = serde_json::to_string(&e).unwrap();
         // The visit figures travel beside the JSON (tally_redis::wire::Figures).

@@ -45,6 +45,7 @@ pub struct Settings {
     pub clickhouse: ClickHouseSettings,
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
+    pub geoip: GeoipSettings,
     pub tracking: TrackingSettings,
     pub beacon: BeaconSettings,
     pub admin: AdminSettings,
@@ -138,6 +139,14 @@ pub struct WorkerSettings {
 #[serde(deny_unknown_fields)]
 pub struct RetentionSettings {
     pub raw_days: u32,
+}
+
+/// Where the beacon finds places (`[geoip]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoipSettings {
+    /// Path of a MaxMind-format city database; empty: none.
+    pub database: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
