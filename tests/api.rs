@@ -331,12 +331,20 @@ async fn exact_figures_on_seeded_data() {
         &format!("/api/v1/sites/demo/stats/pages?{range}"),
     )
     .await;
+    // Engaged time: each ping's and leave's gap, up to 1.25 heartbeats (30 s here: 37.5 s),
+    // over the page's views. /a: the leave 30 s after the view at 00:25 → 30 s / 4 views;
+    // /b: the ping 60 s after the view at 08:12 → 37.5 s / 2; /c: a ping 5 min after → 37.5 s.
+    // Bounce rate of the visits that started there: /a started 11 (went on to /b), 22 (no
+    // second view) and 44 (two views) → 1/3; /b started 55, /c 33, both single views.
     assert_eq!(
         pages,
         json!({"pages": [
-            {"page": "/a", "path": "/a", "title": "Bài /a", "views": 4, "visitors": 2},
-            {"page": "/b", "path": "/b", "title": "Bài /b", "views": 2, "visitors": 2},
-            {"page": "/c", "path": "/c", "title": "Bài /c", "views": 1, "visitors": 1},
+            {"page": "/a", "path": "/a", "title": "Bài /a", "views": 4, "visitors": 2,
+             "avg_engaged_seconds": 7.5, "bounce_rate": 0.3333},
+            {"page": "/b", "path": "/b", "title": "Bài /b", "views": 2, "visitors": 2,
+             "avg_engaged_seconds": 18.8, "bounce_rate": 1.0},
+            {"page": "/c", "path": "/c", "title": "Bài /c", "views": 1, "visitors": 1,
+             "avg_engaged_seconds": 37.5, "bounce_rate": 1.0},
         ]})
     );
     let second = ok(
@@ -769,14 +777,23 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
             "/api/v1/sites/{site}/shares",
             "/api/v1/sites/{site}/shares/{id}",
             "/api/v1/sites/{site}/stats/browsers",
+            "/api/v1/sites/{site}/stats/cities",
             "/api/v1/sites/{site}/stats/countries",
             "/api/v1/sites/{site}/stats/devices",
+            "/api/v1/sites/{site}/stats/entry-pages",
+            "/api/v1/sites/{site}/stats/exit-pages",
+            "/api/v1/sites/{site}/stats/languages",
             "/api/v1/sites/{site}/stats/os",
             "/api/v1/sites/{site}/stats/pages",
             "/api/v1/sites/{site}/stats/realtime",
             "/api/v1/sites/{site}/stats/referrers",
+            "/api/v1/sites/{site}/stats/regions",
+            "/api/v1/sites/{site}/stats/screens",
             "/api/v1/sites/{site}/stats/summary",
             "/api/v1/sites/{site}/stats/timeseries",
+            "/api/v1/sites/{site}/stats/utm-campaigns",
+            "/api/v1/sites/{site}/stats/utm-mediums",
+            "/api/v1/sites/{site}/stats/utm-sources",
             "/api/v1/sites/{site}/views",
             "/api/v1/tokens",
             "/api/v1/tokens/{id}",
@@ -905,7 +922,7 @@ values = ["demo", "utc"]
         "schemathesis found failures:\n{stdout}\n{stderr}"
     );
     // It did test every operation.
-    assert!(stdout.contains("26 selected"), "{stdout}");
+    assert!(stdout.contains("35 selected"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }

@@ -15,6 +15,7 @@ mod account;
 mod admin;
 mod auth;
 mod counters;
+mod csv;
 mod error;
 mod live;
 mod openapi;
@@ -163,6 +164,33 @@ impl Api {
                 get(stats::referrers),
             )
             .route("/api/v1/sites/{site}/stats/browsers", get(stats::browsers))
+            .route("/api/v1/sites/{site}/stats/regions", get(stats::regions))
+            .route("/api/v1/sites/{site}/stats/cities", get(stats::cities))
+            .route(
+                "/api/v1/sites/{site}/stats/utm-sources",
+                get(stats::utm_sources),
+            )
+            .route(
+                "/api/v1/sites/{site}/stats/utm-mediums",
+                get(stats::utm_mediums),
+            )
+            .route(
+                "/api/v1/sites/{site}/stats/utm-campaigns",
+                get(stats::utm_campaigns),
+            )
+            .route("/api/v1/sites/{site}/stats/screens", get(stats::screens))
+            .route(
+                "/api/v1/sites/{site}/stats/languages",
+                get(stats::languages),
+            )
+            .route(
+                "/api/v1/sites/{site}/stats/entry-pages",
+                get(stats::entry_pages),
+            )
+            .route(
+                "/api/v1/sites/{site}/stats/exit-pages",
+                get(stats::exit_pages),
+            )
             .route("/api/v1/sites/{site}/stats/os", get(stats::os))
             .route("/api/v1/sites/{site}/stats/devices", get(stats::devices))
             .route(

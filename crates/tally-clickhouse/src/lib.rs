@@ -40,6 +40,7 @@
 
 mod baselines;
 mod directory;
+pub mod explore;
 mod insert;
 pub mod migrate;
 mod people;

@@ -92,7 +92,9 @@ pub struct NameRow {
     pub visitors: u64,
 }
 
-/// The dimensions kept in `dimension_daily`.
+/// The breakdowns: the first five are also kept in `dimension_daily` (the rollup that
+/// answers ranges whose raw events are gone); every one is read from `events`
+/// ([`Db::breakdown`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dimension {
     Referrer,
@@ -100,17 +102,27 @@ pub enum Dimension {
     Os,
     Device,
     Country,
+    Region,
+    City,
+    UtmSource,
+    UtmMedium,
+    UtmCampaign,
+    /// Screen size class of the viewport width (`explore::SCREEN`).
+    Screen,
+    Language,
 }
 
 impl Dimension {
-    pub fn as_str(self) -> &'static str {
-        match self {
+    /// The name of the dimension in `dimension_daily`, for those it holds.
+    pub fn rollup_name(self) -> Option<&'static str> {
+        Some(match self {
             Self::Referrer => "referrer",
             Self::Browser => "browser",
             Self::Os => "os",
             Self::Device => "device",
             Self::Country => "country",
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -137,7 +149,7 @@ struct Visits {
 
 /// Browser and OS names of the classifier used before (woothee) and how they are shown now.
 /// Device classes kept their names; iPads counted as mobile then and stay so.
-const EARLIER_NAMES: &[(&str, &str)] = &[
+pub(crate) const EARLIER_NAMES: &[(&str, &str)] = &[
     ("Mac OSX", "macOS"),
     ("iPhone", "iOS"),
     ("iPod", "iOS"),
@@ -235,14 +247,23 @@ impl Db {
             Interval::Hour => q.bind(r.start).bind(r.end),
             Interval::Day => q.bind(&r.first_day).bind(&r.last_day),
         };
-        let mut buckets: Vec<Bucket> = q.fetch_all().await?;
-        if interval == Interval::Hour {
-            buckets = onto_local_hours(buckets, r.tz);
-        }
-        for b in &mut buckets {
-            (b.views, b.visits, b.visitors) = clamp_site(b.views, b.visits, b.visitors);
-        }
-        Ok(buckets)
+        let buckets: Vec<Bucket> = q.fetch_all().await?;
+        Ok(finish_series(buckets, interval, r.tz))
+    }
+
+    /// Crawler hits and unverified pixel hits of the range (site-wide: they keep no page).
+    pub(crate) async fn uncounted_hits(&self, r: &Range) -> Result<(u64, u64)> {
+        let hits = |table: &str| {
+            self.stats_query(&format!("SELECT sumMerge(hits) FROM {table} WHERE {RANGE}"))
+                .bind(&r.site)
+                .bind(r.start)
+                .bind(r.end)
+                .fetch_one::<u64>()
+        };
+        Ok(tokio::try_join!(
+            hits("bots_hourly"),
+            hits("unverified_hourly")
+        )?)
     }
 
     /// Pages by views (then page key), `limit` rows from `offset`.
@@ -276,8 +297,13 @@ impl Db {
         Ok(rows)
     }
 
-    /// Values of `dim` by views (then name), at most `limit`.
+    /// Values of `dim` by views (then name), at most `limit`, from the daily rollup: for
+    /// ranges whose raw events are gone (`retention.raw_days`); empty for the dimensions it
+    /// does not hold.
     pub async fn dimension(&self, r: &Range, dim: Dimension, limit: u32) -> Result<Vec<NameRow>> {
+        let Some(dim_name) = dim.rollup_name() else {
+            return Ok(Vec::new());
+        };
         // Names stored before the classification moved to uap-core are shown (and merged)
         // under today's names.
         let (old, new): (Vec<&str>, Vec<&str>) = EARLIER_NAMES.iter().copied().unzip();
@@ -290,7 +316,7 @@ impl Db {
             ))
             .bind(old)
             .bind(new)
-            .bind(dim.as_str())
+            .bind(dim_name)
             .bind(&r.site)
             .bind(&r.first_day)
             .bind(&r.last_day)
@@ -328,6 +354,17 @@ impl Db {
         let (totals, bots) = tokio::try_join!(totals, bots)?;
         Ok((totals.views, totals.visits, bots))
     }
+}
+
+/// Buckets as stored, moved onto local hours where needed and held to their bounds.
+pub(crate) fn finish_series(mut buckets: Vec<Bucket>, interval: Interval, tz: Tz) -> Vec<Bucket> {
+    if interval == Interval::Hour {
+        buckets = onto_local_hours(buckets, tz);
+    }
+    for b in &mut buckets {
+        (b.views, b.visits, b.visitors) = clamp_site(b.views, b.visits, b.visitors);
+    }
+    buckets
 }
 
 /// A site's views, visits and unique visitors with the estimate held to its exact bounds:
