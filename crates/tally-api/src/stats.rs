@@ -737,8 +737,13 @@ impl Tabular for PagesBody {
     }
 }
 
+/// A rate or duration as the JSON answer writes it (`20.0`, `0.3333`); empty for null.
 fn optional(v: Option<f64>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_default()
+    v.map(fraction).unwrap_or_default()
+}
+
+fn fraction(v: f64) -> String {
+    serde_json::Value::from(v).to_string()
 }
 
 fn rate(part: u64, whole: u64) -> Option<f64> {
@@ -1002,7 +1007,7 @@ impl Tabular for EntryPagesBody {
                     p.visits.to_string(),
                     p.visitors.to_string(),
                     p.views.to_string(),
-                    p.bounce_rate.to_string(),
+                    fraction(p.bounce_rate),
                 ]
             })
             .collect()
@@ -1102,7 +1107,7 @@ impl Tabular for ExitPagesBody {
                     p.title.clone(),
                     p.exits.to_string(),
                     p.views.to_string(),
-                    p.exit_rate.to_string(),
+                    fraction(p.exit_rate),
                 ]
             })
             .collect()
