@@ -261,8 +261,11 @@ pub async fn freshness(
     Ok((p50, p99, total))
 }
 
-/// Inserts `n` generated page views spread over the last `days` days into `events` (the
-/// rollups fill through their views), for the admin query benchmark.
+/// Inserts `n` generated events spread over the last `days` days into `events` (the
+/// rollups fill through their views), for the admin query benchmark. They come as visits of
+/// 1–4 page views (Zipf pages out of 20,000), a heartbeat after each view, the first view
+/// carrying the referrer and, for one visit in five, UTM parameters: so entry and exit pages,
+/// bounces and campaigns have the shape of a real site's.
 pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::Result<Duration> {
     let db = Db::new(&settings.clickhouse);
     db.migrate(&settings.sites).await?;
@@ -271,80 +274,136 @@ pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::R
     let span = i64::from(days) * 86_400;
     let started = Instant::now();
     let mut batch = Vec::with_capacity(100_000);
-    for i in 0..n {
-        let site = &settings.sites[i % settings.sites.len()];
-        let page = format!("/tin-tuc/bai-{}", g.zipf(20_000));
+    let mut i = 0usize;
+    let mut session = 0u64;
+    while i < n {
+        let site = &settings.sites[session as usize % settings.sites.len()];
+        session += 1;
         let visitor = 1 + g.below(2_000_000);
-        let ts = now - span + (i as i64 * span / n as i64);
-        let new_visit = g.below(3) == 0;
-        let event = Event {
-            kind: EventKind::Pageview,
-            site: site.id.to_string(),
-            ts_ms: ts * 1000,
-            title: format!("Bài viết {page}"),
-            path: page.clone(),
-            page,
-            referrer_host: ["", "google.com", "facebook.com", "zalo.me", "coccoc.com"]
-                [g.below(5) as usize]
-                .into(),
-            browser: ["Chrome", "Safari", "Firefox", "Edge", "Coc Coc"][g.below(5) as usize].into(),
-            os: ["Windows 10", "Android", "iOS", "Mac OSX", "Linux"][g.below(5) as usize].into(),
-            device: ["desktop", "mobile"][g.below(2) as usize].into(),
-            visitor,
-            session: visitor * 1000 + (ts / 1800) as u64 % 1000,
-            new_visit,
-            visit_seq: if new_visit { 1 } else { 2 + g.below(3) as u16 },
-            gap_ms: if new_visit { 0 } else { g.below(60_000) as u32 },
-            ..Event::empty()
-        };
-        batch.push(EventRow::new(0, &format!("h{i}"), event, site.timezone));
-        if batch.len() == 100_000 {
-            db.insert_events(&batch).await?;
-            batch.clear();
+        let mut ts = now - span + (i as i64 * span / n as i64);
+        let referrer = ["", "google.com", "facebook.com", "zalo.me", "coccoc.com"]
+            [g.below(5) as usize];
+        let utm = (g.below(5) == 0).then(|| ["newsletter", "zalo", "facebook"][g.below(3) as usize]);
+        let browser = ["Chrome", "Safari", "Firefox", "Edge", "Coc Coc"][g.below(5) as usize];
+        let os = ["Windows 10", "Android", "iOS", "Mac OSX", "Linux"][g.below(5) as usize];
+        let device = ["desktop", "mobile"][g.below(2) as usize];
+        let place = [("VN", "Ho Chi Minh", "Ho Chi Minh City"), ("VN", "Hanoi", "Hanoi"), ("VN", "Da Nang", "Da Nang"), ("US", "", "")]
+            [g.below(4) as usize];
+        let views = 1 + g.below(4) as u16;
+        let mut last = ts;
+        for seq in 1..=views {
+            if i >= n {
+                break;
+            }
+            let page = format!("/tin-tuc/bai-{}", g.zipf(20_000));
+            let first = seq == 1;
+            let event = Event {
+                kind: EventKind::Pageview,
+                site: site.id.to_string(),
+                ts_ms: ts * 1000,
+                title: format!("Bài viết {page}"),
+                path: page.clone(),
+                page,
+                referrer_host: if first { referrer.into() } else { String::new() },
+                utm_source: utm.filter(|_| first).unwrap_or_default().into(),
+                utm_medium: utm.filter(|_| first).map_or("", |_| "email").into(),
+                utm_campaign: utm.filter(|_| first).map_or("", |_| "thang-12").into(),
+                browser: browser.into(),
+                os: os.into(),
+                device: device.into(),
+                country: place.0.into(),
+                region: place.1.into(),
+                city: place.2.into(),
+                language: "vi-VN".into(),
+                width: [390u16, 768, 1366, 1920][g.below(4) as usize],
+                visitor,
+                session,
+                new_visit: first,
+                visit_seq: seq,
+                gap_ms: ((ts - last) * 1000) as u32,
+                ..Event::empty()
+            };
+            let ping = Event {
+                kind: EventKind::Ping,
+                ts_ms: (ts + 30) * 1000,
+                visit_seq: 0,
+                new_visit: false,
+                gap_ms: 30_000,
+                ..event.clone()
+            };
+            batch.push(EventRow::new(0, &format!("h{i}"), event, site.timezone));
+            i += 1;
+            if i < n {
+                batch.push(EventRow::new(0, &format!("h{i}"), ping, site.timezone));
+                i += 1;
+            }
+            last = ts + 30;
+            ts += 30 + g.below(90) as i64;
+            if batch.len() >= 100_000 {
+                db.insert_events(&batch).await?;
+                batch.clear();
+            }
         }
     }
     db.insert_events(&batch).await?;
     Ok(started.elapsed())
 }
 
-/// Times the admin queries (summary, daily timeseries, top pages, browsers) over the last 30
-/// and 90 days of every site, and the hourly series of one day, `rounds` times. Returns
-/// (name, p50 ms, p99 ms) per query.
+/// Times the admin queries (summary, daily timeseries, top pages, browsers; filtered by a
+/// page, a referrer and a UTM source; compared with the previous period; entry and exit
+/// pages) over the last 30 and 90 days of every site, and the hourly series of one day,
+/// `rounds` times. Returns (name, p50 ms, p99 ms) per query.
 pub async fn admin_queries(
     settings: &Settings,
     rounds: usize,
 ) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    use tally_clickhouse::explore::{Field, Filters};
     use tally_clickhouse::stats::{Dimension, Interval, Range};
     let db = Db::new(&settings.clickhouse);
+    let filter = |field, value: &str| {
+        let mut f = Filters::default();
+        f.set(field, value);
+        f
+    };
+    let none = Filters::default();
+    let by_page = filter(Field::Page, "/tin-tuc/bai-1");
+    let by_referrer = filter(Field::Referrer, "google.com");
+    let by_utm = filter(Field::UtmSource, "newsletter");
+    const NAMES: [&str; 13] = [
+        "summary",
+        "timeseries (day)",
+        "top pages (with engaged time, bounce rate)",
+        "browsers",
+        "timeseries (hour) of one day, among",
+        "referrers of one page (page filter)",
+        "pages of one referrer (referrer filter)",
+        "summary, UTM source filter",
+        "timeseries (day), page filter",
+        "summary compared with the previous period",
+        "timeseries compared with the previous period",
+        "entry pages",
+        "exit pages",
+    ];
     let mut out = Vec::new();
     for days in [30u32, 90] {
-        let mut timings: [Vec<f64>; 5] = Default::default();
+        let mut timings: [Vec<f64>; 13] = Default::default();
         for round in 0..rounds {
             let site = &settings.sites[round % settings.sites.len()];
             let today = chrono::Utc::now()
                 .with_timezone(&site.timezone)
                 .date_naive();
-            let r = Range::new(
-                site.id.as_str(),
-                &DayRange {
-                    from: today - chrono::Days::new(u64::from(days) - 1),
-                    to: today,
-                    tz: site.timezone,
-                },
-            );
-            let t = Instant::now();
-            db.summary(&r).await?;
-            timings[0].push(t.elapsed().as_secs_f64() * 1000.0);
-            let t = Instant::now();
-            db.timeseries(&r, Interval::Day).await?;
-            timings[1].push(t.elapsed().as_secs_f64() * 1000.0);
-            let t = Instant::now();
-            db.top_pages(&r, 20, 0).await?;
-            timings[2].push(t.elapsed().as_secs_f64() * 1000.0);
-            let t = Instant::now();
-            db.dimension(&r, Dimension::Browser, 8).await?;
-            timings[3].push(t.elapsed().as_secs_f64() * 1000.0);
-            // The chart of a single day: its local hours.
+            let range_of = |to: chrono::NaiveDate| {
+                Range::new(
+                    site.id.as_str(),
+                    &DayRange {
+                        from: to - chrono::Days::new(u64::from(days) - 1),
+                        to,
+                        tz: site.timezone,
+                    },
+                )
+            };
+            let r = range_of(today);
+            let before = range_of(today - chrono::Days::new(u64::from(days)));
             let day = Range::new(
                 site.id.as_str(),
                 &DayRange {
@@ -353,20 +412,38 @@ pub async fn admin_queries(
                     tz: site.timezone,
                 },
             );
-            let t = Instant::now();
-            db.timeseries(&day, Interval::Hour).await?;
-            timings[4].push(t.elapsed().as_secs_f64() * 1000.0);
+            let mut time = async |i: usize, f: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + '_>>| -> anyhow::Result<()> {
+                let t = Instant::now();
+                f.await?;
+                timings[i].push(t.elapsed().as_secs_f64() * 1000.0);
+                Ok(())
+            };
+            time(0, Box::pin(async { db.summary(&r).await.map(drop).map_err(Into::into) })).await?;
+            time(1, Box::pin(async { db.timeseries(&r, Interval::Day).await.map(drop).map_err(Into::into) })).await?;
+            time(2, Box::pin(async {
+                let pages = db.top_pages(&r, 20, 0).await?;
+                let keys: Vec<String> = pages.into_iter().map(|p| p.page).collect();
+                db.engagement(&r, &none, &keys, 37_500).await?;
+                Ok(())
+            })).await?;
+            time(3, Box::pin(async { db.breakdown(&r, &none, Dimension::Browser, 8).await.map(drop).map_err(Into::into) })).await?;
+            time(4, Box::pin(async { db.timeseries(&day, Interval::Hour).await.map(drop).map_err(Into::into) })).await?;
+            time(5, Box::pin(async { db.breakdown(&r, &by_page, Dimension::Referrer, 10).await.map(drop).map_err(Into::into) })).await?;
+            time(6, Box::pin(async { db.pages_filtered(&r, &by_referrer, 20, 0).await.map(drop).map_err(Into::into) })).await?;
+            time(7, Box::pin(async { db.summary_filtered(&r, &by_utm).await.map(drop).map_err(Into::into) })).await?;
+            time(8, Box::pin(async { db.timeseries_filtered(&r, &by_page, Interval::Day).await.map(drop).map_err(Into::into) })).await?;
+            time(9, Box::pin(async {
+                tokio::try_join!(db.summary(&r), db.summary(&before))?;
+                Ok(())
+            })).await?;
+            time(10, Box::pin(async {
+                tokio::try_join!(db.timeseries(&r, Interval::Day), db.timeseries(&before, Interval::Day))?;
+                Ok(())
+            })).await?;
+            time(11, Box::pin(async { db.entry_pages(&r, &none, 10).await.map(drop).map_err(Into::into) })).await?;
+            time(12, Box::pin(async { db.exit_pages(&r, &none, 10).await.map(drop).map_err(Into::into) })).await?;
         }
-        for (name, samples) in [
-            "summary",
-            "timeseries (day)",
-            "top pages",
-            "browsers",
-            "timeseries (hour) of one day, among",
-        ]
-        .iter()
-        .zip(timings.iter_mut())
-        {
+        for (name, samples) in NAMES.iter().zip(timings.iter_mut()) {
             let (p50, p99) = p50_p99(samples);
             out.push((format!("{name}, {days} days"), p50, p99));
         }
