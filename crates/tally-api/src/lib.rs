@@ -203,6 +203,7 @@ impl Api {
             .route("/admin/logout", post(admin::logout))
             .route("/admin/sites/{site}", get(admin::site))
             .route("/admin/sites/{site}/settings", get(admin::site_settings))
+            .route("/admin/sites/{site}/export", get(admin::export))
             .route("/admin/people", get(admin::people_page))
             .route("/admin/account", get(admin::account_page))
             .route("/admin/changes", get(admin::changes_page))

@@ -260,32 +260,40 @@ pub(crate) enum CompareName {
 impl CompareQuery {
     /// The compared days of `days`, if asked for.
     fn range(&self, days: &DayRange) -> Result<Option<DayRange>, ApiError> {
-        let shifted = match self.compare.as_deref() {
-            None => return Ok(None),
-            Some("previous_period") => {
-                let len = (days.to - days.from).num_days() as u64 + 1;
-                days.from
-                    .checked_sub_days(chrono::Days::new(1))
-                    .and_then(|to| Some((to.checked_sub_days(chrono::Days::new(len - 1))?, to)))
-            }
-            Some("previous_year") => days
-                .from
-                .checked_sub_months(chrono::Months::new(12))
-                .zip(days.to.checked_sub_months(chrono::Months::new(12))),
-            Some(_) => {
-                return Err(ApiError::BadRequest(
-                    "`compare` must be previous_period or previous_year".into(),
-                ));
-            }
-        };
-        let (from, to) = shifted
-            .ok_or_else(|| ApiError::BadRequest("`compare` reaches before the calendar".into()))?;
-        Ok(Some(DayRange {
-            from,
-            to,
-            tz: days.tz,
-        }))
+        compared_days(self.compare.as_deref(), days)
     }
+}
+
+/// The days `compare` (`previous_period`, `previous_year`) compares `days` with.
+pub(crate) fn compared_days(
+    compare: Option<&str>,
+    days: &DayRange,
+) -> Result<Option<DayRange>, ApiError> {
+    let shifted = match compare {
+        None => return Ok(None),
+        Some("previous_period") => {
+            let len = (days.to - days.from).num_days() as u64 + 1;
+            days.from
+                .checked_sub_days(chrono::Days::new(1))
+                .and_then(|to| Some((to.checked_sub_days(chrono::Days::new(len - 1))?, to)))
+        }
+        Some("previous_year") => days
+            .from
+            .checked_sub_months(chrono::Months::new(12))
+            .zip(days.to.checked_sub_months(chrono::Months::new(12))),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`compare` must be previous_period or previous_year".into(),
+            ));
+        }
+    };
+    let (from, to) = shifted
+        .ok_or_else(|| ApiError::BadRequest("`compare` reaches before the calendar".into()))?;
+    Ok(Some(DayRange {
+        from,
+        to,
+        tz: days.tz,
+    }))
 }
 
 /// How a list is answered.
@@ -351,7 +359,7 @@ fn answer<T: Serialize + Tabular>(
 
 /// Whether the raw events of `days` are still kept (`retention.raw_days`, counted from
 /// today in the site's zone; whole months are dropped only once all their days are older).
-fn raw_kept(state: &State, days: &DayRange) -> bool {
+pub(crate) fn raw_kept(state: &State, days: &DayRange) -> bool {
     let keep = state.settings.retention.raw_days;
     if keep == 0 {
         return true;
@@ -431,7 +439,7 @@ pub(crate) struct ComparedBody {
 }
 
 /// The summary of `r` (rollups) or of its views matching `f` (raw events).
-async fn summary_of(
+pub(crate) async fn summary_of(
     state: &State,
     r: &Range,
     f: &Filters,

@@ -135,6 +135,11 @@ impl Filters {
             .sort_by_key(|(f, _)| Field::ALL.iter().position(|a| a == f));
     }
 
+    /// Removes the filter on `field`.
+    pub fn remove(&mut self, field: Field) {
+        self.0.retain(|(f, _)| *f != field);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -9,6 +9,8 @@ pub(crate) struct Bar {
     pub(crate) tooltip: String,
     pub(crate) views: u64,
     pub(crate) visitors: u64,
+    /// Views of the compared range's bucket at the same position, when comparing.
+    pub(crate) compared: Option<u64>,
 }
 
 fn escape(s: &str) -> String {
@@ -45,7 +47,7 @@ pub(crate) fn svg(
     const TOP: f64 = 8.0;
     let max = nice_max(
         bars.iter()
-            .map(|b| b.views.max(b.visitors))
+            .map(|b| b.views.max(b.visitors).max(b.compared.unwrap_or(0)))
             .max()
             .unwrap_or(0),
     );
@@ -100,9 +102,26 @@ pub(crate) fn svg(
         .collect();
     let _ = write!(
         out,
-        r#"<polyline class="line" points="{}"/></svg>"#,
+        r#"<polyline class="line" points="{}"/>"#,
         points.join(" ")
     );
+    // The compared range's views, dashed, over the same positions.
+    let compared: Vec<String> = bars
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| {
+            b.compared
+                .map(|v| format!("{:.1},{:.1}", LEFT + slot * (i as f64 + 0.5), y(v)))
+        })
+        .collect();
+    if !compared.is_empty() {
+        let _ = write!(
+            out,
+            r#"<polyline class="line compared" points="{}"/>"#,
+            compared.join(" ")
+        );
+    }
+    out.push_str("</svg>");
     out
 }
 
@@ -125,6 +144,7 @@ mod tests {
             tooltip: "\"x\" & y".into(),
             views: 3,
             visitors: 2,
+            compared: None,
         }];
         let s = svg(&bars, |n| n.to_string(), "V", "U");
         assert!(s.contains("&lt;b&gt;") && s.contains("&quot;x&quot; &amp; y"));

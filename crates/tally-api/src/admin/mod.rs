@@ -4,6 +4,7 @@
 
 mod chart;
 mod i18n;
+mod places;
 
 use std::sync::Arc;
 
@@ -18,7 +19,10 @@ use axum::{
 };
 use chrono::{Datelike, Days};
 use serde::Deserialize;
-use tally_clickhouse::stats::{Dimension, Interval, NameRow, Range};
+use tally_clickhouse::{
+    explore::{Field, Filters},
+    stats::{Dimension, Interval, NameRow, Range},
+};
 use tally_core::{SiteId, dates::DayRange};
 
 use crate::{ApiError, State, auth::find_token, principal::Principal, session};
@@ -34,6 +38,11 @@ pub(crate) struct PageQuery {
     range: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    /// `previous_period` or `previous_year`; empty: none.
+    compare: Option<String>,
+    /// The filters (`referrer=…`, see `explore::Field::param`); other keys are ignored.
+    #[serde(flatten)]
+    rest: std::collections::HashMap<String, String>,
 }
 
 /// The page language: `?lang=` (remembered in a cookie), else the cookie, else the
@@ -123,6 +132,8 @@ struct SitesPage<'a> {
 }
 
 struct TableRow {
+    /// The page filtered by this row.
+    href: String,
     name: String,
     detail: String,
     views: String,
@@ -136,6 +147,8 @@ struct Table<'a> {
     t: &'a Labels,
     title: &'a str,
     head: &'a str,
+    /// The heads of the two number columns (the second may be empty: no column).
+    cols: (&'a str, &'a str),
     rows: Vec<TableRow>,
 }
 
@@ -153,11 +166,23 @@ struct SitePage<'a> {
     poll_ms: u64,
     online: String,
     range: &'a str,
-    ranges: Vec<(&'static str, &'static str)>,
+    /// (key, label, link keeping the filters and comparison).
+    ranges: Vec<(&'static str, &'static str, String)>,
     range_label: String,
+    /// `previous_period`, `previous_year` or empty.
+    compare: String,
+    /// The compared days, when comparing.
+    compare_label: Option<String>,
+    /// The filters, kept by the range and comparison forms as hidden fields.
+    kept: Vec<(String, String)>,
+    /// The filters as chips: (field's name, value shown, parameter, link without it).
+    chips: Vec<(&'static str, String, &'static str, String)>,
+    /// The export of every table of the view.
+    export_href: String,
     from: String,
     to: String,
-    cards: Vec<(&'static str, String)>,
+    /// (label, value, change, its direction: up, down, flat or empty).
+    cards: Vec<(&'static str, String, String, &'static str)>,
     chart: String,
     reading: Vec<(String, String, String)>,
     /// Set when the site holds `tracking.max_pages` pages live.
@@ -511,70 +536,185 @@ fn page_range(
     (key, range)
 }
 
-fn rows(lang: Lang, rows: Vec<NameRow>, empty_name: &str) -> Vec<TableRow> {
-    let max = rows.iter().map(|r| r.views).max().unwrap_or(0).max(1);
-    rows.into_iter()
-        .map(|r| TableRow {
-            name: if r.name.is_empty() {
-                empty_name.to_owned()
-            } else {
-                r.name
-            },
-            detail: String::new(),
-            views: lang.number(r.views),
-            visitors: lang.number(r.visitors),
-            share: r.views * 100 / max,
-        })
-        .collect()
+/// The query of the site page as pairs: the range, the comparison and the filters (what a
+/// link of the page keeps), with `field` set to `value` or removed.
+fn page_href(q: &PageQuery, filters: &Filters, field: Option<(Field, Option<&str>)>) -> String {
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    if let Some(r) = q.range.as_deref() {
+        pairs.push(("range", r));
+        if r == "custom" {
+            pairs.push(("from", q.from.as_deref().unwrap_or_default()));
+            pairs.push(("to", q.to.as_deref().unwrap_or_default()));
+        }
+    }
+    if let Some(c) = q.compare.as_deref().filter(|c| !c.is_empty()) {
+        pairs.push(("compare", c));
+    }
+    let mut f = filters.clone();
+    if let Some((field, value)) = field {
+        match value {
+            Some(v) => f.set(field, v),
+            None => f.remove(field),
+        }
+    }
+    for (field, value) in f.iter() {
+        pairs.push((field.param(), value));
+    }
+    let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+    format!("?{query}")
 }
 
-/// Device classes in the page's language; "unknown" (and anything else) as unknown.
-fn named_devices(t: &Labels, rows: Vec<NameRow>) -> Vec<NameRow> {
-    rows.into_iter()
-        .map(|mut r| {
-            r.name = match r.name.as_str() {
-                "desktop" => t.devices_named[0].to_owned(),
-                "mobile" => t.devices_named[1].to_owned(),
-                "tablet" => t.devices_named[2].to_owned(),
-                _ => String::new(),
-            };
-            r
-        })
-        .collect()
+/// The filters of the page's query (values past the API's limit are left out).
+fn page_filters(q: &PageQuery) -> Filters {
+    let mut f = Filters::default();
+    for field in Field::ALL {
+        if let Some(v) = q.rest.get(field.param()).filter(|v| v.len() <= 2048) {
+            f.set(field, v.clone());
+        }
+    }
+    f
+}
+
+/// A table row of `name` (shown as `shown`), linking to the page filtered by it.
+fn row(
+    link: &dyn Fn(&str) -> String,
+    lang: Lang,
+    (name, shown, detail): (&str, String, String),
+    (first, second): (u64, u64),
+    max: u64,
+) -> TableRow {
+    TableRow {
+        href: link(name),
+        name: shown,
+        detail,
+        views: lang.number(first),
+        visitors: lang.number(second),
+        share: first * 100 / max.max(1),
+    }
+}
+
+/// What a breakdown's stored value is called on the page.
+fn shown_name(t: &Labels, lang: Lang, dim: Dimension, name: &str) -> String {
+    let named = |names: &[&'static str], keys: &[&str]| {
+        keys.iter()
+            .position(|k| *k == name)
+            .map_or(t.unknown.to_owned(), |i| names[i].to_owned())
+    };
+    match dim {
+        _ if name.is_empty() => match dim {
+            Dimension::Referrer => t.direct.to_owned(),
+            _ => t.unknown.to_owned(),
+        },
+        Dimension::Device => named(&t.devices_named, &["desktop", "mobile", "tablet"]),
+        Dimension::Screen => named(&t.screens_named, &["phone", "tablet", "laptop", "desktop"]),
+        Dimension::Region | Dimension::City if lang == Lang::Vi => {
+            places::vietnamese(name).map_or_else(|| name.to_owned(), str::to_owned)
+        }
+        _ => name.to_owned(),
+    }
+}
+
+/// The breakdowns of the site page: (title, dimension, rows shown).
+fn breakdown_tables(t: &Labels) -> [(&'static str, Dimension, u32); 12] {
+    [
+        (t.referrers, Dimension::Referrer, 10),
+        (t.utm_sources, Dimension::UtmSource, 8),
+        (t.utm_mediums, Dimension::UtmMedium, 8),
+        (t.utm_campaigns, Dimension::UtmCampaign, 8),
+        (t.countries, Dimension::Country, 10),
+        (t.regions, Dimension::Region, 10),
+        (t.cities, Dimension::City, 10),
+        (t.browsers, Dimension::Browser, 8),
+        (t.os, Dimension::Os, 8),
+        (t.devices, Dimension::Device, 5),
+        (t.screens, Dimension::Screen, 5),
+        (t.languages, Dimension::Language, 8),
+    ]
 }
 
 /// What the site page shows, read from ClickHouse and Redis at once.
 struct SiteData {
     summary: tally_clickhouse::stats::Summary,
+    /// The compared range's summary, when comparing.
+    compared: Option<tally_clickhouse::stats::Summary>,
     series: Vec<tally_clickhouse::stats::Bucket>,
+    compared_series: Option<Vec<tally_clickhouse::stats::Bucket>>,
     pages: Vec<tally_clickhouse::stats::PageRow>,
-    /// Referrers, browsers, OS, devices, countries.
-    dimensions: [Vec<NameRow>; 5],
+    /// Entry and exit pages (empty when the raw events of the range are gone).
+    entries: Vec<tally_clickhouse::explore::EntryRow>,
+    exits: Vec<tally_clickhouse::explore::ExitRow>,
+    /// In the order of [`breakdown_tables`].
+    breakdowns: Vec<Vec<NameRow>>,
     live: tally_redis::Realtime,
 }
 
-/// Reads everything the site page shows for `range`, the queries in parallel.
+/// Reads everything the site page shows for `range` (and `compared`) and `filters`, the
+/// queries in parallel.
 async fn load(
     state: &State,
     id: &SiteId,
-    range: &Range,
+    (days, range): (&DayRange, &Range),
+    compared: Option<(&DayRange, &Range)>,
+    filters: &Filters,
     interval: Interval,
 ) -> Result<SiteData, ApiError> {
     let db = &state.db;
-    let dimension = |d: Dimension, n: u32| async move {
-        db.dimension(range, d, n).await.map_err(ApiError::from)
-    };
+    let t = Lang::En.t();
     let now = state.clock.now_ms();
     let window = state.settings.tracking.online_window.as_millis() as i64;
-    let (summary, series, pages, referrers, browsers, os, devices, countries, live) = tokio::try_join!(
-        async { db.summary(range).await.map_err(ApiError::from) },
-        async { db.timeseries(range, interval).await.map_err(ApiError::from) },
-        async { db.top_pages(range, 20, 0).await.map_err(ApiError::from) },
-        dimension(Dimension::Referrer, 10),
-        dimension(Dimension::Browser, 8),
-        dimension(Dimension::Os, 8),
-        dimension(Dimension::Device, 5),
-        dimension(Dimension::Country, 10),
+    let raw = crate::stats::raw_kept(state, days);
+    let breakdowns =
+        futures_util::future::try_join_all(breakdown_tables(t).map(|(_, dim, n)| async move {
+            if !raw && dim.rollup_name().is_none() {
+                return Ok(Vec::new());
+            }
+            crate::stats::breakdown_of(state, days, range, filters, dim, n).await
+        }));
+    let (
+        summary,
+        compared_summary,
+        series,
+        compared_series,
+        pages,
+        (entries, exits),
+        breakdowns,
+        live,
+    ) = tokio::try_join!(
+        crate::stats::summary_of(state, range, filters),
+        async {
+            match compared {
+                Some((_, r)) => crate::stats::summary_of(state, r, filters).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        crate::stats::series_of(state, range, filters, interval),
+        async {
+            match compared {
+                Some((_, r)) => crate::stats::series_of(state, r, filters, interval)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            if filters.is_empty() {
+                db.top_pages(range, 20, 0).await.map_err(ApiError::from)
+            } else {
+                db.pages_filtered(range, filters, 20, 0)
+                    .await
+                    .map_err(ApiError::from)
+            }
+        },
+        async {
+            if !raw {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            Ok::<_, ApiError>(tokio::try_join!(
+                db.entry_pages(range, filters, 10),
+                db.exit_pages(range, filters, 10)
+            )?)
+        },
+        breakdowns,
         async {
             state
                 .store
@@ -585,21 +725,31 @@ async fn load(
     )?;
     Ok(SiteData {
         summary,
+        compared: compared_summary,
         series,
+        compared_series,
         pages,
-        dimensions: [referrers, browsers, os, devices, countries],
+        entries,
+        exits,
+        breakdowns,
         live,
     })
 }
 
-/// The chart of `series` over `days`: one bar per local hour or day, labelled in `lang`.
+/// The chart of `series` over `days`: one bar per local hour or day, labelled in `lang`;
+/// with the compared range's views as a dashed line.
 fn chart_of(
     days: &DayRange,
     interval: Interval,
     series: &[tally_clickhouse::stats::Bucket],
+    compared: Option<(&DayRange, &[tally_clickhouse::stats::Bucket])>,
     lang: Lang,
 ) -> String {
     let t = lang.t();
+    let mut before = compared
+        .map(|(d, s)| crate::stats::series(d, interval, s))
+        .unwrap_or_default()
+        .into_iter();
     let bars: Vec<chart::Bar> = crate::stats::series(days, interval, series)
         .into_iter()
         .map(|p| {
@@ -610,82 +760,192 @@ fn chart_of(
                     format!("{:02}/{:02}", p.start.day(), p.start.month())
                 }
             };
+            let then = before.next();
+            let mut tooltip = format!(
+                "{label}: {} {}, {} {}",
+                lang.number(p.views),
+                t.views,
+                lang.number(p.visitors),
+                t.visitors
+            );
+            if let Some(b) = &then {
+                tooltip.push_str(&format!(" ({} {} {})", t.vs, lang.number(b.views), t.views));
+            }
             chart::Bar {
-                tooltip: format!(
-                    "{label}: {} {}, {} {}",
-                    lang.number(p.views),
-                    t.views,
-                    lang.number(p.visitors),
-                    t.visitors
-                ),
+                tooltip,
                 label,
                 views: p.views,
                 visitors: p.visitors,
+                compared: then.map(|b| b.views),
             }
         })
         .collect();
     chart::svg(&bars, |n| lang.number(n), t.views, t.visitors)
 }
 
-/// The tables of the site page: top pages, then the dimensions.
+/// The tables of the site page: top, entry and exit pages, then the breakdowns; every row
+/// links to the page filtered by it.
 fn tables(
     lang: Lang,
-    pages: Vec<tally_clickhouse::stats::PageRow>,
-    dimensions: [Vec<NameRow>; 5],
+    q: &PageQuery,
+    filters: &Filters,
+    data: &SiteData,
 ) -> Result<Vec<String>, ApiError> {
     let t = lang.t();
-    let max = pages.iter().map(|p| p.views).max().unwrap_or(0).max(1);
-    let page_rows: Vec<TableRow> = pages
-        .into_iter()
-        .map(|p| TableRow {
-            name: if p.title.is_empty() {
-                p.page.clone()
-            } else {
-                p.title
-            },
-            detail: p.page,
-            views: lang.number(p.views),
-            visitors: lang.number(p.visitors),
-            share: p.views * 100 / max,
-        })
-        .collect();
-    let table = |title: &str, head: &str, rows: Vec<TableRow>| {
+    let table = |title: &str, head: &str, cols: (&str, &str), rows: Vec<TableRow>| {
         render(&Table {
             t,
             title,
             head,
+            cols,
             rows,
         })
     };
-    let [referrers, browsers, os, devices, countries] = dimensions;
-    Ok(vec![
-        table(t.top_pages, t.page, page_rows)?,
-        table(t.referrers, t.referrers, rows(lang, referrers, t.direct))?,
-        table(t.browsers, t.browsers, rows(lang, browsers, t.unknown))?,
-        table(t.os, t.os, rows(lang, os, t.unknown))?,
-        table(
-            t.devices,
-            t.devices,
-            rows(lang, named_devices(t, devices), t.unknown),
-        )?,
-        table(t.countries, t.countries, rows(lang, countries, t.unknown))?,
-    ])
+    let link = |field: Field| move |v: &str| page_href(q, filters, Some((field, Some(v))));
+    let title_of = |title: &str, page: &str| {
+        if title.is_empty() {
+            page.to_owned()
+        } else {
+            title.to_owned()
+        }
+    };
+    let max = data.pages.iter().map(|p| p.views).max().unwrap_or(0);
+    let pages = data
+        .pages
+        .iter()
+        .map(|p| {
+            row(
+                &link(Field::Page),
+                lang,
+                (&p.page, title_of(&p.title, &p.page), p.page.clone()),
+                (p.views, p.visitors),
+                max,
+            )
+        })
+        .collect();
+    let max = data.entries.iter().map(|p| p.entries).max().unwrap_or(0);
+    let entries = data
+        .entries
+        .iter()
+        .map(|p| {
+            row(
+                &link(Field::EntryPage),
+                lang,
+                (&p.page, title_of(&p.title, &p.page), p.page.clone()),
+                (p.entries, p.visitors),
+                max,
+            )
+        })
+        .collect();
+    let max = data.exits.iter().map(|p| p.exits).max().unwrap_or(0);
+    let exits = data
+        .exits
+        .iter()
+        .map(|p| {
+            row(
+                &link(Field::Page),
+                lang,
+                (&p.page, p.page.clone(), String::new()),
+                (p.exits, 0),
+                max,
+            )
+        })
+        .map(|mut r| {
+            r.visitors = String::new();
+            r
+        })
+        .collect();
+    let mut out = vec![
+        table(t.top_pages, t.page, (t.views, t.visitors), pages)?,
+        table(t.entry_pages, t.page, (t.entries, t.visitors), entries)?,
+        table(t.exit_pages, t.page, (t.exits, ""), exits)?,
+    ];
+    for ((title, dim, _), rows) in breakdown_tables(t).iter().zip(&data.breakdowns) {
+        let max = rows.iter().map(|r| r.views).max().unwrap_or(0);
+        let field = Field::of(*dim);
+        let rows = rows
+            .iter()
+            .map(|r| {
+                row(
+                    &link(field),
+                    lang,
+                    (&r.name, shown_name(t, lang, *dim, &r.name), String::new()),
+                    (r.views, r.visitors),
+                    max,
+                )
+            })
+            .collect();
+        out.push(table(title, title, (t.views, t.visitors), rows)?);
+    }
+    Ok(out)
 }
 
-/// The summary cards.
-fn cards(lang: Lang, s: &tally_clickhouse::stats::Summary) -> Vec<(&'static str, String)> {
+/// The change from `before` to `now` in whole percent ("+12%", "−5%"); empty without a
+/// comparison, "—" when the compared figure is zero.
+fn change(now: f64, before: Option<f64>) -> (String, &'static str) {
+    match before {
+        None => (String::new(), ""),
+        Some(0.0) => ("—".to_owned(), "flat"),
+        Some(b) => {
+            let pct = ((now - b) / b * 100.0).round() as i64;
+            match pct {
+                0 => ("0%".to_owned(), "flat"),
+                p if p > 0 => (format!("+{p}%"), "up"),
+                p => (format!("−{}%", -p), "down"),
+            }
+        }
+    }
+}
+
+/// The summary cards: (label, value, change against the compared range, its direction).
+fn cards(
+    lang: Lang,
+    s: &tally_clickhouse::stats::Summary,
+    before: Option<&tally_clickhouse::stats::Summary>,
+) -> Vec<(&'static str, String, String, &'static str)> {
     let t = lang.t();
+    let c = |now: f64, f: fn(&tally_clickhouse::stats::Summary) -> f64| change(now, before.map(f));
+    let with = |label, value, (delta, dir): (String, &'static str)| (label, value, delta, dir);
     vec![
-        (t.views, lang.number(s.views)),
-        (t.visits, lang.number(s.visits)),
-        (t.visitors, lang.number(s.visitors)),
-        (t.bounce_rate, lang.percent(s.bounce_rate)),
-        (t.avg_visit, lang.duration(s.avg_visit_seconds)),
-        (t.bots_filtered, lang.number(s.bots_filtered)),
-        (t.repeats_not_counted, lang.number(s.repeats_not_counted)),
-        (
+        with(
+            t.views,
+            lang.number(s.views),
+            c(s.views as f64, |b| b.views as f64),
+        ),
+        with(
+            t.visits,
+            lang.number(s.visits),
+            c(s.visits as f64, |b| b.visits as f64),
+        ),
+        with(
+            t.visitors,
+            lang.number(s.visitors),
+            c(s.visitors as f64, |b| b.visitors as f64),
+        ),
+        with(
+            t.bounce_rate,
+            lang.percent(s.bounce_rate),
+            c(s.bounce_rate, |b| b.bounce_rate),
+        ),
+        with(
+            t.avg_visit,
+            lang.duration(s.avg_visit_seconds),
+            c(s.avg_visit_seconds, |b| b.avg_visit_seconds),
+        ),
+        with(
+            t.bots_filtered,
+            lang.number(s.bots_filtered),
+            (String::new(), ""),
+        ),
+        with(
+            t.repeats_not_counted,
+            lang.number(s.repeats_not_counted),
+            (String::new(), ""),
+        ),
+        with(
             t.unverified_not_counted,
             lang.number(s.unverified_not_counted),
+            (String::new(), ""),
         ),
     ]
 }
@@ -728,6 +988,29 @@ pub(crate) async fn site(
     Ok(html(StatusCode::OK, page, lang, remember))
 }
 
+/// The page's days, its compared days, and the hour-or-day bucket.
+fn page_days(
+    state: &State,
+    q: &PageQuery,
+    tz: chrono_tz::Tz,
+) -> Result<(String, DayRange, Option<DayRange>, Interval), ApiError> {
+    let (key, days) = page_range(
+        q,
+        tz,
+        state.clock.now(),
+        state.settings.admin.max_range_days,
+    );
+    let days = days.map_err(ApiError::BadRequest)?;
+    let compared =
+        crate::stats::compared_days(q.compare.as_deref().filter(|c| !c.is_empty()), &days)?;
+    let interval = if days.from == days.to {
+        Interval::Hour
+    } else {
+        Interval::Day
+    };
+    Ok((key, days, compared, interval))
+}
+
 /// The statistics page of site `id`, for someone signed in or for a shared link's visitor.
 async fn site_page(
     state: &State,
@@ -738,29 +1021,85 @@ async fn site_page(
     owner: bool,
 ) -> Result<String, ApiError> {
     let site = state.directory.get(id).ok_or(ApiError::UnknownSite)?;
-    let settings = &site.settings;
-    let tz = settings.timezone;
+    let tz = site.settings.timezone;
     let t = lang.t();
-    let (key, days) = page_range(
-        q,
-        tz,
-        state.clock.now(),
-        state.settings.admin.max_range_days,
-    );
-    let days = days.map_err(ApiError::BadRequest)?;
+    let (key, days, compared, interval) = page_days(state, q, tz)?;
+    let filters = page_filters(q);
     let range = Range::new(id.as_str(), &days);
-    let interval = if days.from == days.to {
-        Interval::Hour
-    } else {
-        Interval::Day
-    };
-    let data = load(state, id, &range, interval).await?;
+    let compared_range = compared.as_ref().map(|d| Range::new(id.as_str(), d));
+    let data = load(
+        state,
+        id,
+        (&days, &range),
+        compared.as_ref().zip(compared_range.as_ref()),
+        &filters,
+        interval,
+    )
+    .await?;
     let range_label = if days.from == days.to {
         lang.date(days.from)
     } else {
         format!("{} – {}", lang.date(days.from), lang.date(days.to))
     };
+    let compare_label = compared.as_ref().map(|d| {
+        if d.from == d.to {
+            lang.date(d.from)
+        } else {
+            format!("{} – {}", lang.date(d.from), lang.date(d.to))
+        }
+    });
     let cap = u64::from(state.settings.tracking.max_pages);
+    let keep = |q: &PageQuery| {
+        let mut pairs: Vec<(String, String)> = filters
+            .iter()
+            .map(|(f, v)| (f.param().to_owned(), v.to_owned()))
+            .collect();
+        if let Some(c) = q.compare.as_deref().filter(|c| !c.is_empty()) {
+            pairs.push(("compare".into(), c.into()));
+        }
+        pairs
+    };
+    let chips = filters
+        .iter()
+        .map(|(field, value)| {
+            let i = Field::ALL.iter().position(|f| *f == field).unwrap_or(0);
+            let shown = match field {
+                Field::Region | Field::City if lang == Lang::Vi => {
+                    places::vietnamese(value).map_or_else(|| value.to_owned(), str::to_owned)
+                }
+                _ if value.is_empty() => t.unknown.to_owned(),
+                _ => value.to_owned(),
+            };
+            (
+                t.filter_names[i],
+                shown,
+                field.param(),
+                page_href(q, &filters, Some((field, None))),
+            )
+        })
+        .collect();
+    let ranges = [
+        ("today", t.today),
+        ("yesterday", t.yesterday),
+        ("7d", t.last_7),
+        ("30d", t.last_30),
+    ];
+    let range_links = ranges
+        .iter()
+        .map(|(k, label)| {
+            let mut pairs = vec![("range".to_owned(), (*k).to_owned())];
+            pairs.extend(keep(q));
+            (
+                *k,
+                *label,
+                format!(
+                    "?{}",
+                    serde_urlencoded::to_string(&pairs).unwrap_or_default()
+                ),
+            )
+        })
+        .collect();
+    let export_href = format!("/admin/sites/{id}/export{}", page_href(q, &filters, None));
     let page = SitePage {
         t,
         lang: lang.code(),
@@ -772,23 +1111,180 @@ async fn site_page(
         poll_ms: POLL_MS,
         online: lang.number(data.live.online),
         range: &key,
-        ranges: vec![
-            ("today", t.today),
-            ("yesterday", t.yesterday),
-            ("7d", t.last_7),
-            ("30d", t.last_30),
-        ],
+        ranges: range_links,
         range_label,
+        compare: q.compare.clone().unwrap_or_default(),
+        compare_label,
+        kept: keep(q)
+            .into_iter()
+            .filter(|(k, _)| k != "compare")
+            .collect(),
+        chips,
+        export_href,
         from: days.from.to_string(),
         to: days.to.to_string(),
-        cards: cards(lang, &data.summary),
-        chart: chart_of(&days, interval, &data.series, lang),
+        cards: cards(lang, &data.summary, data.compared.as_ref()),
+        chart: chart_of(
+            &days,
+            interval,
+            &data.series,
+            compared.as_ref().zip(data.compared_series.as_deref()),
+            lang,
+        ),
         page_cap: at_page_cap(&state.settings.tracking, data.live.live_pages)
             .then(|| t.page_cap_reached.replace("{n}", &lang.number(cap))),
-        reading: reading(lang, data.live.pages),
-        tables: tables(lang, data.pages, data.dimensions)?,
+        reading: reading(lang, data.live.pages.clone()),
+        tables: tables(lang, q, &filters, &data)?,
     };
     render(&page)
+}
+
+/// `GET /admin/sites/{site}/export`: every table of the page's view (range, filters,
+/// comparison) as CSV files in one zip, named after the API's reports.
+pub(crate) async fn export(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let Some(token) = signed_in(&state, &headers).await? else {
+        return Err(ApiError::Unauthorized);
+    };
+    let id = SiteId::parse(&site).map_err(|_| ApiError::UnknownSite)?;
+    if !token.allows(&id) {
+        return Err(ApiError::Forbidden);
+    }
+    let tz = state.directory.timezone_of(id.as_str());
+    let (_, days, compared, interval) = page_days(&state, &q, tz)?;
+    let filters = page_filters(&q);
+    let range = Range::new(id.as_str(), &days);
+    let compared_range = compared.as_ref().map(|d| Range::new(id.as_str(), d));
+    let data = load(
+        &state,
+        &id,
+        (&days, &range),
+        compared.as_ref().zip(compared_range.as_ref()),
+        &filters,
+        interval,
+    )
+    .await?;
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut before = compared
+        .as_ref()
+        .zip(data.compared_series.as_deref())
+        .map(|(d, s)| crate::stats::series(d, interval, s))
+        .unwrap_or_default()
+        .into_iter();
+    let series: Vec<Vec<String>> = crate::stats::series(&days, interval, &data.series)
+        .into_iter()
+        .map(|p| {
+            let mut row = vec![
+                p.start.to_rfc3339(),
+                p.views.to_string(),
+                p.visits.to_string(),
+                p.visitors.to_string(),
+            ];
+            if let Some(b) = before.next() {
+                row.extend([b.start.to_rfc3339(), b.views.to_string()]);
+            }
+            row
+        })
+        .collect();
+    let series_head: &[&str] = if compared.is_some() {
+        &[
+            "t",
+            "views",
+            "visits",
+            "visitors",
+            "compared_t",
+            "compared_views",
+        ]
+    } else {
+        &["t", "views", "visits", "visitors"]
+    };
+    files.push((
+        "timeseries".into(),
+        crate::csv::table(series_head, &series)?,
+    ));
+    let pages: Vec<Vec<String>> = data
+        .pages
+        .iter()
+        .map(|p| {
+            vec![
+                p.page.clone(),
+                p.path.clone(),
+                p.title.clone(),
+                p.views.to_string(),
+                p.visitors.to_string(),
+            ]
+        })
+        .collect();
+    files.push((
+        "pages".into(),
+        crate::csv::table(&["page", "path", "title", "views", "visitors"], &pages)?,
+    ));
+    let entries: Vec<Vec<String>> = data
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.page.clone(),
+                e.title.clone(),
+                e.entries.to_string(),
+                e.visitors.to_string(),
+                e.bounces.to_string(),
+            ]
+        })
+        .collect();
+    files.push((
+        "entry-pages".into(),
+        crate::csv::table(
+            &["page", "title", "visits", "visitors", "bounces"],
+            &entries,
+        )?,
+    ));
+    let exits: Vec<Vec<String>> = data
+        .exits
+        .iter()
+        .map(|e| vec![e.page.clone(), e.exits.to_string()])
+        .collect();
+    files.push((
+        "exit-pages".into(),
+        crate::csv::table(&["page", "exits"], &exits)?,
+    ));
+    for ((_, dim, _), rows) in breakdown_tables(Lang::En.t()).iter().zip(&data.breakdowns) {
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| vec![r.name.clone(), r.views.to_string(), r.visitors.to_string()])
+            .collect();
+        files.push((
+            Field::of(*dim).param().replace('_', "-"),
+            crate::csv::table(&["name", "views", "visitors"], &rows)?,
+        ));
+    }
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let fail = |e: &dyn std::fmt::Display| ApiError::Internal(format!("zip: {e}"));
+    for (name, text) in files {
+        zip.start_file(format!("{name}.csv"), options)
+            .map_err(|e| fail(&e))?;
+        std::io::Write::write_all(&mut zip, text.as_bytes()).map_err(|e| fail(&e))?;
+    }
+    let bytes = zip.finish().map_err(|e| fail(&e))?.into_inner();
+    let name = format!("{id}-{}-{}.zip", days.from, days.to);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 struct ShareRow {
