@@ -281,14 +281,19 @@ pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::R
         session += 1;
         let visitor = 1 + g.below(2_000_000);
         let mut ts = now - span + (i as i64 * span / n as i64);
-        let referrer = ["", "google.com", "facebook.com", "zalo.me", "coccoc.com"]
-            [g.below(5) as usize];
-        let utm = (g.below(5) == 0).then(|| ["newsletter", "zalo", "facebook"][g.below(3) as usize]);
+        let referrer =
+            ["", "google.com", "facebook.com", "zalo.me", "coccoc.com"][g.below(5) as usize];
+        let utm =
+            (g.below(5) == 0).then(|| ["newsletter", "zalo", "facebook"][g.below(3) as usize]);
         let browser = ["Chrome", "Safari", "Firefox", "Edge", "Coc Coc"][g.below(5) as usize];
         let os = ["Windows 10", "Android", "iOS", "Mac OSX", "Linux"][g.below(5) as usize];
         let device = ["desktop", "mobile"][g.below(2) as usize];
-        let place = [("VN", "Ho Chi Minh", "Ho Chi Minh City"), ("VN", "Hanoi", "Hanoi"), ("VN", "Da Nang", "Da Nang"), ("US", "", "")]
-            [g.below(4) as usize];
+        let place = [
+            ("VN", "Ho Chi Minh", "Ho Chi Minh City"),
+            ("VN", "Hanoi", "Hanoi"),
+            ("VN", "Da Nang", "Da Nang"),
+            ("US", "", ""),
+        ][g.below(4) as usize];
         let views = 1 + g.below(4) as u16;
         let mut last = ts;
         for seq in 1..=views {
@@ -304,7 +309,11 @@ pub async fn seed_history(settings: &Settings, n: usize, days: u32) -> anyhow::R
                 title: format!("Bài viết {page}"),
                 path: page.clone(),
                 page,
-                referrer_host: if first { referrer.into() } else { String::new() },
+                referrer_host: if first {
+                    referrer.into()
+                } else {
+                    String::new()
+                },
                 utm_source: utm.filter(|_| first).unwrap_or_default().into(),
                 utm_medium: utm.filter(|_| first).map_or("", |_| "email").into(),
                 utm_campaign: utm.filter(|_| first).map_or("", |_| "thang-12").into(),
@@ -412,36 +421,140 @@ pub async fn admin_queries(
                     tz: site.timezone,
                 },
             );
-            let mut time = async |i: usize, f: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + '_>>| -> anyhow::Result<()> {
+            let mut time = async |i: usize,
+                                  f: std::pin::Pin<
+                Box<dyn std::future::Future<Output = anyhow::Result<()>> + '_>,
+            >|
+                   -> anyhow::Result<()> {
                 let t = Instant::now();
                 f.await?;
                 timings[i].push(t.elapsed().as_secs_f64() * 1000.0);
                 Ok(())
             };
-            time(0, Box::pin(async { db.summary(&r).await.map(drop).map_err(Into::into) })).await?;
-            time(1, Box::pin(async { db.timeseries(&r, Interval::Day).await.map(drop).map_err(Into::into) })).await?;
-            time(2, Box::pin(async {
-                let pages = db.top_pages(&r, 20, 0).await?;
-                let keys: Vec<String> = pages.into_iter().map(|p| p.page).collect();
-                db.engagement(&r, &none, &keys, 37_500).await?;
-                Ok(())
-            })).await?;
-            time(3, Box::pin(async { db.breakdown(&r, &none, Dimension::Browser, 8).await.map(drop).map_err(Into::into) })).await?;
-            time(4, Box::pin(async { db.timeseries(&day, Interval::Hour).await.map(drop).map_err(Into::into) })).await?;
-            time(5, Box::pin(async { db.breakdown(&r, &by_page, Dimension::Referrer, 10).await.map(drop).map_err(Into::into) })).await?;
-            time(6, Box::pin(async { db.pages_filtered(&r, &by_referrer, 20, 0).await.map(drop).map_err(Into::into) })).await?;
-            time(7, Box::pin(async { db.summary_filtered(&r, &by_utm).await.map(drop).map_err(Into::into) })).await?;
-            time(8, Box::pin(async { db.timeseries_filtered(&r, &by_page, Interval::Day).await.map(drop).map_err(Into::into) })).await?;
-            time(9, Box::pin(async {
-                tokio::try_join!(db.summary(&r), db.summary(&before))?;
-                Ok(())
-            })).await?;
-            time(10, Box::pin(async {
-                tokio::try_join!(db.timeseries(&r, Interval::Day), db.timeseries(&before, Interval::Day))?;
-                Ok(())
-            })).await?;
-            time(11, Box::pin(async { db.entry_pages(&r, &none, 10).await.map(drop).map_err(Into::into) })).await?;
-            time(12, Box::pin(async { db.exit_pages(&r, &none, 10).await.map(drop).map_err(Into::into) })).await?;
+            time(
+                0,
+                Box::pin(async { db.summary(&r).await.map(drop).map_err(Into::into) }),
+            )
+            .await?;
+            time(
+                1,
+                Box::pin(async {
+                    db.timeseries(&r, Interval::Day)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
+            time(
+                2,
+                Box::pin(async {
+                    let pages = db.top_pages(&r, 20, 0).await?;
+                    let keys: Vec<String> = pages.into_iter().map(|p| p.page).collect();
+                    db.engagement(&r, &none, &keys, 37_500).await?;
+                    Ok(())
+                }),
+            )
+            .await?;
+            time(
+                3,
+                Box::pin(async {
+                    db.breakdown(&r, &none, Dimension::Browser, 8)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
+            time(
+                4,
+                Box::pin(async {
+                    db.timeseries(&day, Interval::Hour)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
+            time(
+                5,
+                Box::pin(async {
+                    db.breakdown(&r, &by_page, Dimension::Referrer, 10)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
+            time(
+                6,
+                Box::pin(async {
+                    db.pages_filtered(&r, &by_referrer, 20, 0)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
+            time(
+                7,
+                Box::pin(async {
+                    db.summary_filtered(&r, &by_utm)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
+            time(
+                8,
+                Box::pin(async {
+                    db.timeseries_filtered(&r, &by_page, Interval::Day)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
+            time(
+                9,
+                Box::pin(async {
+                    tokio::try_join!(db.summary(&r), db.summary(&before))?;
+                    Ok(())
+                }),
+            )
+            .await?;
+            time(
+                10,
+                Box::pin(async {
+                    tokio::try_join!(
+                        db.timeseries(&r, Interval::Day),
+                        db.timeseries(&before, Interval::Day)
+                    )?;
+                    Ok(())
+                }),
+            )
+            .await?;
+            time(
+                11,
+                Box::pin(async {
+                    db.entry_pages(&r, &none, 10)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
+            time(
+                12,
+                Box::pin(async {
+                    db.exit_pages(&r, &none, 10)
+                        .await
+                        .map(drop)
+                        .map_err(Into::into)
+                }),
+            )
+            .await?;
         }
         for (name, samples) in NAMES.iter().zip(timings.iter_mut()) {
             let (p50, p99) = p50_p99(samples);
