@@ -569,3 +569,430 @@ async fn pages_past_the_live_cap_are_read_as_other_pages() {
     phone.close().await;
     app.stop().await;
 }
+
+/// Views of the drill-down test: yesterday 30 visits from google.com on `/a` (6 of them
+/// going on to `/b`), 20 from facebook.com on `/b`, 10 direct on `/c` (66 views, 60 visits);
+/// the same weekday a week earlier 20 from google.com on `/a` and 20 direct on `/c`.
+async fn seed_visits(app: &TestApp) {
+    let tz = app.settings.sites[0].timezone;
+    let today = DayRange::parse(None, None, tz, Utc::now(), 1).unwrap();
+    let yesterday = i64::from(today.start_utc()) - 86_400;
+    let week_before = yesterday - 7 * 86_400;
+    let mut events = Vec::new();
+    let mut view = |at: i64, session: u64, page: &str, from: &str, place: (&str, &str, &str)| {
+        let (country, region, city) = place;
+        let google = from == "google.com";
+        events.push(Event {
+            kind: EventKind::Pageview,
+            site: "demo".into(),
+            ts_ms: at * 1000,
+            page: page.into(),
+            path: page.into(),
+            title: format!("Bài {}", &page[1..]),
+            referrer_host: from.into(),
+            utm_source: if google { "newsletter" } else { "" }.into(),
+            utm_medium: if google { "email" } else { "" }.into(),
+            utm_campaign: if google { "thang-12" } else { "" }.into(),
+            browser: "Chrome".into(),
+            os: "Android".into(),
+            device: "mobile".into(),
+            country: country.into(),
+            region: region.into(),
+            city: city.into(),
+            language: if google { "vi" } else { "en-US" }.into(),
+            width: if google { 390 } else { 1440 },
+            visitor: session,
+            session,
+            ..Event::empty()
+        });
+    };
+    let saigon = ("VN", "Ho Chi Minh", "Ho Chi Minh City");
+    let hanoi = ("VN", "Hanoi", "Hanoi");
+    let abroad = ("US", "California", "Mountain View");
+    for i in 0..60u64 {
+        let at = yesterday + 3_600 + i as i64 * 60;
+        let session = 1_000 + i;
+        match i {
+            0..30 => {
+                view(at, session, "/a", "google.com", saigon);
+                if i < 6 {
+                    view(at + 30, session, "/b", "", saigon);
+                }
+            }
+            30..50 => view(at, session, "/b", "facebook.com", hanoi),
+            _ => view(at, session, "/c", "", abroad),
+        }
+    }
+    for i in 0..40u64 {
+        let at = week_before + 3_600 + i as i64 * 60;
+        let (page, from) = if i < 20 {
+            ("/a", "google.com")
+        } else {
+            ("/c", "")
+        };
+        view(at, 2_000 + i, page, from, saigon);
+    }
+    common::sequence(&mut events);
+    let rows: Vec<EventRow> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| EventRow::new(7, &format!("visit-{i}"), e, tz))
+        .collect();
+    app.db().insert_events(&rows).await.unwrap();
+}
+
+/// The row names of the table `key` on the page (`pages`, `referrers`, `regions`…).
+async fn table_names(browser: &Browser, key: &str) -> Vec<String> {
+    let v = browser
+        .client
+        .execute(
+            &format!(
+                "return [...document.querySelectorAll('#table-{key} tbody .name')].map(e => e.textContent)"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// The views of the chart's bars, summed from their tooltips.
+async fn chart_views(browser: &Browser) -> u64 {
+    let v = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('.chart g title')]\
+             .map(t => Number(t.textContent.match(/: ([\\d,.]+) /)[1].replace(/[,.]/g, '')))\
+             .reduce((a, b) => a + b, 0)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    v.as_u64().unwrap()
+}
+
+/// The percent changes under the cards.
+async fn card_changes(browser: &Browser) -> Vec<String> {
+    let v = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('.stat')].map(s => s.querySelector('.change')?.textContent ?? '')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// Clicks the row named `name` in the table `key` and waits for the page it leads to.
+async fn click_row(browser: &Browser, key: &str, name: &str) {
+    let rows = browser
+        .client
+        .find_all(Locator::Css(&format!("#table-{key} tbody a.name")))
+        .await
+        .unwrap();
+    for row in rows {
+        if row.text().await.unwrap() == name {
+            row.click().await.unwrap();
+            browser
+                .wait_for_js("return document.readyState", json!("complete"))
+                .await;
+            return;
+        }
+    }
+    panic!("no row {name} in #table-{key}");
+}
+
+/// Every file of the zip at `path`, read with Python's `zipfile`: name → text.
+fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("export");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{}.zip", bytes.len()));
+    std::fs::write(&file, bytes).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import json, sys, zipfile\n\
+             z = zipfile.ZipFile(sys.argv[1])\n\
+             print(json.dumps({n: z.read(n).decode('utf-8') for n in z.namelist()}))",
+        )
+        .arg(&file)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The drill-down in a real browser: a referrer row filters the cards, the chart and every
+/// table, and the URL; the chip takes the filter off; the comparison shows percent changes
+/// and the compared line; the Vietnamese page names every new table and the provinces in
+/// Vietnamese; the export holds each table as the API's CSV. Desktop and phone, English and
+/// Vietnamese screenshots.
+#[tokio::test]
+async fn filters_comparison_and_export_in_a_real_browser() {
+    let mut settings = tally_testkit::settings();
+    settings.admin.tokens = vec![AdminToken::All(TOKEN.into())];
+    let app = TestApp::spawn(settings).await;
+    seed_visits(&app).await;
+    let browser = Browser::start(1280, 3200).await;
+    let c = &browser.client;
+    sign_in(&browser, &app).await;
+    c.goto(&app.url("/admin/sites/demo?range=7d&lang=en"))
+        .await
+        .unwrap();
+    let whole = |cards: &[String]| cards[..3].to_vec();
+    assert_eq!(whole(&card_values(&browser).await), ["66", "60", "60"]);
+    assert_eq!(chart_views(&browser).await, 66);
+    assert_eq!(
+        table_names(&browser, "pages").await,
+        ["Bài a", "Bài b", "Bài c"]
+    );
+    assert_eq!(
+        table_names(&browser, "referrers").await,
+        ["google.com", "facebook.com", "(direct or unknown)"]
+    );
+    assert!(c.find(Locator::Css("#filters")).await.is_err(), "no chips");
+    browser.screenshot("explore-whole-desktop").await;
+
+    // A referrer row filters the whole page and the URL.
+    click_row(&browser, "referrers", "google.com").await;
+    let search = c.execute("return location.search", vec![]).await.unwrap();
+    assert!(
+        search.as_str().unwrap().contains("referrer=google.com"),
+        "{search}"
+    );
+    assert_eq!(whole(&card_values(&browser).await), ["30", "30", "30"]);
+    assert_eq!(chart_views(&browser).await, 30);
+    assert_eq!(table_names(&browser, "pages").await, ["Bài a"]);
+    assert_eq!(table_names(&browser, "entry-pages").await, ["Bài a"]);
+    assert_eq!(table_names(&browser, "referrers").await, ["google.com"]);
+    assert_eq!(table_names(&browser, "regions").await, ["Ho Chi Minh"]);
+    assert_eq!(table_names(&browser, "utm-campaigns").await, ["thang-12"]);
+    assert_eq!(table_names(&browser, "screens").await, ["Phone"]);
+    assert_eq!(
+        browser.text("#filters .chip").await,
+        "Referrer: google.com ×"
+    );
+    browser.screenshot("explore-filtered-desktop").await;
+
+    // Removing the chip restores the whole site.
+    c.find(Locator::Css("#filters .chip a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_js("return !!document.querySelector('#filters')", json!(false))
+        .await;
+    assert!(
+        !c.execute("return location.search", vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("referrer")
+    );
+    assert_eq!(whole(&card_values(&browser).await), ["66", "60", "60"]);
+    assert_eq!(chart_views(&browser).await, 66);
+    assert_eq!(table_names(&browser, "pages").await.len(), 3);
+
+    // Comparison with the previous period: 66 views against 40, then Google's 30 against 20.
+    c.execute(
+        "document.getElementById('compare').value = 'previous_period'; \
+         document.getElementById('compare-form').submit(); return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    browser
+        .wait_for_js("return !!document.querySelector('#compared')", json!(true))
+        .await;
+    assert_eq!(&card_changes(&browser).await[..3], ["+65%", "+50%", "+50%"]);
+    assert!(
+        c.find(Locator::Css(".chart polyline.compared"))
+            .await
+            .is_ok(),
+        "the compared views are drawn"
+    );
+    click_row(&browser, "referrers", "google.com").await;
+    let search = c.execute("return location.search", vec![]).await.unwrap();
+    let search = search.as_str().unwrap();
+    assert!(
+        search.contains("compare=previous_period") && search.contains("referrer=google.com"),
+        "{search}"
+    );
+    assert_eq!(whole(&card_values(&browser).await), ["30", "30", "30"]);
+    assert_eq!(
+        &card_changes(&browser).await[..4],
+        ["+50%", "+50%", "+50%", "−20%"]
+    );
+    assert_eq!(
+        c.execute(
+            "return document.querySelectorAll('.stat')[3].querySelector('.change').className",
+            vec![]
+        )
+        .await
+        .unwrap(),
+        json!("change down better"),
+        "a bounce rate going down is shown as better"
+    );
+    browser.screenshot("explore-compared-desktop").await;
+
+    // The export of this view: each table is the API's CSV answer for the same query.
+    let export = c
+        .find(Locator::Css("#export"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let cookies = c.get_all_cookies().await.unwrap();
+    let cookie = cookies
+        .iter()
+        .map(|k| format!("{}={}", k.name(), k.value()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let http = reqwest::Client::new();
+    let answer = http
+        .get(app.url(&export))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/zip");
+    let files = unzip(&answer.bytes().await.unwrap());
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "browsers.csv",
+            "cities.csv",
+            "countries.csv",
+            "devices.csv",
+            "entry-pages.csv",
+            "exit-pages.csv",
+            "languages.csv",
+            "os.csv",
+            "pages.csv",
+            "referrers.csv",
+            "regions.csv",
+            "screens.csv",
+            "timeseries.csv",
+            "utm-campaigns.csv",
+            "utm-mediums.csv",
+            "utm-sources.csv",
+        ]
+    );
+    let tz = app.settings.sites[0].timezone;
+    let today = DayRange::parse(None, None, tz, Utc::now(), 1).unwrap().from;
+    let from = today - chrono::Days::new(6);
+    for (report, limit) in [
+        ("pages", "&limit=20"),
+        ("entry-pages", "&limit=10"),
+        ("exit-pages", "&limit=10"),
+        ("referrers", "&limit=10"),
+        ("regions", "&limit=10"),
+        ("utm-sources", "&limit=8"),
+        ("timeseries", "&compare=previous_period"),
+    ] {
+        let want = http
+            .get(app.url(&format!(
+                "/api/v1/sites/demo/stats/{report}?from={from}&to={today}&referrer=google.com&format=csv{limit}"
+            )))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(files[&format!("{report}.csv")], want, "{report}");
+    }
+    assert!(
+        files["regions.csv"].contains("Ho Chi Minh,30,30"),
+        "{}",
+        files["regions.csv"]
+    );
+    let days = files["timeseries.csv"].lines().count();
+    assert_eq!(days, 8, "a header and seven days");
+
+    // Vietnamese: every table named in Vietnamese, the provinces too.
+    c.goto(&app.url("/admin/sites/demo?range=7d&lang=vi&compare=previous_period"))
+        .await
+        .unwrap();
+    let titles: Vec<String> = serde_json::from_value(
+        c.execute(
+            "return [...document.querySelectorAll('section[id^=table-] h2')].map(h => h.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        titles,
+        [
+            "Trang được xem nhiều",
+            "Trang vào",
+            "Trang thoát",
+            "Nguồn truy cập",
+            "Nguồn chiến dịch",
+            "Kênh chiến dịch",
+            "Chiến dịch",
+            "Quốc gia",
+            "Tỉnh, thành",
+            "Thành phố",
+            "Trình duyệt",
+            "Hệ điều hành",
+            "Thiết bị",
+            "Kích thước màn hình",
+            "Ngôn ngữ",
+        ]
+    );
+    assert_eq!(
+        table_names(&browser, "regions").await,
+        ["TP. Hồ Chí Minh", "Hà Nội", "California"]
+    );
+    assert_eq!(
+        table_names(&browser, "cities").await,
+        ["TP. Hồ Chí Minh", "Hà Nội", "Mountain View"]
+    );
+    assert_eq!(&card_changes(&browser).await[..3], ["+65%", "+50%", "+50%"]);
+    click_row(&browser, "regions", "TP. Hồ Chí Minh").await;
+    assert_eq!(
+        browser.text("#filters .chip").await,
+        "Tỉnh, thành: TP. Hồ Chí Minh ×"
+    );
+    assert_eq!(whole(&card_values(&browser).await), ["36", "30", "30"]);
+    browser.screenshot("explore-filtered-desktop-vi").await;
+    assert!(browser.console_errors().await.is_empty());
+    browser.close().await;
+
+    // The phone layout, filtered and compared, in both languages.
+    let phone = Browser::start(390, 3000).await;
+    sign_in(&phone, &app).await;
+    for lang in ["en", "vi"] {
+        phone
+            .client
+            .goto(&app.url(&format!(
+                "/admin/sites/demo?range=7d&lang={lang}&compare=previous_period&referrer=google.com"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(whole(&card_values(&phone).await), ["30", "30", "30"]);
+        assert!(fits_the_width(&phone).await, "{lang} fits a phone's width");
+        phone
+            .screenshot(&format!("explore-filtered-phone-{lang}"))
+            .await;
+    }
+    assert!(phone.console_errors().await.is_empty());
+    phone.close().await;
+    app.stop().await;
+}

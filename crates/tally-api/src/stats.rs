@@ -631,27 +631,43 @@ pub(crate) async fn timeseries(
             None => Ok(None),
         }
     })?;
-    let mut before = match (&other, before) {
-        (Some(o), Some(b)) => series(o, interval, &b).into_iter().map(Some).collect(),
-        _ => Vec::new(),
+    let body = TimeseriesBody::new(
+        (&days, &rows),
+        other.as_ref().zip(before.as_deref()),
+        interval,
+    );
+    answer(body, csv, &id, "timeseries", &days)
+}
+
+impl TimeseriesBody {
+    /// Every bucket of `days` from `rows`, each with the bucket of the compared range at the
+    /// same position, when there is one.
+    pub(crate) fn new(
+        (days, rows): (&DayRange, &[Bucket]),
+        compared: Option<(&DayRange, &[Bucket])>,
+        interval: Interval,
+    ) -> Self {
+        let mut before = compared
+            .map(|(d, b)| series(d, interval, b))
+            .unwrap_or_default()
+            .into_iter();
+        let points = series(days, interval, rows)
+            .into_iter()
+            .map(|p| PointBody {
+                t: p.start.to_rfc3339(),
+                views: p.views,
+                visits: p.visits,
+                visitors: p.visitors,
+                compare: before.next().map(|c| ComparedPointBody {
+                    t: c.start.to_rfc3339(),
+                    views: c.views,
+                    visits: c.visits,
+                    visitors: c.visitors,
+                }),
+            })
+            .collect();
+        Self { points }
     }
-    .into_iter();
-    let points = series(&days, interval, &rows)
-        .into_iter()
-        .map(|p| PointBody {
-            t: p.start.to_rfc3339(),
-            views: p.views,
-            visits: p.visits,
-            visitors: p.visitors,
-            compare: before.next().flatten().map(|c| ComparedPointBody {
-                t: c.start.to_rfc3339(),
-                views: c.views,
-                visits: c.visits,
-                visitors: c.visitors,
-            }),
-        })
-        .collect();
-    answer(TimeseriesBody { points }, csv, &id, "timeseries", &days)
 }
 
 /// One point of a series: a local hour or day and its figures.
@@ -694,24 +710,24 @@ pub(crate) fn series(days: &DayRange, interval: Interval, rows: &[Bucket]) -> Ve
 #[derive(Serialize, ToSchema)]
 pub(crate) struct PageBody {
     /// The page key (its path, or the id the site gave it).
-    page: String,
-    path: String,
-    title: String,
-    views: u64,
-    visitors: u64,
+    pub(crate) page: String,
+    pub(crate) path: String,
+    pub(crate) title: String,
+    pub(crate) views: u64,
+    pub(crate) visitors: u64,
     /// Mean time the page was visible per view, in seconds (null when its raw events are
     /// no longer kept).
     #[schema(minimum = 0)]
-    avg_engaged_seconds: Option<f64>,
+    pub(crate) avg_engaged_seconds: Option<f64>,
     /// Share of the visits that started on the page with no second page view (null when
     /// none started there, or its raw events are no longer kept).
     #[schema(minimum = 0, maximum = 1)]
-    bounce_rate: Option<f64>,
+    pub(crate) bounce_rate: Option<f64>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct PagesBody {
-    pages: Vec<PageBody>,
+    pub(crate) pages: Vec<PageBody>,
 }
 
 impl Tabular for PagesBody {
@@ -907,8 +923,12 @@ async fn breakdown(
     let csv = format.csv()?;
     let limit = number(q.limit.as_deref(), "limit", 20, MAX_LIMIT)?;
     let rows = breakdown_of(&state, &days, &r, &f, dim, limit).await?;
-    let body = RowsBody {
-        rows: rows
+    answer(RowsBody::from(rows), csv, &id, report, &days)
+}
+
+impl From<Vec<NameRow>> for RowsBody {
+    fn from(rows: Vec<NameRow>) -> Self {
+        let rows = rows
             .into_iter()
             .map(
                 |NameRow {
@@ -921,9 +941,9 @@ async fn breakdown(
                     visitors,
                 },
             )
-            .collect(),
-    };
-    answer(body, csv, &id, report, &days)
+            .collect();
+        Self { rows }
+    }
 }
 
 /// One handler per breakdown, so each is an operation of its own in the document.
@@ -975,22 +995,22 @@ breakdowns! {
 /// A page where visits started.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct EntryBody {
-    page: String,
-    title: String,
+    pub(crate) page: String,
+    pub(crate) title: String,
     /// Visits that started on the page.
-    visits: u64,
+    pub(crate) visits: u64,
     /// Unique visitors among them.
-    visitors: u64,
+    pub(crate) visitors: u64,
     /// The page's views in the range (all of them, not only the first of a visit).
-    views: u64,
+    pub(crate) views: u64,
     /// Share of those visits with no second page view.
     #[schema(minimum = 0, maximum = 1)]
-    bounce_rate: f64,
+    pub(crate) bounce_rate: f64,
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct EntryPagesBody {
-    pages: Vec<EntryBody>,
+    pub(crate) pages: Vec<EntryBody>,
 }
 
 impl Tabular for EntryPagesBody {
@@ -1085,20 +1105,20 @@ pub(crate) async fn entry_pages(
 /// A page where visits ended.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ExitBody {
-    page: String,
-    title: String,
+    pub(crate) page: String,
+    pub(crate) title: String,
     /// Visits whose last page view in the range was on the page.
-    exits: u64,
+    pub(crate) exits: u64,
     /// The page's views in the range.
-    views: u64,
+    pub(crate) views: u64,
     /// Exits per view.
     #[schema(minimum = 0, maximum = 1)]
-    exit_rate: f64,
+    pub(crate) exit_rate: f64,
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ExitPagesBody {
-    pages: Vec<ExitBody>,
+    pub(crate) pages: Vec<ExitBody>,
 }
 
 impl Tabular for ExitPagesBody {

@@ -145,6 +145,8 @@ struct TableRow {
 #[template(path = "table.html")]
 struct Table<'a> {
     t: &'a Labels,
+    /// The section's id: `table-{key}`.
+    key: &'a str,
     title: &'a str,
     head: &'a str,
     /// The heads of the two number columns (the second may be empty: no column).
@@ -536,11 +538,16 @@ fn page_range(
     (key, range)
 }
 
-/// The query of the site page as pairs: the range, the comparison and the filters (what a
-/// link of the page keeps), with `field` set to `value` or removed.
-fn page_href(q: &PageQuery, filters: &Filters, field: Option<(Field, Option<&str>)>) -> String {
+/// A link to the site page keeping its range (or going to the named `range`), comparison and
+/// filters, with `field` set to `value` or removed.
+fn page_href(
+    q: &PageQuery,
+    filters: &Filters,
+    range: Option<&str>,
+    field: Option<(Field, Option<&str>)>,
+) -> String {
     let mut pairs: Vec<(&str, &str)> = Vec::new();
-    if let Some(r) = q.range.as_deref() {
+    if let Some(r) = range.or(q.range.as_deref()) {
         pairs.push(("range", r));
         if r == "custom" {
             pairs.push(("from", q.from.as_deref().unwrap_or_default()));
@@ -614,21 +621,21 @@ fn shown_name(t: &Labels, lang: Lang, dim: Dimension, name: &str) -> String {
     }
 }
 
-/// The breakdowns of the site page: (title, dimension, rows shown).
-fn breakdown_tables(t: &Labels) -> [(&'static str, Dimension, u32); 12] {
+/// The breakdowns of the site page: (title, dimension, rows shown, the API's report).
+fn breakdown_tables(t: &Labels) -> [(&'static str, Dimension, u32, &'static str); 12] {
     [
-        (t.referrers, Dimension::Referrer, 10),
-        (t.utm_sources, Dimension::UtmSource, 8),
-        (t.utm_mediums, Dimension::UtmMedium, 8),
-        (t.utm_campaigns, Dimension::UtmCampaign, 8),
-        (t.countries, Dimension::Country, 10),
-        (t.regions, Dimension::Region, 10),
-        (t.cities, Dimension::City, 10),
-        (t.browsers, Dimension::Browser, 8),
-        (t.os, Dimension::Os, 8),
-        (t.devices, Dimension::Device, 5),
-        (t.screens, Dimension::Screen, 5),
-        (t.languages, Dimension::Language, 8),
+        (t.referrers, Dimension::Referrer, 10, "referrers"),
+        (t.utm_sources, Dimension::UtmSource, 8, "utm-sources"),
+        (t.utm_mediums, Dimension::UtmMedium, 8, "utm-mediums"),
+        (t.utm_campaigns, Dimension::UtmCampaign, 8, "utm-campaigns"),
+        (t.countries, Dimension::Country, 10, "countries"),
+        (t.regions, Dimension::Region, 10, "regions"),
+        (t.cities, Dimension::City, 10, "cities"),
+        (t.browsers, Dimension::Browser, 8, "browsers"),
+        (t.os, Dimension::Os, 8, "os"),
+        (t.devices, Dimension::Device, 5, "devices"),
+        (t.screens, Dimension::Screen, 5, "screens"),
+        (t.languages, Dimension::Language, 8, "languages"),
     ]
 }
 
@@ -639,10 +646,10 @@ struct SiteData {
     compared: Option<tally_clickhouse::stats::Summary>,
     series: Vec<tally_clickhouse::stats::Bucket>,
     compared_series: Option<Vec<tally_clickhouse::stats::Bucket>>,
-    pages: Vec<tally_clickhouse::stats::PageRow>,
+    pages: Vec<crate::stats::PageBody>,
     /// Entry and exit pages (empty when the raw events of the range are gone).
-    entries: Vec<tally_clickhouse::explore::EntryRow>,
-    exits: Vec<tally_clickhouse::explore::ExitRow>,
+    entries: Vec<crate::stats::EntryBody>,
+    exits: Vec<crate::stats::ExitBody>,
     /// In the order of [`breakdown_tables`].
     breakdowns: Vec<Vec<NameRow>>,
     live: tally_redis::Realtime,
@@ -658,13 +665,12 @@ async fn load(
     filters: &Filters,
     interval: Interval,
 ) -> Result<SiteData, ApiError> {
-    let db = &state.db;
     let t = Lang::En.t();
     let now = state.clock.now_ms();
     let window = state.settings.tracking.online_window.as_millis() as i64;
     let raw = crate::stats::raw_kept(state, days);
     let breakdowns =
-        futures_util::future::try_join_all(breakdown_tables(t).map(|(_, dim, n)| async move {
+        futures_util::future::try_join_all(breakdown_tables(t).map(|(_, dim, n, _)| async move {
             if !raw && dim.rollup_name().is_none() {
                 return Ok(Vec::new());
             }
@@ -696,23 +702,15 @@ async fn load(
                 None => Ok(None),
             }
         },
-        async {
-            if filters.is_empty() {
-                db.top_pages(range, 20, 0).await.map_err(ApiError::from)
-            } else {
-                db.pages_filtered(range, filters, 20, 0)
-                    .await
-                    .map_err(ApiError::from)
-            }
-        },
+        crate::stats::pages_of(state, days, range, filters, 20, 0),
         async {
             if !raw {
                 return Ok((Vec::new(), Vec::new()));
             }
-            Ok::<_, ApiError>(tokio::try_join!(
-                db.entry_pages(range, filters, 10),
-                db.exit_pages(range, filters, 10)
-            )?)
+            tokio::try_join!(
+                crate::stats::entry_pages_of(state, days, range, filters, 10),
+                crate::stats::exit_pages_of(state, days, range, filters, 10)
+            )
         },
         breakdowns,
         async {
@@ -792,16 +790,17 @@ fn tables(
     data: &SiteData,
 ) -> Result<Vec<String>, ApiError> {
     let t = lang.t();
-    let table = |title: &str, head: &str, cols: (&str, &str), rows: Vec<TableRow>| {
+    let table = |key: &str, title: &str, head: &str, cols: (&str, &str), rows: Vec<TableRow>| {
         render(&Table {
             t,
+            key,
             title,
             head,
             cols,
             rows,
         })
     };
-    let link = |field: Field| move |v: &str| page_href(q, filters, Some((field, Some(v))));
+    let link = |field: Field| move |v: &str| page_href(q, filters, None, Some((field, Some(v))));
     let title_of = |title: &str, page: &str| {
         if title.is_empty() {
             page.to_owned()
@@ -823,7 +822,7 @@ fn tables(
             )
         })
         .collect();
-    let max = data.entries.iter().map(|p| p.entries).max().unwrap_or(0);
+    let max = data.entries.iter().map(|p| p.visits).max().unwrap_or(0);
     let entries = data
         .entries
         .iter()
@@ -832,7 +831,7 @@ fn tables(
                 &link(Field::EntryPage),
                 lang,
                 (&p.page, title_of(&p.title, &p.page), p.page.clone()),
-                (p.entries, p.visitors),
+                (p.visits, p.visitors),
                 max,
             )
         })
@@ -845,7 +844,7 @@ fn tables(
             row(
                 &link(Field::Page),
                 lang,
-                (&p.page, p.page.clone(), String::new()),
+                (&p.page, title_of(&p.title, &p.page), p.page.clone()),
                 (p.exits, 0),
                 max,
             )
@@ -856,11 +855,17 @@ fn tables(
         })
         .collect();
     let mut out = vec![
-        table(t.top_pages, t.page, (t.views, t.visitors), pages)?,
-        table(t.entry_pages, t.page, (t.entries, t.visitors), entries)?,
-        table(t.exit_pages, t.page, (t.exits, ""), exits)?,
+        table("pages", t.top_pages, t.page, (t.views, t.visitors), pages)?,
+        table(
+            "entry-pages",
+            t.entry_pages,
+            t.page,
+            (t.entries, t.visitors),
+            entries,
+        )?,
+        table("exit-pages", t.exit_pages, t.page, (t.exits, ""), exits)?,
     ];
-    for ((title, dim, _), rows) in breakdown_tables(t).iter().zip(&data.breakdowns) {
+    for ((title, dim, _, key), rows) in breakdown_tables(t).iter().zip(&data.breakdowns) {
         let max = rows.iter().map(|r| r.views).max().unwrap_or(0);
         let field = Field::of(*dim);
         let rows = rows
@@ -875,7 +880,7 @@ fn tables(
                 )
             })
             .collect();
-        out.push(table(title, title, (t.views, t.visitors), rows)?);
+        out.push(table(key, title, title, (t.views, t.visitors), rows)?);
     }
     Ok(out)
 }
@@ -922,11 +927,16 @@ fn cards(
             lang.number(s.visitors),
             c(s.visitors as f64, |b| b.visitors as f64),
         ),
-        with(
-            t.bounce_rate,
-            lang.percent(s.bounce_rate),
-            c(s.bounce_rate, |b| b.bounce_rate),
-        ),
+        // Fewer visits bouncing is the better way.
+        with(t.bounce_rate, lang.percent(s.bounce_rate), {
+            let (delta, dir) = c(s.bounce_rate, |b| b.bounce_rate);
+            let dir = match dir {
+                "up" => "up worse",
+                "down" => "down better",
+                d => d,
+            };
+            (delta, dir)
+        }),
         with(
             t.avg_visit,
             lang.duration(s.avg_visit_seconds),
@@ -1049,16 +1059,6 @@ async fn site_page(
         }
     });
     let cap = u64::from(state.settings.tracking.max_pages);
-    let keep = |q: &PageQuery| {
-        let mut pairs: Vec<(String, String)> = filters
-            .iter()
-            .map(|(f, v)| (f.param().to_owned(), v.to_owned()))
-            .collect();
-        if let Some(c) = q.compare.as_deref().filter(|c| !c.is_empty()) {
-            pairs.push(("compare".into(), c.into()));
-        }
-        pairs
-    };
     let chips = filters
         .iter()
         .map(|(field, value)| {
@@ -1074,7 +1074,7 @@ async fn site_page(
                 t.filter_names[i],
                 shown,
                 field.param(),
-                page_href(q, &filters, Some((field, None))),
+                page_href(q, &filters, None, Some((field, None))),
             )
         })
         .collect();
@@ -1086,20 +1086,12 @@ async fn site_page(
     ];
     let range_links = ranges
         .iter()
-        .map(|(k, label)| {
-            let mut pairs = vec![("range".to_owned(), (*k).to_owned())];
-            pairs.extend(keep(q));
-            (
-                *k,
-                *label,
-                format!(
-                    "?{}",
-                    serde_urlencoded::to_string(&pairs).unwrap_or_default()
-                ),
-            )
-        })
+        .map(|(k, label)| (*k, *label, page_href(q, &filters, Some(k), None)))
         .collect();
-    let export_href = format!("/admin/sites/{id}/export{}", page_href(q, &filters, None));
+    let export_href = format!(
+        "/admin/sites/{id}/export{}",
+        page_href(q, &filters, None, None)
+    );
     let page = SitePage {
         t,
         lang: lang.code(),
@@ -1115,9 +1107,9 @@ async fn site_page(
         range_label,
         compare: q.compare.clone().unwrap_or_default(),
         compare_label,
-        kept: keep(q)
-            .into_iter()
-            .filter(|(k, _)| k != "compare")
+        kept: filters
+            .iter()
+            .map(|(f, v)| (f.param().to_owned(), v.to_owned()))
             .collect(),
         chips,
         export_href,
@@ -1168,99 +1160,31 @@ pub(crate) async fn export(
         interval,
     )
     .await?;
-    let mut files: Vec<(String, String)> = Vec::new();
-    let mut before = compared
-        .as_ref()
-        .zip(data.compared_series.as_deref())
-        .map(|(d, s)| crate::stats::series(d, interval, s))
-        .unwrap_or_default()
-        .into_iter();
-    let series: Vec<Vec<String>> = crate::stats::series(&days, interval, &data.series)
-        .into_iter()
-        .map(|p| {
-            let mut row = vec![
-                p.start.to_rfc3339(),
-                p.views.to_string(),
-                p.visits.to_string(),
-                p.visitors.to_string(),
-            ];
-            if let Some(b) = before.next() {
-                row.extend([b.start.to_rfc3339(), b.views.to_string()]);
-            }
-            row
-        })
-        .collect();
-    let series_head: &[&str] = if compared.is_some() {
-        &[
-            "t",
-            "views",
-            "visits",
-            "visitors",
-            "compared_t",
-            "compared_views",
-        ]
-    } else {
-        &["t", "views", "visits", "visitors"]
-    };
-    files.push((
-        "timeseries".into(),
-        crate::csv::table(series_head, &series)?,
-    ));
-    let pages: Vec<Vec<String>> = data
-        .pages
-        .iter()
-        .map(|p| {
-            vec![
-                p.page.clone(),
-                p.path.clone(),
-                p.title.clone(),
-                p.views.to_string(),
-                p.visitors.to_string(),
-            ]
-        })
-        .collect();
-    files.push((
-        "pages".into(),
-        crate::csv::table(&["page", "path", "title", "views", "visitors"], &pages)?,
-    ));
-    let entries: Vec<Vec<String>> = data
-        .entries
-        .iter()
-        .map(|e| {
-            vec![
-                e.page.clone(),
-                e.title.clone(),
-                e.entries.to_string(),
-                e.visitors.to_string(),
-                e.bounces.to_string(),
-            ]
-        })
-        .collect();
-    files.push((
-        "entry-pages".into(),
-        crate::csv::table(
-            &["page", "title", "visits", "visitors", "bounces"],
-            &entries,
-        )?,
-    ));
-    let exits: Vec<Vec<String>> = data
-        .exits
-        .iter()
-        .map(|e| vec![e.page.clone(), e.exits.to_string()])
-        .collect();
-    files.push((
-        "exit-pages".into(),
-        crate::csv::table(&["page", "exits"], &exits)?,
-    ));
-    for ((_, dim, _), rows) in breakdown_tables(Lang::En.t()).iter().zip(&data.breakdowns) {
-        let rows: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| vec![r.name.clone(), r.views.to_string(), r.visitors.to_string()])
-            .collect();
-        files.push((
-            Field::of(*dim).param().replace('_', "-"),
-            crate::csv::table(&["name", "views", "visitors"], &rows)?,
-        ));
+    let csv = |body: &dyn crate::stats::Tabular| crate::csv::table(body.header(), &body.rows());
+    let series = crate::stats::TimeseriesBody::new(
+        (&days, &data.series),
+        compared.as_ref().zip(data.compared_series.as_deref()),
+        interval,
+    );
+    let mut files = vec![
+        ("timeseries".to_owned(), csv(&series)?),
+        (
+            "pages".to_owned(),
+            csv(&crate::stats::PagesBody { pages: data.pages })?,
+        ),
+        (
+            "entry-pages".to_owned(),
+            csv(&crate::stats::EntryPagesBody {
+                pages: data.entries,
+            })?,
+        ),
+        (
+            "exit-pages".to_owned(),
+            csv(&crate::stats::ExitPagesBody { pages: data.exits })?,
+        ),
+    ];
+    for ((_, _, _, key), rows) in breakdown_tables(Lang::En.t()).iter().zip(data.breakdowns) {
+        files.push(((*key).to_owned(), csv(&crate::stats::RowsBody::from(rows))?));
     }
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options =
