@@ -378,30 +378,16 @@ pub async fn admin_queries(
     let by_page = filter(Field::Page, "/tin-tuc/bai-1");
     let by_referrer = filter(Field::Referrer, "google.com");
     let by_utm = filter(Field::UtmSource, "newsletter");
-    const NAMES: [&str; 13] = [
-        "summary",
-        "timeseries (day)",
-        "top pages (with engaged time, bounce rate)",
-        "browsers",
-        "timeseries (hour) of one day, among",
-        "referrers of one page (page filter)",
-        "pages of one referrer (referrer filter)",
-        "summary, UTM source filter",
-        "timeseries (day), page filter",
-        "summary compared with the previous period",
-        "timeseries compared with the previous period",
-        "entry pages",
-        "exit pages",
-    ];
     let mut out = Vec::new();
     for days in [30u32, 90] {
-        let mut timings: [Vec<f64>; 13] = Default::default();
+        // (name, milliseconds of each round), in the order the queries run.
+        let mut timings: Vec<(&'static str, Vec<f64>)> = Vec::new();
         for round in 0..rounds {
             let site = &settings.sites[round % settings.sites.len()];
             let today = chrono::Utc::now()
                 .with_timezone(&site.timezone)
                 .date_naive();
-            let range_of = |to: chrono::NaiveDate| {
+            let range_of = |to: chrono::NaiveDate, days: u32| {
                 Range::new(
                     site.id.as_str(),
                     &DayRange {
@@ -411,153 +397,134 @@ pub async fn admin_queries(
                     },
                 )
             };
-            let r = range_of(today);
-            let before = range_of(today - chrono::Days::new(u64::from(days)));
-            let day = Range::new(
-                site.id.as_str(),
-                &DayRange {
-                    from: today - chrono::Days::new(1),
-                    to: today - chrono::Days::new(1),
-                    tz: site.timezone,
-                },
-            );
-            let mut time = async |i: usize,
-                                  f: std::pin::Pin<
-                Box<dyn std::future::Future<Output = anyhow::Result<()>> + '_>,
-            >|
-                   -> anyhow::Result<()> {
+            let r = range_of(today, days);
+            let before = range_of(today - chrono::Days::new(u64::from(days)), days);
+            let day = range_of(today - chrono::Days::new(1), 1);
+            let (r, before, day) = (&r, &before, &day);
+            type Query<'a> = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
+            // Futures do nothing until awaited: each one runs alone, timed, in turn.
+            let queries: Vec<(&'static str, Query<'_>)> = vec![
+                (
+                    "summary",
+                    Box::pin(async {
+                        db.summary(r).await.map(drop)?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "timeseries (day)",
+                    Box::pin(async {
+                        db.timeseries(r, Interval::Day).await.map(drop)?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "top pages (with engaged time, bounce rate)",
+                    Box::pin(async {
+                        let pages = db.top_pages(r, 20, 0).await?;
+                        let keys: Vec<String> = pages.into_iter().map(|p| p.page).collect();
+                        db.engagement(r, &none, &keys, 37_500).await?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "browsers",
+                    Box::pin(async {
+                        db.breakdown(r, &none, Dimension::Browser, 8).await?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "timeseries (hour) of one day, among",
+                    Box::pin(async {
+                        db.timeseries(day, Interval::Hour).await?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "referrers of one page (page filter)",
+                    Box::pin(async {
+                        db.breakdown(r, &by_page, Dimension::Referrer, 10).await?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "pages of one referrer (referrer filter, with engaged time)",
+                    Box::pin(async {
+                        let pages = db.pages_filtered(r, &by_referrer, 20, 0).await?;
+                        let keys: Vec<String> = pages.into_iter().map(|p| p.page).collect();
+                        db.engagement(r, &by_referrer, &keys, 37_500).await?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "summary, UTM source filter",
+                    Box::pin(async {
+                        db.summary_filtered(r, &by_utm).await?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "timeseries (day), page filter",
+                    Box::pin(async {
+                        db.timeseries_filtered(r, &by_page, Interval::Day).await?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "summary compared with the previous period",
+                    Box::pin(async {
+                        tokio::try_join!(db.summary(r), db.summary(before))?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "timeseries compared with the previous period",
+                    Box::pin(async {
+                        tokio::try_join!(
+                            db.timeseries(r, Interval::Day),
+                            db.timeseries(before, Interval::Day)
+                        )?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "summary, page filter, compared with the previous period",
+                    Box::pin(async {
+                        tokio::try_join!(
+                            db.summary_filtered(r, &by_page),
+                            db.summary_filtered(before, &by_page)
+                        )?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "entry pages",
+                    Box::pin(async {
+                        db.entry_pages(r, &none, 10).await?;
+                        Ok(())
+                    }),
+                ),
+                (
+                    "exit pages",
+                    Box::pin(async {
+                        db.exit_pages(r, &none, 10).await?;
+                        Ok(())
+                    }),
+                ),
+            ];
+            for (i, (name, query)) in queries.into_iter().enumerate() {
                 let t = Instant::now();
-                f.await?;
-                timings[i].push(t.elapsed().as_secs_f64() * 1000.0);
-                Ok(())
-            };
-            time(
-                0,
-                Box::pin(async { db.summary(&r).await.map(drop).map_err(Into::into) }),
-            )
-            .await?;
-            time(
-                1,
-                Box::pin(async {
-                    db.timeseries(&r, Interval::Day)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
-            time(
-                2,
-                Box::pin(async {
-                    let pages = db.top_pages(&r, 20, 0).await?;
-                    let keys: Vec<String> = pages.into_iter().map(|p| p.page).collect();
-                    db.engagement(&r, &none, &keys, 37_500).await?;
-                    Ok(())
-                }),
-            )
-            .await?;
-            time(
-                3,
-                Box::pin(async {
-                    db.breakdown(&r, &none, Dimension::Browser, 8)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
-            time(
-                4,
-                Box::pin(async {
-                    db.timeseries(&day, Interval::Hour)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
-            time(
-                5,
-                Box::pin(async {
-                    db.breakdown(&r, &by_page, Dimension::Referrer, 10)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
-            time(
-                6,
-                Box::pin(async {
-                    db.pages_filtered(&r, &by_referrer, 20, 0)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
-            time(
-                7,
-                Box::pin(async {
-                    db.summary_filtered(&r, &by_utm)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
-            time(
-                8,
-                Box::pin(async {
-                    db.timeseries_filtered(&r, &by_page, Interval::Day)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
-            time(
-                9,
-                Box::pin(async {
-                    tokio::try_join!(db.summary(&r), db.summary(&before))?;
-                    Ok(())
-                }),
-            )
-            .await?;
-            time(
-                10,
-                Box::pin(async {
-                    tokio::try_join!(
-                        db.timeseries(&r, Interval::Day),
-                        db.timeseries(&before, Interval::Day)
-                    )?;
-                    Ok(())
-                }),
-            )
-            .await?;
-            time(
-                11,
-                Box::pin(async {
-                    db.entry_pages(&r, &none, 10)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
-            time(
-                12,
-                Box::pin(async {
-                    db.exit_pages(&r, &none, 10)
-                        .await
-                        .map(drop)
-                        .map_err(Into::into)
-                }),
-            )
-            .await?;
+                query.await?;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                match timings.get_mut(i) {
+                    Some((_, samples)) => samples.push(ms),
+                    None => timings.push((name, vec![ms])),
+                }
+            }
         }
-        for (name, samples) in NAMES.iter().zip(timings.iter_mut()) {
-            let (p50, p99) = p50_p99(samples);
+        for (name, mut samples) in timings {
+            let (p50, p99) = p50_p99(&mut samples);
             out.push((format!("{name}, {days} days"), p50, p99));
         }
     }

@@ -201,6 +201,14 @@ async fn retention_drops_old_raw_months_and_keeps_rollups() {
         .unwrap();
     assert_eq!(dropped, [202101, 202102]);
     assert_eq!(db.count_events().await.unwrap(), 1);
+    // The page views' copy ordered by page (migration 12) goes with them.
+    let database = &settings.clickhouse.database;
+    let copied = common::run_sql(
+        &settings,
+        &format!("SELECT count() FROM {database}.page_events"),
+    )
+    .await;
+    assert_eq!(copied.trim(), "1");
     let all = common::all_time("demo");
     assert_eq!(
         db.summary(&all).await.unwrap().views,

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{TimeZone, Utc};
 use tally_clickhouse::{
     EventRow,
+    explore::Filters,
     stats::{Dimension, Interval, Range},
 };
 use tally_core::{Event, EventKind};
@@ -665,6 +666,116 @@ async fn names_of_the_earlier_classifier_show_under_todays_names() {
             row("iPadOS", 1),
         ]
     );
+}
+
+/// Version 12 copies the stored events into `page_events` and `second_views` (the tables the
+/// pages' engaged time and bounce rate read) once; a copy whose process stopped is not taken
+/// for a finished one, and running `tally migrate` again after dropping the marker makes it
+/// whole without doubling the events its views took in meanwhile.
+#[tokio::test]
+async fn upgrading_to_page_events_keeps_engaged_time_and_bounces() {
+    let settings = tally_testkit::settings();
+    let database = &settings.clickhouse.database;
+    let db = tally_clickhouse::Db::new(&settings.clickhouse);
+    db.migrate_to(&settings.sites, 11).await.unwrap();
+    let at = Utc
+        .with_ymd_and_hms(2026, 3, 1, 3, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    // (session, kind, page, seconds after `at`)
+    let rows = |events: &[(u64, EventKind, &str, i64)], prefix: &str| {
+        let mut events: Vec<Event> = events
+            .iter()
+            .map(|&(session, kind, page, s)| Event {
+                kind,
+                site: "demo".into(),
+                ts_ms: at + s * 1000,
+                page: page.into(),
+                path: page.into(),
+                visitor: session,
+                session,
+                ..Event::empty()
+            })
+            .collect();
+        common::sequence(&mut events);
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                EventRow::new(0, &format!("{prefix}-{i}"), e, chrono_tz::Asia::Ho_Chi_Minh)
+            })
+            .collect::<Vec<_>>()
+    };
+    use EventKind::{Leave, Pageview, Ping};
+    // Before the upgrade: a visit reading /a 30 s then leaving 10 s later (a bounce), a visit
+    // going on from /a to /b after 20 s, a visit of /b alone.
+    let before = rows(
+        &[
+            (1, Pageview, "/a", 0),
+            (1, Ping, "/a", 30),
+            (1, Leave, "/a", 40),
+            (2, Pageview, "/a", 100),
+            (2, Pageview, "/b", 120),
+            (3, Pageview, "/b", 200),
+        ],
+        "old",
+    );
+    db.insert_events(&before).await.unwrap();
+    check_that_an_unfinished_copy_stops_migrating(&settings, &db, "page_events_copy", 12).await;
+    // The views exist: a visit recorded now is in page_events once (its ping's 40 s gap
+    // counts 37.5 s, the cap given below).
+    db.insert_events(&rows(
+        &[(4, Pageview, "/a", 300), (4, Ping, "/a", 340)],
+        "new",
+    ))
+    .await
+    .unwrap();
+    common::run_sql(
+        &settings,
+        &format!("DROP TABLE {database}.page_events_copy"),
+    )
+    .await;
+    assert_eq!(
+        db.migrate(&settings.sites).await.unwrap(),
+        versions_from(12)
+    );
+    let found: Vec<(String, u64, u64, u64, u64)> = db
+        .engagement(
+            &range("2026-03-01", "2026-03-01"),
+            &Filters::default(),
+            &["/a".to_owned(), "/b".to_owned()],
+            37_500,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.page, e.engaged_ms, e.views, e.entries, e.bounces))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("/a".to_owned(), 30_000 + 10_000 + 37_500, 3, 3, 2),
+            ("/b".to_owned(), 0, 2, 1, 1),
+        ]
+    );
+    for (table, kinds) in [
+        ("page_events", "kind IN ('pageview', 'ping', 'leave')"),
+        ("second_views", "kind = 'pageview' AND visit_seq = 2"),
+    ] {
+        let copied = common::run_sql(
+            &settings,
+            &format!("SELECT count() FROM {database}.{table}"),
+        )
+        .await;
+        let stored = common::run_sql(
+            &settings,
+            &format!("SELECT count() FROM {database}.events WHERE {kinds}"),
+        )
+        .await;
+        assert_eq!(copied, stored, "{table}");
+    }
 }
 
 /// The migrations from `version` to the latest, as `migrate` reports applying them.

@@ -158,8 +158,10 @@ impl Db {
 }
 
 /// Every table with a `site` column: what dropping a site's history deletes from.
-const SITE_TABLES: [&str; 13] = [
+const SITE_TABLES: [&str; 15] = [
     "events",
+    "page_events",
+    "second_views",
     "site_daily",
     "site_hourly",
     "page_days",

@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `schema_migrations` | MergeTree | applied migration versions |
 //! | `events` | MergeTree, monthly partitions | every accepted event, `event_id` = partition-streamid, `day` = its date in the site's zone, `hour` = the first instant of its hour in the site's zone; kind `repeat` = a reload within the repeat-view window, `unverified` = a pixel hit naming no page of the site (neither Referer nor Origin) |
+//! | `page_events` | MergeTree ← `page_events_mv`, monthly partitions, ordered by (site, page, ts) | the page views, heartbeats and leaves of `events` again, ordered by page: the shown pages' engaged time and entries read alone (migration 12) |
+//! | `second_views` | MergeTree ← `second_views_mv`, monthly partitions | the visits' second page views (their sessions did not bounce) |
 //! | `counter_baselines` | MergeTree | imported counts per import (`import_id`); the newest import of a site counts, page `''` holds its site totals |
 //! | `site_daily` | AggregatingMergeTree ← `site_daily_mv` | per site and local day: views, visits, visitor states |
 //! | `site_hourly` | AggregatingMergeTree ← `site_hourly_mv` | per site and local hour (its first instant, from `events.hour`; UTC hours before migration 7): the same (hourly series, all-time totals) |

@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "places_languages",
         include_str!("../migrations/0011_places_languages.sql"),
     ),
+    (
+        12,
+        "page_events",
+        include_str!("../migrations/0012_page_events.sql"),
+    ),
 ];
 
 /// How long a process waits for a migration's history copy that another process is making
@@ -87,6 +92,8 @@ enum CopySource {
     HourlyRollups,
     /// Migration 6: `page_daily` as it is into `page_days`.
     PageDaily,
+    /// Migration 12: the events already stored into `page_events` and `second_views`.
+    PageEvents,
 }
 
 const HISTORY_COPIES: &[HistoryCopy] = &[
@@ -101,6 +108,12 @@ const HISTORY_COPIES: &[HistoryCopy] = &[
         marker: "page_days_copy",
         what: "the daily page history into page_days",
         from: CopySource::PageDaily,
+    },
+    HistoryCopy {
+        version: 12,
+        marker: "page_events_copy",
+        what: "the stored events into page_events and second_views",
+        from: CopySource::PageEvents,
     },
 ];
 
@@ -237,6 +250,25 @@ impl Db {
                 self.query(
                     "INSERT INTO page_days (site, page, day, path, title, views, visitors) \
                      SELECT site, page, day, path, title, views, visitors FROM page_daily",
+                )
+                .execute()
+                .await?
+            }
+            // The views feed both tables from the moment they exist; what they already hold
+            // (events inserted since) is left out, so nothing is there twice.
+            CopySource::PageEvents => {
+                self.query(
+                    "INSERT INTO page_events \
+                     SELECT site, page, ts, event_id, toUInt8(kind = 'pageview'), session, visit_seq, gap_ms \
+                     FROM events WHERE kind IN ('pageview', 'ping', 'leave') \
+                     AND event_id NOT IN (SELECT event_id FROM page_events)",
+                )
+                .execute()
+                .await?;
+                self.query(
+                    "INSERT INTO second_views SELECT site, ts, event_id, session FROM events \
+                     WHERE kind = 'pageview' AND visit_seq = 2 \
+                     AND event_id NOT IN (SELECT event_id FROM second_views)",
                 )
                 .execute()
                 .await?

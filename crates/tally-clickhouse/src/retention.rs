@@ -1,6 +1,7 @@
-//! Retention of raw events (`retention.raw_days`): whole monthly partitions of `events` are
-//! dropped once every day in them is older than the limit. The rollups are never touched, so
-//! statistics for old ranges stay; only the raw rows go. Dropping partitions works on every
+//! Retention of raw events (`retention.raw_days`): whole monthly partitions of `events` (and
+//! of its copies `page_events` and `second_views`) are dropped once every day in them is
+//! older than the limit. The rollups are never touched, so statistics for old ranges stay;
+//! only the raw rows go. Dropping partitions works on every
 //! ClickHouse release (18.16 has no TTL).
 
 use chrono::{Months, NaiveDate};
@@ -21,8 +22,12 @@ fn month_is_older(yyyymm: u32, cutoff: NaiveDate) -> bool {
         .is_some_and(|next_month| next_month <= cutoff)
 }
 
+/// The raw events and the copies of them ordered for the page figures (migration 12),
+/// partitioned alike by month.
+const RAW_TABLES: [&str; 3] = ["events", "page_events", "second_views"];
+
 impl Db {
-    /// Drops the monthly partitions of `events` lying wholly before `cutoff` (a UTC date).
+    /// Drops the monthly partitions of `events` (and its copies) lying wholly before `cutoff` (a UTC date).
     /// Returns the partitions dropped, e.g. `[202101]`.
     pub async fn drop_raw_before(&self, cutoff: NaiveDate) -> Result<Vec<u32>> {
         let parts: Vec<Partition> = self
@@ -43,9 +48,11 @@ impl Db {
             }
             // The partition id is a number read back from the server and re-checked above,
             // so it can be written into the statement (DDL cannot bind it).
-            self.query(&format!("ALTER TABLE events DROP PARTITION {month}"))
-                .execute()
-                .await?;
+            for table in RAW_TABLES {
+                self.query(&format!("ALTER TABLE {table} DROP PARTITION {month}"))
+                    .execute()
+                    .await?;
+            }
             dropped.push(month);
         }
         dropped.sort_unstable();
