@@ -280,6 +280,14 @@ impl Sql {
     }
 }
 
+/// A page's path and title, from the page rollup.
+#[derive(serde::Deserialize, clickhouse::Row)]
+struct PageName {
+    page: String,
+    path: String,
+    title: String,
+}
+
 #[derive(serde::Deserialize, clickhouse::Row)]
 struct Counts {
     views: u64,
@@ -421,8 +429,10 @@ impl Db {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<PageRow>> {
+        // Ranked without their paths and titles (reading every matching view's title cost a
+        // third of the query), which come from the page rollup for the pages shown.
         let mut sql = Sql::new(
-            "SELECT page, anyLast(path) AS path, anyLast(title) AS title, count() AS views, \
+            "SELECT page, '' AS path, '' AS title, count() AS views, \
              uniqCombined(visitor) AS visitors FROM events WHERE ",
         );
         sql.views(r, f);
@@ -430,8 +440,27 @@ impl Db {
             .number(offset)
             .number(limit);
         let mut rows: Vec<PageRow> = self.run(sql).fetch_all().await?;
+        if rows.is_empty() {
+            return Ok(rows);
+        }
+        let mut sql = Sql::new(
+            "SELECT page, anyLastMerge(path) AS path, anyLastMerge(title) AS title \
+             FROM page_days WHERE site = ? AND day >= toDate(?) AND day <= toDate(?) AND page IN (",
+        );
+        sql.text(&r.site).text(&r.first_day).text(&r.last_day);
+        for (i, p) in rows.iter().enumerate() {
+            sql.push(if i == 0 { "?" } else { ", ?" }).text(&p.page);
+        }
+        sql.push(") GROUP BY page");
+        let names: Vec<PageName> = self.run(sql).fetch_all().await?;
+        let names: std::collections::HashMap<&str, &PageName> =
+            names.iter().map(|n| (n.page.as_str(), n)).collect();
         for p in &mut rows {
             p.visitors = p.visitors.min(p.views);
+            if let Some(n) = names.get(p.page.as_str()) {
+                p.path.clone_from(&n.path);
+                p.title.clone_from(&n.title);
+            }
         }
         Ok(rows)
     }
