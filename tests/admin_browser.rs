@@ -703,28 +703,16 @@ async fn click_row(browser: &Browser, key: &str, name: &str) {
     panic!("no row {name} in #table-{key}");
 }
 
-/// Every file of the zip at `path`, read with Python's `zipfile`: name → text.
+/// Every file of the zip `bytes`, read with Python's `zipfile`: name → text.
 fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("export");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("{}.zip", bytes.len()));
-    std::fs::write(&file, bytes).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import json, sys, zipfile\n\
-             z = zipfile.ZipFile(sys.argv[1])\n\
-             print(json.dumps({n: z.read(n).decode('utf-8') for n in z.namelist()}))",
-        )
-        .arg(&file)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(common::python_json(
+        "import json, sys, zipfile\n\
+         z = zipfile.ZipFile(sys.argv[1])\n\
+         print(json.dumps({n: z.read(n).decode('utf-8') for n in z.namelist()}))",
+        bytes,
+        "zip",
+    ))
+    .unwrap()
 }
 
 /// The drill-down in a real browser: a referrer row filters the cards, the chart and every

@@ -541,28 +541,15 @@ async fn filters_entry_exit_utm_and_comparison_give_the_models_figures() {
 
 /// `text` read by Python's `csv` module: the rows, and whether the file started with a BOM.
 fn python_csv(text: &[u8]) -> (bool, Vec<Vec<String>>) {
-    let dir = std::env::temp_dir().join(format!("tally-csv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("{}.csv", text.len()));
-    std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import csv, json, sys\n\
-             raw = open(sys.argv[1], 'rb').read()\n\
-             bom = raw.startswith(b'\\xef\\xbb\\xbf')\n\
-             rows = list(csv.reader(open(sys.argv[1], encoding='utf-8-sig', newline='')))\n\
-             print(json.dumps({'bom': bom, 'rows': rows}))",
-        )
-        .arg(&file)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::python_json(
+        "import csv, json, sys\n\
+         raw = open(sys.argv[1], 'rb').read()\n\
+         bom = raw.startswith(b'\\xef\\xbb\\xbf')\n\
+         rows = list(csv.reader(open(sys.argv[1], encoding='utf-8-sig', newline='')))\n\
+         print(json.dumps({'bom': bom, 'rows': rows}))",
+        text,
+        "csv",
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"]
         .as_array()
         .unwrap()

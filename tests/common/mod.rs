@@ -363,3 +363,34 @@ pub async fn call(
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
+
+/// Runs the Python `script` on `bytes` written to a file (its path is `sys.argv[1]`, ending
+/// `.ext`) and parses what it prints as JSON: how the tests read files the way another
+/// program would (Python's `csv` and `zipfile`).
+pub fn python_json(script: &str, bytes: &[u8], ext: &str) -> Value {
+    let dir = std::env::temp_dir().join(format!("tally-python-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{}-{}.{ext}", bytes.len(), content_hash(bytes)));
+    std::fs::write(&file, bytes).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&file)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&file);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A name telling two files of the same length apart (a hash of their bytes).
+fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
