@@ -56,6 +56,13 @@ async fn rebuild_site(
         .into_iter()
         .collect();
     let (mut views, mut visits, mut bots) = db.site_totals(site.as_str()).await?;
+    let mut events: BTreeMap<(String, String), u64> = db
+        .event_totals(site.as_str())
+        .await
+        .context("cannot read custom event totals from ClickHouse")?
+        .into_iter()
+        .map(|(name, target, n)| ((name, target), n))
+        .collect();
 
     // Events of this site still in the stream and not yet in ClickHouse.
     let partition = site.partition(settings.redis.partitions);
@@ -88,6 +95,11 @@ async fn rebuild_site(
                 visits += u64::from(ev.new_visit);
             }
             EventKind::Bot => bots += 1,
+            EventKind::Custom => {
+                *events
+                    .entry((ev.name.clone(), ev.target.clone()))
+                    .or_default() += 1;
+            }
             EventKind::Ping | EventKind::Leave | EventKind::Repeat | EventKind::Unverified => {}
         }
     }
@@ -96,6 +108,11 @@ async fn rebuild_site(
         .replace_counters(site, &page_views, views, visits, bots)
         .await
         .context("cannot write the counters to Redis")?;
+    let events = most_counted(events, settings.tracking.max_pages);
+    store
+        .replace_event_counts(site, &events)
+        .await
+        .context("cannot write the custom event counts to Redis")?;
     // Imported baselines live in ClickHouse too; put them back beside the counters.
     let baseline = db.baseline(site.as_str()).await?;
     crate::import::apply_to_redis(store, site, &baseline).await?;
@@ -125,6 +142,18 @@ fn within_page_cap(pages: BTreeMap<String, u64>, cap: u32) -> Vec<(String, u64)>
     by_views.truncate(cap);
     by_views.push((String::new(), rest));
     by_views
+}
+
+/// The live custom event counts to keep under `tracking.max_pages` (`cap`, 0 = none): the
+/// `cap` most counted names and targets. The write script counts no others live, so none
+/// are summed into another row.
+fn most_counted(counts: BTreeMap<(String, String), u64>, cap: u32) -> Vec<((String, String), u64)> {
+    let mut by_count: Vec<_> = counts.into_iter().collect();
+    if cap > 0 && by_count.len() > cap as usize {
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        by_count.truncate(cap as usize);
+    }
+    by_count
 }
 
 #[cfg(test)]

@@ -698,13 +698,29 @@ async fn upgrading_to_page_events_keeps_engaged_time_and_bounces() {
             })
             .collect();
         common::sequence(&mut events);
-        events
-            .into_iter()
+        // Written as the columns of version 12 (this build's rows carry later ones).
+        let values: Vec<String> = events
+            .iter()
             .enumerate()
             .map(|(i, e)| {
-                EventRow::new(0, &format!("{prefix}-{i}"), e, chrono_tz::Asia::Ho_Chi_Minh)
+                format!(
+                    "('{prefix}-{i}', 'demo', '{}', toDateTime({}, 'UTC'), '{}', '{}', {}, {}, {}, {})",
+                    e.kind.as_str(),
+                    e.ts_ms / 1000,
+                    e.page,
+                    e.page,
+                    e.visitor,
+                    e.session,
+                    e.visit_seq,
+                    e.gap_ms
+                )
             })
-            .collect::<Vec<_>>()
+            .collect();
+        format!(
+            "INSERT INTO {database}.events (event_id, site, kind, ts, page, path, visitor, \
+             session, visit_seq, gap_ms) VALUES {}",
+            values.join(", ")
+        )
     };
     use EventKind::{Leave, Pageview, Ping};
     // Before the upgrade: a visit reading /a 30 s then leaving 10 s later (a bounce), a visit
@@ -720,16 +736,15 @@ async fn upgrading_to_page_events_keeps_engaged_time_and_bounces() {
         ],
         "old",
     );
-    db.insert_events(&before).await.unwrap();
+    common::run_sql(&settings, &before).await;
     check_that_an_unfinished_copy_stops_migrating(&settings, &db, "page_events_copy", 12).await;
     // The views exist: a visit recorded now is in page_events once (its ping's 40 s gap
     // counts 37.5 s, the cap given below).
-    db.insert_events(&rows(
-        &[(4, Pageview, "/a", 300), (4, Ping, "/a", 340)],
-        "new",
-    ))
-    .await
-    .unwrap();
+    common::run_sql(
+        &settings,
+        &rows(&[(4, Pageview, "/a", 300), (4, Ping, "/a", 340)], "new"),
+    )
+    .await;
     common::run_sql(
         &settings,
         &format!("DROP TABLE {database}.page_events_copy"),

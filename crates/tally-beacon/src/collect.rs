@@ -75,6 +75,9 @@ pub(crate) async fn pixel(
             sid: None,
             w: None,
             lang: None,
+            name: q.remove("name"),
+            target: q.remove("target"),
+            props: None,
         };
         let hit = event::validate(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
         accept(&state, hit, peer, &headers, Endpoint::Pixel).await
@@ -294,6 +297,9 @@ fn tracked_event(
         language: hit.language,
         region: place.region,
         city: place.city,
+        name: hit.name,
+        target: hit.target,
+        props: hit.props,
     };
     TrackedEvent {
         event,

@@ -158,8 +158,9 @@ impl Db {
 }
 
 /// Every table with a `site` column: what dropping a site's history deletes from.
-const SITE_TABLES: [&str; 15] = [
+const SITE_TABLES: [&str; 16] = [
     "events",
+    "event_days",
     "page_events",
     "second_views",
     "site_daily",

@@ -598,3 +598,71 @@ impl Db {
         Ok(self.run(sql).fetch_all().await?)
     }
 }
+
+/// What a custom events report groups by.
+#[derive(Debug, Clone, Copy)]
+pub enum EventsBy<'a> {
+    /// The events' names.
+    Name,
+    /// The targets of the events named so (e.g. the files downloaded).
+    Target(&'a str),
+    /// The values of one property of the events named so.
+    Prop(&'a str, &'a str),
+}
+
+/// A value of a custom events report (a name, a target or a property value) and its figures.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, clickhouse::Row)]
+pub struct CountRow {
+    pub value: String,
+    pub events: u64,
+    pub visitors: u64,
+}
+
+impl Db {
+    /// Custom events of `r` grouped `by`, most first (then by value), at most `limit`; with
+    /// filters, the events of the visits holding a page view that matches `f`.
+    pub async fn custom_events(
+        &self,
+        r: &Range,
+        f: &Filters,
+        by: EventsBy<'_>,
+        limit: u32,
+    ) -> Result<Vec<CountRow>> {
+        // The value's alias is not `name`: ClickHouse would read an alias in WHERE first.
+        let mut sql = Sql::new("SELECT ");
+        match by {
+            EventsBy::Name => {
+                sql.push("name");
+            }
+            EventsBy::Target(_) => {
+                sql.push("target");
+            }
+            EventsBy::Prop(_, prop) => {
+                sql.push("prop_values[indexOf(prop_keys, ?)]").text(prop);
+            }
+        }
+        sql.push(
+            " AS value, count() AS events, uniqCombined(visitor) AS visitors FROM events WHERE ",
+        );
+        sql.range(r, "'event'");
+        match by {
+            EventsBy::Name => {}
+            EventsBy::Target(name) => {
+                sql.push(" AND name = ?").text(name);
+            }
+            EventsBy::Prop(name, prop) => {
+                sql.push(" AND name = ? AND has(prop_keys, ?)")
+                    .text(name)
+                    .text(prop);
+            }
+        }
+        sql.matching_visits(r, f);
+        sql.push(" GROUP BY value ORDER BY events DESC, value ASC LIMIT ?")
+            .number(limit);
+        let mut rows: Vec<CountRow> = self.run(sql).fetch_all().await?;
+        for row in &mut rows {
+            row.visitors = row.visitors.min(row.events);
+        }
+        Ok(rows)
+    }
+}

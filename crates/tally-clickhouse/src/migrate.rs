@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "page_events",
         include_str!("../migrations/0012_page_events.sql"),
     ),
+    (
+        13,
+        "custom_events",
+        include_str!("../migrations/0013_custom_events.sql"),
+    ),
 ];
 
 /// How long a process waits for a migration's history copy that another process is making

@@ -43,6 +43,11 @@ pub struct EventRow {
     /// From `geoip.database` (migration 11).
     pub region: String,
     pub city: String,
+    /// A custom event's name, target and properties (migration 13).
+    pub name: String,
+    pub target: String,
+    pub prop_keys: Vec<String>,
+    pub prop_values: Vec<String>,
 }
 
 impl EventRow {
@@ -80,6 +85,10 @@ impl EventRow {
             language: event.language,
             region: event.region,
             city: event.city,
+            name: event.name,
+            target: event.target,
+            prop_keys: event.props.iter().map(|(k, _)| k.clone()).collect(),
+            prop_values: event.props.into_iter().map(|(_, v)| v).collect(),
         }
     }
 }
@@ -118,6 +127,14 @@ impl EventRow {
             language: self.language.clone(),
             region: self.region.clone(),
             city: self.city.clone(),
+            name: self.name.clone(),
+            target: self.target.clone(),
+            props: self
+                .prop_keys
+                .iter()
+                .cloned()
+                .zip(self.prop_values.iter().cloned())
+                .collect(),
         }
     }
 }

@@ -338,6 +338,19 @@ impl Db {
             .await?)
     }
 
+    /// All-time custom events per name and target of `site`, from the rollup (for rebuilding
+    /// the live download counts).
+    pub async fn event_totals(&self, site: &str) -> Result<Vec<(String, String, u64)>> {
+        Ok(self
+            .stats_query(
+                "SELECT name, target, sumMerge(events) FROM event_days WHERE site = ? \
+                 GROUP BY name, target",
+            )
+            .bind(site)
+            .fetch_all()
+            .await?)
+    }
+
     /// All-time views, visits and bot hits of `site`, from the rollups.
     pub async fn site_totals(&self, site: &str) -> Result<(u64, u64, u64)> {
         let totals = self

@@ -17,6 +17,14 @@ const MAX_SID: usize = 64;
 const MAX_WIDTH: u32 = 100_000;
 /// Longest `lang` accepted (BCP 47 tags in browsers are far shorter).
 const MAX_LANG: usize = 35;
+/// Longest custom event name, in characters.
+pub const MAX_NAME: usize = 64;
+/// Most properties a custom event may carry.
+pub const MAX_PROPS: usize = 10;
+/// Longest property name, in characters.
+pub const MAX_PROP_KEY: usize = 64;
+/// Longest property value, in characters.
+pub const MAX_PROP_VALUE: usize = 256;
 
 /// The kind of a recorded event. The numbers are the ClickHouse `Enum8` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -35,10 +43,13 @@ pub enum EventKind {
     /// site (a third-party page can embed the pixel without a referrer). Kept only as a
     /// count, like a crawler hit. The tracker never sends this kind.
     Unverified,
+    /// A custom event (`t: "event"`): a download, an outbound link, a button, with a name, an
+    /// optional target URL and properties. Never a page view; keeps the visit running.
+    Custom,
 }
 
 impl EventKind {
-    /// The wire name (`pageview`, `ping`, `leave`, `bot`, `repeat`, `unverified`).
+    /// The wire name (`pageview`, `ping`, `leave`, `bot`, `repeat`, `unverified`, `event`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pageview => "pageview",
@@ -47,6 +58,7 @@ impl EventKind {
             Self::Bot => "bot",
             Self::Repeat => "repeat",
             Self::Unverified => "unverified",
+            Self::Custom => "event",
         }
     }
 
@@ -59,6 +71,7 @@ impl EventKind {
             Self::Bot,
             Self::Repeat,
             Self::Unverified,
+            Self::Custom,
         ]
         .into_iter()
         .find(|k| k.code() == code)
@@ -73,6 +86,7 @@ impl EventKind {
             Self::Bot => 4,
             Self::Repeat => 5,
             Self::Unverified => 6,
+            Self::Custom => 7,
         }
     }
 }
@@ -82,7 +96,7 @@ impl EventKind {
 pub enum Malformed {
     #[error("the body is not valid JSON: {0}")]
     Json(String),
-    #[error("`t` must be pageview, ping or leave")]
+    #[error("`t` must be pageview, ping, leave or event")]
     UnknownType,
     #[error("`{0}` is required")]
     Missing(&'static str),
@@ -96,6 +110,12 @@ pub enum Malformed {
     BadWidth,
     #[error("`sid` may hold only letters, digits, `-` and `_`")]
     BadSid,
+    #[error("`name` must be 1 to 64 characters, none of them control characters")]
+    BadName,
+    #[error("`target` must be an absolute http(s) URL of at most 2048 bytes")]
+    BadTarget,
+    #[error("`props` {0}")]
+    BadProps(&'static str),
 }
 
 /// The JSON body of `POST /collect`, as sent by `t.js`. Also built from the query string of
@@ -113,6 +133,12 @@ pub struct CollectBody {
     pub w: Option<serde_json::Number>,
     /// `navigator.language`.
     pub lang: Option<String>,
+    /// A custom event's name.
+    pub name: Option<String>,
+    /// A custom event's target: the file downloaded, the link followed.
+    pub target: Option<String>,
+    /// A custom event's properties: names and string values.
+    pub props: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A validated tracking request.
@@ -131,6 +157,11 @@ pub struct Hit {
     pub width: u16,
     /// `ll` or `ll-RR`, empty when not given or not a language tag.
     pub language: String,
+    /// A custom event's name, target URL (without its fragment) and properties; empty for
+    /// every other kind.
+    pub name: String,
+    pub target: String,
+    pub props: Vec<(String, String)>,
 }
 
 /// Parses a `POST /collect` body (JSON, sent as `application/json` or `text/plain`).
@@ -146,6 +177,7 @@ pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
         Some("pageview") => EventKind::Pageview,
         Some("ping") => EventKind::Ping,
         Some("leave") => EventKind::Leave,
+        Some("event") => EventKind::Custom,
         Some(_) => return Err(Malformed::UnknownType),
         None => return Err(Malformed::Missing("t")),
     };
@@ -184,8 +216,16 @@ pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
             _ => return Err(Malformed::BadWidth),
         },
     };
+    let (name, target, props) = if kind == EventKind::Custom {
+        custom(body.name, body.target, body.props)?
+    } else {
+        Default::default()
+    };
     Ok(Hit {
         kind,
+        name,
+        target,
+        props,
         referrer_host: page::referrer_host(&referrer, &parts.host),
         utm: page::utm_from_query(parts.query),
         host: parts.host,
@@ -197,6 +237,54 @@ pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
         width,
         language: language_tag(&lang),
     })
+}
+
+/// A custom event's name, target and properties.
+type Custom = (String, String, Vec<(String, String)>);
+
+/// The name, target and properties of a custom event, checked.
+fn custom(
+    name: Option<String>,
+    target: Option<String>,
+    props: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Custom, Malformed> {
+    let name = name.ok_or(Malformed::Missing("name"))?;
+    let name = name.trim();
+    let length = name.chars().count();
+    if length == 0 || length > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(Malformed::BadName);
+    }
+    let target = match target.as_deref().map(str::trim) {
+        None | Some("") => String::new(),
+        Some(t) => {
+            if t.len() > MAX_URL || t.chars().any(char::is_control) || page::split_url(t).is_none()
+            {
+                return Err(Malformed::BadTarget);
+            }
+            t.split('#').next().unwrap_or_default().to_owned()
+        }
+    };
+    let props = props.unwrap_or_default();
+    if props.len() > MAX_PROPS {
+        return Err(Malformed::BadProps("may hold at most 10 properties"));
+    }
+    let mut pairs = Vec::with_capacity(props.len());
+    for (key, value) in props {
+        let key_length = key.chars().count();
+        if key_length == 0 || key_length > MAX_PROP_KEY || key.chars().any(char::is_control) {
+            return Err(Malformed::BadProps(
+                "names must be 1 to 64 characters, none of them control characters",
+            ));
+        }
+        let serde_json::Value::String(value) = value else {
+            return Err(Malformed::BadProps("values must be strings"));
+        };
+        if value.chars().count() > MAX_PROP_VALUE {
+            return Err(Malformed::BadProps("values must be at most 256 characters"));
+        }
+        pairs.push((key, value.chars().filter(|c| !c.is_control()).collect()));
+    }
+    Ok((name.to_owned(), target, pairs))
 }
 
 /// A browser language tag as `ll` or `ll-RR` (primary language lowercased, region
@@ -293,6 +381,15 @@ pub struct Event {
     /// City of the visitor's address, from `geoip.database`.
     #[serde(rename = "ci", default, skip_serializing_if = "String::is_empty")]
     pub city: String,
+    /// A custom event's name.
+    #[serde(rename = "en", default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// A custom event's target URL.
+    #[serde(rename = "et", default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    /// A custom event's properties.
+    #[serde(rename = "pr", default, skip_serializing_if = "Vec::is_empty")]
+    pub props: Vec<(String, String)>,
 }
 
 impl Event {
@@ -323,6 +420,9 @@ impl Event {
             language: String::new(),
             region: String::new(),
             city: String::new(),
+            name: String::new(),
+            target: String::new(),
+            props: Vec::new(),
         }
     }
 }
@@ -377,6 +477,27 @@ mod tests {
     }
 
     #[test]
+    fn parses_a_custom_event() {
+        let hit = ok(
+            r#"{"t":"event","site":"demo","url":"https://news.vn/van-ban","name":" download ","target":"https://news.vn/files/qd-12.pdf#page=2","props":{"kind":"pdf","ý":"có"}}"#,
+        );
+        assert_eq!(hit.kind, EventKind::Custom);
+        assert_eq!(hit.name, "download");
+        assert_eq!(hit.target, "https://news.vn/files/qd-12.pdf");
+        assert_eq!(
+            hit.props,
+            [("kind".into(), "pdf".into()), ("ý".into(), "có".into())]
+        );
+        assert_eq!(hit.page, "/van-ban");
+        let hit = ok(r#"{"t":"event","site":"demo","url":"https://a/","name":"Đăng ký"}"#);
+        assert_eq!((hit.name.as_str(), hit.target.as_str()), ("Đăng ký", ""));
+        assert!(hit.props.is_empty());
+        // Other kinds ignore the fields.
+        let hit = ok(r#"{"t":"pageview","site":"demo","url":"https://a/","name":"x"}"#);
+        assert!(hit.name.is_empty());
+    }
+
+    #[test]
     fn refuses_malformed_bodies() {
         let cases: &[(&str, Malformed)] = &[
             (
@@ -415,6 +536,48 @@ mod tests {
             (
                 r#"{"t":"ping","site":"demo","url":"https://a/","sid":"a b"}"#,
                 Malformed::BadSid,
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/"}"#,
+                Malformed::Missing("name"),
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"  "}"#,
+                Malformed::BadName,
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
+                Malformed::BadName,
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"a\u0007b"}"#,
+                Malformed::BadName,
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"download","target":"ftp://a/x.pdf"}"#,
+                Malformed::BadTarget,
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"download","target":"javascript:alert(1)"}"#,
+                Malformed::BadTarget,
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"x","props":{"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6","g":"7","h":"8","i":"9","j":"10","k":"11"}}"#,
+                Malformed::BadProps("may hold at most 10 properties"),
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"x","props":{"n":1}}"#,
+                Malformed::BadProps("values must be strings"),
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"x","props":{"":"1"}}"#,
+                Malformed::BadProps(
+                    "names must be 1 to 64 characters, none of them control characters",
+                ),
+            ),
+            (
+                r#"{"t":"event","site":"demo","url":"https://a/","name":"x","props":{"n":"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"}}"#,
+                Malformed::BadProps("values must be at most 256 characters"),
             ),
         ];
         for (body, want) in cases {
@@ -466,6 +629,9 @@ mod tests {
             language: "vi-VN".into(),
             region: "Hanoi".into(),
             city: "Hanoi".into(),
+            name: "download".into(),
+            target: "https://a.vn/f.pdf".into(),
+            props: vec![("kind".into(), "pdf".into())],
         };
         let json = serde_json::to_string(&e).unwrap();
         // The visit figures travel beside the JSON (tally_redis::wire::Figures).

@@ -94,6 +94,16 @@ impl Keys {
     pub fn unique_visitors(&self, site: &str, day: &str) -> String {
         format!("{}uv:{site}:{day}", self.prefix)
     }
+
+    /// Live custom event counts: "name\ttarget" → events (see `wire::event_field`).
+    pub fn event_counts(&self, site: &str) -> String {
+        format!("{}event_counts:{site}", self.prefix)
+    }
+
+    /// Imported custom event counts (`tally import-counters`), same fields.
+    pub fn event_baseline(&self, site: &str) -> String {
+        format!("{}event_baseline:{site}", self.prefix)
+    }
 }
 
 /// The visitor-id salt of a local day (`YYYYMMDD`).

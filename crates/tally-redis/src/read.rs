@@ -167,6 +167,39 @@ impl Store {
             .collect())
     }
 
+    /// Live counts (imported baselines included) of the custom event `name` for each of
+    /// `targets`, 0 for unknown ones. One round trip.
+    pub async fn event_counts(
+        &self,
+        site: &SiteId,
+        name: &str,
+        targets: &[String],
+    ) -> Result<Vec<u64>> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(site.partition(self.partitions()));
+        let fields: Vec<String> = targets
+            .iter()
+            .map(|t| crate::wire::event_field(name, t))
+            .collect();
+        let mut conn = self.conn();
+        let (live, base): (Vec<Option<u64>>, Vec<Option<u64>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(keys.event_counts(site.as_str()))
+            .arg(&fields)
+            .cmd("HMGET")
+            .arg(keys.event_baseline(site.as_str()))
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await?;
+        Ok(live
+            .into_iter()
+            .zip(base)
+            .map(|(l, b)| l.unwrap_or(0) + b.unwrap_or(0))
+            .collect())
+    }
+
     /// Replaces the imported baseline of `site` in one transaction.
     pub async fn replace_baseline(
         &self,
@@ -260,6 +293,29 @@ impl Store {
             .arg("bots")
             .arg(bots)
             .ignore();
+        let mut conn = self.conn();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Replaces the live custom event counts of `site` with `counts` ((name, target) →
+    /// events), in one transaction.
+    pub async fn replace_event_counts(
+        &self,
+        site: &SiteId,
+        counts: &[((String, String), u64)],
+    ) -> Result<()> {
+        let keys = Keys::new(site.partition(self.partitions()));
+        let key = keys.event_counts(site.as_str());
+        let fields: Vec<(String, u64)> = counts
+            .iter()
+            .map(|((name, target), n)| (crate::wire::event_field(name, target), *n))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&key).ignore();
+        hset_counts(&mut pipe, &key, &fields);
         let mut conn = self.conn();
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())

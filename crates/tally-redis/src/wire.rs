@@ -87,7 +87,8 @@ pub struct EventArgs<'a> {
     pub session_candidate: u64,
     /// Day of the event in its site's time zone (`YYYYMMDD`).
     pub day: &'a str,
-    pub title: &'a str,
+    /// A page view's title; a custom event's live counter field ([`event_field`]).
+    pub text: &'a str,
     pub ts_ms: i64,
 }
 
@@ -99,7 +100,7 @@ const EVENT_NAMES: [&str; 8] = [
     "VISITOR",
     "CANDIDATE",
     "DAY",
-    "TITLE",
+    "TEXT",
     "TS",
 ];
 
@@ -130,9 +131,16 @@ impl EventArgs<'_> {
             .arg(self.visitor)
             .arg(self.session_candidate)
             .arg(self.day)
-            .arg(self.title)
+            .arg(self.text)
             .arg(self.ts_ms);
     }
+}
+
+/// The field of a custom event's live count in its site's `events:` hash: its name and
+/// target joined by a tab (neither holds one: names refuse control characters, a target is
+/// a URL).
+pub fn event_field(name: &str, target: &str) -> String {
+    format!("{name}\t{target}")
 }
 
 /// The Lua that names the layout, pasted at the top of `lua/record.lua` (a test checks it

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use redis::Script;
-use tally_core::{Event, settings::TrackingSettings};
+use tally_core::{Event, EventKind, settings::TrackingSettings};
 
 use crate::{Keys, Result, Store, wire};
 
@@ -96,6 +96,13 @@ impl Store {
             }
             .push(&mut cmd);
             for e in events {
+                let field;
+                let text = if e.event.kind == EventKind::Custom {
+                    field = wire::event_field(&e.event.name, &e.event.target);
+                    &field
+                } else {
+                    &e.event.title
+                };
                 wire::EventArgs {
                     kind: e.event.kind,
                     site: &e.event.site,
@@ -103,7 +110,7 @@ impl Store {
                     visitor: e.event.visitor,
                     session_candidate: e.session_candidate,
                     day: &e.day,
-                    title: &e.event.title,
+                    text,
                     ts_ms: e.event.ts_ms,
                 }
                 .push(&mut cmd);

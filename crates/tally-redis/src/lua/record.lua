@@ -6,8 +6,9 @@
 -- ARGV     the header (A_*: prefix, batch id, now (ms), online window (ms), visit timeout
 --          (s), repeat-view window (ms, 0 = off), page cap (0 = none), event count, the
 --          events' JSON, one line per event), then EVENT_ARGS values per event (E_*: kind,
---          site, page, visitor, session candidate, day, title, time (ms)). The positions are
---          named in the wire layout below, which tally-redis/src/wire.rs owns.
+--          site, page, visitor, session candidate, day, text, time (ms); the text is a page
+--          view's title, or a custom event's counter field, "name<TAB>target"). The positions
+--          are named in the wire layout below, which tally-redis/src/wire.rs owns.
 -- Returns  {events recorded, events recorded live under "other pages"}, or -1 when this
 --          batch id was already applied (a retry after a lost reply must not count twice).
 --
@@ -33,6 +34,12 @@
 -- one HLEN per site and batch; only a site within one batch of its cap has its pages looked
 -- up one by one.
 --
+-- Custom events (kind 'event': downloads, outbound links, buttons) keep the visitor online
+-- and the visit running, like a ping, and count live in the site's `event_counts:` hash under
+-- "name<TAB>target" (the public download counters read it). That hash holds at most `cap`
+-- fields, as the view-count hash holds `cap` pages: past it, a new name and target is
+-- counted in ClickHouse only.
+--
 -- The whole batch is one stream entry: `v` = the wire version, `b` = the events' JSON lines
 -- as the beacon sent them, `m` = one "session new ordinal gap" per event, joined by ','. One
 -- XADD per call instead of one per event, and the worker parses seven values per batch
@@ -46,7 +53,7 @@
 
 -- wire layout (tally-redis/src/wire.rs: lua_layout)
 local A_PREFIX, A_BATCH_ID, A_NOW, A_ONLINE_WINDOW, A_VISIT_TIMEOUT, A_REPEAT_WINDOW, A_MAX_PAGES, A_COUNT, A_LINES = 1, 2, 3, 4, 5, 6, 7, 8, 9
-local E_KIND, E_SITE, E_PAGE, E_VISITOR, E_CANDIDATE, E_DAY, E_TITLE, E_TS = 0, 1, 2, 3, 4, 5, 6, 7
+local E_KIND, E_SITE, E_PAGE, E_VISITOR, E_CANDIDATE, E_DAY, E_TEXT, E_TS = 0, 1, 2, 3, 4, 5, 6, 7
 local EVENT_ARGS, FIRST_EVENT = 8, 10
 local F_VERSION, F_BATCH, F_FIGURES, VERSION = 'v', 'b', 'm', '2'
 local prefix = ARGV[A_PREFIX]
@@ -173,46 +180,50 @@ for _, site in ipairs(visit_sites) do
   end
 end
 
--- The key a page is recorded under live: itself while the site has room, else ''.
-local live_keys = {}   -- site -> page -> live key
-local live_counts = {} -- site -> pages in the view-count hash (as this batch grows it)
-local over_cap = 0
-local function live_key(site, page)
+-- Whether `member` has room in the capped hash `key` (a site's view counts or event counts):
+-- it is there already, or the hash has fewer than `cap` fields as this batch grows it.
+local known_members = {} -- key -> member -> fits
+local hash_sizes = {}    -- key -> fields (as this batch grows it)
+local function fits(key, member)
   if cap == 0 then
-    return page
+    return true
   end
-  local views_key = prefix .. 'views:' .. site
-  if not live_counts[site] then
-    live_counts[site] = redis.call('HLEN', views_key)
+  if not hash_sizes[key] then
+    hash_sizes[key] = redis.call('HLEN', key)
   end
-  -- Far from the cap, every page fits, however many of the batch's are new: one HLEN per
-  -- site and batch, no look-up per page.
-  if live_counts[site] + n <= cap then
-    return page
+  -- Far from the cap, every member fits, however many of the batch's are new: one HLEN per
+  -- hash and batch, no look-up per member.
+  if hash_sizes[key] + n <= cap then
+    return true
   end
-  local known = live_keys[site]
+  local known = known_members[key]
   if not known then
     known = {}
-    live_keys[site] = known
+    known_members[key] = known
   end
-  local k = known[page]
-  if k then
+  local k = known[member]
+  if k ~= nil then
     return k
   end
-  if redis.call('HEXISTS', views_key, page) == 1 then
-    k = page
+  if redis.call('HEXISTS', key, member) == 1 then
+    k = true
+  elseif hash_sizes[key] < cap then
+    k = true
+    hash_sizes[key] = hash_sizes[key] + 1
   else
-    local count = live_counts[site]
-    if count < cap then
-      k = page
-      count = count + 1
-    else
-      k = ''
-    end
-    live_counts[site] = count
+    k = false
   end
-  known[page] = k
+  known[member] = k
   return k
+end
+
+-- The key a page is recorded under live: itself while the site has room, else ''.
+local over_cap = 0
+local function live_key(site, page)
+  if fits(prefix .. 'views:' .. site, page) then
+    return page
+  end
+  return ''
 end
 
 local meta = {}
@@ -220,7 +231,7 @@ for i = 0, n - 1 do
   local base = FIRST_EVENT + i * EVENT_ARGS
   local kind, site, page = ARGV[base + E_KIND], ARGV[base + E_SITE], ARGV[base + E_PAGE]
   local visitor, candidate = ARGV[base + E_VISITOR], ARGV[base + E_CANDIDATE]
-  local day, title = ARGV[base + E_DAY], ARGV[base + E_TITLE]
+  local day, title = ARGV[base + E_DAY], ARGV[base + E_TEXT]
   local ts = tonumber(ARGV[base + E_TS])
   local session, new_visit, seq, gap, again = '0', '0', 0, 0, ''
   if kind == 'bot' then
@@ -270,8 +281,15 @@ for i = 0, n - 1 do
         titles[tk][page] = title
       end
     elseif v then
-      -- Pings and leaves keep a running visit alive (and long) but never start one.
+      -- Pings, leaves and custom events keep a running visit alive (and long) but never
+      -- start one.
       gap = math.max(0, ts - v[2])
+    end
+    if kind == 'event' then
+      local counts = prefix .. 'event_counts:' .. site
+      if fits(counts, title) then
+        add(counts, title, 1)
+      end
     end
     if v then
       session = v[1]
