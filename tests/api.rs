@@ -774,6 +774,7 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
             "/api/v1/sites",
             "/api/v1/sites/{site}",
             "/api/v1/sites/{site}/counters",
+            "/api/v1/sites/{site}/event-counters",
             "/api/v1/sites/{site}/shares",
             "/api/v1/sites/{site}/shares/{id}",
             "/api/v1/sites/{site}/stats/browsers",
@@ -781,6 +782,9 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
             "/api/v1/sites/{site}/stats/countries",
             "/api/v1/sites/{site}/stats/devices",
             "/api/v1/sites/{site}/stats/entry-pages",
+            "/api/v1/sites/{site}/stats/events",
+            "/api/v1/sites/{site}/stats/events/props",
+            "/api/v1/sites/{site}/stats/events/targets",
             "/api/v1/sites/{site}/stats/exit-pages",
             "/api/v1/sites/{site}/stats/languages",
             "/api/v1/sites/{site}/stats/os",
@@ -811,6 +815,9 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
                 ("page", "query") => query.push("page=/a".to_owned()),
                 ("from", _) => query.push("from=2021-07-05".to_owned()),
                 ("to", _) => query.push("to=2021-07-06".to_owned()),
+                ("name", "query") => query.push("name=download".to_owned()),
+                ("target", "query") => query.push("target=https://example.com/a.pdf".to_owned()),
+                ("prop", "query") => query.push("prop=kind".to_owned()),
                 _ => {}
             }
         }
@@ -922,7 +929,7 @@ values = ["demo", "utc"]
         "schemathesis found failures:\n{stdout}\n{stderr}"
     );
     // It did test every operation.
-    assert!(stdout.contains("35 selected"), "{stdout}");
+    assert!(stdout.contains("39 selected"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }

@@ -349,6 +349,15 @@ async fn the_tracker_is_small_cacheable_and_revalidated() {
     assert!(!body.contains("__HEARTBEAT_MS__"));
     assert!(!body.contains("localStorage.setItem") && !body.contains("document.cookie"));
     let gz = gzip_len(body.as_bytes());
+    // scripts/test prints it.
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tracker-figures.txt"),
+        format!(
+            "tracker: /t.js is {} bytes, {gz} bytes gzipped (budget 2,048)\n",
+            body.len()
+        ),
+    )
+    .unwrap();
     assert!(gz < 2048, "tracker is {gz} bytes gzipped");
     let r = http
         .get(app.url("/t.js"))

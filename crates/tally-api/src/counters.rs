@@ -205,3 +205,68 @@ pub(crate) async fn views(
         views,
     }))
 }
+
+/// Live counts of a custom event per target.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventCountersBody {
+    site: String,
+    name: String,
+    /// Target URL (as asked, without its fragment) → all-time events (0 for one never
+    /// recorded), imported counts included.
+    counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// The event and targets of an event-counters request.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // the handler reads the raw query; this documents it
+pub(crate) struct EventCountersQuery {
+    /// The event's name, e.g. `download`.
+    #[param(min_length = 1, max_length = 64)]
+    name: String,
+    /// Target URLs (repeat the parameter: `target=U1&target=U2`).
+    #[param(min_items = 1, max_items = 100)]
+    target: Vec<String>,
+}
+
+/// Live counts of a custom event (e.g. `download`) for up to 100 targets: the figure a
+/// portal shows beside a document ("Lượt tải: 1.234").
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/event-counters",
+    tag = "public",
+    params(SitePath, EventCountersQuery),
+    responses((status = 200, description = "OK", body = EventCountersBody), PublicErrors),
+)]
+pub(crate) async fn event_counters(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(site): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = public_site(&state, &site)?;
+    let name = match query_values(query.as_deref(), "name")?.as_slice() {
+        [name] if (1..=tally_core::event::MAX_NAME).contains(&name.trim().chars().count()) => {
+            name.trim().to_owned()
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give one `name` of 1 to 64 characters".into(),
+            ));
+        }
+    };
+    let targets: Vec<String> = query_values(query.as_deref(), "target")?
+        .into_iter()
+        .map(|t| t.split('#').next().unwrap_or_default().trim().to_owned())
+        .collect();
+    if targets.is_empty() || targets.len() > MAX_PAGES {
+        return Err(ApiError::BadRequest(format!(
+            "give 1 to {MAX_PAGES} `target` values"
+        )));
+    }
+    let counts = state.store.event_counts(&id, &name, &targets).await?;
+    Ok(public(EventCountersBody {
+        site: id.to_string(),
+        name,
+        counts: targets.into_iter().zip(counts).collect(),
+    }))
+}

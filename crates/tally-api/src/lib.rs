@@ -17,6 +17,7 @@ mod auth;
 mod counters;
 mod csv;
 mod error;
+mod events;
 mod live;
 mod openapi;
 mod people;
@@ -113,6 +114,10 @@ impl Api {
         let public = Router::new()
             .route("/api/v1/sites/{site}/counters", get(counters::counters))
             .route("/api/v1/sites/{site}/views", get(counters::views))
+            .route(
+                "/api/v1/sites/{site}/event-counters",
+                get(counters::event_counters),
+            )
             .with_state(self.state.clone())
             .layer(cors);
         Router::new()
@@ -190,6 +195,15 @@ impl Api {
             .route(
                 "/api/v1/sites/{site}/stats/exit-pages",
                 get(stats::exit_pages),
+            )
+            .route("/api/v1/sites/{site}/stats/events", get(events::events))
+            .route(
+                "/api/v1/sites/{site}/stats/events/targets",
+                get(events::targets),
+            )
+            .route(
+                "/api/v1/sites/{site}/stats/events/props",
+                get(events::props),
             )
             .route("/api/v1/sites/{site}/stats/os", get(stats::os))
             .route("/api/v1/sites/{site}/stats/devices", get(stats::devices))

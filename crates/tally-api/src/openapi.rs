@@ -9,7 +9,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{account, counters, people, shares, sites, stats};
+use crate::{account, counters, events, people, shares, sites, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use crate::{account, counters, people, shares, sites, stats};
     paths(
         counters::counters,
         counters::views,
+        counters::event_counters,
         sites::list,
         sites::create,
         sites::edit,
@@ -52,6 +53,9 @@ use crate::{account, counters, people, shares, sites, stats};
         stats::languages,
         stats::entry_pages,
         stats::exit_pages,
+        events::events,
+        events::targets,
+        events::props,
         stats::realtime,
     ),
     modifiers(&Bearer),

@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// Most rows one list request may ask for.
-const MAX_LIMIT: u32 = 1000;
+pub(crate) const MAX_LIMIT: u32 = 1000;
 /// Most rows a request may skip (the largest 32-bit integer, as the document says).
 const MAX_OFFSET: u32 = i32::MAX as u32;
 
@@ -110,7 +110,19 @@ pub(crate) struct RowsQuery {
     limit: Option<String>,
 }
 
-fn number(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+impl RowsQuery {
+    /// The `limit` as given.
+    pub(crate) fn limit(&self) -> Option<&str> {
+        self.limit.as_deref()
+    }
+}
+
+pub(crate) fn number(
+    value: Option<&str>,
+    name: &str,
+    default: u32,
+    max: u32,
+) -> Result<u32, ApiError> {
     match value {
         None => Ok(default),
         Some(v) => match v.parse::<u32>() {
@@ -123,7 +135,7 @@ fn number(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32
 }
 
 /// The parameters of a range of days (`from`, `to`).
-trait Days {
+pub(crate) trait Days {
     fn days(&self) -> (Option<&str>, Option<&str>);
 }
 
@@ -140,7 +152,7 @@ macro_rules! days {
 days!(RangeQuery, SeriesQuery, PagesQuery, RowsQuery);
 
 /// The site (checked against the token) and its validated day range.
-fn range(
+pub(crate) fn range(
     state: &State,
     admin: &Admin,
     site: &str,
@@ -205,7 +217,7 @@ pub(crate) struct FilterQuery {
 const MAX_FILTER: usize = 2048;
 
 impl FilterQuery {
-    fn filters(&self) -> Result<Filters, ApiError> {
+    pub(crate) fn filters(&self) -> Result<Filters, ApiError> {
         let mut f = Filters::default();
         for field in Field::ALL {
             let value = match field {
@@ -316,7 +328,7 @@ pub(crate) enum FormatName {
 }
 
 impl FormatQuery {
-    fn csv(&self) -> Result<bool, ApiError> {
+    pub(crate) fn csv(&self) -> Result<bool, ApiError> {
         match self.format.as_deref() {
             None | Some("json") => Ok(false),
             Some("csv") => Ok(true),
@@ -332,7 +344,7 @@ pub(crate) trait Tabular {
 }
 
 /// `body` as JSON, or as CSV named `{site}-{report}-{from}-{to}.csv`.
-fn answer<T: Serialize + Tabular>(
+pub(crate) fn answer<T: Serialize + Tabular>(
     body: T,
     csv: bool,
     site: &SiteId,
@@ -371,7 +383,7 @@ pub(crate) fn raw_kept(state: &State, days: &DayRange) -> bool {
 }
 
 /// A 400 for a view that needs raw events of days no longer kept.
-fn raw_gone(state: &State, what: &str) -> ApiError {
+pub(crate) fn raw_gone(state: &State, what: &str) -> ApiError {
     ApiError::BadRequest(format!(
         "`from`: {what} read raw events, which are kept for the last {} days \
          (retention.raw_days)",

@@ -18,8 +18,8 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new(heartbeat_ms: u128) -> Self {
-        let body =
-            include_str!("../assets/t.js").replace("__HEARTBEAT_MS__", &heartbeat_ms.to_string());
+        let body = compact(include_str!("../assets/t.js"))
+            .replace("__HEARTBEAT_MS__", &heartbeat_ms.to_string());
         // FNV-1a of the body: any change of tracker or heartbeat changes the tag.
         let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -27,6 +27,21 @@ impl Tracker {
         let etag = HeaderValue::from_str(&format!("\"{hash:016x}\"")).expect("ascii etag");
         Self { body, etag }
     }
+}
+
+/// The tracker as served: without its header comment, its comment lines and indentation
+/// (the source is written for reading; every byte is sent on every first visit). Only whole
+/// lines starting with `//` are comments here: the file is ours and keeps to that.
+fn compact(source: &str) -> String {
+    let code = match source.split_once("*/") {
+        Some((head, rest)) if head.trim_start().starts_with("/*") => rest,
+        _ => source,
+    };
+    code.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `GET /t.js`: cacheable for a day, revalidated with the ETag.
