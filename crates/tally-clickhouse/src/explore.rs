@@ -253,6 +253,16 @@ impl Sql {
         self.span(r).push(" AND kind IN (").push(kinds).push(")")
     }
 
+    /// `page IN (?, …)` with one bound value per page: a table ordered by page reads those
+    /// pages' rows alone (`has(?, page)` would not use the order; 18.16 refuses `IN [..]`).
+    fn page_in<'a>(&mut self, pages: impl Iterator<Item = &'a str>) -> &mut Self {
+        self.push("page IN (");
+        for (i, page) in pages.enumerate() {
+            self.push(if i == 0 { "?" } else { ", ?" }).text(page);
+        }
+        self.push(")")
+    }
+
     /// The rows of `r`'s site and time.
     fn span(&mut self, r: &Range) -> &mut Self {
         self.push("site = ? AND ts >= toDateTime(?, 'UTC') AND ts < toDateTime(?, 'UTC')")
@@ -445,13 +455,11 @@ impl Db {
         }
         let mut sql = Sql::new(
             "SELECT page, anyLastMerge(path) AS path, anyLastMerge(title) AS title \
-             FROM page_days WHERE site = ? AND day >= toDate(?) AND day <= toDate(?) AND page IN (",
+             FROM page_days WHERE site = ? AND day >= toDate(?) AND day <= toDate(?) AND ",
         );
         sql.text(&r.site).text(&r.first_day).text(&r.last_day);
-        for (i, p) in rows.iter().enumerate() {
-            sql.push(if i == 0 { "?" } else { ", ?" }).text(&p.page);
-        }
-        sql.push(") GROUP BY page");
+        sql.page_in(rows.iter().map(|p| p.page.as_str()));
+        sql.push(" GROUP BY page");
         let names: Vec<PageName> = self.run(sql).fetch_all().await?;
         let names: std::collections::HashMap<&str, &PageName> =
             names.iter().map(|n| (n.page.as_str(), n)).collect();
@@ -588,11 +596,8 @@ impl Db {
         sql.span(r);
         sql.push(")) AS bounces FROM page_events WHERE ");
         sql.span(r);
-        sql.push(" AND page IN (");
-        for (i, page) in pages.iter().enumerate() {
-            sql.push(if i == 0 { "?" } else { ", ?" }).text(page);
-        }
-        sql.push(")");
+        sql.push(" AND ");
+        sql.page_in(pages.iter().map(String::as_str));
         sql.matching_visits(r, f);
         sql.push(" GROUP BY page");
         Ok(self.run(sql).fetch_all().await?)

@@ -808,52 +808,54 @@ fn tables(
             title.to_owned()
         }
     };
-    let max = data.pages.iter().map(|p| p.views).max().unwrap_or(0);
-    let pages = data
-        .pages
-        .iter()
-        .map(|p| {
-            row(
-                &link(Field::Page),
-                lang,
-                (&p.page, title_of(&p.title, &p.page), p.page.clone()),
-                (p.views, p.visitors),
-                max,
-            )
-        })
-        .collect();
-    let max = data.entries.iter().map(|p| p.visits).max().unwrap_or(0);
-    let entries = data
-        .entries
-        .iter()
-        .map(|p| {
-            row(
-                &link(Field::EntryPage),
-                lang,
-                (&p.page, title_of(&p.title, &p.page), p.page.clone()),
-                (p.visits, p.visitors),
-                max,
-            )
-        })
-        .collect();
-    let max = data.exits.iter().map(|p| p.exits).max().unwrap_or(0);
-    let exits = data
-        .exits
-        .iter()
-        .map(|p| {
-            row(
-                &link(Field::Page),
-                lang,
-                (&p.page, title_of(&p.title, &p.page), p.page.clone()),
-                (p.exits, 0),
-                max,
-            )
-        })
-        .map(|mut r| {
-            r.visitors = String::new();
-            r
-        })
-        .collect();
+    // The rows of one table: (stored value, shown name, detail, figures); each bar's length
+    // is its first figure against the table's largest.
+    let rows = |field: Field, items: Vec<(&str, String, String, (u64, u64))>| -> Vec<TableRow> {
+        let max = items.iter().map(|i| i.3.0).max().unwrap_or(0);
+        items
+            .into_iter()
+            .map(|(value, shown, detail, figures)| {
+                row(&link(field), lang, (value, shown, detail), figures, max)
+            })
+            .collect()
+    };
+    let page = |page: &str, title: &str| (title_of(title, page), page.to_owned());
+    let pages = rows(
+        Field::Page,
+        data.pages
+            .iter()
+            .map(|p| {
+                let (shown, detail) = page(&p.page, &p.title);
+                (p.page.as_str(), shown, detail, (p.views, p.visitors))
+            })
+            .collect(),
+    );
+    let entries = rows(
+        Field::EntryPage,
+        data.entries
+            .iter()
+            .map(|p| {
+                let (shown, detail) = page(&p.page, &p.title);
+                (p.page.as_str(), shown, detail, (p.visits, p.visitors))
+            })
+            .collect(),
+    );
+    let exits = rows(
+        Field::Page,
+        data.exits
+            .iter()
+            .map(|p| {
+                let (shown, detail) = page(&p.page, &p.title);
+                (p.page.as_str(), shown, detail, (p.exits, 0))
+            })
+            .collect(),
+    )
+    .into_iter()
+    .map(|mut r| {
+        r.visitors = String::new();
+        r
+    })
+    .collect();
     let mut out = vec![
         table("pages", t.top_pages, t.page, (t.views, t.visitors), pages)?,
         table(
@@ -865,21 +867,17 @@ fn tables(
         )?,
         table("exit-pages", t.exit_pages, t.page, (t.exits, ""), exits)?,
     ];
-    for ((title, dim, _, key), rows) in breakdown_tables(t).iter().zip(&data.breakdowns) {
-        let max = rows.iter().map(|r| r.views).max().unwrap_or(0);
-        let field = Field::of(*dim);
-        let rows = rows
-            .iter()
-            .map(|r| {
-                row(
-                    &link(field),
-                    lang,
-                    (&r.name, shown_name(t, lang, *dim, &r.name), String::new()),
-                    (r.views, r.visitors),
-                    max,
-                )
-            })
-            .collect();
+    for ((title, dim, _, key), found) in breakdown_tables(t).iter().zip(&data.breakdowns) {
+        let rows = rows(
+            Field::of(*dim),
+            found
+                .iter()
+                .map(|r| {
+                    let shown = shown_name(t, lang, *dim, &r.name);
+                    (r.name.as_str(), shown, String::new(), (r.views, r.visitors))
+                })
+                .collect(),
+        );
         out.push(table(key, title, title, (t.views, t.visitors), rows)?);
     }
     Ok(out)
