@@ -256,7 +256,7 @@ pub(crate) async fn event_counters(
     };
     let targets: Vec<String> = query_values(query.as_deref(), "target")?
         .into_iter()
-        .map(|t| t.split('#').next().unwrap_or_default().trim().to_owned())
+        .map(|t| tally_core::event::target_key(&t).to_owned())
         .collect();
     if targets.is_empty() || targets.len() > MAX_PAGES {
         return Err(ApiError::BadRequest(format!(

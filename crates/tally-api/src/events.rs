@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::{extract::State as AxumState, response::Response};
 use serde::{Deserialize, Serialize};
 use tally_clickhouse::explore::{CountRow, EventsBy};
+use tally_core::event::{MAX_NAME, MAX_PROP_KEY};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
@@ -31,12 +32,16 @@ pub(crate) struct EventQuery {
 }
 
 impl EventQuery {
-    /// The value of `field`, required and 1–64 characters.
-    fn required<'a>(value: Option<&'a String>, field: &str) -> Result<&'a str, ApiError> {
+    /// The value of `field`, required and 1 to `max` characters (the beacon's bound).
+    fn required<'a>(
+        value: Option<&'a String>,
+        field: &str,
+        max: usize,
+    ) -> Result<&'a str, ApiError> {
         match value.map(|v| v.trim()) {
-            Some(v) if (1..=64).contains(&v.chars().count()) => Ok(v),
+            Some(v) if (1..=max).contains(&v.chars().count()) => Ok(v),
             _ => Err(ApiError::BadRequest(format!(
-                "`{field}` is required: 1 to 64 characters"
+                "`{field}` is required: 1 to {max} characters"
             ))),
         }
     }
@@ -170,7 +175,7 @@ pub(crate) async fn targets(
     Query(fq): Query<FilterQuery>,
     Query(format): Query<FormatQuery>,
 ) -> Result<Response, ApiError> {
-    let name = EventQuery::required(eq.name.as_ref(), "name")?;
+    let name = EventQuery::required(eq.name.as_ref(), "name", MAX_NAME)?;
     let by = EventsBy::Target(name);
     report(state, admin, site, (q, fq, format), by, "event-targets").await
 }
@@ -199,8 +204,8 @@ pub(crate) async fn props(
     Query(fq): Query<FilterQuery>,
     Query(format): Query<FormatQuery>,
 ) -> Result<Response, ApiError> {
-    let name = EventQuery::required(eq.name.as_ref(), "name")?;
-    let prop = EventQuery::required(eq.prop.as_ref(), "prop")?;
+    let name = EventQuery::required(eq.name.as_ref(), "name", MAX_NAME)?;
+    let prop = EventQuery::required(eq.prop.as_ref(), "prop", MAX_PROP_KEY)?;
     let by = EventsBy::Prop(name, prop);
     report(state, admin, site, (q, fq, format), by, "event-props").await
 }

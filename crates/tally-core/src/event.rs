@@ -239,6 +239,12 @@ pub fn validate(body: CollectBody) -> Result<Hit, Malformed> {
     })
 }
 
+/// A custom event's target as it is counted: the URL without its fragment (`#page=2` is the
+/// same file), trimmed. The API looks counts up under the same key.
+pub fn target_key(url: &str) -> &str {
+    url.split('#').next().unwrap_or_default().trim()
+}
+
 /// A custom event's name, target and properties.
 type Custom = (String, String, Vec<(String, String)>);
 
@@ -261,7 +267,7 @@ fn custom(
             {
                 return Err(Malformed::BadTarget);
             }
-            t.split('#').next().unwrap_or_default().to_owned()
+            target_key(t).to_owned()
         }
     };
     let props = props.unwrap_or_default();

@@ -150,14 +150,30 @@ impl Store {
             return Ok(Vec::new());
         }
         let keys = Keys::new(site.partition(self.partitions()));
+        self.live_and_imported(
+            &keys.views(site.as_str()),
+            &keys.baseline(site.as_str()),
+            pages,
+        )
+        .await
+    }
+
+    /// The sums of `fields` in the live hash and the imported one (0 where neither has it).
+    /// One round trip.
+    async fn live_and_imported(
+        &self,
+        live: &str,
+        imported: &str,
+        fields: &[String],
+    ) -> Result<Vec<u64>> {
         let mut conn = self.conn();
         let (live, base): (Vec<Option<u64>>, Vec<Option<u64>>) = redis::pipe()
             .cmd("HMGET")
-            .arg(keys.views(site.as_str()))
-            .arg(pages)
+            .arg(live)
+            .arg(fields)
             .cmd("HMGET")
-            .arg(keys.baseline(site.as_str()))
-            .arg(pages)
+            .arg(imported)
+            .arg(fields)
             .query_async(&mut conn)
             .await?;
         Ok(live
@@ -183,21 +199,12 @@ impl Store {
             .iter()
             .map(|t| crate::wire::event_field(name, t))
             .collect();
-        let mut conn = self.conn();
-        let (live, base): (Vec<Option<u64>>, Vec<Option<u64>>) = redis::pipe()
-            .cmd("HMGET")
-            .arg(keys.event_counts(site.as_str()))
-            .arg(&fields)
-            .cmd("HMGET")
-            .arg(keys.event_baseline(site.as_str()))
-            .arg(&fields)
-            .query_async(&mut conn)
-            .await?;
-        Ok(live
-            .into_iter()
-            .zip(base)
-            .map(|(l, b)| l.unwrap_or(0) + b.unwrap_or(0))
-            .collect())
+        self.live_and_imported(
+            &keys.event_counts(site.as_str()),
+            &keys.event_baseline(site.as_str()),
+            &fields,
+        )
+        .await
     }
 
     /// Replaces the imported baseline of `site` in one transaction.
@@ -297,9 +304,7 @@ impl Store {
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
-}
 
-impl Store {
     /// Replaces the live custom event counts of `site` with `counts` ((name, target) →
     /// events), in one transaction.
     pub async fn replace_event_counts(
