@@ -855,6 +855,22 @@ async fn every_route_in_the_openapi_document_answers_as_documented() {
             assert_eq!(status, 404, "{url} with an unknown site");
             assert!(op["responses"]["404"].is_object());
         }
+        // A documented query parameter that must not be empty is refused when it is.
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            let name = p["name"].as_str().unwrap();
+            if p["in"] != "query" || p["schema"]["minLength"].as_u64().unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut others: Vec<String> = query
+                .iter()
+                .filter(|q| !q.starts_with(&format!("{name}=")))
+                .cloned()
+                .collect();
+            others.push(format!("{name}="));
+            let empty = format!("{}?{}", path.replace("{site}", "demo"), others.join("&"));
+            let (status, body) = get(&http, &app, &empty, secured.then_some(TOKEN)).await;
+            assert_eq!(status, 400, "{empty}: {body}");
+        }
     }
 }
 

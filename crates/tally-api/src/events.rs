@@ -19,31 +19,33 @@ use crate::{
     },
 };
 
-/// A custom event's name and, for `props`, the property.
+/// A custom event's name.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventQuery {
     /// The event's name (`download`, `outbound`, or the site's own).
     #[param(min_length = 1, max_length = 64)]
     name: Option<String>,
-    /// The property whose values are counted (`props` only).
+}
+
+/// A custom event's name and the property whose values `props` counts.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PropQuery {
+    /// The event's name.
+    #[param(min_length = 1, max_length = 64)]
+    name: Option<String>,
     #[param(min_length = 1, max_length = 64)]
     prop: Option<String>,
 }
 
-impl EventQuery {
-    /// The value of `field`, required and 1 to `max` characters (the beacon's bound).
-    fn required<'a>(
-        value: Option<&'a String>,
-        field: &str,
-        max: usize,
-    ) -> Result<&'a str, ApiError> {
-        match value.map(|v| v.trim()) {
-            Some(v) if (1..=max).contains(&v.chars().count()) => Ok(v),
-            _ => Err(ApiError::BadRequest(format!(
-                "`{field}` is required: 1 to {max} characters"
-            ))),
-        }
+/// The value of `field`, required and 1 to `max` characters (the beacon's bound).
+fn required<'a>(value: Option<&'a String>, field: &str, max: usize) -> Result<&'a str, ApiError> {
+    match value.map(|v| v.trim()) {
+        Some(v) if (1..=max).contains(&v.chars().count()) => Ok(v),
+        _ => Err(ApiError::BadRequest(format!(
+            "`{field}` is required: 1 to {max} characters"
+        ))),
     }
 }
 
@@ -175,7 +177,7 @@ pub(crate) async fn targets(
     Query(fq): Query<FilterQuery>,
     Query(format): Query<FormatQuery>,
 ) -> Result<Response, ApiError> {
-    let name = EventQuery::required(eq.name.as_ref(), "name", MAX_NAME)?;
+    let name = required(eq.name.as_ref(), "name", MAX_NAME)?;
     let by = EventsBy::Target(name);
     report(state, admin, site, (q, fq, format), by, "event-targets").await
 }
@@ -186,7 +188,7 @@ pub(crate) async fn targets(
     path = "/api/v1/sites/{site}/stats/events/props",
     tag = "admin",
     security(("bearer" = [])),
-    params(SitePath, RowsQuery, EventQuery, FilterQuery, FormatQuery),
+    params(SitePath, RowsQuery, PropQuery, FilterQuery, FormatQuery),
     responses(
         (status = 200, description = "OK", content(
             (EventRowsBody = "application/json"),
@@ -200,12 +202,12 @@ pub(crate) async fn props(
     admin: Admin,
     Path(site): Path<String>,
     Query(q): Query<RowsQuery>,
-    Query(eq): Query<EventQuery>,
+    Query(pq): Query<PropQuery>,
     Query(fq): Query<FilterQuery>,
     Query(format): Query<FormatQuery>,
 ) -> Result<Response, ApiError> {
-    let name = EventQuery::required(eq.name.as_ref(), "name", MAX_NAME)?;
-    let prop = EventQuery::required(eq.prop.as_ref(), "prop", MAX_PROP_KEY)?;
+    let name = required(pq.name.as_ref(), "name", MAX_NAME)?;
+    let prop = required(pq.prop.as_ref(), "prop", MAX_PROP_KEY)?;
     let by = EventsBy::Prop(name, prop);
     report(state, admin, site, (q, fq, format), by, "event-props").await
 }
