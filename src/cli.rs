@@ -33,13 +33,19 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration, secrets masked.
     Config,
-    /// Import a site's existing per-page counters (CSV `page,views[,title]`, header optional)
-    /// as its baseline; running it again replaces the previous import.
+    /// Import a site's existing counters as its baseline: per-page views (CSV
+    /// `page,views[,title]`, header optional) and/or download totals (`--downloads`, CSV
+    /// `url,downloads`); running it again replaces the previous import of the same kind.
     ImportCounters {
         #[arg(long)]
         site: String,
-        /// The CSV file.
-        file: std::path::PathBuf,
+        /// The CSV file of pages: `page,views[,title]`.
+        #[arg(required_unless_present = "downloads")]
+        file: Option<std::path::PathBuf>,
+        /// A CSV file of download totals, `url,downloads`: what the public download counters
+        /// add to the tracked downloads (replaces the previous download import).
+        #[arg(long)]
+        downloads: Option<std::path::PathBuf>,
         /// Site-wide total views to carry over (default: the sum of the pages).
         #[arg(long)]
         total_views: Option<u64>,
@@ -218,25 +224,37 @@ impl Cli {
             Command::ImportCounters {
                 site,
                 file,
+                downloads,
                 total_views,
                 total_visits,
             } => {
                 let site = configured_site(&settings, &site)?;
-                let b = crate::import::import_counters(
-                    &settings,
-                    &site,
-                    &file,
-                    total_views,
-                    total_visits,
-                    true,
-                )
-                .await?;
-                println!(
-                    "{site}: imported {} pages, total views {}, total visits {}",
-                    b.pages.len(),
-                    b.total_views,
-                    b.total_visits
-                );
+                if let Some(file) = file {
+                    let b = crate::import::import_counters(
+                        &settings,
+                        &site,
+                        &file,
+                        total_views,
+                        total_visits,
+                        true,
+                    )
+                    .await?;
+                    println!(
+                        "{site}: imported {} pages, total views {}, total visits {}",
+                        b.pages.len(),
+                        b.total_views,
+                        b.total_visits
+                    );
+                }
+                if let Some(file) = downloads {
+                    let files =
+                        crate::import::import_downloads(&settings, &site, &file, true).await?;
+                    let total: u64 = files.iter().map(|(_, n)| n).sum();
+                    println!(
+                        "{site}: imported the downloads of {} files, {total} in all",
+                        files.len()
+                    );
+                }
                 Ok(())
             }
             Command::Export { site, out } => export(&settings, &site, out).await,

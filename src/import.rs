@@ -12,11 +12,17 @@ use std::{borrow::Cow, collections::HashSet, io::Read, path::Path};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_clickhouse::{Baseline, Db};
-use tally_core::{Settings, SiteId, page::normalize_page_id};
+use tally_core::{
+    Settings, SiteId,
+    event::{MAX_URL, target_key},
+    page::{normalize_page_id, split_url},
+};
 use tally_redis::Store;
 
 /// Longest accepted title, as for tracked titles.
 const MAX_TITLE: usize = 512;
+/// The name of the tracker's download events, whose totals `--downloads` imports.
+pub const DOWNLOAD: &str = "download";
 /// Bad rows listed before the report is cut short.
 const MAX_REPORTED: usize = 20;
 
@@ -42,12 +48,64 @@ fn from_cell(cell: &str) -> &str {
     }
 }
 
+/// The columns of an import file: `key,count[,title]`.
+struct Columns {
+    key: &'static str,
+    count: &'static str,
+    /// Whether a third column, a title, may follow.
+    titled: bool,
+    /// The key as stored, or why it cannot be.
+    normalize: fn(&str) -> Result<String, String>,
+}
+
+const PAGES: Columns = Columns {
+    key: "page",
+    count: "views",
+    titled: true,
+    normalize: |page| normalize_page_id(page).ok_or_else(|| "empty page".to_owned()),
+};
+
+const DOWNLOADS: Columns = Columns {
+    key: "url",
+    count: "downloads",
+    titled: false,
+    normalize: |url| {
+        if url.len() > MAX_URL || url.chars().any(char::is_control) || split_url(url).is_none() {
+            return Err(format!(
+                "url `{url}` is not an http(s) URL of at most {MAX_URL} bytes"
+            ));
+        }
+        Ok(target_key(url).to_owned())
+    },
+};
+
 /// Parses the CSV text `page,views[,title]` (header optional). All errors, by line. Cells
 /// written by `tally export` (a `'` before a leading `=`, `+`, `-`, `@`) read as they were.
 pub fn parse_csv(
     text: &[u8],
     progress: &ProgressBar,
 ) -> Result<Vec<(String, String, u64)>, Vec<String>> {
+    parse_table(text, progress, &PAGES)
+}
+
+/// Parses the CSV text `url,downloads` (header optional): the download totals of files,
+/// each URL counted without its fragment as the tracker's downloads are. All errors, by line.
+pub fn parse_downloads_csv(
+    text: &[u8],
+    progress: &ProgressBar,
+) -> Result<Vec<(String, u64)>, Vec<String>> {
+    let rows = parse_table(text, progress, &DOWNLOADS)?;
+    Ok(rows.into_iter().map(|(url, _, n)| (url, n)).collect())
+}
+
+/// Parses `text` as rows of `columns`: (key, title, count).
+fn parse_table(
+    text: &[u8],
+    progress: &ProgressBar,
+    columns: &Columns,
+) -> Result<Vec<(String, String, u64)>, Vec<String>> {
+    let Columns { key, count, .. } = columns;
+    let most = if columns.titled { 3 } else { 2 };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -73,23 +131,24 @@ pub fn parse_csv(
             progress.set_position(record.position().map_or(0, |p| p.byte()));
         }
         let field = |n: usize| record.get(n).map(std::str::from_utf8);
-        let (page, views, title) = match (field(0), field(1), field(2)) {
+        let (first, number, title) = match (field(0), field(1), field(2)) {
             (Some(Ok(p)), Some(Ok(v)), t) => (p, v, t),
             (Some(Err(_)), ..) | (_, Some(Err(_)), _) => {
                 errors.push(format!("line {line}: not valid UTF-8"));
                 continue;
             }
             _ => {
-                errors.push(format!("line {line}: expected page,views[,title]"));
+                let title = if columns.titled { "[,title]" } else { "" };
+                errors.push(format!("line {line}: expected {key},{count}{title}"));
                 continue;
             }
         };
-        if i == 0 && page.eq_ignore_ascii_case("page") && views.eq_ignore_ascii_case("views") {
+        if i == 0 && first.eq_ignore_ascii_case(key) && number.eq_ignore_ascii_case(count) {
             continue;
         }
-        if record.len() > 3 {
+        if record.len() > most {
             errors.push(format!(
-                "line {line}: expected at most 3 columns, found {}",
+                "line {line}: expected at most {most} columns, found {}",
                 record.len()
             ));
             continue;
@@ -106,21 +165,24 @@ pub fn parse_csv(
                 continue;
             }
         };
-        let Some(page) = normalize_page_id(from_cell(page)) else {
-            errors.push(format!("line {line}: empty page"));
-            continue;
+        let stored = match (columns.normalize)(from_cell(first)) {
+            Ok(k) => k,
+            Err(e) => {
+                errors.push(format!("line {line}: {e}"));
+                continue;
+            }
         };
-        let Ok(views) = views.parse::<u64>() else {
+        let Ok(n) = number.parse::<u64>() else {
             errors.push(format!(
-                "line {line}: views `{views}` is not a whole number"
+                "line {line}: {count} `{number}` is not a whole number"
             ));
             continue;
         };
-        if !seen.insert(page.clone()) {
-            errors.push(format!("line {line}: page `{page}` appears twice"));
+        if !seen.insert(stored.clone()) {
+            errors.push(format!("line {line}: {key} `{stored}` appears twice"));
             continue;
         }
-        rows.push((page, title, views));
+        rows.push((stored, title, n));
     }
     progress.set_position(text.len() as u64);
     if errors.is_empty() {
@@ -130,18 +192,12 @@ pub fn parse_csv(
     }
 }
 
-/// Imports `file` as the baseline of `site`. Returns the number of pages imported.
-pub async fn import_counters(
-    settings: &Settings,
-    site: &SiteId,
+/// Reads and checks `file`, reporting every bad row (up to [`MAX_REPORTED`]) as one error.
+fn read_checked<T>(
     file: &Path,
-    total_views: Option<u64>,
-    total_visits: Option<u64>,
     show_progress: bool,
-) -> anyhow::Result<Baseline> {
-    if settings.site(site.as_str()).is_none() {
-        bail!("site `{site}` is not configured");
-    }
+    parse: impl Fn(&[u8], &ProgressBar) -> Result<T, Vec<String>>,
+) -> anyhow::Result<T> {
     let mut text = Vec::new();
     std::fs::File::open(file)
         .and_then(|mut f| f.read_to_end(&mut text))
@@ -158,8 +214,11 @@ pub async fn import_counters(
     } else {
         ProgressBar::hidden()
     };
-    let rows = match parse_csv(&text, &progress) {
-        Ok(rows) => rows,
+    match parse(&text, &progress) {
+        Ok(rows) => {
+            progress.finish_and_clear();
+            Ok(rows)
+        }
         Err(errors) => {
             progress.abandon();
             let shown: Vec<&String> = errors.iter().take(MAX_REPORTED).collect();
@@ -178,8 +237,22 @@ pub async fn import_counters(
             }
             bail!(msg);
         }
-    };
-    progress.finish_and_clear();
+    }
+}
+
+/// Imports `file` as the baseline of `site`. Returns the number of pages imported.
+pub async fn import_counters(
+    settings: &Settings,
+    site: &SiteId,
+    file: &Path,
+    total_views: Option<u64>,
+    total_visits: Option<u64>,
+    show_progress: bool,
+) -> anyhow::Result<Baseline> {
+    if settings.site(site.as_str()).is_none() {
+        bail!("site `{site}` is not configured");
+    }
+    let rows = read_checked(file, show_progress, parse_csv)?;
     let page_sum: u64 = rows.iter().map(|(_, _, v)| v).sum();
     let baseline = Baseline {
         total_views: total_views.unwrap_or(page_sum),
@@ -195,6 +268,36 @@ pub async fn import_counters(
     let store = Store::connect(&settings.redis).await?;
     apply_to_redis(&store, site, &baseline).await?;
     Ok(baseline)
+}
+
+/// Imports `file` (`url,downloads`) as the download totals of `site`, replacing its previous
+/// download import; the public download counters add them to the live counts. Returns the
+/// files imported.
+pub async fn import_downloads(
+    settings: &Settings,
+    site: &SiteId,
+    file: &Path,
+    show_progress: bool,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    if settings.site(site.as_str()).is_none() {
+        bail!("site `{site}` is not configured");
+    }
+    let rows = read_checked(file, show_progress, parse_downloads_csv)?;
+    let counts: Vec<((String, String), u64)> = rows
+        .iter()
+        .map(|(url, n)| ((DOWNLOAD.to_owned(), url.clone()), *n))
+        .collect();
+    let db = Db::new(&settings.clickhouse);
+    db.migrate(&settings.sites).await?;
+    let import_id = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    db.store_event_baseline(site.as_str(), import_id, &counts)
+        .await
+        .context("cannot store the download totals in ClickHouse")?;
+    let store = Store::connect(&settings.redis).await?;
+    store.replace_event_baseline(site, &counts).await.context(
+        "stored in ClickHouse, but cannot copy the download totals to Redis; run the import again",
+    )?;
+    Ok(rows)
 }
 
 /// Copies a baseline into Redis (also used when rebuilding counters).

@@ -116,6 +116,11 @@ async fn rebuild_site(
     // Imported baselines live in ClickHouse too; put them back beside the counters.
     let baseline = db.baseline(site.as_str()).await?;
     crate::import::apply_to_redis(store, site, &baseline).await?;
+    let imported = db.event_baseline(site.as_str()).await?;
+    store
+        .replace_event_baseline(site, &imported)
+        .await
+        .context("cannot write the imported download totals to Redis")?;
     Ok(Rebuilt {
         site: site.clone(),
         pages: page_views.len(),

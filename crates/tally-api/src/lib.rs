@@ -7,7 +7,8 @@
 //!   `live` batches the counters reads of concurrent requests.
 //! - `sites`: `/api/v1/sites` and `/api/v1/sites/{site}`: sites listed, created, edited
 //!   and deleted live (admin token).
-//! - `stats`: `/api/v1/sites/{site}/stats/*` (admin token).
+//! - `stats`: `/api/v1/sites/{site}/stats/*` (admin token); `events` the custom events'
+//!   reports, `goals` the goals and their conversions.
 //! - `auth`, `session`: bearer tokens and admin page sessions.
 //! - `openapi`: the OpenAPI document at `/api/openapi.json`.
 
@@ -18,6 +19,7 @@ mod counters;
 mod csv;
 mod error;
 mod events;
+mod goals;
 mod live;
 mod openapi;
 mod people;
@@ -135,6 +137,14 @@ impl Api {
                 axum::routing::delete(shares::revoke),
             )
             .route(
+                "/api/v1/sites/{site}/goals",
+                get(goals::list).post(goals::create),
+            )
+            .route(
+                "/api/v1/sites/{site}/goals/{id}",
+                axum::routing::delete(goals::delete),
+            )
+            .route(
                 "/share/{secret}",
                 get(admin::shared_page).post(admin::shared_password),
             )
@@ -205,6 +215,7 @@ impl Api {
                 "/api/v1/sites/{site}/stats/events/props",
                 get(events::props),
             )
+            .route("/api/v1/sites/{site}/stats/goals", get(goals::stats))
             .route("/api/v1/sites/{site}/stats/os", get(stats::os))
             .route("/api/v1/sites/{site}/stats/devices", get(stats::devices))
             .route(

@@ -9,7 +9,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{account, counters, events, people, shares, sites, stats};
+use crate::{account, counters, events, goals, people, shares, sites, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,9 @@ use crate::{account, counters, events, people, shares, sites, stats};
         shares::list,
         shares::create,
         shares::revoke,
+        goals::list,
+        goals::create,
+        goals::delete,
         account::list,
         account::create,
         account::revoke,
@@ -56,6 +59,7 @@ use crate::{account, counters, events, people, shares, sites, stats};
         events::events,
         events::targets,
         events::props,
+        goals::stats,
         stats::realtime,
     ),
     modifiers(&Bearer),

@@ -104,3 +104,85 @@ impl Db {
         Ok(b)
     }
 }
+
+#[derive(clickhouse::Row, Serialize)]
+struct EventBaselineRow {
+    site: String,
+    import_id: u64,
+    name: String,
+    target: String,
+    events: u64,
+    imported_at: u32,
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct StoredEvents {
+    name: String,
+    target: String,
+    events: u64,
+}
+
+impl Db {
+    /// Stores `counts` ((name, target) → events) as `site`'s event import `import_id`, which
+    /// replaces the previous one (one INSERT: all rows or none).
+    pub async fn store_event_baseline(
+        &self,
+        site: &str,
+        import_id: u64,
+        counts: &[((String, String), u64)],
+    ) -> Result<()> {
+        let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
+        sqllog::record(&format!(
+            "INSERT INTO event_baselines ({}) FORMAT RowBinary",
+            <EventBaselineRow as clickhouse::Row>::COLUMN_NAMES.join(", ")
+        ));
+        let mut insert = self
+            .client
+            .insert::<EventBaselineRow>("event_baselines")
+            .await?;
+        // An empty import still replaces the previous one: its row of no event marks it.
+        insert
+            .write(&EventBaselineRow {
+                site: site.into(),
+                import_id,
+                name: String::new(),
+                target: String::new(),
+                events: 0,
+                imported_at: now,
+            })
+            .await?;
+        for ((name, target), events) in counts {
+            insert
+                .write(&EventBaselineRow {
+                    site: site.into(),
+                    import_id,
+                    name: name.clone(),
+                    target: target.clone(),
+                    events: *events,
+                    imported_at: now,
+                })
+                .await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// The newest event import of `site`: (name, target) → events.
+    pub async fn event_baseline(&self, site: &str) -> Result<Vec<((String, String), u64)>> {
+        let rows: Vec<StoredEvents> = self
+            .query(
+                "SELECT name, target, events FROM event_baselines \
+                 WHERE site = ? AND name != '' \
+                 AND import_id = (SELECT max(import_id) FROM event_baselines WHERE site = ?) \
+                 ORDER BY name, target",
+            )
+            .bind(site)
+            .bind(site)
+            .fetch_all()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ((r.name, r.target), r.events))
+            .collect())
+    }
+}

@@ -158,7 +158,7 @@ impl Db {
 }
 
 /// Every table with a `site` column: what dropping a site's history deletes from.
-const SITE_TABLES: [&str; 16] = [
+const SITE_TABLES: [&str; 18] = [
     "events",
     "event_days",
     "page_events",
@@ -175,6 +175,8 @@ const SITE_TABLES: [&str; 16] = [
     "repeat_hourly",
     "unverified_hourly",
     "counter_baselines",
+    "event_baselines",
+    "goals",
 ];
 
 impl Db {

@@ -671,3 +671,79 @@ impl Db {
         Ok(rows)
     }
 }
+
+/// A goal's figures over a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conversions {
+    /// Page views or events that reached the goal.
+    pub conversions: u64,
+    /// Unique visitors among those who reached it.
+    pub visitors: u64,
+}
+
+#[derive(serde::Deserialize, clickhouse::Row)]
+struct GoalCounts {
+    conversions: Vec<u64>,
+    visitors: Vec<u64>,
+}
+
+impl Sql {
+    /// The condition an event of `events` meets when it reaches `goal`.
+    fn goal(&mut self, goal: &crate::Goal) -> &mut Self {
+        if goal.event.is_empty() {
+            return self
+                .push("kind = 'pageview' AND match(page, ?)")
+                .text(&goal.page_regex());
+        }
+        self.push("kind = 'event' AND name = ?").text(&goal.event);
+        if !goal.prop.is_empty() {
+            self.push(" AND has(prop_keys, ?) AND prop_values[indexOf(prop_keys, ?)] = ?")
+                .text(&goal.prop)
+                .text(&goal.prop)
+                .text(&goal.value);
+        }
+        self
+    }
+}
+
+impl Db {
+    /// The conversions of each of `goals` in `r`, in their order; with filters, in the visits
+    /// holding a page view that matches `f`.
+    pub async fn goal_conversions(
+        &self,
+        r: &Range,
+        f: &Filters,
+        goals: &[crate::Goal],
+    ) -> Result<Vec<Conversions>> {
+        if goals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new("SELECT [");
+        for (i, goal) in goals.iter().enumerate() {
+            sql.push(if i == 0 { "countIf(" } else { ", countIf(" });
+            sql.goal(goal).push(")");
+        }
+        sql.push("] AS conversions, [");
+        for (i, goal) in goals.iter().enumerate() {
+            sql.push(if i == 0 {
+                "uniqCombinedIf(visitor, "
+            } else {
+                ", uniqCombinedIf(visitor, "
+            });
+            sql.goal(goal).push(")");
+        }
+        sql.push("] AS visitors FROM events WHERE ");
+        sql.range(r, "'pageview', 'event'");
+        sql.matching_visits(r, f);
+        let counts: GoalCounts = self.run(sql).fetch_one().await?;
+        Ok(counts
+            .conversions
+            .into_iter()
+            .zip(counts.visitors)
+            .map(|(conversions, visitors)| Conversions {
+                conversions,
+                visitors: visitors.min(conversions),
+            })
+            .collect())
+    }
+}

@@ -43,6 +43,7 @@
 mod baselines;
 mod directory;
 pub mod explore;
+mod goals;
 mod insert;
 pub mod migrate;
 mod people;
@@ -60,6 +61,7 @@ use tally_core::settings::ClickHouseSettings;
 
 pub use baselines::{Baseline, BaselineRow};
 pub use directory::AuditEntry;
+pub use goals::Goal;
 pub use insert::StoredEvent;
 pub use people::Person;
 pub use row::{EventRow, event_id};

@@ -74,6 +74,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "custom_events",
         include_str!("../migrations/0013_custom_events.sql"),
     ),
+    (14, "goals", include_str!("../migrations/0014_goals.sql")),
 ];
 
 /// How long a process waits for a migration's history copy that another process is making

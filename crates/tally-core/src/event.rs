@@ -11,7 +11,8 @@ use crate::site::SiteId;
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 4096;
-const MAX_URL: usize = 2048;
+/// Longest accepted URL (page, referrer, event target), in bytes.
+pub const MAX_URL: usize = 2048;
 const MAX_TITLE: usize = 512;
 const MAX_SID: usize = 64;
 const MAX_WIDTH: u32 = 100_000;

@@ -235,6 +235,18 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the imported custom event totals of `site` ((name, target) → events) in one
+    /// transaction.
+    pub async fn replace_event_baseline(
+        &self,
+        site: &SiteId,
+        counts: &[((String, String), u64)],
+    ) -> Result<()> {
+        let keys = Keys::new(site.partition(self.partitions()));
+        self.replace_event_hash(&keys.event_baseline(site.as_str()), counts)
+            .await
+    }
+
     /// Every page of `site` with its live views, imported views and latest title.
     pub async fn all_pages(&self, site: &SiteId) -> Result<Vec<(String, u64, u64, String)>> {
         let keys = Keys::new(site.partition(self.partitions()));
@@ -313,14 +325,23 @@ impl Store {
         counts: &[((String, String), u64)],
     ) -> Result<()> {
         let keys = Keys::new(site.partition(self.partitions()));
-        let key = keys.event_counts(site.as_str());
+        self.replace_event_hash(&keys.event_counts(site.as_str()), counts)
+            .await
+    }
+
+    /// Replaces the hash `key` of custom event counts with `counts`, in one transaction.
+    async fn replace_event_hash(
+        &self,
+        key: &str,
+        counts: &[((String, String), u64)],
+    ) -> Result<()> {
         let fields: Vec<(String, u64)> = counts
             .iter()
             .map(|((name, target), n)| (crate::wire::event_field(name, target), *n))
             .collect();
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(&key).ignore();
-        hset_counts(&mut pipe, &key, &fields);
+        pipe.atomic().cmd("DEL").arg(key).ignore();
+        hset_counts(&mut pipe, key, &fields);
         let mut conn = self.conn();
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())

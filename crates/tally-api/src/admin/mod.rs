@@ -20,7 +20,7 @@ use axum::{
 use chrono::{Datelike, Days};
 use serde::Deserialize;
 use tally_clickhouse::{
-    explore::{Field, Filters},
+    explore::{CountRow, EventsBy, Field, Filters},
     stats::{Dimension, Interval, NameRow, Range},
 };
 use tally_core::{SiteId, dates::DayRange};
@@ -652,6 +652,12 @@ struct SiteData {
     exits: Vec<crate::stats::ExitBody>,
     /// In the order of [`breakdown_tables`].
     breakdowns: Vec<Vec<NameRow>>,
+    /// Goals and custom events (empty when the raw events of the range are gone).
+    conversions: Option<crate::goals::ConversionsBody>,
+    /// Custom events by target (downloads, outbound links) and by name.
+    downloads: Vec<CountRow>,
+    outbound: Vec<CountRow>,
+    custom: Vec<CountRow>,
     live: tally_redis::Realtime,
 }
 
@@ -684,6 +690,7 @@ async fn load(
         pages,
         (entries, exits),
         breakdowns,
+        (conversions, downloads, outbound, custom),
         live,
     ) = tokio::try_join!(
         crate::stats::summary_of(state, range, filters),
@@ -714,6 +721,22 @@ async fn load(
         },
         breakdowns,
         async {
+            if !raw {
+                return Ok((None, Vec::new(), Vec::new(), Vec::new()));
+            }
+            let goals = state.db.goals(id.as_str()).await?;
+            let events = |by| async move {
+                Ok::<_, ApiError>(state.db.custom_events(range, filters, by, 10).await?)
+            };
+            let (conversions, downloads, outbound, custom) = tokio::try_join!(
+                crate::goals::conversions_of(state, range, filters, goals),
+                events(EventsBy::Target("download")),
+                events(EventsBy::Target("outbound")),
+                events(EventsBy::Name),
+            )?;
+            Ok((Some(conversions), downloads, outbound, custom))
+        },
+        async {
             state
                 .store
                 .realtime(id, now, window, 30, 10)
@@ -730,6 +753,10 @@ async fn load(
         entries,
         exits,
         breakdowns,
+        conversions,
+        downloads,
+        outbound,
+        custom,
         live,
     })
 }
@@ -867,6 +894,71 @@ fn tables(
         )?,
         table("exit-pages", t.exit_pages, t.page, (t.exits, ""), exits)?,
     ];
+    if let Some(c) = &data.conversions {
+        let max = c.goals.iter().map(|g| g.visitors).max().unwrap_or(0);
+        let goals = c
+            .goals
+            .iter()
+            .map(|g| TableRow {
+                href: String::new(),
+                name: g.name.clone(),
+                detail: format!(
+                    "{} · {} {}",
+                    g.what,
+                    lang.number(g.conversions),
+                    t.conversions
+                ),
+                views: lang.number(g.visitors),
+                visitors: lang.percent(g.conversion_rate),
+                share: g.visitors * 100 / max.max(1),
+            })
+            .collect();
+        out.push(table(
+            "goals",
+            t.goals,
+            t.goal,
+            (t.goal_visitors, t.conversion_rate),
+            goals,
+        )?);
+    }
+    // Custom events have no filter of their own: their rows link nowhere.
+    let counted = |found: &[CountRow]| -> Vec<TableRow> {
+        let max = found.iter().map(|r| r.events).max().unwrap_or(0);
+        found
+            .iter()
+            .map(|r| {
+                row(
+                    &|_| String::new(),
+                    lang,
+                    (&r.value, r.value.clone(), String::new()),
+                    (r.events, r.visitors),
+                    max,
+                )
+            })
+            .collect()
+    };
+    let cols = (t.events_count, t.visitors);
+    out.push(table(
+        "downloads",
+        t.top_downloads,
+        t.file,
+        cols,
+        counted(&data.downloads),
+    )?);
+    out.push(table(
+        "outbound",
+        t.outbound_links,
+        t.link,
+        cols,
+        counted(&data.outbound),
+    )?);
+    out.push(table(
+        "events",
+        t.custom_events,
+        t.event,
+        cols,
+        counted(&data.custom),
+    )?);
     for ((title, dim, _, key), found) in breakdown_tables(t).iter().zip(&data.breakdowns) {
         let rows = rows(
             Field::of(*dim),
@@ -1184,6 +1276,20 @@ pub(crate) async fn export(
     for ((_, _, _, key), rows) in breakdown_tables(Lang::En.t()).iter().zip(data.breakdowns) {
         files.push(((*key).to_owned(), csv(&crate::stats::RowsBody::from(rows))?));
     }
+    if let Some(goals) = &data.conversions {
+        files.push(("goals".to_owned(), csv(goals)?));
+        // The targets reports of `download` and `outbound`, and the events by name.
+        for (name, rows) in [
+            ("downloads", data.downloads),
+            ("outbound", data.outbound),
+            ("events", data.custom),
+        ] {
+            files.push((
+                name.to_owned(),
+                csv(&crate::events::EventRowsBody::from(rows))?,
+            ));
+        }
+    }
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
@@ -1235,6 +1341,8 @@ struct SettingsPage<'a> {
     deletable: bool,
     snippet: String,
     shares: Vec<ShareRow>,
+    /// (id, name, what reaches it).
+    goals: Vec<(String, String, String)>,
 }
 
 /// `GET /admin/sites/{site}/settings`: the embed snippet, the site's settings (managed
@@ -1275,6 +1383,16 @@ pub(crate) async fn site_settings(
             by: s.created_by,
         })
         .collect();
+    let goals = state
+        .db
+        .goals(id.as_str())
+        .await?
+        .into_iter()
+        .map(|g| {
+            let what = g.describe();
+            (g.id, g.name, what)
+        })
+        .collect();
     let page = SettingsPage {
         t: lang.t(),
         lang: lang.code(),
@@ -1291,6 +1409,7 @@ pub(crate) async fn site_settings(
         deletable: !configured && who.owner_only("").is_ok(),
         snippet: format!("<script defer src=\"{base}/t.js\" data-site=\"{id}\"></script>"),
         shares,
+        goals,
     };
     Ok(html(StatusCode::OK, render(&page)?, lang, remember))
 }
