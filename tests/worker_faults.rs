@@ -19,30 +19,77 @@ use tally_testkit::{ClickHouseServer, TestApp};
 use tally_worker::{PartitionWorker, StepOutcome};
 use tokio_util::sync::CancellationToken;
 
-/// Sends `n` page views, `concurrency` at a time; returns how many were accepted.
-async fn send_views(url: String, n: usize, concurrency: usize, pause: Duration) -> u64 {
+/// What [`send_mixed`] sent and had accepted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Accepted {
+    views: u64,
+    /// Downloads (custom events), one request in four.
+    downloads: u64,
+}
+
+impl Accepted {
+    fn all(self) -> u64 {
+        self.views + self.downloads
+    }
+}
+
+/// The file the `i`th request of [`send_mixed`] downloads, if it is a download.
+fn download_of(i: usize) -> Option<String> {
+    (i % 4 == 3).then(|| format!("https://localhost/files/f{}.pdf", i % 5))
+}
+
+/// Sends `n` requests, `concurrency` at a time: page views, and one in four a download (a
+/// custom event); returns how many of each were accepted.
+async fn send_mixed(url: String, n: usize, concurrency: usize, pause: Duration) -> Accepted {
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
     for c in 0..concurrency {
         let (http, url) = (http.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
-            let mut accepted = 0;
+            let mut accepted = Accepted::default();
             for i in (c..n).step_by(concurrency) {
-                let body = json!({"t": "pageview", "site": "demo", "url": format!("http://localhost/a{}", i % 13)});
+                let page = format!("http://localhost/a{}", i % 13);
+                let body = match download_of(i) {
+                    Some(file) => json!({"t": "event", "site": "demo", "url": page, "name": "download", "target": file}),
+                    None => json!({"t": "pageview", "site": "demo", "url": page}),
+                };
                 let r = http.post(&url).header("user-agent", CHROME).body(body.to_string()).send().await;
                 if r.is_ok_and(|r| r.status() == 204) {
-                    accepted += 1;
+                    match download_of(i) {
+                        Some(_) => accepted.downloads += 1,
+                        None => accepted.views += 1,
+                    }
                 }
                 tokio::time::sleep(pause).await;
             }
             accepted
         }));
     }
-    let mut total = 0;
+    let mut total = Accepted::default();
     for t in tasks {
-        total += t.await.unwrap();
+        let a = t.await.unwrap();
+        total.views += a.views;
+        total.downloads += a.downloads;
     }
     total
+}
+
+/// The live download counts of the files [`send_mixed`] downloads, summed.
+async fn downloads_counted(app: &TestApp) -> u64 {
+    let targets: Vec<String> = (0..5)
+        .map(|f| format!("target=https://localhost/files/f{f}.pdf"))
+        .collect();
+    let url = app.url(&format!(
+        "/api/v1/sites/demo/event-counters?name=download&{}",
+        targets.join("&")
+    ));
+    let counts = common::get_json(&reqwest::Client::new(), &url).await;
+    counts["counts"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no counts in {counts}"))
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
 }
 
 async fn backlog(store: &Store, partitions: u16) -> u64 {
@@ -140,7 +187,9 @@ async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
         .partition(settings.redis.partitions);
     store.ensure_group(partition).await.unwrap();
     assert_eq!(
-        send_views(app.url("/collect"), 10, 1, Duration::ZERO).await,
+        send_mixed(app.url("/collect"), 10, 1, Duration::ZERO)
+            .await
+            .all(),
         10
     );
 
@@ -181,7 +230,7 @@ async fn killing_worker_processes_mid_batch_loses_and_doubles_nothing() {
     let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("beacon,api").unwrap()).await;
     let log = std::env::temp_dir().join(format!("tally-worker-kills-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let sender = tokio::spawn(send_views(
+    let sender = tokio::spawn(send_mixed(
         app.url("/collect"),
         1600,
         4,
@@ -204,17 +253,31 @@ async fn killing_worker_processes_mid_batch_loses_and_doubles_nothing() {
         worker = spawn_worker(&settings, &log);
     }
     let accepted = sender.await.unwrap();
-    assert_eq!(accepted, 1600);
+    assert_eq!(
+        accepted,
+        Accepted {
+            views: 1200,
+            downloads: 400
+        }
+    );
     assert!(
         kills_mid_batch >= 2,
         "only {kills_mid_batch} of 8 kills left entries unacknowledged: the test did not kill mid-batch"
     );
-    assert_exactly_once(&app.db(), &store, settings.redis.partitions, accepted).await;
+    assert_exactly_once(&app.db(), &store, settings.redis.partitions, accepted.all()).await;
     worker.kill().unwrap();
     worker.wait().unwrap();
     assert_eq!(
         counters(&reqwest::Client::new(), &app, None).await["total_views"],
-        accepted
+        accepted.views
+    );
+    assert_eq!(downloads_counted(&app).await, accepted.downloads);
+    let rows = app.db().debug_rows().await.unwrap();
+    let stored = |kind: &str| rows.iter().filter(|r| r.kind == kind).count() as u64;
+    assert_eq!(
+        (stored("pageview"), stored("event")),
+        (accepted.views, accepted.downloads),
+        "page views and downloads in ClickHouse"
     );
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     let takeovers = log.matches("took over idle entries").count();
@@ -240,7 +303,7 @@ async fn clickhouse_killed_and_restarted_under_load_loses_nothing() {
     let clickhouse = ClickHouseServer::start();
     let settings = tally_testkit::settings_for(&tally_testkit::services().redis, &clickhouse);
     let app = TestApp::spawn(settings.clone()).await;
-    let sender = tokio::spawn(send_views(
+    let sender = tokio::spawn(send_mixed(
         app.url("/collect"),
         800,
         4,
@@ -251,9 +314,17 @@ async fn clickhouse_killed_and_restarted_under_load_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     clickhouse.restart();
     let accepted = sender.await.unwrap();
-    assert_eq!(accepted, 800, "the beacon does not depend on ClickHouse");
+    assert_eq!(
+        accepted,
+        Accepted {
+            views: 600,
+            downloads: 200
+        },
+        "the beacon does not depend on ClickHouse"
+    );
     let store = app.store().await;
-    assert_exactly_once(&app.db(), &store, settings.redis.partitions, accepted).await;
+    assert_exactly_once(&app.db(), &store, settings.redis.partitions, accepted.all()).await;
+    assert_eq!(downloads_counted(&app).await, accepted.downloads);
     app.stop().await;
 }
 
