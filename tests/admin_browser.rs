@@ -864,10 +864,14 @@ async fn filters_comparison_and_export_in_a_real_browser() {
             "cities.csv",
             "countries.csv",
             "devices.csv",
+            "downloads.csv",
             "entry-pages.csv",
+            "events.csv",
             "exit-pages.csv",
+            "goals.csv",
             "languages.csv",
             "os.csv",
+            "outbound.csv",
             "pages.csv",
             "referrers.csv",
             "regions.csv",
@@ -889,10 +893,18 @@ async fn filters_comparison_and_export_in_a_real_browser() {
         ("regions", "&limit=10"),
         ("utm-sources", "&limit=8"),
         ("timeseries", "&compare=previous_period"),
+        ("goals", ""),
+        ("events", "&limit=10"),
+        ("downloads", "&limit=10&name=download"),
     ] {
+        let path = if report == "downloads" {
+            "events/targets"
+        } else {
+            report
+        };
         let want = http
             .get(app.url(&format!(
-                "/api/v1/sites/demo/stats/{report}?from={from}&to={today}&referrer=google.com&format=csv{limit}"
+                "/api/v1/sites/demo/stats/{path}?from={from}&to={today}&referrer=google.com&format=csv{limit}"
             )))
             .bearer_auth(TOKEN)
             .send()
@@ -930,6 +942,10 @@ async fn filters_comparison_and_export_in_a_real_browser() {
             "Trang được xem nhiều",
             "Trang vào",
             "Trang thoát",
+            "Mục tiêu",
+            "Lượt tải tệp",
+            "Liên kết ra ngoài",
+            "Sự kiện",
             "Nguồn truy cập",
             "Nguồn chiến dịch",
             "Kênh chiến dịch",
@@ -979,6 +995,309 @@ async fn filters_comparison_and_export_in_a_real_browser() {
         phone
             .screenshot(&format!("explore-filtered-phone-{lang}"))
             .await;
+    }
+    assert!(phone.console_errors().await.is_empty());
+    phone.close().await;
+    app.stop().await;
+}
+
+/// The rows of the table `key` on the page: its name and figures, as shown.
+async fn table_rows(browser: &Browser, key: &str) -> Vec<Vec<String>> {
+    let v = browser
+        .client
+        .execute(
+            &format!(
+                "return [...document.querySelectorAll('#table-{key} tbody tr')]\
+                 .map(tr => [...tr.querySelectorAll('.name, td.num')].map(e => e.textContent))"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+fn cells(rows: &[&[&str]]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| r.iter().map(|c| (*c).to_owned()).collect())
+        .collect()
+}
+
+/// Types into the field `selector` of the page, replacing what it held.
+async fn type_into(browser: &Browser, selector: &str, text: &str) {
+    let field = browser.client.find(Locator::Css(selector)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// Goals made and removed in the settings page, and the site page's goals, downloads,
+/// outbound links and custom events, in English and Vietnamese, desktop and phone.
+#[tokio::test]
+async fn goals_downloads_outbound_links_and_events_on_the_site_page() {
+    let mut settings = tally_testkit::settings();
+    settings.admin.tokens = vec![AdminToken::All(TOKEN.into())];
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let app = TestApp::spawn(settings).await;
+    let http = reqwest::Client::new();
+    const F1: &str = "https://example.com/files/mau-don.pdf";
+    const F2: &str = "https://example.com/files/bao-cao.xlsx";
+    const OUT: &str = "https://dichvucong.gov.vn/p/home";
+    // Four readers: two read procedures and download (one of them also leaves for the
+    // national portal), one subscribes, one only reads.
+    let readers: [(&str, &str, Vec<serde_json::Value>); 4] = [
+        (
+            "198.51.100.1",
+            "/thu-tuc/a",
+            vec![
+                json!({"name": "download", "target": F1}),
+                json!({"name": "outbound", "target": OUT}),
+            ],
+        ),
+        (
+            "198.51.100.2",
+            "/thu-tuc/b",
+            vec![
+                json!({"name": "download", "target": F1}),
+                json!({"name": "download", "target": F2}),
+            ],
+        ),
+        (
+            "198.51.100.3",
+            "/tin-tuc/1",
+            vec![json!({"name": "subscribe", "props": {"plan": "free"}})],
+        ),
+        ("198.51.100.4", "/tin-tuc/1", vec![]),
+    ];
+    for (ip, page, events) in &readers {
+        let url = format!("http://localhost{page}");
+        let mut bodies = vec![json!({"t": "pageview", "site": "demo", "url": url, "title": page})];
+        for e in events {
+            let mut e = e.clone();
+            e["t"] = json!("event");
+            e["site"] = json!("demo");
+            e["url"] = json!(url);
+            bodies.push(e);
+        }
+        for body in bodies {
+            let r = http
+                .post(app.url("/collect"))
+                .header("origin", "http://localhost")
+                .header("user-agent", common::CHROME)
+                .header("x-forwarded-for", *ip)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204, "{body}");
+        }
+    }
+    common::wait_for_rollups(&app, 9).await;
+
+    let browser = Browser::start(1280, 2400).await;
+    let c = &browser.client;
+    sign_in(&browser, &app).await;
+
+    // Goals are added in the settings page; a bad one is refused, naming the field.
+    c.goto(&app.url("/admin/sites/demo/settings"))
+        .await
+        .unwrap();
+    let goals_listed = "return document.querySelectorAll('#goals li').length";
+    for (i, fields) in [
+        &[("#goal-page", "/thu-tuc/*")][..],
+        &[("#goal-event", "download")][..],
+        &[
+            ("#goal-event", "subscribe"),
+            ("#goal-prop", "plan"),
+            ("#goal-value", "free"),
+            ("#goal-name", "Free plan"),
+        ][..],
+        &[("#goal-page", "/lien-he")][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        for (field, text) in *fields {
+            type_into(&browser, field, text).await;
+        }
+        c.find(Locator::Css("#add-goal button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser.wait_for_js(goals_listed, json!(i + 1)).await;
+    }
+    type_into(&browser, "#goal-page", "thu-tuc").await;
+    c.find(Locator::Css("#add-goal button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_js(
+            "return !document.querySelector('#add-goal .error').hidden",
+            json!(true),
+        )
+        .await;
+    assert!(
+        browser.text("#add-goal .error").await.contains("`page`"),
+        "{}",
+        browser.text("#add-goal .error").await
+    );
+    browser.screenshot("goals-settings-desktop").await;
+    // The last goal is removed again.
+    c.execute(
+        "window.confirm = function () { return true; }; return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css("#goals li:last-child button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for_js(goals_listed, json!(3)).await;
+
+    // The site page: conversions over the four visitors.
+    c.goto(&app.url("/admin/sites/demo")).await.unwrap();
+    assert_eq!(
+        table_rows(&browser, "goals").await,
+        cells(&[
+            &["/thu-tuc/*", "2", "50.0%"],
+            &["download", "2", "50.0%"],
+            &["Free plan", "1", "25.0%"],
+        ])
+    );
+    assert_eq!(
+        table_rows(&browser, "downloads").await,
+        cells(&[&[F1, "2", "2"], &[F2, "1", "1"]])
+    );
+    assert_eq!(
+        table_rows(&browser, "outbound").await,
+        cells(&[&[OUT, "1", "1"]])
+    );
+    assert_eq!(
+        table_rows(&browser, "events").await,
+        cells(&[
+            &["download", "3", "2"],
+            &["outbound", "1", "1"],
+            &["subscribe", "1", "1"]
+        ])
+    );
+    // With a filter: the visits that read /tin-tuc/1 (two visitors, one subscribed).
+    c.goto(&app.url("/admin/sites/demo?page=/tin-tuc/1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        table_rows(&browser, "goals").await,
+        cells(&[
+            &["/thu-tuc/*", "0", "0.0%"],
+            &["download", "0", "0.0%"],
+            &["Free plan", "1", "50.0%"],
+        ])
+    );
+    c.goto(&app.url("/admin/sites/demo")).await.unwrap();
+    c.execute(
+        "document.getElementById('table-goals').scrollIntoView(); return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    browser.screenshot("goals-site-desktop-en").await;
+
+    // Vietnamese.
+    c.goto(&app.url("/admin/sites/demo?lang=vi")).await.unwrap();
+    let heads: Vec<String> = serde_json::from_value(
+        c.execute(
+            "return ['goals', 'downloads', 'outbound', 'events'].map(k => \
+             [...document.querySelectorAll('#table-' + k + ' h2, #table-' + k + ' th')]\
+             .map(e => e.textContent).join(' | '))",
+            vec![],
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        heads,
+        [
+            "Mục tiêu | Mục tiêu | Khách duy nhất | Tỉ lệ chuyển đổi",
+            "Lượt tải tệp | Tệp | Lượt | Khách duy nhất",
+            "Liên kết ra ngoài | Liên kết | Lượt | Khách duy nhất",
+            "Sự kiện | Sự kiện | Lượt | Khách duy nhất",
+        ]
+    );
+    assert_eq!(
+        table_rows(&browser, "goals").await[0],
+        ["/thu-tuc/*", "2", "50,0%"]
+    );
+    c.execute(
+        "document.getElementById('table-goals').scrollIntoView(); return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    browser.screenshot("goals-site-desktop-vi").await;
+    c.goto(&app.url("/admin/sites/demo/settings?lang=vi"))
+        .await
+        .unwrap();
+    assert_eq!(browser.text("#goals h2").await, "Mục tiêu");
+    assert_eq!(
+        browser.text("#add-goal button[type=submit]").await,
+        "Thêm mục tiêu"
+    );
+    // The refused goal answered 400, which the browser logs; nothing else may be logged.
+    let errors = browser.console_errors().await;
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("/api/v1/sites/demo/goals") && e.contains("400")),
+        "{errors:?}"
+    );
+    browser.close().await;
+
+    let phone = Browser::start(390, 3000).await;
+    sign_in(&phone, &app).await;
+    for lang in ["en", "vi"] {
+        for page in ["", "/settings"] {
+            phone
+                .client
+                .goto(&app.url(&format!("/admin/sites/demo{page}?lang={lang}")))
+                .await
+                .unwrap();
+            assert!(
+                fits_the_width(&phone).await,
+                "{page} in {lang} fits a phone's width"
+            );
+        }
+        phone
+            .client
+            .execute(
+                "document.getElementById('goals').scrollIntoView(); return true",
+                vec![],
+            )
+            .await
+            .unwrap();
+        phone
+            .screenshot(&format!("goals-settings-phone-{lang}"))
+            .await;
+        phone
+            .client
+            .goto(&app.url(&format!("/admin/sites/demo?lang={lang}")))
+            .await
+            .unwrap();
+        phone
+            .client
+            .execute(
+                "document.getElementById('table-goals').scrollIntoView(); return true",
+                vec![],
+            )
+            .await
+            .unwrap();
+        phone.screenshot(&format!("goals-site-phone-{lang}")).await;
     }
     assert!(phone.console_errors().await.is_empty());
     phone.close().await;

@@ -902,12 +902,20 @@ fn tables(
             .map(|g| TableRow {
                 href: String::new(),
                 name: g.name.clone(),
-                detail: format!(
-                    "{} · {} {}",
-                    g.what,
-                    lang.number(g.conversions),
-                    t.conversions
-                ),
+                detail: {
+                    let word = if g.conversions == 1 {
+                        t.conversion
+                    } else {
+                        t.conversions
+                    };
+                    let n = format!("{} {word}", lang.number(g.conversions));
+                    // What reaches it, unless the name says so already.
+                    if g.what == g.name {
+                        n
+                    } else {
+                        format!("{} · {n}", g.what)
+                    }
+                },
                 views: lang.number(g.visitors),
                 visitors: lang.percent(g.conversion_rate),
                 share: g.visitors * 100 / max.max(1),
@@ -917,7 +925,7 @@ fn tables(
             "goals",
             t.goals,
             t.goal,
-            (t.goal_visitors, t.conversion_rate),
+            (t.visitors, t.conversion_rate),
             goals,
         )?);
     }
@@ -1341,7 +1349,7 @@ struct SettingsPage<'a> {
     deletable: bool,
     snippet: String,
     shares: Vec<ShareRow>,
-    /// (id, name, what reaches it).
+    /// (id, name, what reaches it when the name does not say it).
     goals: Vec<(String, String, String)>,
 }
 
@@ -1389,8 +1397,9 @@ pub(crate) async fn site_settings(
         .await?
         .into_iter()
         .map(|g| {
-            let what = g.describe();
-            (g.id, g.name, what)
+            // What reaches it, unless the name says so already.
+            let what = Some(g.describe()).filter(|w| *w != g.name);
+            (g.id, g.name, what.unwrap_or_default())
         })
         .collect();
     let page = SettingsPage {
