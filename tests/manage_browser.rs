@@ -11,33 +11,14 @@ use std::time::{Duration, Instant};
 use fantoccini::Locator;
 use serde_json::json;
 use tally_testkit::{Browser, TestApp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "owner-browser-password-1";
 
 /// Serves `html` at every path of a free loopback port (the site's own web server); returns
 /// its address.
 async fn serve_page(html: String) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let html = html.clone();
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
-                    html.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{addr}")
+    let app = axum::Router::new().fallback(move || async move { axum::response::Html(html) });
+    format!("http://127.0.0.1:{}", common::serve(|_| app).await)
 }
 
 async fn fill(browser: &Browser, selector: &str, text: &str) {

@@ -115,9 +115,13 @@ async fn the_tracker_counts_views_fills_counters_and_follows_spa_routes() {
 /// a PDF link with its download counter, an outbound link (to `127.0.0.1:PORT`, another
 /// host), a button calling `window.tally`, a `data-tally-event` button, and a call to
 /// `window.tally` queued before the tracker loads.
-async fn publisher(tally: &str) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+async fn publisher(tally: &str) -> u16 {
+    let tally = tally.to_owned();
+    common::serve(move |port| site(&tally, port)).await
+}
+
+/// The publisher's pages, on `port`.
+fn site(tally: &str, port: u16) -> axum::Router {
     let article = format!(
         r#"<!doctype html><html lang="vi"><head><meta charset="utf-8"><title>Thủ tục cấp phép</title>
 <script>window.tally = window.tally || function () {{ (window.tally.q = window.tally.q || []).push(arguments) }};
@@ -131,7 +135,7 @@ tally("early", {{ "from": "queue" }});</script>
 <button id="subscribe" data-tally-event="subscribe" data-tally-prop-plan="free"><span id="inner">Đăng ký</span></button>
 </body></html>"#
     );
-    let app = axum::Router::new()
+    axum::Router::new()
         .route(
             "/article",
             axum::routing::get(move || async move { axum::response::Html(article) }),
@@ -150,11 +154,7 @@ tally("early", {{ "from": "queue" }});</script>
         .route(
             "/elsewhere",
             axum::routing::get(|| async { axum::response::Html("<p>Elsewhere</p>") }),
-        );
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (port, server)
+        )
 }
 
 /// `(value, events)` of an events report, or why not.
@@ -183,7 +183,7 @@ async fn report(http: &reqwest::Client, app: &TestApp, path: &str) -> Vec<(Strin
 async fn downloads_outbound_links_and_custom_events_are_each_counted_once() {
     let app = TestApp::spawn(tally_testkit::settings()).await;
     let http = reqwest::Client::new();
-    let (port, server) = publisher(&app.url("")).await;
+    let port = publisher(&app.url("")).await;
     let article = format!("http://localhost:{port}/article");
     let file = format!("http://localhost:{port}/files/mau-don.pdf");
     // The portal counted 1,234 downloads of the form before Tally.
@@ -304,6 +304,5 @@ async fn downloads_outbound_links_and_custom_events_are_each_counted_once() {
     assert!(errors.is_empty(), "{errors:?}");
 
     browser.close().await;
-    server.abort();
     app.stop().await;
 }

@@ -252,6 +252,18 @@ impl Drop for Served {
     }
 }
 
+/// Serves the router `app` makes for its port on a free loopback port for the rest of the
+/// test (a publisher's own web server, on another origin than Tally's); returns the port.
+pub async fn serve(app: impl FnOnce(u16) -> axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = app(port);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
 /// The text of Redis' `INFO section`.
 pub async fn redis_info(conn: &mut redis::aio::MultiplexedConnection, section: &str) -> String {
     redis::cmd("INFO")
