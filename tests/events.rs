@@ -421,6 +421,36 @@ async fn every_event_field_rule_is_a_400_naming_the_field() {
     .await;
     assert_eq!(status, 204, "ten properties at their longest: {message}");
 
+    // Events pass the page views' other checks: another site's page is refused, and a
+    // crawler's download is recorded as a bot's, not counted.
+    let foreign = http
+        .post(app.url("/collect"))
+        .header("origin", "https://elsewhere.example")
+        .header("user-agent", CHROME)
+        .body(json!({"t": "event", "site": "demo", "url": "https://elsewhere.example/", "name": "download", "target": "https://x/f.pdf"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let crawler = http
+        .post(app.url("/collect"))
+        .header("origin", "http://localhost")
+        .header("user-agent", common::GOOGLEBOT)
+        .body(json!({"t": "event", "site": "demo", "url": "http://localhost/", "name": "download", "target": "https://x/f.pdf"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crawler.status(), 204);
+    let counts = get_json(
+        &http,
+        &app.url("/api/v1/sites/demo/event-counters?name=download&target=https://x/f.pdf"),
+    )
+    .await;
+    assert_eq!(
+        counts["counts"]["https://x/f.pdf"], 0,
+        "a crawler's download counted"
+    );
+
     // The goals API names the field at fault too.
     let url = app.url("/api/v1/sites/demo/goals");
     for (body, field) in [
