@@ -1023,13 +1023,6 @@ fn cells(rows: &[&[&str]]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Types into the field `selector` of the page, replacing what it held.
-async fn type_into(browser: &Browser, selector: &str, text: &str) {
-    let field = browser.client.find(Locator::Css(selector)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
 /// Goals made and removed in the settings page, and the site page's goals, downloads,
 /// outbound links and custom events, in English and Vietnamese, desktop and phone.
 #[tokio::test]
@@ -1117,23 +1110,13 @@ async fn goals_downloads_outbound_links_and_events_on_the_site_page() {
     .enumerate()
     {
         for (field, text) in *fields {
-            type_into(&browser, field, text).await;
+            browser.fill(field, text).await;
         }
-        c.find(Locator::Css("#add-goal button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        browser.click("#add-goal button[type=submit]").await;
         browser.wait_for_js(goals_listed, json!(i + 1)).await;
     }
-    type_into(&browser, "#goal-page", "thu-tuc").await;
-    c.find(Locator::Css("#add-goal button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.fill("#goal-page", "thu-tuc").await;
+    browser.click("#add-goal button[type=submit]").await;
     browser
         .wait_for_js(
             "return !document.querySelector('#add-goal .error').hidden",
@@ -1153,12 +1136,7 @@ async fn goals_downloads_outbound_links_and_events_on_the_site_page() {
     )
     .await
     .unwrap();
-    c.find(Locator::Css("#goals li:last-child button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#goals li:last-child button").await;
     browser.wait_for_js(goals_listed, json!(3)).await;
 
     // The site page: conversions over the four visitors.

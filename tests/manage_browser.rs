@@ -21,23 +21,6 @@ async fn serve_page(html: String) -> String {
     format!("http://127.0.0.1:{}", common::serve(|_| app).await)
 }
 
-async fn fill(browser: &Browser, selector: &str, text: &str) {
-    let field = browser.client.find(Locator::Css(selector)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
-async fn click(browser: &Browser, selector: &str) {
-    browser
-        .client
-        .find(Locator::Css(selector))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
     let app = TestApp::spawn(tally_testkit::settings()).await;
@@ -55,19 +38,19 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
 
     // Sign in with a name and password.
     c.goto(&app.url("/admin")).await.unwrap();
-    fill(&browser, "#name", "chief").await;
-    fill(&browser, "#password", PASSWORD).await;
-    click(&browser, "form button[type=submit]").await;
+    browser.fill("#name", "chief").await;
+    browser.fill("#password", PASSWORD).await;
+    browser.click("form button[type=submit]").await;
     browser
         .wait_for_js("return !!document.getElementById('add-site')", json!(true))
         .await;
     browser.screenshot("manage-sites-desktop-en").await;
 
     // A bad field is refused with the API's message, on the page.
-    fill(&browser, "#site-id", "ward-7").await;
-    fill(&browser, "#site-domains", "127.0.0.1").await;
-    fill(&browser, "#site-tz", "Mars/Olympus").await;
-    click(&browser, "#add-site button[type=submit]").await;
+    browser.fill("#site-id", "ward-7").await;
+    browser.fill("#site-domains", "127.0.0.1").await;
+    browser.fill("#site-tz", "Mars/Olympus").await;
+    browser.click("#add-site button[type=submit]").await;
     browser
         .wait_for_js(
             "var e = document.querySelector('#add-site .error'); return !e.hidden && e.textContent.includes('timezone')",
@@ -79,9 +62,9 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
     assert!(errors.iter().all(|e| e.contains("400")), "{errors:?}");
 
     // Added: the settings page, with the snippet.
-    fill(&browser, "#site-name", "Phường 7 <b>bold</b>").await;
-    fill(&browser, "#site-tz", "Asia/Ho_Chi_Minh").await;
-    click(&browser, "#add-site button[type=submit]").await;
+    browser.fill("#site-name", "Phường 7 <b>bold</b>").await;
+    browser.fill("#site-tz", "Asia/Ho_Chi_Minh").await;
+    browser.click("#add-site button[type=submit]").await;
     browser
         .wait_for_js(
             "return location.pathname",
@@ -99,7 +82,7 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
     // The name is shown as text, not markup.
     let heading = browser.text("h1").await;
     assert!(heading.contains("Phường 7 <b>bold</b>"), "{heading}");
-    click(&browser, "[data-copy='#snippet']").await;
+    browser.click("[data-copy='#snippet']").await;
     browser.screenshot("manage-settings-desktop-en").await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "{errors:?}");
@@ -159,8 +142,8 @@ async fn an_owner_adds_a_site_and_its_pages_are_counted_without_a_restart() {
 
     // A personal token made in the account page, shown once, reads the statistics.
     c.goto(&app.url("/admin/account")).await.unwrap();
-    fill(&browser, "#token-label", "wall display").await;
-    click(&browser, "#new-token button[type=submit]").await;
+    browser.fill("#token-label", "wall display").await;
+    browser.click("#new-token button[type=submit]").await;
     browser
         .wait_for_js(
             "return !document.querySelector('#new-token .shown').hidden",
@@ -203,15 +186,15 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
     let owner = Browser::start(1280, 900).await;
     let o = &owner.client;
     o.goto(&app.url("/admin")).await.unwrap();
-    fill(&owner, "#name", "chief").await;
-    fill(&owner, "#password", PASSWORD).await;
-    click(&owner, "form button[type=submit]").await;
+    owner.fill("#name", "chief").await;
+    owner.fill("#password", PASSWORD).await;
+    owner.click("form button[type=submit]").await;
     owner
         .wait_for_js("return !!document.getElementById('add-site')", json!(true))
         .await;
-    fill(&owner, "#site-id", "ward-8").await;
-    fill(&owner, "#site-domains", "p8.example.vn").await;
-    click(&owner, "#add-site button[type=submit]").await;
+    owner.fill("#site-id", "ward-8").await;
+    owner.fill("#site-domains", "p8.example.vn").await;
+    owner.click("#add-site button[type=submit]").await;
     owner
         .wait_for_js(
             "return location.pathname",
@@ -221,9 +204,9 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
 
     // The invitation, for ward-8 only.
     o.goto(&app.url("/admin/people")).await.unwrap();
-    fill(&owner, "#person-name", "ward-leader").await;
-    click(&owner, "input[name=sites][value=ward-8]").await;
-    click(&owner, "#invite button[type=submit]").await;
+    owner.fill("#person-name", "ward-leader").await;
+    owner.click("input[name=sites][value=ward-8]").await;
+    owner.click("#invite button[type=submit]").await;
     owner
         .wait_for_js(
             "return !document.querySelector('#invite .shown').hidden",
@@ -248,8 +231,8 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
             .as_deref(),
         Some("ward-leader")
     );
-    fill(&viewer, "#password", "leader-password-7").await;
-    click(&viewer, "form button[type=submit]").await;
+    viewer.fill("#password", "leader-password-7").await;
+    viewer.click("form button[type=submit]").await;
     viewer
         .wait_for_js(
             "return document.querySelectorAll('.sites .site').length",
@@ -291,7 +274,7 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
     )
     .await
     .unwrap();
-    click(&owner, "#people button[data-api=DELETE]").await;
+    owner.click("#people button[data-api=DELETE]").await;
     owner
         .wait_for_js(
             "return document.querySelectorAll('#people tbody tr').length",
@@ -310,7 +293,7 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
     o.goto(&app.url("/admin/sites/ward-8/settings"))
         .await
         .unwrap();
-    click(&owner, "#share button[type=submit]").await;
+    owner.click("#share button[type=submit]").await;
     owner
         .wait_for_js(
             "return !document.querySelector('#share .shown').hidden",
@@ -337,7 +320,7 @@ async fn an_owner_invites_a_viewer_and_shares_a_site() {
     )
     .await
     .unwrap();
-    click(&owner, ".shares button[data-api=DELETE]").await;
+    owner.click(".shares button[data-api=DELETE]").await;
     owner
         .wait_for_js(
             "return document.querySelectorAll('.shares li').length",

@@ -6,7 +6,6 @@
 mod common;
 
 use common::{counters, wait_for};
-use fantoccini::Locator;
 use serde_json::json;
 use tally_testkit::{Browser, TestApp};
 
@@ -205,35 +204,15 @@ async fn downloads_outbound_links_and_custom_events_are_each_counted_once() {
         .await;
     // The button calling window.tally, and the data-tally-event button (clicked on its
     // inner text: the attribute is on an ancestor).
-    c.find(Locator::Css("#share"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("#inner"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#share").await;
+    browser.click("#inner").await;
     // The outbound link and the PDF navigate away; the events must survive that.
-    c.find(Locator::Css("#out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#out").await;
     browser
         .wait_for_js("return location.pathname", json!("/elsewhere"))
         .await;
     c.goto(&article).await.unwrap();
-    c.find(Locator::Css("#pdf"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#pdf").await;
     browser
         .wait_for_js("return location.pathname", json!("/files/mau-don.pdf"))
         .await;

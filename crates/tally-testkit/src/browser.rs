@@ -90,6 +90,28 @@ impl Browser {
             .expect("element text")
     }
 
+    /// Clicks the first element matching the CSS `selector`, as a user would.
+    pub async fn click(&self, selector: &str) {
+        self.client
+            .find(fantoccini::Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no `{selector}`: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot click `{selector}`: {e}"));
+    }
+
+    /// Types `text` into the field matching the CSS `selector`, replacing what it held.
+    pub async fn fill(&self, selector: &str, text: &str) {
+        let field = self
+            .client
+            .find(fantoccini::Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no `{selector}`: {e}"));
+        field.clear().await.expect("clear the field");
+        field.send_keys(text).await.expect("type into the field");
+    }
+
     /// Saves a PNG screenshot as `target/screenshots/{name}.png` and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("screenshot");
