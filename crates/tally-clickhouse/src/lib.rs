@@ -52,6 +52,7 @@ mod row;
 mod shares;
 mod sqllog;
 pub mod stats;
+mod tls;
 mod tokens;
 
 use std::time::Duration;
@@ -71,14 +72,37 @@ pub use tokens::ApiToken;
 /// Errors from the history tier.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("clickhouse: {0}")]
+    #[error("clickhouse: {}", explained(.0))]
     ClickHouse(#[from] clickhouse::error::Error),
-    #[error("migration {version} ({name}) failed: {source}")]
+    #[error("migration {version} ({name}) failed: {}", explained(.source))]
     Migration {
         version: u32,
         name: &'static str,
         source: clickhouse::error::Error,
     },
+}
+
+/// `e` with its causes ("network error: client error (Connect): invalid peer certificate:
+/// UnknownIssuer"), and for a certificate Tally does not trust, the setting that decides
+/// which ones it does.
+fn explained(e: &clickhouse::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(
+            " (the server's certificate must be signed by the CA of clickhouse.tls_ca_file, \
+             or without it by one of the system's CAs)",
+        );
+    }
+    text
 }
 
 impl Error {
@@ -182,7 +206,17 @@ impl Db {
 }
 
 fn base_client(settings: &ClickHouseSettings) -> clickhouse::Client {
-    clickhouse::Client::default()
+    let client = if settings.url.starts_with("https://") {
+        clickhouse::Client::with_http_client(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                // ClickHouse closes idle connections after 3 s.
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build(tls::connector(settings)),
+        )
+    } else {
+        clickhouse::Client::default()
+    };
+    client
         .with_url(&settings.url)
         .with_user(&settings.user)
         .with_password(tally_core::secrecy::ExposeSecret::expose_secret(

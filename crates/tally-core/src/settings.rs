@@ -84,6 +84,18 @@ pub struct RedisSettings {
     pub url: SecretString,
     pub cluster: bool,
     pub partitions: u16,
+    /// Redis Sentinel: the sentinels (URLs) that name the primary of `master_name`; empty:
+    /// `url` is the server. With sentinels, `url` gives the database number, the password
+    /// and the scheme (TLS or not) of the primary.
+    #[serde(serialize_with = "masked_urls")]
+    pub sentinels: Vec<String>,
+    pub master_name: String,
+    /// With `rediss://`: the CA (PEM) that signed the server's certificate; empty: the
+    /// system's CAs.
+    pub tls_ca_file: String,
+    /// A client certificate (PEM) and its key, for a server that asks for one.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl RedisSettings {
@@ -118,6 +130,12 @@ pub struct ClickHouseSettings {
     pub password: SecretString,
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// With `https://`: the CA (PEM) that signed the server's certificate; empty: the
+    /// system's CAs.
+    pub tls_ca_file: String,
+    /// A client certificate (PEM) and its key, for a server that asks for one.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -457,7 +475,84 @@ impl BeaconSettings {
     }
 }
 
+/// The TLS files of a connection (`redis.tls_*`, `clickhouse.tls_*`): paths, empty when
+/// unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsFiles<'a> {
+    /// `redis` or `clickhouse`: the section that names them, for messages.
+    pub section: &'static str,
+    pub ca_file: &'a str,
+    pub cert_file: &'a str,
+    pub key_file: &'a str,
+}
+
+impl TlsFiles<'_> {
+    /// Checks that each file given holds what its key says (a PEM certificate or private
+    /// key), that a certificate comes with its key, and that they go with a TLS URL.
+    fn validate(&self, tls_url: bool, url_key: &str) -> Result<(), ConfigError> {
+        let s = self.section;
+        let files = [
+            (
+                "tls_ca_file",
+                self.ca_file,
+                "CERTIFICATE-----",
+                "a certificate",
+            ),
+            (
+                "tls_cert_file",
+                self.cert_file,
+                "CERTIFICATE-----",
+                "a certificate",
+            ),
+            // PRIVATE KEY, RSA PRIVATE KEY, EC PRIVATE KEY.
+            (
+                "tls_key_file",
+                self.key_file,
+                "PRIVATE KEY-----",
+                "a private key",
+            ),
+        ];
+        for (key, path, marker, what) in files {
+            if path.is_empty() {
+                continue;
+            }
+            let key = format!("{s}.{key}");
+            if !tls_url {
+                return Err(invalid(
+                    &key,
+                    format!("is set, but {url_key} does not ask for TLS"),
+                ));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(&key, format!("cannot read {path}: {e}")))?;
+            if !text
+                .lines()
+                .any(|l| l.starts_with("-----BEGIN ") && l.ends_with(marker))
+            {
+                return Err(invalid(&key, format!("{path} holds no PEM {what}")));
+            }
+        }
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            return Err(invalid(
+                format!("{s}.tls_key_file"),
+                format!("{s}.tls_cert_file and {s}.tls_key_file go together"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl RedisSettings {
+    /// The TLS files of the connection.
+    pub fn tls(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            section: "redis",
+            ca_file: &self.tls_ca_file,
+            cert_file: &self.tls_cert_file,
+            key_file: &self.tls_key_file,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let nodes = self.nodes();
         if nodes.is_empty()
@@ -473,11 +568,53 @@ impl RedisSettings {
         if !(1..=1024).contains(&self.partitions) {
             return Err(invalid("redis.partitions", "must be between 1 and 1024"));
         }
-        Ok(())
+        if !self.sentinels.is_empty() {
+            if self.cluster {
+                return Err(invalid(
+                    "redis.sentinels",
+                    "go with one primary, not with redis.cluster",
+                ));
+            }
+            if self
+                .sentinels
+                .iter()
+                .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
+                return Err(invalid(
+                    "redis.sentinels",
+                    "must be redis:// or rediss:// URLs of the sentinels",
+                ));
+            }
+            if self.master_name.trim().is_empty() {
+                return Err(invalid(
+                    "redis.master_name",
+                    "must name the primary the sentinels watch",
+                ));
+            }
+            if !(self.tls_ca_file.is_empty() && self.tls_cert_file.is_empty()) {
+                return Err(invalid(
+                    "redis.tls_ca_file",
+                    "with redis.sentinels, TLS trusts the system's CAs only (no private CA or \
+                     client certificate yet)",
+                ));
+            }
+        }
+        let tls = nodes.iter().all(|u| u.starts_with("rediss://"));
+        self.tls().validate(tls, "redis.url")
     }
 }
 
 impl ClickHouseSettings {
+    /// The TLS files of the connection.
+    pub fn tls(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            section: "clickhouse",
+            ca_file: &self.tls_ca_file,
+            cert_file: &self.tls_cert_file,
+            key_file: &self.tls_key_file,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(invalid(
@@ -491,7 +628,9 @@ impl ClickHouseSettings {
                 "must be letters, digits and _ (not starting with a digit)",
             ));
         }
-        positive("clickhouse.query_timeout", self.query_timeout)
+        positive("clickhouse.query_timeout", self.query_timeout)?;
+        self.tls()
+            .validate(self.url.starts_with("https://"), "clickhouse.url")
     }
 }
 
@@ -547,6 +686,11 @@ fn masked<S: serde::Serializer>(secret: &SecretString, out: S) -> Result<S::Ok, 
 /// Serialises a (comma-separated list of) URL(s) with the passwords masked.
 fn masked_url<S: serde::Serializer>(url: &SecretString, out: S) -> Result<S::Ok, S::Error> {
     out.serialize_str(&mask_url_passwords(url.expose_secret()))
+}
+
+/// Serialises a list of URLs with the passwords masked.
+fn masked_urls<S: serde::Serializer>(urls: &[String], out: S) -> Result<S::Ok, S::Error> {
+    out.collect_seq(urls.iter().map(|u| mask_url_password(u)))
 }
 
 /// A comma-separated list of URLs with every password masked.

@@ -12,7 +12,9 @@
 mod directory;
 pub mod keys;
 mod read;
+mod sentinel;
 pub mod stream;
+mod tls;
 pub mod wire;
 mod write;
 
@@ -37,6 +39,10 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("redis returned an unexpected reply: {0}")]
     Reply(String),
+    /// A TLS setting that cannot be used, or a server certificate that is not trusted; the
+    /// message names the setting.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl From<redis::ParsingError> for Error {
@@ -81,6 +87,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(sentinel::Primary),
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -91,6 +98,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -103,6 +111,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -110,6 +119,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -128,21 +138,40 @@ impl Store {
     /// Connects to `url`. Fails when Redis cannot be reached now; afterwards the handle
     /// reconnects by itself and calls fail fast while Redis is down.
     pub async fn connect(settings: &RedisSettings) -> Result<Self> {
-        let conn = if settings.cluster {
-            let client = ClusterClientBuilder::new(settings.nodes())
+        let certs = tls::certificates(settings)?;
+        let conn = if !settings.sentinels.is_empty() {
+            Conn::Sentinel(sentinel::Primary::connect(settings).await?)
+        } else if settings.cluster {
+            let mut builder = ClusterClientBuilder::new(settings.nodes())
                 .connection_timeout(Duration::from_secs(2))
                 .response_timeout(Duration::from_secs(5))
-                .retries(2)
-                .build()?;
-            Conn::Cluster(client.get_async_connection().await?)
+                .retries(2);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build()?;
+            Conn::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| tls::explain(settings, e))?,
+            )
         } else {
-            let client = redis::Client::open(settings.nodes()[0])?;
+            let url = settings.nodes()[0];
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(url, certs)?,
+                None => redis::Client::open(url)?,
+            };
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(5)))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(500));
-            Conn::Single(ConnectionManager::new_with_config(client, config).await?)
+            Conn::Single(
+                ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(|e| tls::explain(settings, e))?,
+            )
         };
         Ok(Self {
             conn,

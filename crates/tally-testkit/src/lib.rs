@@ -12,6 +12,7 @@
 mod app;
 mod browser;
 mod server;
+mod tls;
 
 use std::sync::{
     OnceLock,
@@ -20,8 +21,9 @@ use std::sync::{
 
 pub use app::TestApp;
 pub use browser::{Browser, DESKTOP_UA};
-pub use server::{ClickHouseServer, RedisCluster, RedisServer};
+pub use server::{ClickHouseServer, RedisCluster, RedisSentinel, RedisServer};
 use tally_core::Settings;
+pub use tls::TestCerts;
 
 /// The Redis and ClickHouse servers shared by the tests of one test binary.
 pub struct Services {
@@ -130,6 +132,30 @@ pub fn env_for(settings: &Settings) -> Vec<(String, String)> {
         ("TALLY__WORKER__MAX_AGE".into(), d(s.worker.max_age)),
         ("TALLY__WORKER__CLAIM_IDLE".into(), d(s.worker.claim_idle)),
         ("TALLY__WORKER__MAX_BACKOFF".into(), d(s.worker.max_backoff)),
+        (
+            "TALLY__REDIS__TLS_CA_FILE".into(),
+            s.redis.tls_ca_file.clone(),
+        ),
+        (
+            "TALLY__REDIS__TLS_CERT_FILE".into(),
+            s.redis.tls_cert_file.clone(),
+        ),
+        (
+            "TALLY__REDIS__TLS_KEY_FILE".into(),
+            s.redis.tls_key_file.clone(),
+        ),
+        (
+            "TALLY__CLICKHOUSE__TLS_CA_FILE".into(),
+            s.clickhouse.tls_ca_file.clone(),
+        ),
+        (
+            "TALLY__CLICKHOUSE__TLS_CERT_FILE".into(),
+            s.clickhouse.tls_cert_file.clone(),
+        ),
+        (
+            "TALLY__CLICKHOUSE__TLS_KEY_FILE".into(),
+            s.clickhouse.tls_key_file.clone(),
+        ),
         ("TALLY_LOG".into(), "info".into()),
     ]
 }

@@ -96,6 +96,11 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
     cluster: bool,
+    /// TLS only, asking clients for a certificate: (CA, server certificate, its key, a
+    /// client certificate and key for the readiness check).
+    tls: Option<[PathBuf; 5]>,
+    /// The primary's port, for a replica.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
@@ -104,7 +109,56 @@ impl RedisServer {
         Self::start_node(false)
     }
 
+    /// Starts a private server that speaks only TLS (`rediss://`) with the certificates of
+    /// `certs`, and asks every client for a certificate signed by their CA.
+    pub fn start_tls(certs: &crate::TestCerts) -> Self {
+        Self::start_with(
+            false,
+            Some([
+                certs.ca(),
+                certs.server_cert(),
+                certs.server_key(),
+                certs.client_cert(),
+                certs.client_key(),
+            ]),
+        )
+    }
+
     fn start_node(cluster: bool) -> Self {
+        Self::start_with(cluster, None)
+    }
+
+    /// Starts a replica of `primary` and waits until it has copied the primary's data.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tally-redis-")
+            .tempdir()
+            .unwrap();
+        let server = Self {
+            port: free_port(),
+            dir,
+            child: Mutex::new(None),
+            cluster: false,
+            tls: None,
+            replica_of: Some(primary.port),
+        };
+        server.restart();
+        wait_until("the replica's first sync", Duration::from_secs(20), || {
+            server.info("replication").contains("master_link_status:up")
+        });
+        server
+    }
+
+    /// The text of `INFO section` (empty when the server does not answer).
+    pub fn info(&self, section: &str) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "info", section])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn start_with(cluster: bool, tls: Option<[PathBuf; 5]>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tally-redis-")
             .tempdir()
@@ -114,14 +168,21 @@ impl RedisServer {
             dir,
             child: Mutex::new(None),
             cluster,
+            tls,
+            replica_of: None,
         };
         server.restart();
         server
     }
 
-    /// `redis://127.0.0.1:PORT/DB`.
+    /// `redis://127.0.0.1:PORT/DB` (`rediss://` for a TLS server).
     pub fn url(&self, db: u32) -> String {
-        format!("redis://127.0.0.1:{}/{db}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/{db}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -140,7 +201,19 @@ impl RedisServer {
             return;
         }
         let mut cmd = Command::new(binary("redis-server"));
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some([ca, cert, key, ..]) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "yes"]),
+        };
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--dir", &self.dir.path().display().to_string()])
             .args(["--databases", &super::redis::DATABASES.to_string()])
             // As config/redis.conf: a limit, so Tally's memory warning stays quiet.
@@ -165,6 +238,9 @@ impl RedisServer {
                 "--logfile",
                 &self.dir.path().join("redis.log").display().to_string(),
             ]);
+        if let Some(primary) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
         if self.cluster {
             cmd.args([
                 "--cluster-enabled",
@@ -176,6 +252,22 @@ impl RedisServer {
         }
         *child = Some(spawn_watched(cmd, self.dir.path()));
         let port = self.port;
+        if let Some([ca, _, _, cert, key]) = &self.tls {
+            wait_until("redis-server (TLS)", Duration::from_secs(20), || {
+                Command::new("redis-cli")
+                    .args(["--tls", "-p", &port.to_string()])
+                    .arg("--cacert")
+                    .arg(ca)
+                    .arg("--cert")
+                    .arg(cert)
+                    .arg("--key")
+                    .arg(key)
+                    .arg("ping")
+                    .output()
+                    .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+            });
+            return;
+        }
         wait_until("redis-server", Duration::from_secs(20), || {
             let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
                 return false;
@@ -208,11 +300,22 @@ pub struct ClickHouseServer {
     http_port: u16,
     dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
+    /// Its CA, when it speaks only HTTPS.
+    tls_ca: Option<PathBuf>,
 }
 
 impl ClickHouseServer {
     /// Starts a new private server and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a private server that speaks only HTTPS, with the server certificate of `certs`.
+    pub fn start_tls(certs: &crate::TestCerts) -> Self {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&crate::TestCerts>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tally-clickhouse-")
             .tempdir()
@@ -223,7 +326,7 @@ impl ClickHouseServer {
             r#"<?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>{d}/log/server.log</log><errorlog>{d}/log/error.log</errorlog><size>10M</size><count>1</count></logger>
-  <http_port>{http_port}</http_port>
+  {listen}
   <tcp_port>{tcp_port}</tcp_port>
   <listen_host>127.0.0.1</listen_host>
   <path>{d}/data/</path>
@@ -239,6 +342,18 @@ impl ClickHouseServer {
 </yandex>
 "#,
             tcp_port = free_port(),
+            listen = match certs {
+                None => format!("<http_port>{http_port}</http_port>"),
+                Some(c) => format!(
+                    "<https_port>{http_port}</https_port>\n  <openSSL><server>\
+                     <certificateFile>{}</certificateFile><privateKeyFile>{}</privateKeyFile>\
+                     <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>\
+                     <cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols>\
+                     <preferServerCiphers>true</preferServerCiphers></server></openSSL>",
+                    c.server_cert().display(),
+                    c.server_key().display()
+                ),
+            },
         );
         let users = r#"<?xml version="1.0"?>
 <yandex>
@@ -253,14 +368,20 @@ impl ClickHouseServer {
             http_port,
             dir,
             child: Mutex::new(None),
+            tls_ca: certs.map(|c| c.ca()),
         };
         server.restart();
         server
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.http_port)
     }
 
     /// Starts the server again (same ports and data) if it is stopped.
@@ -277,6 +398,17 @@ impl ClickHouseServer {
         .current_dir(self.dir.path());
         *child = Some(spawn_watched(cmd, self.dir.path()));
         let port = self.http_port;
+        if let Some(ca) = &self.tls_ca {
+            wait_until("clickhouse-server (HTTPS)", Duration::from_secs(60), || {
+                Command::new("curl")
+                    .args(["-s", "--max-time", "2", "--cacert"])
+                    .arg(ca)
+                    .arg(format!("https://127.0.0.1:{port}/ping"))
+                    .output()
+                    .is_ok_and(|o| o.stdout == b"Ok.\n")
+            });
+            return;
+        }
         wait_until("clickhouse-server", Duration::from_secs(60), || {
             let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
                 return false;
@@ -348,5 +480,103 @@ impl RedisCluster {
             .map(|n| format!("redis://127.0.0.1:{}", n.port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// A primary, its replica and a Redis Sentinel (Debian's `redis-sentinel`) watching them as
+/// `mymaster` with a quorum of one: the primary is taken as down after a second without an
+/// answer, and the replica promoted.
+pub struct RedisSentinel {
+    pub primary: RedisServer,
+    pub replica: RedisServer,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+impl RedisSentinel {
+    /// The name the sentinel knows the primary by.
+    pub const MASTER_NAME: &'static str = "mymaster";
+
+    /// Starts the three processes and waits until the sentinel knows the replica.
+    pub fn start() -> Self {
+        let primary = RedisServer::start();
+        let replica = RedisServer::start_replica_of(&primary);
+        let dir = tempfile::Builder::new()
+            .prefix("tally-sentinel-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        // The sentinel rewrites its file as it learns the topology.
+        let config = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                 sentinel monitor {name} 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 4000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.path().display(),
+                name = Self::MASTER_NAME,
+                primary = primary.port,
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(binary("redis-sentinel"));
+        cmd.arg(&config);
+        let child = spawn_watched(cmd, dir.path());
+        let sentinel = Self {
+            primary,
+            replica,
+            port,
+            dir,
+            child: Mutex::new(Some(child)),
+        };
+        wait_until(
+            "the sentinel to see the replica",
+            Duration::from_secs(30),
+            || {
+                sentinel
+                    .ask(&["sentinel", "replicas", Self::MASTER_NAME])
+                    .contains(&format!("{}", sentinel.replica.port))
+            },
+        );
+        sentinel
+    }
+
+    /// `redis://127.0.0.1:PORT`, the sentinel's address.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port of the server the sentinel names as the primary now.
+    pub fn primary_port(&self) -> Option<u16> {
+        self.ask(&["sentinel", "get-master-addr-by-name", Self::MASTER_NAME])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    fn ask(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The sentinel's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            stop_child(&mut child, false);
+        }
     }
 }
