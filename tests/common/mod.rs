@@ -209,8 +209,27 @@ impl Served {
         extra: &[(&str, &str)],
         log: impl Into<std::process::Stdio>,
     ) -> Self {
+        Self::start_binary(
+            std::path::Path::new(env!("CARGO_BIN_EXE_tally")),
+            settings,
+            roles,
+            extra,
+            log,
+        )
+        .await
+    }
+
+    /// Like [`start_logging_to`](Self::start_logging_to), running the binary at `binary`
+    /// (an installed one).
+    pub async fn start_binary(
+        binary: &std::path::Path,
+        settings: &tally_core::Settings,
+        roles: &str,
+        extra: &[(&str, &str)],
+        log: impl Into<std::process::Stdio>,
+    ) -> Self {
         let (port, metrics) = (free_port(), free_port());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        let child = std::process::Command::new(binary)
             .args(["serve", "--roles", roles])
             .envs(tally_testkit::env_for(settings))
             .env("TALLY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
