@@ -72,14 +72,22 @@ pub use tokens::ApiToken;
 /// Errors from the history tier.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    // The message holds the causes (see `explained`), so the variants name no `source`:
+    // a report printing the chain would repeat them.
     #[error("clickhouse: {}", explained(.0))]
-    ClickHouse(#[from] clickhouse::error::Error),
-    #[error("migration {version} ({name}) failed: {}", explained(.source))]
+    ClickHouse(clickhouse::error::Error),
+    #[error("migration {version} ({name}) failed: {}", explained(.cause))]
     Migration {
         version: u32,
         name: &'static str,
-        source: clickhouse::error::Error,
+        cause: clickhouse::error::Error,
     },
+}
+
+impl From<clickhouse::error::Error> for Error {
+    fn from(e: clickhouse::error::Error) -> Self {
+        Self::ClickHouse(e)
+    }
 }
 
 /// `e` with its causes ("network error: client error (Connect): invalid peer certificate:

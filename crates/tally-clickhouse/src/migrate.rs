@@ -201,11 +201,11 @@ impl Db {
                             name, "statement already applied by another process"
                         );
                     }
-                    Err(source) => {
+                    Err(cause) => {
                         return Err(Error::Migration {
                             version,
                             name,
-                            source,
+                            cause,
                         });
                     }
                 }
@@ -213,10 +213,10 @@ impl Db {
             if let Some(copy) = HISTORY_COPIES.iter().find(|c| c.version == version) {
                 self.copy_once(copy, sites, copy_wait)
                     .await
-                    .map_err(|source| Error::Migration {
+                    .map_err(|cause| Error::Migration {
                         version,
                         name,
-                        source,
+                        cause,
                     })?;
             }
             self.query(
