@@ -121,28 +121,17 @@ impl RedisServer {
                 certs.client_cert(),
                 certs.client_key(),
             ]),
+            None,
         )
     }
 
     fn start_node(cluster: bool) -> Self {
-        Self::start_with(cluster, None)
+        Self::start_with(cluster, None, None)
     }
 
     /// Starts a replica of `primary` and waits until it has copied the primary's data.
     pub fn start_replica_of(primary: &RedisServer) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("tally-redis-")
-            .tempdir()
-            .unwrap();
-        let server = Self {
-            port: free_port(),
-            dir,
-            child: Mutex::new(None),
-            cluster: false,
-            tls: None,
-            replica_of: Some(primary.port),
-        };
-        server.restart();
+        let server = Self::start_with(false, None, Some(primary.port));
         wait_until("the replica's first sync", Duration::from_secs(20), || {
             server.info("replication").contains("master_link_status:up")
         });
@@ -158,7 +147,7 @@ impl RedisServer {
             .unwrap_or_default()
     }
 
-    fn start_with(cluster: bool, tls: Option<[PathBuf; 5]>) -> Self {
+    fn start_with(cluster: bool, tls: Option<[PathBuf; 5]>, replica_of: Option<u16>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tally-redis-")
             .tempdir()
@@ -169,7 +158,7 @@ impl RedisServer {
             child: Mutex::new(None),
             cluster,
             tls,
-            replica_of: None,
+            replica_of,
         };
         server.restart();
         server
