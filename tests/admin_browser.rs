@@ -1115,7 +1115,8 @@ async fn goals_downloads_outbound_links_and_events_on_the_site_page() {
         browser.click("#add-goal button[type=submit]").await;
         browser.wait_for_js(goals_listed, json!(i + 1)).await;
     }
-    browser.fill("#goal-page", "thu-tuc").await;
+    browser.fill("#goal-page", "/thu-tuc").await;
+    browser.fill("#goal-event", "download").await;
     browser.click("#add-goal button[type=submit]").await;
     browser
         .wait_for_js(

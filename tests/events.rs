@@ -61,7 +61,7 @@ fn event(path: &str, name: &str, target: Option<&str>, props: Value) -> Value {
 /// - 10.0.0.2 reads /thu-tuc/a, downloads f1 (form) and f2 (report), follows a link out;
 /// - 10.0.0.3 reads /tin-tuc/1, downloads f1 (report; its URL with a fragment);
 /// - 10.0.0.4 reads /tin-tuc/1, subscribes twice (paid, then free);
-/// - 10.0.0.5 reads /lien-he.
+/// - 10.0.0.5 reads /lien-he, a page whose tracker names it `lien-he-7` (`data-page`).
 ///
 /// 6 page views and 8 events.
 async fn seed(http: &reqwest::Client, app: &TestApp) {
@@ -114,7 +114,11 @@ async fn seed(http: &reqwest::Client, app: &TestApp) {
                 event("/tin-tuc/1", "subscribe", None, json!({"plan": "free"})),
             ],
         ),
-        ("10.0.0.5", vec![view("/lien-he")]),
+        // A page counted under its `data-page` key.
+        (
+            "10.0.0.5",
+            vec![json!({"t": "pageview", "url": "http://localhost/lien-he", "page": "lien-he-7"})],
+        ),
     ];
     for (ip, hits) in visits {
         for hit in hits {
@@ -229,6 +233,7 @@ async fn events_targets_props_and_goals_have_exact_figures() {
         json!({"event": "download", "name": "Any download"}),
         json!({"event": "download", "prop": "kind", "value": "report"}),
         json!({"event": "subscribe", "prop": "plan", "value": "paid"}),
+        json!({"page": "lien-he-*", "name": "Contact"}),
     ] {
         let (status, made) = call(&http, Method::POST, &url, Auth::Token(TOKEN), Some(body)).await;
         assert_eq!(status, 201, "{made}");
@@ -247,12 +252,13 @@ async fn events_targets_props_and_goals_have_exact_figures() {
             "/thu-tuc/*",
             "Any download",
             "download: kind = report",
-            "subscribe: plan = paid"
+            "subscribe: plan = paid",
+            "Contact"
         ]
     );
 
     // Five visitors: /thu-tuc/* by readers 1 (two views) and 2; downloads by 1, 2, 3 (four);
-    // reports by 2 and 3; the paid plan by 4.
+    // reports by 2 and 3; the paid plan by 4; the contact page (a data-page key) by 5.
     let all = admin(&http, &app, "stats/goals").await;
     assert_eq!(all["visitors"], 5);
     assert_eq!(
@@ -262,6 +268,7 @@ async fn events_targets_props_and_goals_have_exact_figures() {
             ("Any download".to_owned(), 4, 3, 0.6),
             ("download: kind = report".to_owned(), 2, 2, 0.4),
             ("subscribe: plan = paid".to_owned(), 1, 1, 0.2),
+            ("Contact".to_owned(), 1, 1, 0.2),
         ]
     );
     // In the visits that read /tin-tuc/1 (two visitors).
@@ -274,6 +281,7 @@ async fn events_targets_props_and_goals_have_exact_figures() {
             ("Any download".to_owned(), 1, 1, 0.5),
             ("download: kind = report".to_owned(), 1, 1, 0.5),
             ("subscribe: plan = paid".to_owned(), 1, 1, 0.5),
+            ("Contact".to_owned(), 0, 0, 0.0),
         ]
     );
     // The CSV holds the same figures.
@@ -290,7 +298,7 @@ async fn events_targets_props_and_goals_have_exact_figures() {
         csv.trim_start_matches('\u{feff}').replace("\r\n", "\n"),
         "goal,conversions,visitors,conversion_rate\n/thu-tuc/*,3,2,0.4000\n\
          Any download,4,3,0.6000\ndownload: kind = report,2,2,0.4000\n\
-         subscribe: plan = paid,1,1,0.2000\n"
+         subscribe: plan = paid,1,1,0.2000\nContact,1,1,0.2000\n"
     );
 
     // A removed goal is gone from the list and the figures.
@@ -312,7 +320,8 @@ async fn events_targets_props_and_goals_have_exact_figures() {
         [
             "/thu-tuc/*",
             "download: kind = report",
-            "subscribe: plan = paid"
+            "subscribe: plan = paid",
+            "Contact"
         ]
     );
     let (status, _) = call(
@@ -456,7 +465,7 @@ async fn every_event_field_rule_is_a_400_naming_the_field() {
     for (body, field) in [
         (json!({}), "`page` or `event`"),
         (json!({"page": "/a", "event": "b"}), "`page` or `event`"),
-        (json!({"page": "thu-tuc/*"}), "`page`"),
+        (json!({"page": "thu-tuc\u{1}*"}), "`page`"),
         (json!({"page": format!("/{}", long(512))}), "`page`"),
         (json!({"event": long(65)}), "`event`"),
         (json!({"event": "download", "prop": "kind"}), "`value`"),

@@ -1,6 +1,6 @@
 //! Goals: what counts as a conversion on a site (`GET/POST /api/v1/sites/{site}/goals`,
 //! `DELETE …/goals/{id}`), and their conversions (`stats/goals`). A goal is a page pattern
-//! (`/thu-tuc/*`: `*` matches any characters) or a custom event's name, optionally with one
+//! (`/thu-tuc/*`, or a `data-page` key such as `bai-viet-*`: `*` matches any characters) or a custom event's name, optionally with one
 //! property's value. Anyone who may read a site lists its goals; owners and the site's
 //! admins add and remove them.
 
@@ -38,7 +38,8 @@ const MAX_GOAL_NAME: usize = 100;
 pub(crate) struct NewGoal {
     /// What the statistics call it (default: the page pattern or the event).
     name: Option<String>,
-    /// A page path pattern starting with `/`; `*` matches any characters.
+    /// A page pattern: a path (`/thu-tuc/*`) or a `data-page` key (`bai-viet-*`), as the
+    /// pages report shows them; `*` matches any characters.
     page: Option<String>,
     /// A custom event's name (`download`, `outbound`, or the site's own).
     event: Option<String>,
@@ -123,9 +124,6 @@ fn checked(new: NewGoal, site: &str) -> Result<Goal, ApiError> {
     match (&page, &event, &prop, &value) {
         (Some(_), Some(_), _, _) | (None, None, _, _) => {
             return bad("a goal has either `page` or `event`");
-        }
-        (Some(p), None, _, _) if !p.starts_with('/') => {
-            return bad("`page` must start with `/` (a path; `*` matches any characters)");
         }
         (Some(_), None, Some(_), _) | (Some(_), None, _, Some(_)) => {
             return bad("`prop` and `value` go with `event`, not `page`");
