@@ -185,6 +185,11 @@ impl Db {
     /// minutes, depending on the data).
     pub async fn drop_site_history(&self, site: &str) -> Result<()> {
         for table in SITE_TABLES {
+            // A mutation runs on the tables that hold rows: on a cluster, the local ones.
+            let table = match &self.cluster {
+                Some(cluster) => cluster.local(table),
+                None => table.to_owned(),
+            };
             self.query(&format!("ALTER TABLE {table} DELETE WHERE site = ?"))
                 .bind(site)
                 .execute()

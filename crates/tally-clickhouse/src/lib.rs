@@ -41,6 +41,7 @@
 //! appended to a file there, so `scripts/chdb-replay` can replay it on current ClickHouse.
 
 mod baselines;
+mod cluster;
 mod directory;
 pub mod explore;
 mod goals;
@@ -169,6 +170,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Db {
     client: clickhouse::Client,
     settings: ClickHouseSettings,
+    /// With `clickhouse.cluster`: the cluster the tables are spread over.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Db {
@@ -178,7 +181,16 @@ impl Db {
         Self {
             client,
             settings: settings.clone(),
+            cluster: (!settings.cluster.is_empty()).then(|| cluster::Cluster {
+                name: settings.cluster.clone(),
+                database: settings.database.clone(),
+            }),
         }
+    }
+
+    /// Whether the tables are spread over a cluster (`clickhouse.cluster`).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
     }
 
     /// The database name (validated as an identifier when the settings were loaded).
@@ -223,6 +235,13 @@ fn base_client(settings: &ClickHouseSettings) -> clickhouse::Client {
         )
     } else {
         clickhouse::Client::default()
+    };
+    let client = if settings.cluster.is_empty() {
+        client
+    } else {
+        cluster::SETTINGS
+            .iter()
+            .fold(client, |c, (name, value)| c.with_setting(*name, *value))
     };
     client
         .with_url(&settings.url)

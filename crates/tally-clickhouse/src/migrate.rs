@@ -176,11 +176,14 @@ impl Db {
     ) -> Result<Vec<u32>> {
         // The database name is a validated identifier (settings), so it can be written into
         // the statement; DDL cannot bind identifiers.
-        let create_db = format!("CREATE DATABASE IF NOT EXISTS {}", self.database());
+        let create_db = match &self.cluster {
+            Some(cluster) => cluster.create_database(),
+            None => format!("CREATE DATABASE IF NOT EXISTS {}", self.database()),
+        };
         Query::new(base_client(&self.settings).query(&create_db))
             .execute()
             .await?;
-        self.query(CREATE_MIGRATIONS_TABLE).execute().await?;
+        self.run_ddl(CREATE_MIGRATIONS_TABLE).await?;
         let applied: Vec<u32> = self
             .query("SELECT version FROM schema_migrations ORDER BY version")
             .fetch_all()
@@ -191,7 +194,7 @@ impl Db {
                 continue;
             }
             for statement in statements(sql) {
-                match self.query(statement).execute().await {
+                match self.run_ddl(statement).await {
                     Ok(()) => {}
                     // Another process applying the same migration at the same moment got
                     // there first (18.16 knows no ADD COLUMN IF NOT EXISTS).
@@ -245,7 +248,7 @@ impl Db {
     ) -> std::result::Result<(), clickhouse::error::Error> {
         // The marker's name is a constant of this file, never input.
         let create = format!("CREATE TABLE {} (done UInt8) ENGINE = Log", copy.marker);
-        match self.query(&create).execute().await {
+        match self.run_ddl(&create).await {
             Ok(()) => {}
             Err(e) if already_done(&e) => return self.wait_for_copy(copy, copy_wait).await,
             Err(e) => return Err(e),
@@ -371,7 +374,7 @@ impl Db {
 /// Whether `e` says the statement's effect is already there: DUPLICATE_COLUMN (15),
 /// TABLE_ALREADY_EXISTS (57), or ILLEGAL_COLUMN (44) "already exists" (18.16's answer to a
 /// second ADD COLUMN).
-fn already_done(e: &clickhouse::error::Error) -> bool {
+pub(crate) fn already_done(e: &clickhouse::error::Error) -> bool {
     match e {
         clickhouse::error::Error::BadResponse(text) => match crate::error_code(text) {
             Some(15 | 57) => true,
@@ -383,7 +386,7 @@ fn already_done(e: &clickhouse::error::Error) -> bool {
 }
 
 /// The statements of a migration file: split on `;` at line ends, `--` comment lines dropped.
-fn statements(sql: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn statements(sql: &str) -> impl Iterator<Item = &str> {
     sql.split(";\n").map(str::trim).filter(|s| {
         s.lines()
             .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))

@@ -30,14 +30,22 @@ impl Db {
     /// Drops the monthly partitions of `events` (and its copies) lying wholly before `cutoff` (a UTC date).
     /// Returns the partitions dropped, e.g. `[202101]`.
     pub async fn drop_raw_before(&self, cutoff: NaiveDate) -> Result<Vec<u32>> {
-        let parts: Vec<Partition> = self
-            .query(
+        // On a cluster, the partitions of every shard's local table.
+        let parts: Vec<Partition> = match &self.cluster {
+            None => self.query(
                 "SELECT DISTINCT partition FROM system.parts \
                  WHERE database = ? AND table = 'events' AND active",
-            )
-            .bind(self.database())
-            .fetch_all()
-            .await?;
+            ),
+            Some(cluster) => self
+                .query(
+                    "SELECT DISTINCT partition FROM cluster(?, system, parts) \
+                     WHERE database = ? AND table = 'events_local' AND active",
+                )
+                .bind(&cluster.name),
+        }
+        .bind(self.database())
+        .fetch_all()
+        .await?;
         let mut dropped = Vec::new();
         for p in parts {
             let Ok(month) = p.partition.trim_matches('\'').parse::<u32>() else {
@@ -49,6 +57,10 @@ impl Db {
             // The partition id is a number read back from the server and re-checked above,
             // so it can be written into the statement (DDL cannot bind it).
             for table in RAW_TABLES {
+                let table = match &self.cluster {
+                    Some(cluster) => cluster.local(table),
+                    None => table.to_owned(),
+                };
                 self.query(&format!("ALTER TABLE {table} DROP PARTITION {month}"))
                     .execute()
                     .await?;

@@ -136,6 +136,10 @@ pub struct ClickHouseSettings {
     /// A client certificate (PEM) and its key, for a server that asks for one.
     pub tls_cert_file: String,
     pub tls_key_file: String,
+    /// A cluster of the servers' `remote_servers` (empty: one server). Migrations then make
+    /// replicated `*_local` tables and Distributed tables over them `ON CLUSTER`, sharded by
+    /// site; every statement goes through the Distributed tables.
+    pub cluster: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -626,6 +630,13 @@ impl ClickHouseSettings {
             return Err(invalid(
                 "clickhouse.database",
                 "must be letters, digits and _ (not starting with a digit)",
+            ));
+        }
+        if !self.cluster.is_empty() && !is_identifier(&self.cluster) {
+            return Err(invalid(
+                "clickhouse.cluster",
+                "must be empty or the name of a cluster in the servers' remote_servers \
+                 (letters, digits and _, not starting with a digit)",
             ));
         }
         positive("clickhouse.query_timeout", self.query_timeout)?;

@@ -21,7 +21,9 @@ use std::sync::{
 
 pub use app::TestApp;
 pub use browser::{Browser, DESKTOP_UA};
-pub use server::{ClickHouseServer, RedisCluster, RedisSentinel, RedisServer};
+pub use server::{
+    ClickHouseCluster, ClickHouseServer, RedisCluster, RedisSentinel, RedisServer, ZooKeeper,
+};
 use tally_core::Settings;
 pub use tls::TestCerts;
 

@@ -305,6 +305,12 @@ impl ClickHouseServer {
     }
 
     fn start_with(certs: Option<&crate::TestCerts>) -> Self {
+        Self::start_node(certs, free_port(), "")
+    }
+
+    /// Starts a server with its native protocol on `tcp_port` (other servers of a cluster
+    /// reach it there) and `extra` XML in its configuration.
+    fn start_node(certs: Option<&crate::TestCerts>, tcp_port: u16, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tally-clickhouse-")
             .tempdir()
@@ -328,9 +334,9 @@ impl ClickHouseServer {
   <timezone>UTC</timezone>
   <mark_cache_size>268435456</mark_cache_size>
   <keep_alive_timeout>3</keep_alive_timeout>
+  {extra}
 </yandex>
 "#,
-            tcp_port = free_port(),
             listen = match certs {
                 None => format!("<http_port>{http_port}</http_port>"),
                 Some(c) => format!(
@@ -567,5 +573,121 @@ impl Drop for RedisSentinel {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             stop_child(&mut child, false);
         }
+    }
+}
+
+/// A private ZooKeeper (Debian's `zookeeper`, run with the system's Java) on a free
+/// loopback port, for replicated ClickHouse tables and `ON CLUSTER` statements.
+pub struct ZooKeeper {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+impl ZooKeeper {
+    /// Starts it and waits until it answers `ruok`.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tally-zookeeper-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let config = dir.path().join("zoo.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "tickTime=500\ndataDir={d}/data\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\nmaxClientCnxns=0\n4lw.commands.whitelist=ruok\n"
+            ),
+        )
+        .unwrap();
+        let jars = std::env::var("TALLY_ZOOKEEPER_JARS")
+            .unwrap_or_else(|_| "/usr/share/java/zookeeper.jar:/usr/share/java/*".into());
+        let mut cmd = Command::new("java");
+        cmd.args(["-Xmx256m", "-cp", &jars])
+            .arg(format!("-Dzookeeper.log.dir={d}"))
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(&config);
+        let child = spawn_watched(cmd, dir.path());
+        wait_until("zookeeper", Duration::from_secs(60), || {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut reply = String::new();
+            s.write_all(b"ruok").is_ok() && s.read_to_string(&mut reply).is_ok() && reply == "imok"
+        });
+        Self {
+            port,
+            dir,
+            child: Mutex::new(Some(child)),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            stop_child(&mut child, false);
+        }
+        let _ = &self.dir;
+    }
+}
+
+/// A private ClickHouse cluster `tally` of two shards of two replicas each (four
+/// `clickhouse-server` processes) coordinated by a private [`ZooKeeper`]. Node `i` is
+/// replica `i % 2 + 1` of shard `i / 2 + 1`.
+pub struct ClickHouseCluster {
+    pub nodes: Vec<ClickHouseServer>,
+    pub zookeeper: ZooKeeper,
+}
+
+impl ClickHouseCluster {
+    /// The cluster's name in the servers' `remote_servers`.
+    pub const NAME: &'static str = "tally";
+
+    /// Starts ZooKeeper and the four servers.
+    pub fn start() -> Self {
+        let zookeeper = ZooKeeper::start();
+        let tcp: Vec<u16> = (0..4).map(|_| free_port()).collect();
+        let replica = |i: usize| {
+            format!(
+                "<replica><host>127.0.0.1</host><port>{}</port></replica>",
+                tcp[i]
+            )
+        };
+        let shards: String = (0..2)
+            .map(|s| {
+                format!(
+                    "<shard><internal_replication>true</internal_replication>{}{}</shard>",
+                    replica(2 * s),
+                    replica(2 * s + 1)
+                )
+            })
+            .collect();
+        let nodes = (0..4)
+            .map(|i| {
+                let extra = format!(
+                    "<remote_servers><{name}>{shards}</{name}></remote_servers>\n  \
+                     <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node></zookeeper>\n  \
+                     <macros><shard>{shard}</shard><replica>r{replica}</replica></macros>\n  \
+                     <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\n  \
+                     <interserver_http_port>{interserver}</interserver_http_port>\n  \
+                     <interserver_http_host>127.0.0.1</interserver_http_host>",
+                    name = Self::NAME,
+                    zk = zookeeper.port,
+                    shard = i / 2 + 1,
+                    replica = i % 2 + 1,
+                    interserver = free_port(),
+                );
+                ClickHouseServer::start_node(None, tcp[i], &extra)
+            })
+            .collect();
+        Self { nodes, zookeeper }
     }
 }
