@@ -158,6 +158,10 @@ pub fn env_for(settings: &Settings) -> Vec<(String, String)> {
             "TALLY__CLICKHOUSE__TLS_KEY_FILE".into(),
             s.clickhouse.tls_key_file.clone(),
         ),
+        (
+            "TALLY__CLICKHOUSE__CLUSTER".into(),
+            s.clickhouse.cluster.clone(),
+        ),
         ("TALLY_LOG".into(), "info".into()),
     ]
 }

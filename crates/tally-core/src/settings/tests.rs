@@ -138,6 +138,10 @@ fn bad_values_are_refused_with_the_key_named() {
             &[("TALLY__CLICKHOUSE__DATABASE", "x; DROP")],
             "clickhouse.database",
         ),
+        (
+            &[("TALLY__CLICKHOUSE__CLUSTER", "tally ON CLUSTER x")],
+            "clickhouse.cluster",
+        ),
         (&[("TALLY__WORKER__MAX_AGE", "soon")], "worker.max_age"),
         (&[("TALLY__SERVER__LISTEN", "nowhere")], "server.listen"),
         (
