@@ -431,35 +431,28 @@ async fn migrations_retention_and_deleted_history_work_on_the_cluster() {
         .unwrap();
     assert_eq!(dropped, [202101, 202102]);
     let database = &settings.clickhouse.database;
-    let count = |table: &'static str, site: &'static str| {
-        let settings = settings.clone();
-        async move {
-            common::run_sql(
-                &settings,
-                &format!(
-                    "SELECT count() FROM {}.{table} WHERE site = '{site}'",
-                    settings.clickhouse.database
-                ),
-            )
-            .await
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-        }
-    };
     for site in ["ward-1", "ward-3"] {
-        assert_eq!(count("events", site).await, 1, "{site}");
-        assert_eq!(count("page_events", site).await, 1, "{site}");
+        assert_eq!(
+            common::site_rows(&settings, "events", site).await,
+            1,
+            "{site}"
+        );
+        assert_eq!(
+            common::site_rows(&settings, "page_events", site).await,
+            1,
+            "{site}"
+        );
         let summary = db.summary(&common::all_time(site)).await.unwrap();
         assert_eq!(summary.views, 3, "the rollups of {site} keep every view");
     }
     // Deleting a site's history runs on every shard's replicas.
     db.drop_site_history("ward-3").await.unwrap();
     wait_for("ward-3's rows to go", || async {
-        count("events", "ward-3").await == 0 && count("site_daily", "ward-3").await == 0
+        common::site_rows(&settings, "events", "ward-3").await == 0
+            && common::site_rows(&settings, "site_daily", "ward-3").await == 0
     })
     .await;
-    assert_eq!(count("events", "ward-1").await, 1);
+    assert_eq!(common::site_rows(&settings, "events", "ward-1").await, 1);
     assert_eq!(
         db.summary(&common::all_time("ward-1")).await.unwrap().views,
         3

@@ -405,24 +405,8 @@ async fn dropping_a_sites_history_deletes_its_rows_and_live_counters() {
         }
     }
     common::wait_for_rollups(&app, 6).await;
-    let count = |table: &'static str, site: &'static str| {
-        let settings = settings.clone();
-        async move {
-            common::run_sql(
-                &settings,
-                &format!(
-                    "SELECT count() FROM {}.{table} WHERE site = '{site}'",
-                    settings.clickhouse.database
-                ),
-            )
-            .await
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-        }
-    };
-    assert_eq!(count("events", "ward-4").await, 3);
-    assert!(count("site_daily", "ward-4").await > 0);
+    assert_eq!(common::site_rows(&settings, "events", "ward-4").await, 3);
+    assert!(common::site_rows(&settings, "site_daily", "ward-4").await > 0);
     let (status, _) = call(
         &http,
         Method::DELETE,
@@ -442,7 +426,7 @@ async fn dropping_a_sites_history_deletes_its_rows_and_live_counters() {
             "dimension_daily",
             "visit_hourly",
         ] {
-            left += count(table, "ward-4").await;
+            left += common::site_rows(&settings, table, "ward-4").await;
         }
         left == 0
     })
@@ -459,7 +443,7 @@ async fn dropping_a_sites_history_deletes_its_rows_and_live_counters() {
         .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
     // The other site keeps everything.
-    assert_eq!(count("events", "ward-5").await, 3);
+    assert_eq!(common::site_rows(&settings, "events", "ward-5").await, 3);
     // (One reader's three views of one page: one view and two reloads.)
     let c = common::get_json(&http, &app.url("/api/v1/sites/ward-5/counters")).await;
     assert_eq!(c["total_views"], 1);

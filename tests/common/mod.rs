@@ -333,6 +333,19 @@ pub async fn run_sql(settings: &tally_core::Settings, sql: &str) -> String {
     text
 }
 
+/// Rows of `table` (in the test's database) that belong to `site`.
+pub async fn site_rows(settings: &tally_core::Settings, table: &str, site: &str) -> u64 {
+    let database = &settings.clickhouse.database;
+    run_sql(
+        settings,
+        &format!("SELECT count() FROM {database}.{table} WHERE site = '{site}'"),
+    )
+    .await
+    .trim()
+    .parse()
+    .unwrap()
+}
+
 /// The value of the sample `series` (a metric name, with its labels if it has any, e.g.
 /// `tally_worker_stream_lag{partition="2"}`) in a Prometheus text; `None` when absent.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
