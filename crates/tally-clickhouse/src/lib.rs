@@ -188,11 +188,6 @@ impl Db {
         }
     }
 
-    /// Whether the tables are spread over a cluster (`clickhouse.cluster`).
-    pub fn is_cluster(&self) -> bool {
-        self.cluster.is_some()
-    }
-
     /// The database name (validated as an identifier when the settings were loaded).
     pub fn database(&self) -> &str {
         &self.settings.database
