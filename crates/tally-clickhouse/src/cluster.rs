@@ -182,7 +182,7 @@ impl Db {
         let mut done_before = None;
         for step in steps {
             match step {
-                Step::Sql(sql) => match self.query(&sql).execute().await {
+                Step::Sql(sql) => match self.ddl_query(&sql).execute().await {
                     Ok(()) => {}
                     Err(e) if already_done(&e) => done_before = Some(e),
                     Err(e) => return Err(e),
@@ -198,7 +198,7 @@ impl Db {
                         .fetch_one()
                         .await?;
                     for sql in cluster.redistribute(&table, site_columns > 0) {
-                        self.query(&sql).execute().await?;
+                        self.ddl_query(&sql).execute().await?;
                     }
                 }
             }
@@ -206,6 +206,22 @@ impl Db {
         done_before.map_or(Ok(()), Err)
     }
 }
+
+impl Db {
+    /// An `ON CLUSTER` statement, waiting up to [`DDL_WAIT`] for every node to run it: each
+    /// node runs the cluster's statements one after another, so a node behind (a busy
+    /// machine, two processes migrating at once) answers late, not wrongly.
+    fn ddl_query(&self, sql: &str) -> crate::sqllog::Query {
+        self.query(sql).with_setting(
+            "distributed_ddl_task_timeout",
+            DDL_WAIT.as_secs().to_string(),
+        )
+    }
+}
+
+/// How long a process waits for every node to run one `ON CLUSTER` statement
+/// (ClickHouse's default is 180 s; a test under load once needed more).
+pub(crate) const DDL_WAIT: std::time::Duration = std::time::Duration::from_secs(900);
 
 fn sharding_key(has_site: bool) -> &'static str {
     if has_site {

@@ -181,6 +181,10 @@ impl Db {
             None => format!("CREATE DATABASE IF NOT EXISTS {}", self.database()),
         };
         Query::new(base_client(&self.settings).query(&create_db))
+            .with_setting(
+                "distributed_ddl_task_timeout",
+                crate::cluster::DDL_WAIT.as_secs().to_string(),
+            )
             .execute()
             .await?;
         self.run_ddl(CREATE_MIGRATIONS_TABLE).await?;
