@@ -198,7 +198,7 @@ impl Db {
                 continue;
             }
             for statement in statements(sql) {
-                match self.run_ddl(statement).await {
+                match self.run_ddl_patiently(statement).await {
                     Ok(()) => {}
                     // Another process applying the same migration at the same moment got
                     // there first (18.16 knows no ADD COLUMN IF NOT EXISTS).
@@ -237,6 +237,23 @@ impl Db {
             done.push(version);
         }
         Ok(done)
+    }
+
+    /// Runs a migration statement; one that fails for another reason than "already done" is
+    /// tried again (five times, half a second apart) before the error counts: another
+    /// process applying the same migration may be between the statements this one found
+    /// done and the one it needs (a view over an enum value that process is adding).
+    async fn run_ddl_patiently(&self, statement: &str) -> Result<(), clickhouse::error::Error> {
+        let mut tries = 0;
+        loop {
+            match self.run_ddl(statement).await {
+                Err(e) if !already_done(&e) && tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Makes `copy` once. Only the process that creates the marker table copies, so two
