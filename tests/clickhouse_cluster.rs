@@ -235,19 +235,22 @@ async fn the_pipeline_on_a_2x2_cluster_gives_the_figures_of_one_server() {
     assert_eq!(per_node[2], per_node[3], "shard 2's replicas: {per_node:?}");
 }
 
+/// The answer of one node to `q` (which must succeed).
+async fn node_sql(node: &tally_testkit::ClickHouseServer, q: String) -> String {
+    let r = reqwest::Client::new()
+        .post(node.url())
+        .body(q.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{q}: {}", r.text().await.unwrap());
+    r.text().await.unwrap()
+}
+
 /// Rows of `database.events_local` on `node`, once the replica has fetched every part its
 /// shard's log holds (`SYSTEM SYNC REPLICA`).
 async fn node_rows(node: &tally_testkit::ClickHouseServer, database: &str) -> u64 {
-    let sql = |q: String| async move {
-        let r = reqwest::Client::new()
-            .post(node.url())
-            .body(q.clone())
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{q}: {}", r.text().await.unwrap());
-        r.text().await.unwrap()
-    };
+    let sql = |q: String| node_sql(node, q);
     sql(format!("SYSTEM SYNC REPLICA {database}.events_local")).await;
     sql(format!(
         "SELECT sum(rows) FROM system.parts \
@@ -458,17 +461,11 @@ async fn migrations_retention_and_deleted_history_work_on_the_cluster() {
         3
     );
     for node in &cluster.nodes {
-        let left = reqwest::Client::new()
-            .post(node.url())
-            .body(format!(
-                "SELECT count() FROM {database}.events_local WHERE site = 'ward-3'"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let left = node_sql(
+            node,
+            format!("SELECT count() FROM {database}.events_local WHERE site = 'ward-3'"),
+        )
+        .await;
         assert_eq!(left.trim(), "0");
     }
 }
