@@ -168,6 +168,15 @@ impl Cluster {
 }
 
 impl Db {
+    /// Where a statement on the rows of `table` goes (a mutation, a dropped partition): the
+    /// table itself on one server, `X_local` on every node of a cluster.
+    pub(crate) fn local_tables(&self, table: &str) -> String {
+        match &self.cluster {
+            Some(cluster) => cluster.local(table),
+            None => table.to_owned(),
+        }
+    }
+
     /// Runs one migration statement: as it is on one server, in its cluster form on a
     /// cluster.
     pub(crate) async fn run_ddl(&self, statement: &str) -> Result<(), clickhouse::error::Error> {

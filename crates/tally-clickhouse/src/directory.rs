@@ -186,10 +186,7 @@ impl Db {
     pub async fn drop_site_history(&self, site: &str) -> Result<()> {
         for table in SITE_TABLES {
             // A mutation runs on the tables that hold rows: on a cluster, the local ones.
-            let table = match &self.cluster {
-                Some(cluster) => cluster.local(table),
-                None => table.to_owned(),
-            };
+            let table = self.local_tables(table);
             self.query(&format!("ALTER TABLE {table} DELETE WHERE site = ?"))
                 .bind(site)
                 .execute()

@@ -57,10 +57,7 @@ impl Db {
             // The partition id is a number read back from the server and re-checked above,
             // so it can be written into the statement (DDL cannot bind it).
             for table in RAW_TABLES {
-                let table = match &self.cluster {
-                    Some(cluster) => cluster.local(table),
-                    None => table.to_owned(),
-                };
+                let table = self.local_tables(table);
                 self.query(&format!("ALTER TABLE {table} DROP PARTITION {month}"))
                     .execute()
                     .await?;
