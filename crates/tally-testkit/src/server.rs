@@ -61,6 +61,11 @@ fn spawn_watched(mut cmd: Command, dir: &Path) -> Child {
     child
 }
 
+/// How long a ClickHouse server may take to answer `/ping` after it is started. A few
+/// seconds when the machine is idle; on a fresh CI machine a cluster's four servers start
+/// beside the release build and the other suites, and one took over a minute there.
+const CLICKHOUSE_STARTUP: Duration = Duration::from_secs(240);
+
 fn wait_until(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
@@ -394,7 +399,7 @@ impl ClickHouseServer {
         *child = Some(spawn_watched(cmd, self.dir.path()));
         let port = self.http_port;
         if let Some(ca) = &self.tls_ca {
-            wait_until("clickhouse-server (HTTPS)", Duration::from_secs(60), || {
+            wait_until("clickhouse-server (HTTPS)", CLICKHOUSE_STARTUP, || {
                 Command::new("curl")
                     .args(["-s", "--max-time", "2", "--cacert"])
                     .arg(ca)
@@ -404,7 +409,7 @@ impl ClickHouseServer {
             });
             return;
         }
-        wait_until("clickhouse-server", Duration::from_secs(60), || {
+        wait_until("clickhouse-server", CLICKHOUSE_STARTUP, || {
             let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
                 return false;
             };
