@@ -107,6 +107,9 @@ pub fn synth_events(settings: &Settings, n: usize, seed: u64) -> Vec<TrackedEven
 
 /// Events per recorded batch when pre-filling the streams for the drain benchmark.
 const PREFILL_BATCH: usize = 64;
+/// Recorded batches per apply when pre-filling: events-stream entries of 512 events, as the
+/// applier makes them under the HTTP benchmark's load.
+const PREFILL_APPLY_EVERY: usize = 8;
 
 /// Pre-fills the streams with `n` events, drains them with the worker, then inserts the same
 /// rows into a table without rollups. Needs an empty ClickHouse database and Redis.
@@ -130,13 +133,21 @@ pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport>
         store
             .record(i as u64 + 1, chunk, &settings.tracking, now)
             .await?;
+        // The applier takes what gathered while it paused: ~500 events under that load.
+        if (i + 1) % PREFILL_APPLY_EVERY == 0 {
+            store.apply_all(&settings.tracking, now).await?;
+        }
     }
+    store
+        .apply_all(&settings.tracking, chrono::Utc::now().timestamp_millis())
+        .await?;
     let prefill = started.elapsed();
 
     let worker = tally_worker::Worker::build(
         settings,
         tally_core::directory::Directory::new(&settings.sites),
         db.clone(),
+        tally_core::Clock::system(),
     )
     .await?;
     let tracker = TaskTracker::new();
@@ -196,8 +207,13 @@ pub async fn freshness(
     host: &str,
     rate: u64,
     duration: Duration,
-) -> anyhow::Result<(f64, f64, usize)> {
+) -> anyhow::Result<Freshness> {
     let db = Db::new(&settings.clickhouse);
+    let store = Store::connect(&settings.redis).await?;
+    let site_id = tally_core::SiteId::parse(site).context("the site of the benchmark")?;
+    let visits =
+        || async { Ok::<_, anyhow::Error>(store.counters(&site_id, None, 0).await?.visits) };
+    let visits_before = visits().await?;
     let http = reqwest::Client::new();
     let url = format!("{}/collect", target.trim_end_matches('/'));
     let total = (rate as f64 * duration.as_secs_f64()) as usize;
@@ -234,19 +250,50 @@ pub async fn freshness(
             Ok::<_, anyhow::Error>(accepted_at)
         })
     };
+    // Every view is a new reader's, so a new visit: the k-th visit the live totals gain is
+    // the k-th view applied (one site's batches are applied in the order accepted).
+    let deadline = Instant::now() + duration + Duration::from_secs(30);
+    let trailing = {
+        async {
+            let mut applied_at: Vec<Instant> = Vec::with_capacity(total);
+            while applied_at.len() < total && Instant::now() < deadline {
+                let n = (visits().await? - visits_before) as usize;
+                let now = Instant::now();
+                while applied_at.len() < n.min(total) {
+                    applied_at.push(now);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, anyhow::Error>(applied_at)
+        }
+    };
     // Rows of one site travel through one stream in order, so the k-th marked row to appear
     // is the k-th view sent.
-    let mut seen_at: Vec<Instant> = Vec::with_capacity(total);
-    let deadline = Instant::now() + duration + Duration::from_secs(30);
-    while seen_at.len() < total && Instant::now() < deadline {
-        let n = db.count_pages_with_prefix(site, &prefix).await? as usize;
-        let now = Instant::now();
-        while seen_at.len() < n.min(total) {
-            seen_at.push(now);
+    let stored = async {
+        let mut seen_at: Vec<Instant> = Vec::with_capacity(total);
+        while seen_at.len() < total && Instant::now() < deadline {
+            let n = db.count_pages_with_prefix(site, &prefix).await? as usize;
+            let now = Instant::now();
+            while seen_at.len() < n.min(total) {
+                seen_at.push(now);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        Ok::<_, anyhow::Error>(seen_at)
+    };
+    let (applied_at, seen_at) = tokio::try_join!(trailing, stored)?;
     let accepted_at = sender.await??;
+    ensure!(
+        applied_at.len() == total,
+        "only {} of {total} views were applied (visits, online)",
+        applied_at.len()
+    );
+    let mut lag: Vec<f64> = accepted_at
+        .iter()
+        .zip(&applied_at)
+        .map(|(a, s)| s.saturating_duration_since(*a).as_secs_f64() * 1000.0)
+        .collect();
+    let trailing = p50_p99(&mut lag);
     ensure!(
         seen_at.len() == total,
         "only {} of {total} views reached ClickHouse",
@@ -257,8 +304,19 @@ pub async fn freshness(
         .zip(&seen_at)
         .map(|(a, s)| s.saturating_duration_since(*a).as_secs_f64() * 1000.0)
         .collect();
-    let (p50, p99) = p50_p99(&mut ms);
-    Ok((p50, p99, total))
+    Ok(Freshness {
+        views: total,
+        stored: p50_p99(&mut ms),
+        trailing,
+    })
+}
+
+/// What [`freshness`] measured: (p50, p99) in ms from an accepted view to its row in
+/// ClickHouse, and to its visit in the live totals (the trailing figures).
+pub struct Freshness {
+    pub views: usize,
+    pub stored: (f64, f64),
+    pub trailing: (f64, f64),
 }
 
 /// Inserts `n` generated events spread over the last `days` days into `events` (the
@@ -572,14 +630,13 @@ pub async fn seed_realtime(
             events.push(event(page, visitor, now_ms));
         }
     }
-    // Each batch recorded at the time of its last event: the script stamps presence with
-    // the time of the call.
     for (i, chunk) in events.chunks(1000).enumerate() {
         let at = chunk.iter().map(|e| e.event.ts_ms).max().unwrap_or(now_ms);
         store
             .record(i as u64 + 1, chunk, &settings.tracking, at)
             .await?;
     }
+    store.apply_all(&settings.tracking, now_ms).await?;
     Ok(())
 }
 

@@ -310,7 +310,7 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
             duration,
         } => {
             let site = &settings.sites[0];
-            let (p50, p99, n) = crate::bench::freshness(
+            let f = crate::bench::freshness(
                 settings,
                 &target,
                 site.id.as_str(),
@@ -319,7 +319,12 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
                 duration,
             )
             .await?;
-            println!("freshness views={n} rate={rate} p50_ms={p50:.0} p99_ms={p99:.0}");
+            let ((p50, p99), (t50, t99)) = (f.stored, f.trailing);
+            println!(
+                "freshness views={} rate={rate} p50_ms={p50:.0} p99_ms={p99:.0} \
+                 trailing_p50_ms={t50:.0} trailing_p99_ms={t99:.0}",
+                f.views
+            );
         }
         BenchCommand::SeedHistory { events, days } => {
             let took = crate::bench::seed_history(settings, events, days).await?;

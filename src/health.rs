@@ -261,6 +261,19 @@ fn describe() {
         "tally_beacon_buffer_capacity",
         "Events the beacon's buffer holds at most (beacon.buffer); past it /collect answers 503."
     );
+    describe_counter!(
+        "tally_worker_applied_events_total",
+        "Accepted events the worker's appliers applied (visits, presence, unique visitors) and moved on to the events stream."
+    );
+    describe_counter!(
+        "tally_worker_apply_races_total",
+        "Applies that found another worker had applied the same entries first (nothing written)."
+    );
+    describe_histogram!(
+        "tally_worker_apply_seconds",
+        Unit::Seconds,
+        "Duration of one apply (read, work out, commit)."
+    );
     describe_histogram!(
         "tally_worker_insert_seconds",
         Unit::Seconds,

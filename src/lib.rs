@@ -158,7 +158,10 @@ impl App {
             router = router.merge(api.router());
         }
         let worker = if roles.has(Role::Worker) {
-            Some(tally_worker::Worker::build(&settings, sites.clone(), db.clone()).await?)
+            Some(
+                tally_worker::Worker::build(&settings, sites.clone(), db.clone(), clock.clone())
+                    .await?,
+            )
         } else {
             None
         };

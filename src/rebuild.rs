@@ -33,6 +33,12 @@ pub async fn rebuild_counters(
         .await
         .context("cannot connect to Redis")?;
     let db = Db::new(&settings.clickhouse);
+    // Accepted batches not yet applied are applied first (what a worker would do next), so
+    // the events stream holds every event not in ClickHouse, with its visit.
+    store
+        .apply_all(&settings.tracking, chrono::Utc::now().timestamp_millis())
+        .await
+        .context("cannot apply the accepted events")?;
     let mut out = Vec::new();
     for site in settings.sites.iter().map(|s| &s.id) {
         if only.is_some_and(|o| o != site) {

@@ -423,6 +423,7 @@ async fn exact_figures_on_seeded_data() {
         .await,
         204
     );
+    app.settled().await;
     let rt = ok(&http, &app, "/api/v1/sites/demo/stats/realtime").await;
     assert_eq!(rt["online"], 2);
     assert_eq!(

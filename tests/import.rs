@@ -144,6 +144,7 @@ async fn imported_counters_add_to_live_ones_and_reimporting_replaces() {
 
     // Export is the inverse: page,views,title with live and imported views together; the
     // hostile title is neutralised (a leading ', which spreadsheets do not show).
+    app.settled().await;
     let mut out = Vec::new();
     let n = tally::import::export(&settings, &demo, &mut out)
         .await

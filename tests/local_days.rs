@@ -355,10 +355,16 @@ async fn reloads_within_the_window_are_not_views() {
     let app = TestApp::spawn_with_clock(s, Roles::all(), clock.clone()).await;
     let http = reqwest::Client::new();
     let ip = "198.51.100.9";
+    let app_ref = &app;
     let page_views = |page: &'static str| {
         let http = http.clone();
+        let app = app_ref;
         let url = app.url(&format!("/api/v1/sites/demo/counters?page={page}"));
-        async move { figure(&common::get_json(&http, &url).await, "page_views") }
+        // A reload shows at once and is taken back when applied: the settled figure.
+        async move {
+            app.settled().await;
+            figure(&common::get_json(&http, &url).await, "page_views")
+        }
     };
 
     for i in 0..50 {

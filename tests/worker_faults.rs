@@ -192,8 +192,9 @@ async fn reclaimed_entries_already_in_clickhouse_are_not_inserted_twice() {
             .all(),
         10
     );
+    app.settled().await;
 
-    // A worker read the ten entries, inserted five and died before acknowledging.
+    // A worker read the ten events, inserted five and died before acknowledging.
     let (_, outcome) = die_after_inserting(&store, &db, &settings, partition, 10, 5).await;
     assert_eq!(
         outcome,
@@ -356,6 +357,7 @@ async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed(
             204
         );
     }
+    app.settled().await;
     let store = app.store().await;
     let partition = tally_core::SiteId::parse("demo")
         .unwrap()
@@ -380,6 +382,7 @@ async fn refused_rows_go_to_capped_dead_letters_that_can_be_listed_and_replayed(
         &settings,
         tally_core::directory::Directory::new(&settings.sites),
         db.clone(),
+        tally_core::Clock::system(),
     )
     .await
     .unwrap();
@@ -485,6 +488,8 @@ async fn a_batch_entry_is_delivered_whole_once_even_in_parts() {
         .record(1, &events, &settings.tracking, now)
         .await
         .unwrap();
+    // Applied at once (the worker's applier would): one events entry per batch.
+    store.apply_all(&settings.tracking, now).await.unwrap();
     assert_eq!(store.stream_len(partition).await.unwrap(), 1, "one entry");
 
     // A worker read the entry, inserted three of its events and died before acknowledging.
@@ -524,6 +529,8 @@ async fn batches_are_bounded_by_events_not_entries() {
             .record(i as u64 + 1, chunk, &settings.tracking, now)
             .await
             .unwrap();
+        // Applied at once (the worker's applier would): one events entry per batch.
+        store.apply_all(&settings.tracking, now).await.unwrap();
         if i == 4 {
             let read = store
                 .read_new(partition, "dead-worker", 100, 10)
@@ -563,6 +570,8 @@ async fn stopped_workers_leave_the_consumer_group() {
         .record(1, &events[..4], &settings.tracking, now)
         .await
         .unwrap();
+    // Applied at once (the worker's applier would): one events entry per batch.
+    store.apply_all(&settings.tracking, now).await.unwrap();
     assert_eq!(
         store
             .read_new(partition, "stopped", 10, 10)
@@ -575,6 +584,8 @@ async fn stopped_workers_leave_the_consumer_group() {
         .record(2, &events[4..], &settings.tracking, now)
         .await
         .unwrap();
+    // Applied at once (the worker's applier would): one events entry per batch.
+    store.apply_all(&settings.tracking, now).await.unwrap();
     assert_eq!(
         store
             .read_new(partition, "holder", 10, 10)

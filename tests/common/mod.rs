@@ -74,8 +74,10 @@ pub async fn send_to(http: &reqwest::Client, base: &str, hit: &Hit<'_>) -> u16 {
     req.send().await.unwrap().status().as_u16()
 }
 
-/// The public counters of site `demo` (and `page`).
+/// The public counters of site `demo` (and `page`), once every accepted event is applied
+/// (online and visits trail the views by a moment; `tests/trailing.rs` tests how long).
 pub async fn counters(http: &reqwest::Client, app: &TestApp, page: Option<&str>) -> Value {
+    app.settled().await;
     let mut url = app.url("/api/v1/sites/demo/counters");
     if let Some(page) = page {
         url = format!("{url}?page={page}");

@@ -57,7 +57,9 @@
   }
   var fields = { "page-views": "page_views", "online": "online", "page-online": "page_online",
     "total-visits": "total_visits", "total-views": "total_views" };
-  function fill() {
+  // Fills the counters; `fresh` asks past the browser's cache (the public counters may be
+  // cached for 5 s).
+  function fill(fresh) {
     var els = d.querySelectorAll("[data-tally]"), others = [], files = [], i;
     if (!els.length) return;
     for (i = 0; i < els.length; i++) {
@@ -77,7 +79,7 @@
     }
     // The server makes the page key from the address, exactly as it does for the view.
     var q = explicit ? "page=" + encodeURIComponent(explicit) : "url=" + encodeURIComponent(location.origin + location.pathname);
-    fetch(api + "/counters?" + q).then(function (r) { return r.json(); }).then(function (c) {
+    fetch(api + "/counters?" + q, { cache: fresh ? "no-cache" : "default" }).then(function (r) { return r.json(); }).then(function (c) {
       for (i = 0; i < els.length; i++) {
         var f = fields[els[i].getAttribute("data-tally")];
         if (f && !els[i].getAttribute("data-tally-page") && c[f] != null) els[i].textContent = fmt(c[f]);
@@ -93,7 +95,9 @@
         }).catch(function () {});
     }
   }
-  function view() { return send("pageview").then(fill); }
+  // The views include this one at once; who is online and the visits follow within 2 s,
+  // so the counters are filled again then.
+  function view() { return send("pageview").then(function () { fill(); setTimeout(fill, 2e3, 1); }); }
   // Calls queued before the script loaded, sent once the page view (which starts the visit) is.
   var queued = w.tally && w.tally.q || [];
   w.tally = function (name, props) { track(name, props); };

@@ -44,7 +44,7 @@ impl Store {
 }
 
 /// Deletes every live key of site ARGV[2] in the partition with prefix ARGV[1]: its counters,
-/// titles, baselines, online sets, visits, unique-visitor sketches and views per minute.
+/// titles, baselines, presence, visits, unique-visitor sketches and views per minute.
 /// KEYS[1] (the site's view counts) routes the call to the partition's node on a cluster;
 /// every key deleted carries the same hash tag. Returns how many keys went.
 static FORGET_SITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -52,7 +52,7 @@ static FORGET_SITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::ne
         r"
 local prefix, site = ARGV[1], ARGV[2]
 local gone = 0
-for _, kind in ipairs({'views', 'totals', 'online', 'active', 'titles', 'baseline',
+for _, kind in ipairs({'views', 'totals', 'here', 'active', 'titles', 'baseline',
                        'baseline_totals'}) do
   gone = gone + redis.call('UNLINK', prefix .. kind .. ':' .. site)
 end

@@ -2,13 +2,14 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tally:{pN}:events` | stream | accepted events, one entry per beacon batch and partition, in the layout of [`wire`](crate::wire): `v` (the wire version), `b` (the events' JSON, one line each) and `m` (their visit figures, joined by `,`). Consumer group `tally` |
+//! | `tally:{pN}:incoming` | stream | accepted events not yet applied: one entry per beacon batch and partition, in the layout of [`wire::incoming`](crate::wire::incoming): `v`, `b` (the events' JSON, one line each), `c` (their context), `n` (accepted at, ms), `o` (events recorded under "other pages"). The applier moves a run of them at once to `events` |
+//! | `tally:{pN}:events` | stream | applied events, one entry per applied run of incoming entries, in the layout of [`wire`](crate::wire): `v` (the wire version), `b` (the events' JSON, one line each) and `m` (their visit figures, joined by `,`). Consumer group `tally` |
 //! | `tally:{pN}:dead` | stream, at most `worker.dead_letter_max` entries | events ClickHouse refused or that could not be decoded ([`wire::DeadLetter`](crate::wire::DeadLetter)): `v`, `key` (the event's key, `ms-seq-i`), `reason`, and `b` + `m` (the event and its figures, as in a stream entry) or `raw`; `tally dead-letters list|replay` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S: at most `tracking.max_pages` pages, then the field `""` ("other pages") counts the views of every later page |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots`, `unverified` (pixel hits naming no page, not counted) of site S |
-//! | `tally:{pN}:online:S` | sorted set, TTL = online window (renewed by every write) | visitor → last seen (ms), members older than the online window trimmed |
-//! | `tally:{pN}:online:S:PAGE` | sorted set, the same TTL | the same for one page held live (`online:S:` for the other pages); a `leave` removes the visitor |
-//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `session:last event ms:page views:last counted view ms:last page` of visits active on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout (records of earlier versions lack the last two fields) |
+//! | `tally:{pN}:here:S` | hash, TTL = online window + 1 minute (renewed by every apply) | Unix second → how many visitors of site S were last seen in that second: "online now" is the sum over the window's seconds. A visitor seen again moves from its old second to the new one (the applier knows the old one from the visit record); seconds older than the window by a minute are dropped |
+//! | `tally:{pN}:online:S:PAGE` | sorted set, TTL = online window (renewed by every apply) | visitor → last seen (ms) on one page held live (`online:S:` for the other pages); a `leave` removes the visitor, members older than the online window trimmed |
+//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `w|session:last event ms:page views:last counted view ms:last seen ms:last page` of visitors seen on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout, and session 0 means a visitor seen (a ping) outside any visit. Records of earlier versions (`session:last event ms:page views[:last counted view ms:last page]`, no `w|`) are read too |
 //! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
 //! | `tally:{pN}:active:S` | sorted set, the same TTL | page held live (`""` for the other pages) → last event (ms) of pages read within the online window |
 //! | `tally:{pN}:titles:S` | hash | page held live → latest title seen (none for the other pages) |
@@ -51,6 +52,21 @@ impl Keys {
         format!("{}events", self.prefix)
     }
 
+    /// Accepted batches the applier has not yet moved to [`events`](Self::events).
+    pub fn incoming(&self) -> String {
+        format!("{}incoming", self.prefix)
+    }
+
+    /// Visits of site `site` active on UTC day `day` (days since the epoch).
+    pub fn visits(&self, site: &str, day: i64) -> String {
+        format!("{}visits:{site}:{day}", self.prefix)
+    }
+
+    /// Who is online on site `site`: Unix second → visitors last seen in that second.
+    pub fn here(&self, site: &str) -> String {
+        format!("{}here:{site}", self.prefix)
+    }
+
     pub fn dead_letters(&self) -> String {
         format!("{}dead", self.prefix)
     }
@@ -61,10 +77,6 @@ impl Keys {
 
     pub fn totals(&self, site: &str) -> String {
         format!("{}totals:{site}", self.prefix)
-    }
-
-    pub fn online(&self, site: &str) -> String {
-        format!("{}online:{site}", self.prefix)
     }
 
     pub fn page_online(&self, site: &str, page: &str) -> String {

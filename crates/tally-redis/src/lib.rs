@@ -9,6 +9,7 @@
 //! - [`Store::salt`]: the visitor-id salt of a local day; [`Store::rewrite_aof_once`]
 //!   clears expired salts from the append-only file.
 
+mod apply;
 mod directory;
 pub mod keys;
 mod read;
@@ -28,6 +29,7 @@ use redis::{
 };
 use tally_core::settings::RedisSettings;
 
+pub use apply::Applied;
 pub use keys::Keys;
 pub use read::{Counters, REALTIME_CANDIDATES, Realtime, RealtimeView};
 pub use write::{Recorded, TrackedEvent};

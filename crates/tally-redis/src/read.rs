@@ -19,9 +19,27 @@ pub struct Counters {
     pub page_online: Option<u64>,
 }
 
+/// Visitors of a site seen since `since_ms`, from the `HGETALL` of its `here:` hash
+/// (Unix second → visitors last seen then): the seconds from the one holding `since_ms` on.
+fn here_since(reply: &Value, since_ms: i64) -> Result<u64> {
+    let seconds: HashMap<i64, i64> = redis::from_redis_value_ref(reply)?;
+    let from = since_ms.div_euclid(1000);
+    let sum: i64 = seconds
+        .into_iter()
+        .filter(|&(second, _)| second >= from)
+        .map(|(_, n)| n)
+        .sum();
+    Ok(u64::try_from(sum).unwrap_or(0))
+}
+
 /// The counters in `replies`: the site's three replies from `site_at` (totals, baseline
 /// totals, online), the page's three from `page_at` (views, baseline views, online).
-fn counters_from(replies: &[Value], site_at: usize, page_at: Option<usize>) -> Result<Counters> {
+fn counters_from(
+    replies: &[Value],
+    site_at: usize,
+    page_at: Option<usize>,
+    online_since_ms: i64,
+) -> Result<Counters> {
     let list = |v: &Value| -> Result<Vec<Option<u64>>> { Ok(redis::from_redis_value_ref(v)?) };
     let number = |v: &Value| -> Result<u64> {
         Ok(redis::from_redis_value_ref::<Option<u64>>(v)?.unwrap_or(0))
@@ -33,7 +51,7 @@ fn counters_from(replies: &[Value], site_at: usize, page_at: Option<usize>) -> R
         views: at(&totals, 0) + at(&base, 0),
         visits: at(&totals, 1) + at(&base, 1),
         bots: at(&totals, 2),
-        online: number(&replies[site_at + 2])?,
+        online: here_since(&replies[site_at + 2], online_since_ms)?,
         ..Counters::default()
     };
     if let Some(p) = page_at {
@@ -92,10 +110,8 @@ impl Store {
                             .cmd("HMGET")
                             .arg(keys.baseline_totals(s))
                             .arg(&["views", "visits"])
-                            .cmd("ZCOUNT")
-                            .arg(keys.online(s))
-                            .arg(online_since_ms)
-                            .arg("+inf");
+                            .cmd("HGETALL")
+                            .arg(keys.here(s));
                         sent += 3;
                         sent - 3
                     });
@@ -128,7 +144,10 @@ impl Store {
                 layout
                     .into_iter()
                     .map(|(i, site_at, page_at)| {
-                        Ok((i, counters_from(&replies, site_at, page_at)?))
+                        Ok((
+                            i,
+                            counters_from(&replies, site_at, page_at, online_since_ms)?,
+                        ))
                     })
                     .collect::<Result<Vec<_>>>()
             });
@@ -420,12 +439,10 @@ impl Store {
             .map(|m| keys.views_in_minute(s, m))
             .collect();
         let mut conn = self.conn();
-        let (online, pages, counts, live_pages): (u64, Vec<String>, Vec<Option<u64>>, u64) =
+        let (here, pages, counts, live_pages): (Value, Vec<String>, Vec<Option<u64>>, u64) =
             redis::pipe()
-                .cmd("ZCOUNT")
-                .arg(keys.online(s))
-                .arg(since)
-                .arg("+inf")
+                .cmd("HGETALL")
+                .arg(keys.here(s))
                 .cmd("ZREVRANGEBYSCORE")
                 .arg(keys.active_pages(s))
                 .arg("+inf")
@@ -440,7 +457,7 @@ impl Store {
                 .query_async(&mut conn)
                 .await?;
         let mut rt = Realtime {
-            online,
+            online: here_since(&here, since)?,
             pages: Vec::new(),
             live_pages,
             views_per_minute: (now_minute - minutes + 1..=now_minute)

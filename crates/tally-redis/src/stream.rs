@@ -268,37 +268,60 @@ impl Store {
             .collect()
     }
 
-    /// Entries in the partition's stream not yet acknowledged and deleted (the backlog).
+    /// Entries of the partition not yet in ClickHouse (the backlog): accepted and not yet
+    /// applied, or applied and not yet acknowledged and deleted.
     pub async fn stream_len(&self, partition: u16) -> Result<u64> {
+        let keys = Keys::new(partition);
+        let mut conn = self.conn();
+        let (incoming, events): (u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(keys.incoming())
+            .cmd("XLEN")
+            .arg(keys.events())
+            .query_async(&mut conn)
+            .await?;
+        Ok(incoming + events)
+    }
+
+    /// Accepted batches of the partition not yet applied.
+    pub async fn incoming_len(&self, partition: u16) -> Result<u64> {
         let mut conn = self.conn();
         Ok(redis::cmd("XLEN")
-            .arg(Keys::new(partition).events())
+            .arg(Keys::new(partition).incoming())
             .query_async(&mut conn)
             .await?)
     }
 
-    /// The partition's backlog at `now_ms`: entries in its stream, the age (ms) of the
-    /// oldest (0 when empty) and dead letters. One round trip.
+    /// The partition's backlog at `now_ms`: entries in its incoming and events streams, the
+    /// age (ms) of the oldest (0 when empty) and dead letters. One round trip.
     pub async fn backlog(&self, partition: u16, now_ms: i64) -> Result<Backlog> {
         let keys = Keys::new(partition);
         let mut conn = self.conn();
-        let (entries, oldest, dead): (u64, Vec<(String, Value)>, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(keys.events())
-            .cmd("XRANGE")
-            .arg(keys.events())
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
+        let mut pipe = redis::pipe();
+        for stream in [keys.incoming(), keys.events()] {
+            pipe.cmd("XLEN")
+                .arg(&stream)
+                .cmd("XRANGE")
+                .arg(&stream)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+        }
+        type Oldest = Vec<(String, Value)>;
+        let (incoming, oldest_in, events, oldest, dead): (u64, Oldest, u64, Oldest, u64) = pipe
             .cmd("XLEN")
             .arg(keys.dead_letters())
             .query_async(&mut conn)
             .await?;
+        let entries = incoming + events;
         // A stream id starts with the milliseconds of the entry's append.
-        let oldest_ms = oldest
+        let oldest_ms = oldest_in
             .first()
-            .and_then(|(id, _)| id.split('-').next()?.parse::<i64>().ok());
+            .into_iter()
+            .chain(oldest.first())
+            .filter_map(|(id, _)| id.split('-').next()?.parse::<i64>().ok())
+            .min();
         Ok(Backlog {
             entries,
             oldest_age_ms: oldest_ms.map_or(0, |ms| (now_ms - ms).max(0) as u64),

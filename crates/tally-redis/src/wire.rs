@@ -1,12 +1,16 @@
-//! The wire between the beacon, the write script and the worker, in one place.
+//! The wire between the beacon, the accept script, the applier and the worker, in one place.
 //!
-//! - **Script arguments.** The beacon calls `lua/record.lua` with a [`Header`] (ARGV 1–9)
+//! - **Script arguments.** The beacon calls `lua/accept.lua` with a [`Header`] (ARGV 1–7)
 //!   followed by [`EVENT_ARGS`] values per event ([`EventArgs`]). The script names every
 //!   position with the constants of [`lua_layout`], which is pasted at its top and checked
 //!   against this module by a test, so a position cannot change on one side only.
-//! - **Stream entries.** One entry per partition and batch, with the fields
-//!   [`field::VERSION`] ([`VERSION`]), [`field::BATCH`] (the events' JSON, one line each) and
-//!   [`field::FIGURES`] (one [`Figures`] per event, joined by `,`).
+//! - **Incoming entries.** One entry of the partition's incoming stream per partition and
+//!   batch, with the fields of [`incoming`]: the events' JSON, their [`Context`]s, when they
+//!   were accepted and which went live under "other pages". The applier
+//!   (`apply.rs`) reads them, works out the visits, and moves them to the events stream.
+//! - **Stream entries.** One entry of the events stream per applied run of incoming entries,
+//!   with the fields [`field::VERSION`] ([`VERSION`]), [`field::BATCH`] (the events' JSON,
+//!   one line each) and [`field::FIGURES`] (one [`Figures`] per event, joined by `,`).
 //! - **Event keys.** An event is named within its partition by its entry's stream id and its
 //!   place in the entry's batch ([`EventKey`], `ms-seq-i`); prefixed with the partition it is
 //!   the `event_id` stored in ClickHouse.
@@ -43,7 +47,7 @@ pub mod field {
     pub const REASON: &str = "reason";
 }
 
-/// The write script's header: ARGV 1–9, in this order.
+/// The accept script's header: ARGV 1–7, in this order.
 #[derive(Debug, Clone)]
 pub struct Header<'a> {
     /// Key prefix of the partition (`tally:{pN}:`).
@@ -51,29 +55,25 @@ pub struct Header<'a> {
     /// Unique per batch, reused on retry.
     pub batch_id: u64,
     pub now_ms: i64,
-    pub online_window_ms: u64,
-    pub visit_timeout_s: u64,
-    /// 0 = repeats are not looked for.
-    pub repeat_window_ms: u64,
     /// 0 = no cap.
     pub max_pages: u64,
     /// Events that follow the header.
     pub count: usize,
     /// The events' JSON, one line each (see [`json_lines`]).
     pub lines: &'a [u8],
+    /// The events' [`Context`]s, joined by `,`.
+    pub context: &'a str,
 }
 
 /// The names of the header's positions, as the script knows them (`A_` + name = ARGV index).
-const HEADER_NAMES: [&str; 9] = [
+const HEADER_NAMES: [&str; 7] = [
     "PREFIX",
     "BATCH_ID",
     "NOW",
-    "ONLINE_WINDOW",
-    "VISIT_TIMEOUT",
-    "REPEAT_WINDOW",
     "MAX_PAGES",
     "COUNT",
     "LINES",
+    "CONTEXT",
 ];
 
 /// One event's values after the header, in this order.
@@ -82,27 +82,12 @@ pub struct EventArgs<'a> {
     pub kind: EventKind,
     pub site: &'a str,
     pub page: &'a str,
-    pub visitor: u64,
-    /// Session id to use if this event starts a visit.
-    pub session_candidate: u64,
-    /// Day of the event in its site's time zone (`YYYYMMDD`).
-    pub day: &'a str,
-    /// A page view's title; a custom event's live counter field ([`event_field`]).
-    pub text: &'a str,
-    pub ts_ms: i64,
+    /// A custom event's live counter field ([`event_field`]); empty for other kinds.
+    pub field: &'a str,
 }
 
 /// The names of an event's positions (`E_` + name = offset from the event's first value).
-const EVENT_NAMES: [&str; 8] = [
-    "KIND",
-    "SITE",
-    "PAGE",
-    "VISITOR",
-    "CANDIDATE",
-    "DAY",
-    "TEXT",
-    "TS",
-];
+const EVENT_NAMES: [&str; 4] = ["KIND", "SITE", "PAGE", "FIELD"];
 
 /// Values per event after the header.
 pub const EVENT_ARGS: usize = EVENT_NAMES.len();
@@ -113,12 +98,10 @@ impl Header<'_> {
         cmd.arg(self.prefix)
             .arg(self.batch_id)
             .arg(self.now_ms)
-            .arg(self.online_window_ms)
-            .arg(self.visit_timeout_s)
-            .arg(self.repeat_window_ms)
             .arg(self.max_pages)
             .arg(self.count)
-            .arg(self.lines);
+            .arg(self.lines)
+            .arg(self.context);
     }
 }
 
@@ -128,12 +111,51 @@ impl EventArgs<'_> {
         cmd.arg(self.kind.as_str())
             .arg(self.site)
             .arg(self.page)
-            .arg(self.visitor)
-            .arg(self.session_candidate)
-            .arg(self.day)
-            .arg(self.text)
-            .arg(self.ts_ms);
+            .arg(self.field);
     }
+}
+
+/// What the beacon knows of an event beside the event itself, for the applier: the session
+/// id to use if the event starts a visit, and the event's day in its site's time zone
+/// (`YYYYMMDD`, the day of its unique-visitor sketch). Written `candidate day`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub session_candidate: u64,
+    pub day: String,
+}
+
+impl Context {
+    /// Reads `candidate day`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (candidate, day) = text.split_once(' ')?;
+        Some(Self {
+            session_candidate: candidate.parse().ok()?,
+            day: day.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.session_candidate, self.day)
+    }
+}
+
+/// The fields of an entry of the incoming stream (written by `lua/accept.lua`, read and
+/// removed by the applier).
+pub mod incoming {
+    /// The layout's version.
+    pub const VERSION: &str = "v";
+    /// The events' JSON, one line each.
+    pub const BATCH: &str = "b";
+    /// The events' [`Context`](super::Context)s, joined by `,`.
+    pub const CONTEXT: &str = "c";
+    /// When the batch was accepted (ms): the minute whose view count it raised.
+    pub const NOW: &str = "n";
+    /// The events recorded live under "other pages" (places in the batch, joined by `,`).
+    pub const OVER: &str = "o";
+    /// The version this release writes and reads.
+    pub const CURRENT: &str = "1";
 }
 
 /// The field of a custom event's live count in its site's `events:` hash: its name and
@@ -143,7 +165,7 @@ pub fn event_field(name: &str, target: &str) -> String {
     format!("{name}\t{target}")
 }
 
-/// The Lua that names the layout, pasted at the top of `lua/record.lua` (a test checks it
+/// The Lua that names the layout, pasted at the top of `lua/accept.lua` (a test checks it
 /// is there, as written here).
 pub fn lua_layout() -> String {
     let header: Vec<String> = HEADER_NAMES.iter().map(|n| format!("A_{n}")).collect();
@@ -155,17 +177,19 @@ pub fn lua_layout() -> String {
          local {} = {}\n\
          local {} = {}\n\
          local EVENT_ARGS, FIRST_EVENT = {}, {}\n\
-         local F_VERSION, F_BATCH, F_FIGURES, VERSION = '{}', '{}', '{}', '{}'\n",
+         local F_VERSION, F_BATCH, F_CONTEXT, F_NOW, F_OVER, VERSION = '{}', '{}', '{}', '{}', '{}', '{}'\n",
         header.join(", "),
         header_at.join(", "),
         event.join(", "),
         event_at.join(", "),
         EVENT_ARGS,
         HEADER_NAMES.len() + 1,
-        field::VERSION,
-        field::BATCH,
-        field::FIGURES,
-        VERSION,
+        incoming::VERSION,
+        incoming::BATCH,
+        incoming::CONTEXT,
+        incoming::NOW,
+        incoming::OVER,
+        incoming::CURRENT,
     )
 }
 
@@ -188,7 +212,7 @@ fn to_json(event: &Event) -> Vec<u8> {
     serde_json::to_vec(event).expect("an Event always serialises")
 }
 
-/// What the write script found out about one event: its visit, and whether a page view
+/// What the applier found out about one event: its visit, and whether a page view
 /// repeats the visitor's last. Written as `session new ordinal gap` (`new` is 0 or 1) and
 /// ` r` for a repeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -366,7 +390,7 @@ pub fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEvent>) {
         .collect();
     let lines: Vec<&str> = batch.split('\n').collect();
     if figures.len() != lines.len() {
-        // Cannot happen with entries the write script made; keep the payload whole.
+        // Cannot happen with entries the applier made; keep the payload whole.
         let reason = format!("{} events but {} visit figures", lines.len(), figures.len());
         out.push(whole(batch.to_owned(), reason));
         return;
@@ -552,10 +576,10 @@ mod tests {
 
     #[test]
     fn the_script_names_the_wire_layout() {
-        let script = include_str!("lua/record.lua");
+        let script = include_str!("lua/accept.lua");
         assert!(
             script.contains(&lua_layout()),
-            "lua/record.lua must hold, as written, the layout of wire::lua_layout():\n{}",
+            "lua/accept.lua must hold, as written, the layout of wire::lua_layout():\n{}",
             lua_layout()
         );
     }

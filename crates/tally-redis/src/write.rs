@@ -1,8 +1,9 @@
 //! The beacon's write path.
 //!
 //! Round trips: one per batch. A batch is split by partition and each partition's events go
-//! to one `EVALSHA` of `lua/record.lua` (which adds them to the stream as one entry, see
-//! [`wire`](crate::wire) for the layout of both); all of
+//! to one `EVALSHA` of `lua/accept.lua` (which counts their views and adds them to the
+//! partition's incoming stream as one entry, see [`wire`](crate::wire) for the layout of
+//! both; the applier does the rest a moment later, see [`apply`](crate::apply)); all of
 //! them travel in one pipeline (to a cluster: one call per partition, sent together, as
 //! partitions live in different slots). Only when Redis has lost its script cache (restart)
 //! does a batch take a second trip (`SCRIPT LOAD`).
@@ -14,8 +15,8 @@ use tally_core::{Event, EventKind, settings::TrackingSettings};
 
 use crate::{Keys, Result, Store, wire};
 
-static RECORD: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("lua/record.lua")));
+static ACCEPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("lua/accept.lua")));
 
 /// An event ready to be recorded, with what the script needs beside the event itself.
 #[derive(Debug, Clone)]
@@ -61,8 +62,9 @@ impl redis::FromRedisValue for Applied {
 }
 
 impl Store {
-    /// Records `events` atomically per partition: stream entry, live counters, online sets,
-    /// visits and unique visitors. `batch_id` must be unique per batch and reused on retry:
+    /// Accepts `events` atomically per partition: the incoming stream's entry and the
+    /// counters a reader must see at once (views, crawlers, custom event counts); visits,
+    /// presence and unique visitors follow when the applier moves the entry on. `batch_id` must be unique per batch and reused on retry:
     /// a partition that already applied this batch id is skipped, so a retry after a lost
     /// reply never counts twice.
     pub async fn record(
@@ -81,37 +83,40 @@ impl Store {
         for (partition, events) in &by_partition {
             let keys = Keys::new(*partition);
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(RECORD.get_hash()).arg(1).arg(keys.events());
+            cmd.arg(ACCEPT.get_hash()).arg(1).arg(keys.incoming());
             let lines = wire::json_lines(events.iter().map(|e| &e.event));
+            let context = events
+                .iter()
+                .map(|e| {
+                    wire::Context {
+                        session_candidate: e.session_candidate,
+                        day: e.day.clone(),
+                    }
+                    .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(",");
             wire::Header {
                 prefix: keys.prefix(),
                 batch_id,
                 now_ms,
-                online_window_ms: tracking.online_window.as_millis() as u64,
-                visit_timeout_s: tracking.visit_timeout.as_secs(),
-                repeat_window_ms: tracking.repeat_view_window.as_millis() as u64,
                 max_pages: u64::from(tracking.max_pages),
                 count: events.len(),
                 lines: &lines,
+                context: &context,
             }
             .push(&mut cmd);
             for e in events {
-                let field;
-                let text = if e.event.kind == EventKind::Custom {
-                    field = wire::event_field(&e.event.name, &e.event.target);
-                    &field
+                let field = if e.event.kind == EventKind::Custom {
+                    wire::event_field(&e.event.name, &e.event.target)
                 } else {
-                    &e.event.title
+                    String::new()
                 };
                 wire::EventArgs {
                     kind: e.event.kind,
                     site: &e.event.site,
                     page: &e.event.page,
-                    visitor: e.event.visitor,
-                    session_candidate: e.session_candidate,
-                    day: &e.day,
-                    text,
-                    ts_ms: e.event.ts_ms,
+                    field: &field,
                 }
                 .push(&mut cmd);
             }
@@ -126,7 +131,7 @@ impl Store {
                 async move {
                     match cmd.query_async::<Applied>(&mut conn).await {
                         Err(e) if e.code() == Some("NOSCRIPT") => {
-                            RECORD.prepare_invoke().load_async(&mut conn).await?;
+                            ACCEPT.prepare_invoke().load_async(&mut conn).await?;
                             cmd.query_async::<Applied>(&mut conn).await
                         }
                         other => other,
@@ -141,7 +146,7 @@ impl Store {
             }
             match pipe.query_async(&mut conn).await {
                 Err(e) if e.code() == Some("NOSCRIPT") => {
-                    RECORD.prepare_invoke().load_async(&mut conn).await?;
+                    ACCEPT.prepare_invoke().load_async(&mut conn).await?;
                     pipe.query_async(&mut conn).await?
                 }
                 other => other?,

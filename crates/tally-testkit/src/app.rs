@@ -14,6 +14,8 @@ pub struct TestApp {
     /// Where `/metrics` is served (the tests' settings ask for a free loopback port).
     pub metrics_addr: Option<SocketAddr>,
     pub settings: Settings,
+    /// The clock the app goes by.
+    pub clock: Clock,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -32,7 +34,7 @@ impl TestApp {
     /// Runs the given roles with `settings`, going by `clock` (a [`Clock::manual`] one lets
     /// the test choose the time events are recorded and statistics asked at).
     pub async fn spawn_with_clock(settings: Settings, roles: Roles, clock: Clock) -> Self {
-        let app = App::build_with_clock(settings.clone(), roles, clock)
+        let app = App::build_with_clock(settings.clone(), roles, clock.clone())
             .await
             .expect("build the app");
         let addr = app.local_addr();
@@ -43,6 +45,7 @@ impl TestApp {
             addr,
             metrics_addr,
             settings,
+            clock,
             shutdown,
             task: Some(task),
         }
@@ -66,6 +69,17 @@ impl TestApp {
         Store::connect(&self.settings.redis)
             .await
             .expect("connect to redis")
+    }
+
+    /// Applies every accepted event now (what the worker's applier does within a moment;
+    /// an app without the worker role has none): then visits, presence and unique visitors
+    /// include them. `tests/trailing.rs` checks that the worker does it by itself.
+    pub async fn settled(&self) {
+        self.store()
+            .await
+            .apply_all(&self.settings.tracking, self.clock.now_ms())
+            .await
+            .expect("apply the accepted events");
     }
 
     /// A ClickHouse handle on this app's database.

@@ -1,6 +1,10 @@
 //! # tally-worker
 //!
-//! Moves events from the Redis streams into ClickHouse, effectively once:
+//! Finishes what the beacon accepted, and moves it into ClickHouse, effectively once.
+//!
+//! The [`Applier`] of each partition takes the batches the beacon appended to the incoming
+//! stream, works out their visits, presence and unique visitors in bulk, and moves them to
+//! the events stream in one atomic script call (`tally_redis::Store::apply`). Then:
 //!
 //! 1. read a batch with XREADGROUP (bounded by `worker.max_rows`, `max_bytes`, `max_age`);
 //! 2. insert it into ClickHouse;
@@ -19,14 +23,16 @@
 //! One task per partition, each with its own Redis connection (XREADGROUP blocks it).
 //! [`PartitionWorker::step`] runs one read–insert–ack cycle, so tests can drive it directly.
 
+mod applier;
 mod partition;
 
 use tally_clickhouse::Db;
-use tally_core::{Settings, directory::Directory, settings::RetentionSettings};
+use tally_core::{Clock, Settings, directory::Directory, settings::RetentionSettings};
 use tally_redis::Store;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::info;
 
+pub use applier::Applier;
 pub use partition::{PartitionWorker, StepOutcome};
 
 /// Errors while starting the worker.
@@ -36,8 +42,10 @@ pub enum Error {
     Redis(#[from] tally_redis::Error),
 }
 
-/// The worker role: one [`PartitionWorker`] per partition, and the hourly retention job.
+/// The worker role: one [`Applier`] and one [`PartitionWorker`] per partition, and the
+/// hourly retention job.
 pub struct Worker {
+    appliers: Vec<Applier>,
     partitions: Vec<PartitionWorker>,
     /// A connection for the backlog gauges, and the number of partitions.
     monitor: (Store, u16),
@@ -57,9 +65,24 @@ pub fn retention_cutoff(retention: &RetentionSettings) -> Option<chrono::NaiveDa
 
 impl Worker {
     /// Connects one Redis handle per partition and makes sure the consumer groups exist.
-    pub async fn build(settings: &Settings, directory: Directory, db: Db) -> Result<Self, Error> {
+    pub async fn build(
+        settings: &Settings,
+        directory: Directory,
+        db: Db,
+        clock: Clock,
+    ) -> Result<Self, Error> {
         let consumer = consumer_name();
         let mut partitions = Vec::new();
+        let applying = Store::connect(&settings.redis).await?;
+        let appliers = (0..settings.redis.partitions)
+            .map(|partition| Applier {
+                partition,
+                store: applying.clone(),
+                tracking: settings.tracking.clone(),
+                clock: clock.clone(),
+                max_backoff: settings.worker.max_backoff,
+            })
+            .collect();
         for p in 0..settings.redis.partitions {
             let store = Store::connect(&settings.redis).await?;
             store.ensure_group(p).await?;
@@ -79,6 +102,7 @@ impl Worker {
         );
         Ok(Self {
             monitor,
+            appliers,
             partitions,
             db,
             retention: settings.retention.clone(),
@@ -87,6 +111,9 @@ impl Worker {
 
     /// Runs every partition until `shutdown`; each finishes and acknowledges its batch first.
     pub fn spawn(self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        for applier in self.appliers {
+            tracker.spawn(applier.run(shutdown.clone()));
+        }
         for worker in self.partitions {
             tracker.spawn(worker.run(shutdown.clone()));
         }

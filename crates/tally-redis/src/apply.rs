@@ -1,0 +1,676 @@
+//! The applier: the second half of the write path.
+//!
+//! The beacon's `lua/accept.lua` counts what a reader must see at once (views) and appends
+//! the batch to the partition's incoming stream. The applier, which runs in the worker,
+//! takes a run of incoming entries at a time (hundreds of events), reads the visit records
+//! of their visitors in one `HMGET` per site, works out in Rust what the old all-in-one
+//! write script worked out in Lua — visits, the figures each event carries to ClickHouse,
+//! reloads, who is online, unique visitors, titles — and commits it all with
+//! `lua/apply.lua`: one script call that moves the run to the events stream (one entry, with
+//! the figures) and writes every change as one variadic command per key.
+//!
+//! Exactly once: the commit checks that the stream's first entry is still the first one
+//! read; it removes the run from the incoming stream in the same atomic call. A second
+//! applier that read the same run (another worker process) finds the head moved and
+//! commits nothing; an applier killed before its commit leaves the run, and the visit
+//! records it read, as they were.
+//!
+//! Online presence costs O(1) per event: `here:S` counts visitors per second of their last
+//! event; a visitor seen again moves from its old second (known from its visit record) to
+//! the new one. "Online now" is the sum over the window's seconds: exact, at a second's
+//! resolution, without a set of visitors to keep sorted.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redis::Script;
+use tally_core::{Event, EventKind, settings::TrackingSettings};
+
+use crate::wire::{self, Context, Figures};
+use crate::{Error, Keys, Result, Store};
+
+static APPLY: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("lua/apply.lua")));
+
+/// Variadic commands are sent in chunks of at most this many arguments (Lua's `unpack`
+/// gives at most ~8,000 values; an even number keeps field-value pairs whole).
+const CHUNK: usize = 1000;
+/// Seconds of presence kept past the online window (then dropped by the trim).
+const HERE_SLACK_S: i64 = 60;
+/// Visit records expire two days after their day's last write.
+const VISITS_TTL_S: u64 = 172_800;
+/// A day's unique-visitor sketch lasts two days.
+const SKETCH_TTL_S: u64 = 172_800;
+
+/// What one [`Store::apply`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Incoming entries moved to the events stream.
+    pub entries: usize,
+    /// Events in them.
+    pub events: usize,
+    /// Another applier moved the entries first: nothing was written.
+    pub lost_race: bool,
+}
+
+/// A visitor's record in `visits:S:DAY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Visit {
+    /// 0: no visit (a visitor seen, by a ping, outside any visit).
+    session: u64,
+    /// The visit's last event (ms).
+    last: i64,
+    /// Page views counted in the visit.
+    views: u64,
+    /// The last counted view (ms) and its page: what a reload repeats.
+    viewed: i64,
+    page: String,
+    /// The visitor's last event of any kind (ms): when it was last online.
+    seen: i64,
+}
+
+impl Visit {
+    /// Reads a record: `w|session:last:views:viewed:seen:page`, or the records of the write
+    /// script of earlier releases, `session:last:views:viewed:page` and `session:last:views`
+    /// (their visitor was last seen at the visit's last event).
+    fn parse(text: &str) -> Option<Self> {
+        if let Some(rest) = text.strip_prefix("w|") {
+            let mut p = rest.splitn(6, ':');
+            return Some(Self {
+                session: p.next()?.parse().ok()?,
+                last: p.next()?.parse().ok()?,
+                views: p.next()?.parse().ok()?,
+                viewed: p.next()?.parse().ok()?,
+                seen: p.next()?.parse().ok()?,
+                page: p.next()?.to_owned(),
+            });
+        }
+        let mut p = text.splitn(5, ':');
+        let session = p.next()?.parse().ok()?;
+        let last = p.next()?.parse().ok()?;
+        let views = p.next()?.parse().ok()?;
+        let (viewed, page) = match (p.next(), p.next()) {
+            (Some(viewed), Some(page)) => (viewed.parse().ok()?, page.to_owned()),
+            (None, None) => (0, String::new()),
+            _ => return None,
+        };
+        Some(Self {
+            session,
+            last,
+            views,
+            viewed,
+            page,
+            seen: last,
+        })
+    }
+
+    /// Writes the record. Presence counts by the second, so a visitor last seen in the
+    /// second of its visit's last event — the usual case — keeps the shorter layout of the
+    /// earlier releases, which reads back with that second.
+    fn write(&self) -> String {
+        if self.session != 0 && self.seen.div_euclid(1000) == self.last.div_euclid(1000) {
+            return format!(
+                "{}:{}:{}:{}:{}",
+                self.session, self.last, self.views, self.viewed, self.page
+            );
+        }
+        format!(
+            "w|{}:{}:{}:{}:{}:{}",
+            self.session, self.last, self.views, self.viewed, self.seen, self.page
+        )
+    }
+}
+
+/// One incoming entry, read.
+struct Entry {
+    lines: Vec<String>,
+    /// Per line: the event and its context, when both could be read.
+    events: Vec<Option<(Event, Context)>>,
+    /// When the batch was accepted (ms).
+    accepted_ms: i64,
+    /// Places of the events recorded live under "other pages".
+    over: Vec<usize>,
+}
+
+impl Entry {
+    fn read(fields: &[String]) -> Self {
+        let get = |name| wire::field(fields, name).unwrap_or_default();
+        let batch = get(wire::incoming::BATCH);
+        let lines: Vec<String> = if batch.is_empty() {
+            Vec::new()
+        } else {
+            batch.split('\n').map(str::to_owned).collect()
+        };
+        let context: Vec<&str> = get(wire::incoming::CONTEXT).split(',').collect();
+        let readable =
+            get(wire::incoming::VERSION) == wire::incoming::CURRENT && context.len() == lines.len();
+        let events = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                if !readable {
+                    return None;
+                }
+                let event: Event = serde_json::from_str(line).ok()?;
+                Some((event, Context::parse(context[i])?))
+            })
+            .collect();
+        Self {
+            lines,
+            events,
+            accepted_ms: get(wire::incoming::NOW).parse().unwrap_or(0),
+            over: get(wire::incoming::OVER)
+                .split(',')
+                .filter_map(|i| i.parse().ok())
+                .collect(),
+        }
+    }
+}
+
+/// The changes of one commit, per key, gathered before they are sent.
+#[derive(Default)]
+struct Changes {
+    /// hash → field → increment (`totals:`, `views:`).
+    incr: BTreeMap<String, BTreeMap<String, i64>>,
+    /// string counter → increment (`vpm:`).
+    counters: BTreeMap<String, i64>,
+    /// `here:` hash → second → increment.
+    here: BTreeMap<String, BTreeMap<i64, i64>>,
+    /// sorted set → member → Some(score) (present) or None (left).
+    presence: BTreeMap<String, BTreeMap<String, Option<i64>>>,
+    /// HyperLogLog → visitors.
+    sketches: BTreeMap<String, Vec<String>>,
+    /// `titles:` hash → page → title.
+    titles: BTreeMap<String, BTreeMap<String, String>>,
+    /// `visits:` hash of today → visitor → record.
+    visits: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Changes {
+    fn incr(&mut self, key: String, field: &str, by: i64) {
+        *self
+            .incr
+            .entry(key)
+            .or_default()
+            .entry(field.to_owned())
+            .or_default() += by;
+    }
+}
+
+/// The commit's arguments after its header: `command key count args…` per operation.
+#[derive(Default)]
+struct Ops(Vec<Vec<u8>>);
+
+impl Ops {
+    fn push(&mut self, command: &str, key: &str, args: Vec<Vec<u8>>) {
+        self.0.push(command.as_bytes().to_vec());
+        self.0.push(key.as_bytes().to_vec());
+        self.0.push(args.len().to_string().into_bytes());
+        self.0.extend(args);
+    }
+
+    /// A variadic command, in chunks of [`CHUNK`] arguments.
+    fn push_chunked(&mut self, command: &str, key: &str, args: Vec<Vec<u8>>) {
+        for chunk in args.chunks(CHUNK) {
+            self.push(command, key, chunk.to_vec());
+        }
+    }
+}
+
+fn arg(value: impl ToString) -> Vec<u8> {
+    value.to_string().into_bytes()
+}
+
+/// The id after stream id `id` (`ms-seq` → `ms-(seq+1)`): trimming below it removes `id`.
+fn next_id(id: &str) -> Result<String> {
+    let bad = || Error::Reply(format!("stream id {id:?}"));
+    let (ms, seq) = id.split_once('-').ok_or_else(bad)?;
+    let seq: u64 = seq.parse().map_err(|_| bad())?;
+    Ok(format!("{ms}-{}", seq + 1))
+}
+
+impl Store {
+    /// Applies the oldest of `partition`'s incoming entries, up to `max_entries` of them and
+    /// no more than `max_events` events (but at least one entry; see the module
+    /// documentation). `now_ms` dates the visit records (their UTC day) and ages presence;
+    /// `trim` also drops presence older than the online window (do it every few calls).
+    pub async fn apply(
+        &self,
+        partition: u16,
+        tracking: &TrackingSettings,
+        (max_entries, max_events): (usize, usize),
+        now_ms: i64,
+        trim: bool,
+    ) -> Result<Applied> {
+        let keys = Keys::new(partition);
+        let mut conn = self.conn();
+        let raw: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            .arg(keys.incoming())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(max_entries.max(1))
+            .query_async(&mut conn)
+            .await?;
+        let mut raw = raw;
+        let mut events_read = 0;
+        let keep = raw
+            .iter()
+            .take_while(|(_, fields)| {
+                let before = events_read;
+                events_read += wire::field(fields, wire::incoming::BATCH)
+                    .map_or(0, |b| b.matches('\n').count() + 1);
+                before == 0 || events_read <= max_events
+            })
+            .count();
+        raw.truncate(keep);
+        let (Some((first, _)), Some((last, _))) = (raw.first(), raw.last()) else {
+            return Ok(Applied::default());
+        };
+        let (first, trim_below) = (first.clone(), next_id(last)?);
+        let entries: Vec<Entry> = raw
+            .into_iter()
+            .map(|(_, fields)| Entry::read(&fields))
+            .collect();
+
+        let today = now_ms.div_euclid(86_400_000);
+        let mut visits = self.read_visits(&keys, &entries, today).await?;
+        let window_ms = tracking.online_window.as_millis() as i64;
+        let timeout_ms = tracking.visit_timeout.as_millis() as i64;
+        let repeat_ms = tracking.repeat_view_window.as_millis() as i64;
+        let horizon_s = (now_ms - window_ms).div_euclid(1000) - HERE_SLACK_S;
+
+        let mut changes = Changes::default();
+        let mut lines = Vec::new();
+        let mut figures = Vec::new();
+        let mut events = 0;
+        for entry in &entries {
+            let minute = entry.accepted_ms.div_euclid(60_000);
+            for (i, (line, event)) in entry.lines.iter().zip(&entry.events).enumerate() {
+                lines.push(line.as_str());
+                events += 1;
+                let Some((event, context)) = event else {
+                    figures.push(Figures::default());
+                    continue;
+                };
+                if matches!(event.kind, EventKind::Bot | EventKind::Unverified) {
+                    figures.push(Figures::default());
+                    continue;
+                }
+                let live = if entry.over.contains(&i) {
+                    ""
+                } else {
+                    event.page.as_str()
+                };
+                let record = visits
+                    .get_mut(&(event.site.clone(), event.visitor))
+                    .expect("every visitor's record was read");
+                figures.push(apply_event(
+                    &keys,
+                    event,
+                    context,
+                    live,
+                    (entry.accepted_ms, minute),
+                    record,
+                    &mut changes,
+                    (timeout_ms, repeat_ms, horizon_s),
+                ));
+            }
+        }
+        for ((site, visitor), record) in &visits {
+            if let Some(record) = record {
+                changes
+                    .visits
+                    .entry(keys.visits(site, today))
+                    .or_default()
+                    .insert(visitor.to_string(), record.write());
+            }
+        }
+
+        let ops = operations(changes, now_ms, window_ms, trim, horizon_s);
+        let figures: Vec<String> = figures.iter().map(ToString::to_string).collect();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(APPLY.get_hash())
+            .arg(2)
+            .arg(keys.incoming())
+            .arg(keys.events())
+            .arg(&first)
+            .arg(&trim_below)
+            .arg(wire::VERSION)
+            .arg(lines.join("\n"))
+            .arg(figures.join(","));
+        for op in ops.0 {
+            cmd.arg(op);
+        }
+        let done: i64 = match cmd.query_async(&mut conn).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                APPLY.prepare_invoke().load_async(&mut conn).await?;
+                cmd.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        if done == 0 {
+            return Ok(Applied {
+                lost_race: true,
+                ..Applied::default()
+            });
+        }
+        Ok(Applied {
+            entries: entries.len(),
+            events,
+            lost_race: false,
+        })
+    }
+
+    /// Applies every partition's incoming entries, until none is left (tests, benchmarks
+    /// and `tally rebuild-counters` use it; the worker's appliers run on their own).
+    /// Returns the events applied.
+    pub async fn apply_all(&self, tracking: &TrackingSettings, now_ms: i64) -> Result<usize> {
+        let mut total = 0;
+        for partition in 0..self.partitions() {
+            loop {
+                let applied = self
+                    .apply(partition, tracking, (64, 2000), now_ms, false)
+                    .await?;
+                if applied.entries == 0 && !applied.lost_race {
+                    break;
+                }
+                total += applied.events;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The visit records of the entries' visitors: today's, else yesterday's (visits running
+    /// over midnight). `None` for a visitor without one.
+    async fn read_visits(
+        &self,
+        keys: &Keys,
+        entries: &[Entry],
+        today: i64,
+    ) -> Result<HashMap<(String, u64), Option<Visit>>> {
+        let mut by_site: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        let mut out = HashMap::new();
+        for (event, _) in entries.iter().flat_map(|e| e.events.iter().flatten()) {
+            if matches!(event.kind, EventKind::Bot | EventKind::Unverified) {
+                continue;
+            }
+            if out
+                .insert((event.site.clone(), event.visitor), None)
+                .is_none()
+            {
+                by_site.entry(&event.site).or_default().push(event.visitor);
+            }
+        }
+        let mut missing: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for (site, visitor, found) in self.hmget_visits(keys, &by_site, today).await? {
+            match found {
+                Some(v) => {
+                    out.insert((site.to_owned(), visitor), Some(v));
+                }
+                None => missing.entry(site).or_default().push(visitor),
+            }
+        }
+        for (site, visitor, found) in self.hmget_visits(keys, &missing, today - 1).await? {
+            if found.is_some() {
+                out.insert((site.to_owned(), visitor), found);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records of `visitors` (per site) in the visits of UTC day `day`.
+    async fn hmget_visits<'a>(
+        &self,
+        keys: &Keys,
+        visitors: &BTreeMap<&'a str, Vec<u64>>,
+        day: i64,
+    ) -> Result<Vec<(&'a str, u64, Option<Visit>)>> {
+        if visitors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (site, visitors) in visitors {
+            for chunk in visitors.chunks(CHUNK) {
+                pipe.cmd("HMGET").arg(keys.visits(site, day)).arg(chunk);
+            }
+        }
+        let mut conn = self.conn();
+        let replies: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+        let mut replies = replies.into_iter().flatten();
+        let mut out = Vec::new();
+        for (site, visitors) in visitors {
+            for &visitor in visitors {
+                let found = replies.next().flatten().and_then(|r| Visit::parse(&r));
+                out.push((*site, visitor, found));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Works out one event's visit and presence, updates `record`, and gathers its changes.
+/// `accepted` = when its batch was accepted (ms; presence goes by it, as the counters are
+/// read by the time of the reader's request) and that minute; `limits` = (visit timeout,
+/// repeat window, presence horizon in Unix seconds).
+#[allow(clippy::too_many_arguments)]
+fn apply_event(
+    keys: &Keys,
+    event: &Event,
+    context: &Context,
+    live: &str,
+    (accepted_ms, minute): (i64, i64),
+    record: &mut Option<Visit>,
+    changes: &mut Changes,
+    (timeout_ms, repeat_ms, horizon_s): (i64, i64, i64),
+) -> Figures {
+    let site = event.site.as_str();
+    let ts = event.ts_ms;
+    let visitor = event.visitor.to_string();
+    let mut figures = Figures::default();
+    // Presence: the visitor moves from the second it was last seen in to this one.
+    let old_seen = record.as_ref().map(|r| r.seen.div_euclid(1000));
+    let seen = record
+        .as_ref()
+        .map_or(accepted_ms, |r| r.seen.max(accepted_ms));
+    let new_seen = seen.div_euclid(1000);
+    if old_seen != Some(new_seen) {
+        let here = changes.here.entry(keys.here(site)).or_default();
+        if let Some(old) = old_seen.filter(|&s| s >= horizon_s) {
+            *here.entry(old).or_default() -= 1;
+        }
+        *here.entry(new_seen).or_default() += 1;
+    }
+    let running = record
+        .as_ref()
+        .is_some_and(|r| r.session != 0 && ts - r.last <= timeout_ms);
+    let r = record.get_or_insert_with(|| Visit {
+        session: 0,
+        last: 0,
+        views: 0,
+        viewed: 0,
+        page: String::new(),
+        seen,
+    });
+    r.seen = seen;
+    let pageview = event.kind == EventKind::Pageview;
+    if pageview && running && repeat_ms > 0 && r.page == event.page && ts - r.viewed <= repeat_ms {
+        // A reload: the accept script counted it as a view; take it back.
+        figures.repeat = true;
+        figures.gap_ms = gap(ts, r.last);
+        changes.incr(keys.views(site), live, -1);
+        changes.incr(keys.totals(site), "views", -1);
+        *changes
+            .counters
+            .entry(keys.views_in_minute(site, minute))
+            .or_default() -= 1;
+    } else if pageview {
+        if running {
+            figures.gap_ms = gap(ts, r.last);
+        } else {
+            *r = Visit {
+                session: context.session_candidate,
+                last: ts,
+                views: 0,
+                viewed: ts,
+                page: event.page.clone(),
+                seen,
+            };
+            figures.new_visit = true;
+            changes.incr(keys.totals(site), "visits", 1);
+        }
+        r.views += 1;
+        r.viewed = ts;
+        r.page.clone_from(&event.page);
+        figures.visit_seq = u16::try_from(r.views).unwrap_or(u16::MAX);
+        changes
+            .sketches
+            .entry(keys.unique_visitors(site, &context.day))
+            .or_default()
+            .push(visitor.clone());
+        if !event.title.is_empty() && !live.is_empty() {
+            changes
+                .titles
+                .entry(keys.titles(site))
+                .or_default()
+                .insert(event.page.clone(), event.title.clone());
+        }
+    } else if running {
+        // Pings, leaves and custom events keep a running visit alive (and long) but never
+        // start one.
+        figures.gap_ms = gap(ts, r.last);
+    }
+    if running || figures.new_visit {
+        figures.session = r.session;
+        r.last = r.last.max(ts);
+    }
+    let here = event.kind != EventKind::Leave;
+    let page_set = changes
+        .presence
+        .entry(keys.page_online(site, live))
+        .or_default()
+        .entry(visitor)
+        .or_default();
+    let score = page_set.unwrap_or(0).max(accepted_ms);
+    *page_set = here.then_some(score);
+    if here {
+        let active = changes
+            .presence
+            .entry(keys.active_pages(site))
+            .or_default()
+            .entry(live.to_owned())
+            .or_default();
+        *active = Some(active.unwrap_or(0).max(accepted_ms));
+    }
+    figures
+}
+
+fn gap(ts: i64, last: i64) -> u32 {
+    u32::try_from((ts - last).max(0)).unwrap_or(u32::MAX)
+}
+
+/// The commit's operations for `changes`.
+fn operations(changes: Changes, now_ms: i64, window_ms: i64, trim: bool, horizon_s: i64) -> Ops {
+    let mut ops = Ops::default();
+    for (key, fields) in changes.visits {
+        let args = fields.into_iter().flat_map(|(f, v)| [arg(f), arg(v)]);
+        ops.push_chunked("HSET", &key, args.collect());
+        ops.push("EXPIRE", &key, vec![arg(VISITS_TTL_S)]);
+    }
+    for (key, fields) in changes.incr {
+        for (field, by) in fields {
+            if by != 0 {
+                ops.push("HINCRBY", &key, vec![arg(field), arg(by)]);
+            }
+        }
+    }
+    for (key, by) in changes.counters {
+        if by != 0 {
+            ops.push("INCRBY", &key, vec![arg(by)]);
+            ops.push("EXPIRE", &key, vec![arg(3600)]);
+        }
+    }
+    let presence_ttl = arg(window_ms);
+    for (key, seconds) in changes.here {
+        for (second, by) in seconds {
+            if by != 0 {
+                ops.push("HINCRBY", &key, vec![arg(second), arg(by)]);
+            }
+        }
+        if trim {
+            ops.push("TRIMHERE", &key, vec![arg(horizon_s)]);
+        }
+        ops.push("PEXPIRE", &key, vec![arg(window_ms + HERE_SLACK_S * 1000)]);
+    }
+    for (key, members) in changes.presence {
+        let mut here = Vec::new();
+        let mut gone = Vec::new();
+        for (member, score) in members {
+            match score {
+                Some(score) => here.extend([arg(score), arg(member)]),
+                None => gone.push(arg(member)),
+            }
+        }
+        if !gone.is_empty() {
+            ops.push_chunked("ZREM", &key, gone);
+        }
+        if !here.is_empty() {
+            ops.push_chunked("ZADD", &key, here);
+            ops.push("PEXPIRE", &key, vec![presence_ttl.clone()]);
+        }
+        if trim {
+            ops.push(
+                "ZREMRANGEBYSCORE",
+                &key,
+                vec![arg("-inf"), arg(now_ms - window_ms)],
+            );
+        }
+    }
+    for (key, visitors) in changes.sketches {
+        ops.push_chunked("PFADD", &key, visitors.into_iter().map(arg).collect());
+        ops.push("EXPIRE", &key, vec![arg(SKETCH_TTL_S)]);
+    }
+    for (key, pages) in changes.titles {
+        let args = pages.into_iter().flat_map(|(p, t)| [arg(p), arg(t)]);
+        ops.push_chunked("HSET", &key, args.collect());
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visit_records_of_every_version_are_read() {
+        let now = Visit {
+            session: 7,
+            last: 1_000,
+            views: 2,
+            viewed: 900,
+            page: "/a:b".into(),
+            seen: 5_200,
+        };
+        assert_eq!(Visit::parse(&now.write()), Some(now.clone()));
+        // Seen in the second of the visit's last event: the short layout, same second.
+        let short = Visit {
+            seen: 1_999,
+            ..now.clone()
+        };
+        assert_eq!(short.write(), "7:1000:2:900:/a:b");
+        let read = Visit::parse(&short.write()).unwrap();
+        assert_eq!(read.seen.div_euclid(1000), 1);
+        let before = Visit::parse("7:1000:2:900:/a:b").unwrap();
+        assert_eq!((before.page.as_str(), before.seen), ("/a:b", 1_000));
+        let oldest = Visit::parse("7:1000:2").unwrap();
+        assert_eq!((oldest.viewed, oldest.page.as_str()), (0, ""));
+        for bad in ["", "x:1:2", "w|1:2", "7:1000:2:900"] {
+            assert_eq!(Visit::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_id_after_a_stream_id() {
+        assert_eq!(next_id("1700000000000-9").unwrap(), "1700000000000-10");
+        assert!(next_id("nonsense").is_err());
+    }
+}

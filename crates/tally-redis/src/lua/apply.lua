@@ -1,0 +1,51 @@
+-- Commits what the applier (tally-redis/src/apply.rs) worked out for a run of incoming
+-- entries, atomically: moves the run to the events stream and applies its changes.
+--
+-- KEYS[1]  the partition's incoming stream, KEYS[2] its events stream; every other key is
+--          named in the operations and carries the same {pN} hash tag (one cluster slot).
+-- ARGV     1: the id of the run's first entry, as read; 2: the id just after its last (the
+--          stream keeps what is at or above it); 3: the events stream's wire version; 4: the
+--          events' JSON lines; 5: their visit figures, joined by ','; then operations, each
+--          `command key count` and `count` arguments.
+-- Returns  1, or 0 when the stream's first entry is no longer the one read: another applier
+--          moved the run first, and nothing is written.
+--
+-- The commands are the ones the applier sends (the list below); TRIMHERE drops the seconds
+-- of a `here:` hash below its one argument.
+
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #head == 0 or head[1][1] ~= ARGV[1] then
+  return 0
+end
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[2], '*', 'v', ARGV[3], 'b', ARGV[4], 'm', ARGV[5])
+end
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
+
+local allowed = {
+  HSET = true, HINCRBY = true, INCRBY = true, EXPIRE = true, PEXPIRE = true, ZADD = true,
+  ZREM = true, ZREMRANGEBYSCORE = true, PFADD = true,
+}
+local i = 6
+while i <= #ARGV do
+  local command, key, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local first, last = i + 3, i + 2 + count
+  if command == 'TRIMHERE' then
+    local below = tonumber(ARGV[first])
+    local old = {}
+    for _, second in ipairs(redis.call('HKEYS', key)) do
+      if tonumber(second) < below then
+        old[#old + 1] = second
+      end
+    end
+    for j = 1, #old, 1000 do
+      redis.call('HDEL', key, unpack(old, j, math.min(j + 999, #old)))
+    end
+  elseif allowed[command] then
+    redis.call(command, key, unpack(ARGV, first, last))
+  else
+    return redis.error_reply('apply.lua: command not allowed: ' .. command)
+  end
+  i = last + 1
+end
+return 1

@@ -1,0 +1,90 @@
+//! The applier loop of one partition: moves accepted batches from the incoming stream to
+//! the events stream with their visits, presence and unique visitors (see
+//! `tally_redis::Store::apply`).
+
+use std::time::Duration;
+
+use metrics::{counter, histogram};
+use tally_core::{
+    Clock,
+    retry::{Backoff, Classify},
+    settings::TrackingSettings,
+};
+use tally_redis::Store;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Most incoming entries (beacon batches) one apply takes.
+pub(crate) const MAX_ENTRIES: usize = 64;
+/// Most events one apply takes (at least one entry): Redis runs the commit as one script,
+/// a few µs an event, so this bounds how long it holds Redis (a few ms).
+pub(crate) const MAX_EVENTS: usize = 2000;
+/// After an apply of fewer than [`GATHER`] events the loop waits this long, so that under
+/// load an apply takes hundreds of events at once, and at rest the trailing figures (online,
+/// visits) lag the views by at most this plus one apply.
+pub(crate) const PAUSE: Duration = Duration::from_millis(50);
+/// See [`PAUSE`].
+pub(crate) const GATHER: usize = 500;
+/// Presence older than the online window is dropped in one apply in this many.
+const TRIM_EVERY: u32 = 8;
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// Applies `partition`'s incoming entries until `shutdown`.
+pub struct Applier {
+    pub partition: u16,
+    pub store: Store,
+    pub tracking: TrackingSettings,
+    pub clock: Clock,
+    pub max_backoff: Duration,
+}
+
+impl Applier {
+    /// One apply; the number of events applied.
+    pub async fn step(&self, calls: u32) -> Result<usize, tally_redis::Error> {
+        let started = std::time::Instant::now();
+        let applied = self
+            .store
+            .apply(
+                self.partition,
+                &self.tracking,
+                (MAX_ENTRIES, MAX_EVENTS),
+                self.clock.now_ms(),
+                calls.is_multiple_of(TRIM_EVERY),
+            )
+            .await?;
+        if applied.events > 0 {
+            counter!("tally_worker_applied_events_total").increment(applied.events as u64);
+            histogram!("tally_worker_apply_seconds").record(started.elapsed().as_secs_f64());
+        }
+        if applied.lost_race {
+            counter!("tally_worker_apply_races_total").increment(1);
+        }
+        Ok(applied.events)
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(FIRST_RETRY, self.max_backoff);
+        let mut calls = 0u32;
+        while !shutdown.is_cancelled() {
+            calls = calls.wrapping_add(1);
+            let pause = match self.step(calls).await {
+                Ok(events) => {
+                    backoff.reset();
+                    if events >= GATHER {
+                        continue;
+                    }
+                    PAUSE
+                }
+                Err(error) => {
+                    let delay = backoff.next(error.verdict());
+                    warn!(message = "apply failed; retrying", partition = self.partition, %error, ?delay);
+                    delay
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The split write path (issue 20): the beacon counts a page's and the site's views before it
+//! answers (read your writes); visits, online presence and unique visitors are applied by
+//! the worker a moment later. These tests hold the trailing figures to their promise —
+//! exact within 2 s of the last accepted event — also when a worker or a beacon is killed
+//! mid-batch, and an apply cut off at any point to "nothing or everything".
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{CHROME, Served};
+use serde_json::{Value, json};
+use tally_core::Settings;
+use tally_testkit::TestApp;
+
+/// The promise: online, visits and the rest trail an accepted event by at most this.
+const TRAILING: Duration = Duration::from_secs(2);
+
+fn trusting_localhost() -> Settings {
+    let mut s = tally_testkit::settings();
+    s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    s
+}
+
+/// Sends one event of site `demo` from `ip` to the beacon at `base`; the status, or `None`
+/// when no answer came (a killed beacon).
+async fn hit(http: &reqwest::Client, base: &str, kind: &str, page: &str, ip: &str) -> Option<u16> {
+    let body =
+        json!({"t": kind, "site": "demo", "url": format!("http://localhost{page}"), "title": "T"});
+    http.post(format!("{base}/collect"))
+        .header("origin", "http://localhost")
+        .header("user-agent", CHROME)
+        .header("x-forwarded-for", ip)
+        .body(body.to_string())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// The public counters as they are now (no waiting for anything).
+async fn live(http: &reqwest::Client, base: &str, page: Option<&str>) -> Value {
+    let mut url = format!("{base}/api/v1/sites/demo/counters");
+    if let Some(page) = page {
+        url = format!("{url}?page={page}");
+    }
+    common::get_json(http, &url).await
+}
+
+/// Polls `figures` until it equals `want`; how long that took, or the last figures seen
+/// when they did not get there in 10 s.
+async fn time_until<F, Fut>(want: &Value, mut figures: F) -> Result<Duration, Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let start = Instant::now();
+    loop {
+        let got = figures().await;
+        if &got == want {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(got);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pseudo-random number (xorshift; the tests need spread, not secrecy).
+fn random() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let mut x = STATE.load(Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    STATE.store(x, Ordering::Relaxed);
+    x
+}
+
+fn trailing(c: &Value) -> Value {
+    json!({"total_visits": c["total_visits"], "online": c["online"], "page_online": c["page_online"]})
+}
+
+fn figure_line(name: &str, lag: Duration) {
+    let line = format!("{name}: {} ms\n", lag.as_millis());
+    eprint!("{line}");
+    use std::io::Write;
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/trailing-figures.txt"
+        ))
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+}
+
+#[tokio::test]
+async fn views_show_at_once_and_the_rest_follows_within_two_seconds() {
+    let app = TestApp::spawn(trusting_localhost()).await;
+    let http = reqwest::Client::new();
+    let base = app.url("");
+    // Twenty readers over three pages: every answer to the tracker's counter read includes
+    // the view it just sent.
+    let mut per_page = BTreeMap::new();
+    for i in 0..20u32 {
+        let page = format!("/p{}", i % 3);
+        let ip = format!("198.51.100.{}", i + 1);
+        assert_eq!(hit(&http, &base, "pageview", &page, &ip).await, Some(204));
+        *per_page.entry(page.clone()).or_insert(0u64) += 1;
+        let c = live(&http, &base, Some(&page)).await;
+        assert_eq!(
+            (c["page_views"].as_u64(), c["total_views"].as_u64()),
+            (Some(per_page[&page]), Some(u64::from(i) + 1)),
+            "read your writes"
+        );
+    }
+    let want = json!({"total_visits": 20, "online": 20, "page_online": 7});
+    let lag = time_until(&want, || async {
+        trailing(&live(&http, &base, Some("/p0")).await)
+    })
+    .await
+    .unwrap_or_else(|got| panic!("the trailing figures stayed at {got}"));
+    figure_line("online and visits after the last of 20 views", lag);
+    assert!(lag <= TRAILING, "{lag:?}");
+
+    // A reload (the same reader, the same page, at once) shows at once like any view, and
+    // is taken back once the applier finds it repeats the reader's last view.
+    assert_eq!(
+        hit(&http, &base, "pageview", "/p0", "198.51.100.1").await,
+        Some(204)
+    );
+    assert_eq!(live(&http, &base, Some("/p0")).await["page_views"], 8);
+    let want = json!({"page_views": 7, "total_views": 20, "total_visits": 20, "online": 20});
+    let lag = time_until(&want, || async {
+        let c = live(&http, &base, Some("/p0")).await;
+        json!({"page_views": c["page_views"], "total_views": c["total_views"],
+               "total_visits": c["total_visits"], "online": c["online"]})
+    })
+    .await
+    .unwrap_or_else(|got| panic!("the reload stayed counted: {got}"));
+    figure_line("a reload taken back", lag);
+    assert!(lag <= TRAILING, "{lag:?}");
+    app.stop().await;
+}
+
+/// An apply cut off at any await point — before its commit was sent, or after it was sent
+/// but before the answer came, as when a worker dies — applies nothing or everything: the
+/// same batches applied with interruptions and without give the same counters, visits,
+/// presence and stream figures.
+#[tokio::test]
+async fn an_apply_cut_off_anywhere_applies_nothing_or_everything() {
+    use tally_core::EventKind::{Leave, Pageview, Ping};
+    let settings = [tally_testkit::settings(), tally_testkit::settings()];
+    let stores = [
+        tally_redis::Store::connect(&settings[0].redis)
+            .await
+            .unwrap(),
+        tally_redis::Store::connect(&settings[1].redis)
+            .await
+            .unwrap(),
+    ];
+    let site = tally_core::SiteId::parse("demo").unwrap();
+    let partition = site.partition(settings[0].redis.partitions);
+    let now = chrono::Utc::now().timestamp_millis();
+    // 60 batches of 20 events: 150 readers over 7 pages, views, reloads, pings, leaves.
+    let kinds = [Pageview, Pageview, Ping, Pageview, Leave];
+    let batches: Vec<Vec<tally_redis::TrackedEvent>> = (0..60u64)
+        .map(|b| {
+            (0..20u64)
+                .map(|i| {
+                    let n = b * 20 + i;
+                    let kind = kinds[(n % 5) as usize];
+                    let event = tally_core::Event {
+                        kind,
+                        site: "demo".into(),
+                        ts_ms: now - 60_000 + n as i64 * 40,
+                        page: format!("/k{}", n % 7),
+                        title: "K".into(),
+                        visitor: n % 150 + 1,
+                        ..tally_core::Event::empty()
+                    };
+                    tally_redis::TrackedEvent {
+                        partition,
+                        day: "20261202".into(),
+                        session_candidate: n + 1,
+                        event,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    for store in &stores {
+        for (i, batch) in batches.iter().enumerate() {
+            store
+                .record(i as u64 + 1, batch, &settings[0].tracking, now)
+                .await
+                .unwrap();
+        }
+    }
+    // The reference, applied without interruption, three batches at a time.
+    let tracking = &settings[0].tracking;
+    loop {
+        let applied = stores[0]
+            .apply(partition, tracking, (3, 2000), now, false)
+            .await
+            .unwrap();
+        if applied.entries == 0 {
+            break;
+        }
+    }
+    // The same, each apply cut off after a random few hundred microseconds.
+    let mut cut = 0;
+    for round in 0..20_000u32 {
+        if stores[1].incoming_len(partition).await.unwrap() == 0 {
+            break;
+        }
+        assert!(round < 19_999, "the interrupted applies never finished");
+        let budget = Duration::from_micros(random() % 1500);
+        match tokio::time::timeout(
+            budget,
+            stores[1].apply(partition, tracking, (3, 2000), now, false),
+        )
+        .await
+        {
+            Ok(applied) => {
+                applied.unwrap();
+            }
+            Err(_) => cut += 1,
+        }
+    }
+    assert!(cut > 0, "no apply was cut off");
+    let state = |store: &tally_redis::Store| {
+        let store = store.clone();
+        let site = site.clone();
+        async move {
+            let mut pages = Vec::new();
+            for k in 0..7 {
+                let c = store
+                    .counters(&site, Some(&format!("/k{k}")), now - 300_000)
+                    .await
+                    .unwrap();
+                pages.push((c.page_views, c.page_online));
+            }
+            let c = store.counters(&site, None, now - 300_000).await.unwrap();
+            let figures: Vec<String> = store
+                .all_entries(partition)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| {
+                    let e = e.event.unwrap();
+                    format!(
+                        "{} {} {} {} {:?} {}",
+                        e.session, e.new_visit, e.visit_seq, e.gap_ms, e.kind, e.page
+                    )
+                })
+                .collect();
+            (c.views, c.visits, c.online, pages, figures)
+        }
+    };
+    let (reference, interrupted) = (state(&stores[0]).await, state(&stores[1]).await);
+    assert_eq!(reference.4.len(), 1200, "every event once");
+    assert!(reference.1 > 0 && reference.2 > 0, "{reference:?}");
+    assert_eq!(interrupted, reference, "{cut} applies cut off");
+}
+
+/// Workers killed (SIGKILL) while they apply and insert under a steady load: the trailing
+/// figures still reach their exact values within 2 s of the last accepted event, and
+/// ClickHouse holds every accepted event once.
+#[tokio::test]
+async fn the_trailing_figures_are_exact_after_workers_are_killed() {
+    let mut settings = trusting_localhost();
+    settings.worker.max_age = Duration::from_millis(150);
+    let app = TestApp::spawn_roles(settings.clone(), "beacon,api".parse().unwrap()).await;
+    let http = reqwest::Client::new();
+    let base = app.url("");
+    let sender = tokio::spawn({
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            // 150 readers, three views each on pages (r, r+1, r+2) mod 5, and a ping.
+            let mut accepted = 0u64;
+            for round in 0..4u32 {
+                for r in 0..150u32 {
+                    let (kind, page) = match round {
+                        3 => ("ping", (r + 2) % 5),
+                        _ => ("pageview", (r + round) % 5),
+                    };
+                    let ip = format!("198.51.100.{}", r + 1);
+                    let status = hit(&http, &base, kind, &format!("/w{page}"), &ip).await;
+                    assert_eq!(status, Some(204));
+                    accepted += 1;
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                }
+            }
+            accepted
+        }
+    });
+    let worker = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["serve", "--roles", "worker"])
+            .envs(tally_testkit::env_for(&settings))
+            .env("TALLY__SERVER__LISTEN", "127.0.0.1:0")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a worker")
+    };
+    let mut running = worker();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        running.kill().unwrap();
+        running.wait().unwrap();
+        running = worker();
+    }
+    let accepted = sender.await.unwrap();
+    assert_eq!(accepted, 600);
+    // Every reader is online and made one visit; /w0 has the 90 readers who had an event
+    // on it (a reader stays on a page until it leaves or the online window passes).
+    let want = json!({"total_visits": 150, "online": 150, "page_online": 90});
+    let lag = time_until(&want, || async {
+        trailing(&live(&http, &base, Some("/w0")).await)
+    })
+    .await
+    .unwrap_or_else(|got| panic!("the trailing figures stayed at {got}"));
+    figure_line("online and visits after worker kills", lag);
+    assert!(lag <= TRAILING, "{lag:?}");
+    assert_eq!(live(&http, &base, None).await["total_views"], 450);
+    let db = app.db();
+    common::wait_for_rollups(&app, accepted).await;
+    assert_eq!(db.event_id_counts().await.unwrap(), (accepted, accepted));
+    let visits = common::run_sql(
+        &settings,
+        &format!(
+            "SELECT sum(new_visit), uniqExact(session) FROM {}.events",
+            settings.clickhouse.database
+        ),
+    )
+    .await;
+    assert_eq!(visits.trim(), "150\t150");
+    running.kill().unwrap();
+    running.wait().unwrap();
+    app.stop().await;
+}
+
+/// A beacon killed (SIGKILL) under load and started again: whatever reached Redis is counted
+/// once, and the trailing figures agree exactly with the events ClickHouse received, within
+/// 2 s of the last accepted event.
+#[tokio::test]
+async fn the_trailing_figures_are_exact_after_a_beacon_is_killed() {
+    let settings = trusting_localhost();
+    let app = TestApp::spawn_roles(settings.clone(), "worker,api".parse().unwrap()).await;
+    let http = reqwest::Client::new();
+    let trust = [("TALLY__SERVER__TRUSTED_PROXIES", "127.0.0.1/32")];
+    let mut beacon = Served::start(&settings, "beacon", &trust).await;
+    let mut accepted = 0u64;
+    let mut readers = BTreeSet::new();
+    for phase in 0..2u32 {
+        let load = (0..200u32).map(|i| {
+            let (http, base) = (http.clone(), beacon.base.clone());
+            let ip = format!("203.0.113.{}", i % 100 + 1);
+            let page = format!("/b{}", (i + phase) % 4);
+            async move { (hit(&http, &base, "pageview", &page, &ip).await, ip) }
+        });
+        let answers = futures_util::future::join_all(load.map(|f| async move {
+            tokio::time::sleep(Duration::from_millis(random() % 400)).await;
+            f.await
+        }));
+        let killer = async {
+            if phase == 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                drop(std::mem::replace(
+                    &mut beacon,
+                    Served::start(&settings, "beacon", &trust).await,
+                ));
+            }
+        };
+        let (answers, ()) = tokio::join!(answers, killer);
+        for (status, ip) in answers {
+            if status == Some(204) {
+                accepted += 1;
+                readers.insert(ip);
+            }
+        }
+    }
+    assert!(accepted > 0);
+    // The live figures from the last answer on, every 20 ms for 5 s.
+    let last_accepted = Instant::now();
+    let api = app.url("");
+    let snapshots = tokio::spawn({
+        let http = http.clone();
+        async move {
+            let mut seen = Vec::new();
+            while last_accepted.elapsed() < Duration::from_secs(5) {
+                let c = live(&http, &api, Some("/b0")).await;
+                let figures = format!(
+                    "{}\t{}\t{}\t{}",
+                    c["total_views"], c["total_visits"], c["online"], c["page_views"]
+                );
+                seen.push((last_accepted.elapsed(), figures));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }
+    });
+    // What reached Redis reaches ClickHouse once: the reference for the live figures.
+    let db = app.db();
+    common::wait_for("the streams to empty", || async {
+        let store = app.store().await;
+        let mut backlog = 0;
+        for p in 0..settings.redis.partitions {
+            backlog += store.stream_len(p).await.unwrap_or(1);
+        }
+        backlog == 0 && db.count_events().await.unwrap_or(0) >= accepted
+    })
+    .await;
+    let (rows, distinct) = db.event_id_counts().await.unwrap();
+    assert_eq!(rows, distinct, "no event twice");
+    assert!(rows >= accepted, "{rows} rows, {accepted} accepted");
+    let database = &settings.clickhouse.database;
+    let stored = common::run_sql(
+        &settings,
+        &format!(
+            "SELECT countIf(kind = 'pageview'), sum(new_visit), uniqExact(visitor), \
+             countIf(page = '/b0' AND kind = 'pageview') FROM {database}.events"
+        ),
+    )
+    .await;
+    let want = stored.trim().to_owned();
+    let seen = snapshots.await.unwrap();
+    // The first moment from which the live figures equal ClickHouse's, and stay so.
+    let settled = seen
+        .iter()
+        .rposition(|(_, figures)| figures != &want)
+        .map_or(Some(Duration::ZERO), |i| seen.get(i + 1).map(|(at, _)| *at));
+    let lag = settled.unwrap_or_else(|| {
+        panic!(
+            "live figures never reached ClickHouse's {want}: {:?}",
+            seen.last()
+        )
+    });
+    figure_line("online and visits after a beacon kill", lag);
+    assert!(lag <= TRAILING, "{lag:?}");
+    assert!(readers.len() as u64 <= want.split('\t').nth(2).unwrap().parse().unwrap());
+    app.stop().await;
+}
