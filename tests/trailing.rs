@@ -148,9 +148,10 @@ async fn views_show_at_once_and_the_rest_follows_within_two_seconds() {
 }
 
 /// An apply cut off at any await point — before its commit was sent, or after it was sent
-/// but before the answer came, as when a worker dies — applies nothing or everything: the
-/// same batches applied with interruptions and without give the same counters, visits,
-/// presence and stream figures.
+/// but before the answer came, as when a worker dies — applies nothing or everything, and
+/// two appliers racing on one partition apply each entry once: the same batches applied by
+/// two interrupted appliers at once and by one without interruption give the same counters,
+/// visits, presence and stream figures.
 #[tokio::test]
 async fn an_apply_cut_off_anywhere_applies_nothing_or_everything() {
     use tally_core::EventKind::{Leave, Pageview, Ping};
@@ -212,26 +213,45 @@ async fn an_apply_cut_off_anywhere_applies_nothing_or_everything() {
             break;
         }
     }
-    // The same, each apply cut off after a random few hundred microseconds.
-    let mut cut = 0;
-    for round in 0..20_000u32 {
-        if stores[1].incoming_len(partition).await.unwrap() == 0 {
-            break;
-        }
-        assert!(round < 19_999, "the interrupted applies never finished");
-        let budget = Duration::from_micros(random() % 1500);
-        match tokio::time::timeout(
-            budget,
-            stores[1].apply(partition, tracking, (3, 2000), now, false),
-        )
+    // The same, by two appliers at once (two workers), each apply cut off after a random
+    // few hundred microseconds.
+    let racer = tally_redis::Store::connect(&settings[1].redis)
         .await
-        {
-            Ok(applied) => {
-                applied.unwrap();
+        .unwrap();
+    // Two applies that read the same head: one commits, the other writes nothing.
+    let (x, y) = tokio::join!(
+        stores[1].apply(partition, tracking, (3, 2000), now, false),
+        racer.apply(partition, tracking, (3, 2000), now, false)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert!(
+        x.lost_race != y.lost_race,
+        "one of two commits: {x:?} {y:?}"
+    );
+    assert_eq!(x.entries + y.entries, 3);
+    let interrupted = |store: tally_redis::Store| async move {
+        let (mut cut, mut lost) = (0, 0);
+        for round in 0..20_000u32 {
+            if store.incoming_len(partition).await.unwrap() == 0 {
+                return (cut, lost);
             }
-            Err(_) => cut += 1,
+            assert!(round < 19_999, "the interrupted applies never finished");
+            let budget = Duration::from_micros(random() % 6000);
+            match tokio::time::timeout(
+                budget,
+                store.apply(partition, tracking, (3, 2000), now, false),
+            )
+            .await
+            {
+                Ok(applied) => lost += u32::from(applied.unwrap().lost_race),
+                Err(_) => cut += 1,
+            }
         }
-    }
+        (cut, lost)
+    };
+    let (a, b) = tokio::join!(interrupted(stores[1].clone()), interrupted(racer));
+    let (cut, lost) = (a.0 + b.0, a.1 + b.1);
+    eprintln!("{cut} applies cut off, {lost} lost a race");
     assert!(cut > 0, "no apply was cut off");
     let state = |store: &tally_redis::Store| {
         let store = store.clone();
