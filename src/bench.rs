@@ -589,7 +589,7 @@ pub async fn admin_queries(
     Ok(out)
 }
 
-/// Records, through the write script, one reader on each of `pages` pages of the first site
+/// Records, through the accept script and the applier, one reader on each of `pages` pages of the first site
 /// (`/live/N`, in that order, a millisecond apart ending at `now_ms`), then `extra` more
 /// readers on each of the ten pages read last, the tenth-last having the most: a site with
 /// `pages` pages read within the online window.

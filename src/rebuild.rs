@@ -139,7 +139,7 @@ async fn rebuild_site(
 
 /// The live page counts to keep for `pages` under `tracking.max_pages` (`cap`, 0 = none): the
 /// `cap` most viewed pages, and the views of the rest summed under "" ("other pages"), as
-/// the write script would have kept them. After someone filled a site's live pages with
+/// the accept script would have kept them. After someone filled a site's live pages with
 /// made-up addresses, a rebuild therefore gives the room back to the pages people read.
 fn within_page_cap(pages: BTreeMap<String, u64>, cap: u32) -> Vec<(String, u64)> {
     let cap = cap as usize;
@@ -156,7 +156,7 @@ fn within_page_cap(pages: BTreeMap<String, u64>, cap: u32) -> Vec<(String, u64)>
 }
 
 /// The live custom event counts to keep under `tracking.max_pages` (`cap`, 0 = none): the
-/// `cap` most counted names and targets. The write script counts no others live, so none
+/// `cap` most counted names and targets. The accept script counts no others live, so none
 /// are summed into another row.
 fn most_counted(counts: BTreeMap<(String, String), u64>, cap: u32) -> Vec<((String, String), u64)> {
     let mut by_count: Vec<_> = counts.into_iter().collect();

@@ -227,7 +227,7 @@ async fn the_pipeline_on_a_2x2_cluster_gives_the_figures_of_one_server() {
     }
     // The rows are spread over both shards, each held by both of its replicas.
     let mut per_node = Vec::new();
-    for node in &cluster.nodes {
+    for node in cluster.nodes.iter() {
         per_node.push(node_rows(node, &database).await);
     }
     assert!(per_node[0] > 0 && per_node[2] > 0, "{per_node:?}");
@@ -333,7 +333,7 @@ async fn a_replica_killed_and_restarted_under_load_loses_and_doubles_nothing() {
     );
     // Every replica holds its shard's rows, and the shards together hold each view once.
     let mut per_node = Vec::new();
-    for node in &cluster.nodes {
+    for node in cluster.nodes.iter() {
         per_node.push(node_rows(node, &app.settings.clickhouse.database).await);
     }
     eprintln!("rows per node after the replicas caught up: {per_node:?}");
@@ -460,7 +460,7 @@ async fn migrations_retention_and_deleted_history_work_on_the_cluster() {
         db.summary(&common::all_time("ward-1")).await.unwrap().views,
         3
     );
-    for node in &cluster.nodes {
+    for node in cluster.nodes.iter() {
         let left = node_sql(
             node,
             format!("SELECT count() FROM {database}.events_local WHERE site = 'ward-3'"),

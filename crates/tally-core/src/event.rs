@@ -36,7 +36,7 @@ pub enum EventKind {
     Leave,
     /// A filtered crawler hit: recorded for the "bots filtered" figures, never counted as a view.
     Bot,
-    /// A page view the write script found to repeat the visitor's last one within
+    /// A page view the applier found to repeat the visitor's last one within
     /// `tracking.repeat_view_window` (a reload): kept for the "repeats" figures and the
     /// visit's length, never counted as a view. The tracker never sends this kind.
     Repeat,
@@ -327,7 +327,7 @@ fn limit(value: &str, max: usize, field: &'static str) -> Result<(), Malformed> 
 ///
 /// Serialised as one line of compact JSON in its stream entry (see `tally_redis::wire`);
 /// short names keep the stream small, since every pending event sits in Redis memory until
-/// the worker acknowledges it. The visit figures are not part of the JSON: the write script
+/// the worker acknowledges it. The visit figures are not part of the JSON: the applier
 /// finds them and the entry carries them beside the events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -362,17 +362,17 @@ pub struct Event {
     pub country: String,
     #[serde(rename = "v", default)]
     pub visitor: u64,
-    /// Session (visit) id; filled in by the Redis write script.
+    /// Session (visit) id; filled in by the applier.
     #[serde(skip)]
     pub session: u64,
-    /// Whether this event started a visit; filled in by the Redis write script.
+    /// Whether this event started a visit; filled in by the applier.
     #[serde(skip)]
     pub new_visit: bool,
     /// Ordinal of this page view in its visit (1 = the first); 0 for pings and leaves.
-    /// Filled in by the Redis write script.
+    /// Filled in by the applier.
     #[serde(skip)]
     pub visit_seq: u16,
-    /// Milliseconds since the visit's previous event; filled in by the Redis write script.
+    /// Milliseconds since the visit's previous event; filled in by the applier.
     #[serde(skip)]
     pub gap_ms: u32,
     #[serde(rename = "sid", default, skip_serializing_if = "String::is_empty")]

@@ -25,7 +25,7 @@
 //! | `tally:sessions_of:OWNER` | set, TTL = `admin.session_max_age` | the storage keys of the sessions of `person:NAME` or `share:ID` (a shared dashboard), so that removing the person or revoking the link ends them all at once |
 //!
 //! `pN` is the site's partition (`SiteId::partition`); the `{…}` hash tag keeps all keys of
-//! a partition in one Redis Cluster slot, so the write script stays atomic on a cluster.
+//! a partition in one Redis Cluster slot, so the accept and apply scripts stay atomic on a cluster.
 
 /// Name of the consumer group that workers share.
 pub const GROUP: &str = "tally";
@@ -43,7 +43,7 @@ impl Keys {
         }
     }
 
-    /// The `tally:{pN}:` prefix, handed to the write script.
+    /// The `tally:{pN}:` prefix, handed to the accept script.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

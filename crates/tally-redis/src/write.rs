@@ -41,7 +41,7 @@ pub struct Recorded {
     pub over_page_cap: usize,
 }
 
-/// The write script's answer for one partition.
+/// The accept script's answer for one partition.
 enum Applied {
     /// This batch id had been applied by an earlier try (the script answered -1).
     Before,

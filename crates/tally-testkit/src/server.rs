@@ -384,19 +384,37 @@ impl ClickHouseServer {
         format!("{scheme}://127.0.0.1:{}", self.http_port)
     }
 
-    /// Starts the server again (same ports and data) if it is stopped.
-    pub fn restart(&self) {
-        let mut child = self.child.lock().unwrap();
-        if child.is_some() {
-            return;
-        }
+    /// The server process, started (not yet answering).
+    fn spawn(&self) -> Child {
         let mut cmd = Command::new(binary("clickhouse-server"));
         cmd.arg(format!(
             "--config-file={}",
             self.dir.path().join("config.xml").display()
         ))
         .current_dir(self.dir.path());
-        *child = Some(spawn_watched(cmd, self.dir.path()));
+        spawn_watched(cmd, self.dir.path())
+    }
+
+    /// Starts the server again, without waiting for it, if it exited by itself (crashed:
+    /// a [`stop`](Self::stop) or [`kill`](Self::kill) is not a crash). Whether it did.
+    fn revive_if_crashed(&self) -> bool {
+        let mut child = self.child.lock().unwrap();
+        let crashed = child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if crashed {
+            *child = Some(self.spawn());
+        }
+        crashed
+    }
+
+    /// Starts the server again (same ports and data) if it is stopped.
+    pub fn restart(&self) {
+        let mut child = self.child.lock().unwrap();
+        if child.is_some() {
+            return;
+        }
+        *child = Some(self.spawn());
         let port = self.http_port;
         if let Some(ca) = &self.tls_ca {
             wait_until("clickhouse-server (HTTPS)", CLICKHOUSE_STARTUP, || {
@@ -647,9 +665,39 @@ impl Drop for ZooKeeper {
 /// A private ClickHouse cluster `tally` of two shards of two replicas each (four
 /// `clickhouse-server` processes) coordinated by a private [`ZooKeeper`]. Node `i` is
 /// replica `i % 2 + 1` of shard `i / 2 + 1`.
+///
+/// The cluster restarts a node that crashes, as systemd would in production: Debian's
+/// 18.16 server has been seen to die of a segmentation fault in ZooKeeper code while
+/// several replicas of a table were being created at once, leaving a migration waiting for
+/// it (`distributed_ddl_task_timeout`).
 pub struct ClickHouseCluster {
-    pub nodes: Vec<ClickHouseServer>,
+    pub nodes: std::sync::Arc<[ClickHouseServer]>,
     pub zookeeper: ZooKeeper,
+    supervisor: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for ClickHouseCluster {
+    fn drop(&mut self) {
+        self.supervisor
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Restarts `nodes` that crash, until `done`.
+fn supervise(
+    nodes: std::sync::Arc<[ClickHouseServer]>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    std::thread::spawn(move || {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, node) in nodes.iter().enumerate() {
+                if node.revive_if_crashed() {
+                    eprintln!("clickhouse cluster: node {i} exited by itself; restarted");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
 }
 
 impl ClickHouseCluster {
@@ -675,7 +723,7 @@ impl ClickHouseCluster {
                 )
             })
             .collect();
-        let nodes = (0..4)
+        let nodes: std::sync::Arc<[ClickHouseServer]> = (0..4)
             .map(|i| {
                 let extra = format!(
                     "<remote_servers><{name}>{shards}</{name}></remote_servers>\n  \
@@ -693,6 +741,12 @@ impl ClickHouseCluster {
                 ClickHouseServer::start_node(None, tcp[i], &extra)
             })
             .collect();
-        Self { nodes, zookeeper }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        supervise(std::sync::Arc::clone(&nodes), done.clone());
+        Self {
+            nodes,
+            zookeeper,
+            supervisor: done,
+        }
     }
 }
