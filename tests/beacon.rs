@@ -253,9 +253,10 @@ async fn a_full_buffer_while_redis_is_down_answers_503_and_loses_nothing_accepte
         };
         statuses.push(status);
     }
-    // Each site's first view is a one-event batch in its lane's hands (while Redis fails
-    // them, a lane has one batch in flight); demo's next two fill the buffer, so the other
-    // site's second view is refused as well as demo's fourth.
+    // Each site's first view is a one-event batch in its lane's hands (IN_FLIGHT is one);
+    // demo's next two fill the buffer, so the other site's second view is refused as well
+    // as demo's fourth.
+    assert_eq!(tally_beacon::batcher::IN_FLIGHT, 1);
     assert_eq!(statuses, [204, 204, 204, 204, 503, 503, 503, 503]);
     let held = 4;
     redis.restart();

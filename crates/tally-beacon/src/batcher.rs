@@ -4,10 +4,10 @@
 //! visible in the counters by the time its request is answered. There is one queue (a lane)
 //! per Redis partition; `beacon.buffer` bounds the events queued in all of them together. A
 //! lane takes whatever is queued (up to `beacon.batch`) and writes it with one call of the
-//! accept script, [`IN_FLIGHT`] at a time (one while Redis fails them). Lanes keep a site's
-//! events together: the accept script's cost is mostly per site and call (counters, the
-//! incoming stream entry), so one call for twelve events of a site costs little more than
-//! one for four, where a single queue split each batch four ways. When Redis is unreachable each batch is retried (same batch
+//! accept script, [`IN_FLIGHT`] at a time. Lanes keep a site's events together: the accept
+//! script's cost is mostly per call (the batch marker, counters, the incoming stream entry),
+//! so one call for twelve events of a site costs little more than one for four, where a
+//! single queue split each batch four ways. When Redis is unreachable each batch is retried (same batch
 //! id, so a retry never counts twice) with capped exponential backoff while new events wait
 //! in the queue; only a full buffer makes handlers answer 503. Errors follow the one retry
 //! policy (`tally_core::retry`): a batch Redis refuses for itself (a script error: verdict
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+    atomic::{AtomicUsize, Ordering},
 };
 use tally_core::{
     Clock, Settings,
@@ -91,12 +91,14 @@ impl Handle {
     }
 }
 
-/// Batches of one lane written to Redis at the same time. The accept script's cost is mostly
-/// per call, not per visitor, and calls sent on one connection run in the order sent, so a
-/// lane keeps two in flight: one busy site (one lane) is not held to one round trip at a
-/// time, and the next batch still gathers while both run (see docs/benchmarks.md, "The
-/// write path after issue 20", for one against two).
-pub const IN_FLIGHT: usize = 2;
+/// Batches of one lane written to Redis at the same time. One: the lane's next batch gathers
+/// while its call runs, so calls carry the most events of a site (measured in the beacon
+/// benchmark: ~7.7 events per call with one, 4.5 with two). Since the accept script keeps
+/// no per-visitor state its cost is mostly per call, and one busy site — one lane — is
+/// not held back by it: with one in flight it reached 0.31 of `/healthz` against 0.23 for
+/// four sites, with two 0.26 against 0.22 (docs/benchmarks.md, "The write path after
+/// issue 20"); the partitions' lanes still write in parallel.
+pub const IN_FLIGHT: usize = 1;
 
 /// The batcher's side: one lane per partition.
 pub struct Batcher {
@@ -115,7 +117,6 @@ impl Batcher {
                 let (tx, rx) = mpsc::channel(capacity);
                 let lane = Lane {
                     rx,
-                    failing: Arc::new(AtomicBool::new(false)),
                     queued: queued.clone(),
                     store: store.clone(),
                     batch: settings.beacon.batch,
@@ -151,8 +152,6 @@ impl Batcher {
 /// One partition's queue and its writer.
 struct Lane {
     rx: mpsc::Receiver<Pending>,
-    /// The last write of this lane failed (Redis unreachable or refusing).
-    failing: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
     store: Store,
     batch: usize,
@@ -193,16 +192,8 @@ impl Lane {
             if n == 0 {
                 break;
             }
-            if self.failing.load(Ordering::Acquire) && IN_FLIGHT > 1 {
-                // Redis is failing a write: one batch at a time until it takes them again,
-                // these events still counted as buffered meanwhile (the outage buffer bounds
-                // them as with a single batch in flight).
-                let others = IN_FLIGHT as u32 - 1;
-                drop(slots.acquire_many(others).await.expect("never closed"));
-            }
             self.queued.fetch_sub(n, Ordering::AcqRel);
             let job = Write {
-                failing: self.failing.clone(),
                 store: self.store.clone(),
                 tracking: self.tracking.clone(),
                 shutdown: shutdown.clone(),
@@ -234,7 +225,6 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// What one batch write needs.
 struct Write {
-    failing: Arc<AtomicBool>,
     store: Store,
     tracking: TrackingSettings,
     shutdown: CancellationToken,
@@ -258,7 +248,6 @@ impl Write {
                 .await
             {
                 Ok(recorded) => {
-                    self.failing.store(false, Ordering::Release);
                     if recorded.over_page_cap > 0 {
                         metrics::counter!("tally_beacon_events_over_page_cap_total")
                             .increment(recorded.over_page_cap as u64);
@@ -267,7 +256,6 @@ impl Write {
                 }
                 Err(error) => error,
             };
-            self.failing.store(true, Ordering::Release);
             let verdict = error.verdict();
             match verdict {
                 Verdict::GiveUp => {
