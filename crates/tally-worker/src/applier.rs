@@ -17,8 +17,8 @@ use tracing::warn;
 /// Most incoming entries (beacon batches) one apply takes.
 pub(crate) const MAX_ENTRIES: usize = 64;
 /// Most events one apply takes (at least one entry): Redis runs the commit as one script,
-/// ~10 µs an event, so this bounds how long it holds Redis (~5 ms; with 2,000 the beacon's
-/// p99 latency doubled).
+/// ~10 µs an event, so this bounds how long it holds Redis (~5 ms) and so the beacon's
+/// latency while it runs.
 pub(crate) const MAX_EVENTS: usize = 500;
 /// After an apply of fewer than [`GATHER`] events the loop waits this long, so that under
 /// load an apply takes hundreds of events at once, and at rest the trailing figures (online,
