@@ -251,64 +251,64 @@ pub async fn freshness(
         })
     };
     // Every view is a new reader's, so a new visit: the k-th visit the live totals gain is
-    // the k-th view applied (one site's batches are applied in the order accepted).
+    // the k-th view applied (one site's batches are applied in the order accepted). Rows of
+    // one site travel through one stream in order, so the k-th marked row to appear is the
+    // k-th view sent.
     let deadline = Instant::now() + duration + Duration::from_secs(30);
-    let trailing = {
-        async {
-            let mut applied_at: Vec<Instant> = Vec::with_capacity(total);
-            while applied_at.len() < total && Instant::now() < deadline {
-                let n = (visits().await? - visits_before) as usize;
-                let now = Instant::now();
-                while applied_at.len() < n.min(total) {
-                    applied_at.push(now);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Ok::<_, anyhow::Error>(applied_at)
-        }
-    };
-    // Rows of one site travel through one stream in order, so the k-th marked row to appear
-    // is the k-th view sent.
-    let stored = async {
-        let mut seen_at: Vec<Instant> = Vec::with_capacity(total);
-        while seen_at.len() < total && Instant::now() < deadline {
-            let n = db.count_pages_with_prefix(site, &prefix).await? as usize;
-            let now = Instant::now();
-            while seen_at.len() < n.min(total) {
-                seen_at.push(now);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok::<_, anyhow::Error>(seen_at)
-    };
-    let (applied_at, seen_at) = tokio::try_join!(trailing, stored)?;
+    let (applied_at, seen_at) = tokio::try_join!(
+        arrivals(total, deadline, || async {
+            Ok((visits().await? - visits_before) as usize)
+        }),
+        arrivals(total, deadline, || async {
+            Ok(db.count_pages_with_prefix(site, &prefix).await? as usize)
+        })
+    )?;
     let accepted_at = sender.await??;
+    Ok(Freshness {
+        views: total,
+        stored: lags(&accepted_at, &seen_at, "reached ClickHouse")?,
+        trailing: lags(&accepted_at, &applied_at, "were applied (visits, online)")?,
+    })
+}
+
+/// When each of `total` things arrived, polling `count` (how many have) every 10 ms until
+/// all have or `deadline` passes.
+async fn arrivals<F, Fut>(
+    total: usize,
+    deadline: Instant,
+    mut count: F,
+) -> anyhow::Result<Vec<Instant>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    let mut at: Vec<Instant> = Vec::with_capacity(total);
+    while at.len() < total && Instant::now() < deadline {
+        let n = count().await?;
+        let now = Instant::now();
+        while at.len() < n.min(total) {
+            at.push(now);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(at)
+}
+
+/// (p50, p99) in ms from each acceptance to its arrival; an error naming `what` when not
+/// everything arrived.
+fn lags(accepted_at: &[Instant], arrived_at: &[Instant], what: &str) -> anyhow::Result<(f64, f64)> {
     ensure!(
-        applied_at.len() == total,
-        "only {} of {total} views were applied (visits, online)",
-        applied_at.len()
-    );
-    let mut lag: Vec<f64> = accepted_at
-        .iter()
-        .zip(&applied_at)
-        .map(|(a, s)| s.saturating_duration_since(*a).as_secs_f64() * 1000.0)
-        .collect();
-    let trailing = p50_p99(&mut lag);
-    ensure!(
-        seen_at.len() == total,
-        "only {} of {total} views reached ClickHouse",
-        seen_at.len()
+        arrived_at.len() == accepted_at.len(),
+        "only {} of {} views {what}",
+        arrived_at.len(),
+        accepted_at.len()
     );
     let mut ms: Vec<f64> = accepted_at
         .iter()
-        .zip(&seen_at)
+        .zip(arrived_at)
         .map(|(a, s)| s.saturating_duration_since(*a).as_secs_f64() * 1000.0)
         .collect();
-    Ok(Freshness {
-        views: total,
-        stored: p50_p99(&mut ms),
-        trailing,
-    })
+    Ok(p50_p99(&mut ms))
 }
 
 /// What [`freshness`] measured: (p50, p99) in ms from an accepted view to its row in
