@@ -7,9 +7,9 @@
 //! | `tally:{pN}:dead` | stream, at most `worker.dead_letter_max` entries | events ClickHouse refused or that could not be decoded ([`wire::DeadLetter`](crate::wire::DeadLetter)): `v`, `key` (the event's key, `ms-seq-i`), `reason`, and `b` + `m` (the event and its figures, as in a stream entry) or `raw`; `tally dead-letters list|replay` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S: at most `tracking.max_pages` pages, then the field `""` ("other pages") counts the views of every later page |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots`, `unverified` (pixel hits naming no page, not counted) of site S |
-//! | `tally:{pN}:here:S` | hash, TTL = online window + 1 minute (renewed by every apply) | Unix second → how many visitors of site S were last seen in that second: "online now" is the sum over the window's seconds. A visitor seen again moves from its old second to the new one (the applier knows the old one from the visit record); seconds older than the window by a minute are dropped |
+//! | `tally:{pN}:here:S` | hash, TTL = online window + 1 minute (renewed by every apply) | 10-second slot (Unix ms / 10,000) → how many visitors of site S were last seen in that slot: "online now" is the sum over the window's slots. A visitor seen again moves from its old slot to the new one (the applier knows the old one from the visit record); slots older than the window by a minute are dropped |
 //! | `tally:{pN}:online:S:PAGE` | sorted set, TTL = online window (renewed by every apply) | visitor → last seen (ms) on one page held live (`online:S:` for the other pages); a `leave` removes the visitor, members older than the online window trimmed |
-//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `w|session:last event ms:page views:last counted view ms:last seen ms:last page` of visitors seen on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout, and session 0 means a visitor seen (a ping) outside any visit. Records of earlier versions (`session:last event ms:page views[:last counted view ms:last page]`, no `w|`) are read too |
+//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `w|session:last event ms:page views:last counted view ms:last seen ms:last page` (or, when the visitor was last seen in the presence slot of the visit's last event, `session:last event ms:page views:last counted view ms:last page`) of visitors seen on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout, and session 0 means a visitor seen (a ping) outside any visit. Records of earlier versions (`session:last event ms:page views[:last counted view ms:last page]`, no `w|`) are read too |
 //! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
 //! | `tally:{pN}:active:S` | sorted set, the same TTL | page held live (`""` for the other pages) → last event (ms) of pages read within the online window |
 //! | `tally:{pN}:titles:S` | hash | page held live → latest title seen (none for the other pages) |
@@ -62,7 +62,7 @@ impl Keys {
         format!("{}visits:{site}:{day}", self.prefix)
     }
 
-    /// Who is online on site `site`: Unix second → visitors last seen in that second.
+    /// Who is online on site `site`: 10-second slot → visitors last seen in it.
     pub fn here(&self, site: &str) -> String {
         format!("{}here:{site}", self.prefix)
     }

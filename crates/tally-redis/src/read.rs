@@ -19,14 +19,14 @@ pub struct Counters {
     pub page_online: Option<u64>,
 }
 
-/// Visitors of a site seen since `since_ms`, from the `HGETALL` of its `here:` hash
-/// (Unix second → visitors last seen then): the seconds from the one holding `since_ms` on.
+/// Visitors of a site seen since `since_ms`, from the `HGETALL` of its `here:` hash (slot →
+/// visitors last seen in it): the slots from the one holding `since_ms` on.
 fn here_since(reply: &Value, since_ms: i64) -> Result<u64> {
-    let seconds: HashMap<i64, i64> = redis::from_redis_value_ref(reply)?;
-    let from = since_ms.div_euclid(1000);
-    let sum: i64 = seconds
+    let slots: HashMap<i64, i64> = redis::from_redis_value_ref(reply)?;
+    let from = since_ms.div_euclid(crate::apply::HERE_SLOT_MS);
+    let sum: i64 = slots
         .into_iter()
-        .filter(|&(second, _)| second >= from)
+        .filter(|&(slot, _)| slot >= from)
         .map(|(_, n)| n)
         .sum();
     Ok(u64::try_from(sum).unwrap_or(0))

@@ -10,8 +10,8 @@
 -- Returns  1, or 0 when the stream's first entry is no longer the one read: another applier
 --          moved the run first, and nothing is written.
 --
--- The commands are the ones the applier sends (the list below); TRIMHERE drops the seconds
--- of a `here:` hash below its one argument.
+-- The commands are the ones the applier sends (the list below); TRIMHERE drops the slots of
+-- a `here:` hash below its one argument.
 
 local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if #head == 0 or head[1][1] ~= ARGV[1] then
@@ -33,9 +33,9 @@ while i <= #ARGV do
   if command == 'TRIMHERE' then
     local below = tonumber(ARGV[first])
     local old = {}
-    for _, second in ipairs(redis.call('HKEYS', key)) do
-      if tonumber(second) < below then
-        old[#old + 1] = second
+    for _, slot in ipairs(redis.call('HKEYS', key)) do
+      if tonumber(slot) < below then
+        old[#old + 1] = slot
       end
     end
     for j = 1, #old, 1000 do
