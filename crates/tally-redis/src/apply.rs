@@ -38,7 +38,7 @@ const CHUNK: usize = 1000;
 /// now" is exact to a slot, and a read takes the window's slots (~30 fields for the default
 /// five minutes, against ~300 with one-second slots, which made the public counters read
 /// measurably slower).
-pub const HERE_SLOT_MS: i64 = 10_000;
+pub(crate) const HERE_SLOT_MS: i64 = 10_000;
 /// Presence kept past the online window (ms; then dropped by the trim).
 const HERE_SLACK_MS: i64 = 60_000;
 /// Visit records expire two days after their day's last write.
