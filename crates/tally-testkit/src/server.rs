@@ -294,6 +294,8 @@ pub struct ClickHouseServer {
     http_port: u16,
     dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
+    /// How much of the error log the crash check has read past (see `revive_if_crashed`).
+    log_seen: Mutex<usize>,
     /// Its CA, when it speaks only HTTPS.
     tls_ca: Option<PathBuf>,
 }
@@ -368,6 +370,7 @@ impl ClickHouseServer {
             http_port,
             dir,
             child: Mutex::new(None),
+            log_seen: Mutex::new(0),
             tls_ca: certs.map(|c| c.ca()),
         };
         server.restart();
@@ -384,8 +387,11 @@ impl ClickHouseServer {
         format!("{scheme}://127.0.0.1:{}", self.http_port)
     }
 
-    /// The server process, started (not yet answering).
+    /// The server process, started (not yet answering). What its error log held before is
+    /// not read by the crash check.
     fn spawn(&self) -> Child {
+        let log = self.dir.path().join("log/error.log");
+        *self.log_seen.lock().unwrap() = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let mut cmd = Command::new(binary("clickhouse-server"));
         cmd.arg(format!(
             "--config-file={}",
@@ -397,15 +403,32 @@ impl ClickHouseServer {
 
     /// Starts the server again, without waiting for it, if it exited by itself (crashed:
     /// a [`stop`](Self::stop) or [`kill`](Self::kill) is not a crash). Whether it did.
+    /// A server whose error log says it is terminating counts as crashed too: 18.16's
+    /// DDLWorker has been seen to end that way ("Unexpected ZooKeeper error: Node exists")
+    /// while the process lived on, answering `/ping` but running no more `ON CLUSTER`
+    /// statements, so a migration waited for it until its timeout.
     fn revive_if_crashed(&self) -> bool {
         let mut child = self.child.lock().unwrap();
-        let crashed = child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-        if crashed {
-            *child = Some(self.spawn());
+        let Some(running) = child.as_mut() else {
+            return false;
+        };
+        let log = self.dir.path().join("log/error.log");
+        let seen = *self.log_seen.lock().unwrap();
+        let terminating = std::fs::read(&log)
+            .map(|text| {
+                text.get(seen..)
+                    .is_some_and(|new| new.windows(13).any(|w| w == b". Terminating"))
+            })
+            .unwrap_or(false);
+        if terminating {
+            let _ = running.kill();
         }
-        crashed
+        if !matches!(running.try_wait(), Ok(Some(_))) && !terminating {
+            return false;
+        }
+        let _ = running.wait();
+        *child = Some(self.spawn());
+        true
     }
 
     /// Starts the server again (same ports and data) if it is stopped.
