@@ -879,7 +879,7 @@ async fn passing_keys_expire_and_lasting_counters_do_not() {
             "events" | "incoming" | "views" | "totals" | "titles" => {
                 assert_eq!(ttl, -1, "{key} lasts")
             }
-            "visits" | "uv" | "vpm" | "online" | "here" | "active" | "batch" => {
+            "visits" | "uv" | "vpm" | "readers" | "here" | "active" | "batch" => {
                 assert!(ttl > 0, "{key} must expire, PTTL {ttl}")
             }
             other => panic!("{key}: a key kind this test does not know ({other})"),
@@ -890,13 +890,13 @@ async fn passing_keys_expire_and_lasting_counters_do_not() {
     assert_eq!(
         seen,
         [
-            "active", "batch", "events", "here", "incoming", "online", "titles", "totals", "uv",
+            "active", "batch", "events", "here", "incoming", "readers", "titles", "totals", "uv",
             "views", "visits", "vpm"
         ]
     );
-    // Both batches' marks, the site's presence by the second, and one set per page (visitor
-    // 1 left /a, and came back).
-    assert_eq!((kinds["batch"], kinds["here"], kinds["online"]), (2, 1, 2));
+    // Both batches' marks, the site's presence by the second, and the readers of each page
+    // (visitor 1 left /a, and came back).
+    assert_eq!((kinds["batch"], kinds["here"], kinds["readers"]), (2, 1, 2));
 }
 
 /// Visits are kept per UTC day: a visitor whose visit began before midnight is found in
@@ -950,8 +950,17 @@ async fn a_visit_running_over_midnight_goes_on() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    // Session, last event, page views, last counted view and the page it was of.
-    assert_eq!(today, Some(format!("77:{now}:3:{now}:/a")));
+    // Session, last event, page views, last counted view, last seen, the pages being read
+    // (one: /a, by its tag and slot) and the page of the last counted view.
+    let today = today.unwrap();
+    let fields: Vec<&str> = today.splitn(7, ':').collect();
+    let now_s = now.to_string();
+    assert_eq!(
+        (fields[..5].to_vec(), fields[6]),
+        (vec!["r|77", &now_s, "3", &now_s, &now_s], "/a"),
+        "{today}"
+    );
+    assert!(!fields[5].is_empty() && !fields[5].contains(','), "{today}");
 }
 
 /// The api answers concurrent counters requests with shared reads: every answer must still

@@ -18,7 +18,10 @@
 //! Online presence costs O(1) per event: `here:S` counts visitors per 10-second slot of their
 //! last event; a visitor seen again moves from its old slot (known from its visit record) to
 //! the new one. "Online now" is the sum over the window's slots: exact to a slot, without a
-//! set of visitors to keep sorted.
+//! set of visitors to keep sorted. Pages are counted the same way (`readers:S:PAGE`): the
+//! visit record also lists the pages its visitor is on within the window, each with its slot,
+//! so a visitor seen again on a page moves there from its old slot, and a `leave` takes it
+//! off the page. A visitor may be on several pages at once (tabs).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,6 +48,15 @@ const HERE_SLACK_MS: i64 = 60_000;
 const VISITS_TTL_S: u64 = 172_800;
 /// A day's unique-visitor sketch lasts two days.
 const SKETCH_TTL_S: u64 = 172_800;
+/// Most pages a visit record lists as being read at once (with their slots). A visitor on
+/// more pages within the online window forgets the one seen longest ago: it still counts
+/// there until its slot leaves the window, and is counted there twice if it comes back to
+/// that page meanwhile.
+const MAX_PAGES_READ: usize = 16;
+/// What each of the limits of one apply (incoming entries, events) is by default: up to 64
+/// beacon batches and 500 events. Redis runs the commit as one script, so the events bound
+/// how long it holds Redis (a few ms).
+pub const APPLY_LIMITS: (usize, usize) = (64, 500);
 
 /// What one [`Store::apply`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,13 +83,47 @@ struct Visit {
     page: String,
     /// The visitor's last event of any kind (ms): when it was last online.
     seen: i64,
+    /// The pages the visitor is on (a tag of each page held live, see [`page_tag`]) and the
+    /// presence slot it was last seen in there; at most [`MAX_PAGES_READ`].
+    reading: Vec<(u32, i64)>,
+}
+
+/// A page's tag in a visit record: FNV-1a of its live key (32 bits; two pages of one
+/// visitor's few sharing one is a one-in-hundreds-of-millions chance). Stable across
+/// releases, as records outlive a process.
+fn page_tag(page: &str) -> u32 {
+    page.bytes().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 impl Visit {
-    /// Reads a record: `w|session:last:views:viewed:seen:page`, or the records of the write
-    /// script of earlier releases, `session:last:views:viewed:page` and `session:last:views`
-    /// (their visitor was last seen at the visit's last event).
+    /// Reads a record: `r|session:last:views:viewed:seen:reading:page`, where `reading` is
+    /// `tag.slot` per page being read (tag in hex) joined by `,`; or one of the layouts of
+    /// earlier releases, which list no pages being read: `w|session:last:views:viewed:seen:page`,
+    /// `session:last:views:viewed:page` and `session:last:views` (their visitor was last seen
+    /// at the visit's last event).
     fn parse(text: &str) -> Option<Self> {
+        if let Some(rest) = text.strip_prefix("r|") {
+            let mut p = rest.splitn(7, ':');
+            let mut visit = Self {
+                session: p.next()?.parse().ok()?,
+                last: p.next()?.parse().ok()?,
+                views: p.next()?.parse().ok()?,
+                viewed: p.next()?.parse().ok()?,
+                seen: p.next()?.parse().ok()?,
+                reading: Vec::new(),
+                page: String::new(),
+            };
+            for one in p.next()?.split(',').filter(|s| !s.is_empty()) {
+                let (tag, slot) = one.split_once('.')?;
+                visit
+                    .reading
+                    .push((u32::from_str_radix(tag, 16).ok()?, slot.parse().ok()?));
+            }
+            p.next()?.clone_into(&mut visit.page);
+            return Some(visit);
+        }
         if let Some(rest) = text.strip_prefix("w|") {
             let mut p = rest.splitn(6, ':');
             return Some(Self {
@@ -87,6 +133,7 @@ impl Visit {
                 viewed: p.next()?.parse().ok()?,
                 seen: p.next()?.parse().ok()?,
                 page: p.next()?.to_owned(),
+                reading: Vec::new(),
             });
         }
         let mut p = text.splitn(5, ':');
@@ -105,26 +152,64 @@ impl Visit {
             viewed,
             page,
             seen: last,
+            reading: Vec::new(),
         })
     }
 
-    /// Writes the record. Presence counts by the slot, so a visitor last seen in the slot of
-    /// its visit's last event — the usual case — keeps the shorter layout of the earlier
-    /// releases, which reads back with that slot.
     fn write(&self) -> String {
-        if self.session != 0
-            && self.seen.div_euclid(HERE_SLOT_MS) == self.last.div_euclid(HERE_SLOT_MS)
-        {
-            return format!(
-                "{}:{}:{}:{}:{}",
-                self.session, self.last, self.views, self.viewed, self.page
-            );
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "r|{}:{}:{}:{}:{}:",
+            self.session, self.last, self.views, self.viewed, self.seen
+        );
+        for (i, (tag, slot)) in self.reading.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(out, "{comma}{tag:x}.{slot}");
         }
-        format!(
-            "w|{}:{}:{}:{}:{}:{}",
-            self.session, self.last, self.views, self.viewed, self.seen, self.page
-        )
+        out.push(':');
+        out.push_str(&self.page);
+        out
     }
+
+    /// The visitor, seen in `slot` on the page held live as `live` (`leave`: leaving it),
+    /// moves there from the slot it was last seen in on that page: the changes to the
+    /// page's `readers:` counts, slots below `horizon` being gone already.
+    fn read_page(&mut self, live: &str, slot: i64, leave: bool, horizon: i64) -> PageMove {
+        let tag = page_tag(live);
+        self.reading.retain(|&(_, s)| s >= horizon);
+        let at = self.reading.iter().position(|&(t, _)| t == tag);
+        let from = at.map(|i| self.reading[i].1);
+        // Never back to an earlier slot (batches accepted by beacons whose clocks differ).
+        let slot = from.map_or(slot, |from| from.max(slot));
+        match (at, leave) {
+            (Some(i), true) => {
+                self.reading.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => self.reading[i].1 = slot,
+            (None, false) => {
+                if self.reading.len() == MAX_PAGES_READ {
+                    let oldest = (0..self.reading.len())
+                        .min_by_key(|&i| self.reading[i].1)
+                        .unwrap_or(0);
+                    self.reading.remove(oldest);
+                }
+                self.reading.push((tag, slot));
+            }
+        }
+        PageMove {
+            from,
+            to: (!leave).then_some(slot),
+        }
+    }
+}
+
+/// A visitor's move on one page: the slot it leaves there (if it was on it) and the one it
+/// is in now (none after a `leave`).
+#[derive(Debug, PartialEq, Eq)]
+struct PageMove {
+    from: Option<i64>,
+    to: Option<i64>,
 }
 
 /// One incoming entry, read.
@@ -180,10 +265,10 @@ struct Changes {
     incr: BTreeMap<String, BTreeMap<String, i64>>,
     /// string counter → increment (`vpm:`).
     counters: BTreeMap<String, i64>,
-    /// `here:` hash → slot → increment.
+    /// `here:` and `readers:` hashes → slot → increment.
     here: BTreeMap<String, BTreeMap<i64, i64>>,
-    /// sorted set → member → Some(score) (present) or None (left).
-    presence: BTreeMap<String, BTreeMap<String, Option<i64>>>,
+    /// `active:` sorted set → page → last event (ms).
+    active: BTreeMap<String, BTreeMap<String, i64>>,
     /// HyperLogLog → visitors.
     sketches: BTreeMap<String, Vec<String>>,
     /// `titles:` hash → page → title.
@@ -193,6 +278,20 @@ struct Changes {
 }
 
 impl Changes {
+    /// A visitor moves from slot `from` (if any) to slot `to` (if any) of presence hash `key`.
+    fn moved(&mut self, key: String, from: Option<i64>, to: Option<i64>) {
+        if from == to {
+            return;
+        }
+        let slots = self.here.entry(key).or_default();
+        if let Some(from) = from {
+            *slots.entry(from).or_default() -= 1;
+        }
+        if let Some(to) = to {
+            *slots.entry(to).or_default() += 1;
+        }
+    }
+
     fn incr(&mut self, key: String, field: &str, by: i64) {
         *self
             .incr
@@ -250,7 +349,7 @@ impl Store {
     ) -> Result<Applied> {
         let keys = Keys::new(partition);
         let mut conn = self.conn();
-        let raw: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        let mut raw: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
             .arg(keys.incoming())
             .arg("-")
             .arg("+")
@@ -258,7 +357,6 @@ impl Store {
             .arg(max_entries.max(1))
             .query_async(&mut conn)
             .await?;
-        let mut raw = raw;
         let mut events_read = 0;
         let keep = raw
             .iter()
@@ -376,7 +474,7 @@ impl Store {
         for partition in 0..self.partitions() {
             loop {
                 let applied = self
-                    .apply(partition, tracking, (64, 2000), now_ms, false)
+                    .apply(partition, tracking, APPLY_LIMITS, now_ms, false)
                     .await?;
                 if applied.entries == 0 && !applied.lost_race {
                     break;
@@ -472,7 +570,6 @@ fn apply_event(
 ) -> Figures {
     let site = event.site.as_str();
     let ts = event.ts_ms;
-    let visitor = event.visitor.to_string();
     let mut figures = Figures::default();
     // Presence: the visitor moves from the slot it was last seen in to this one.
     let old_seen = record.as_ref().map(|r| r.seen.div_euclid(HERE_SLOT_MS));
@@ -480,13 +577,11 @@ fn apply_event(
         .as_ref()
         .map_or(accepted_ms, |r| r.seen.max(accepted_ms));
     let new_seen = seen.div_euclid(HERE_SLOT_MS);
-    if old_seen != Some(new_seen) {
-        let here = changes.here.entry(keys.here(site)).or_default();
-        if let Some(old) = old_seen.filter(|&s| s >= horizon) {
-            *here.entry(old).or_default() -= 1;
-        }
-        *here.entry(new_seen).or_default() += 1;
-    }
+    changes.moved(
+        keys.here(site),
+        old_seen.filter(|&s| s >= horizon),
+        Some(new_seen),
+    );
     let running = record
         .as_ref()
         .is_some_and(|r| r.session != 0 && ts - r.last <= timeout_ms);
@@ -497,6 +592,7 @@ fn apply_event(
         viewed: 0,
         page: String::new(),
         seen,
+        reading: Vec::new(),
     });
     r.seen = seen;
     let pageview = event.kind == EventKind::Pageview;
@@ -521,6 +617,7 @@ fn apply_event(
                 viewed: ts,
                 page: event.page.clone(),
                 seen,
+                reading: std::mem::take(&mut r.reading),
             };
             figures.new_visit = true;
             changes.incr(keys.totals(site), "visits", 1);
@@ -533,7 +630,7 @@ fn apply_event(
             .sketches
             .entry(keys.unique_visitors(site, &context.day))
             .or_default()
-            .push(visitor.clone());
+            .push(event.visitor.to_string());
         if !event.title.is_empty() && !live.is_empty() {
             changes
                 .titles
@@ -550,23 +647,17 @@ fn apply_event(
         figures.session = r.session;
         r.last = r.last.max(ts);
     }
-    let here = event.kind != EventKind::Leave;
-    let page_set = changes
-        .presence
-        .entry(keys.page_online(site, live))
-        .or_default()
-        .entry(visitor)
-        .or_default();
-    let score = page_set.unwrap_or(0).max(accepted_ms);
-    *page_set = here.then_some(score);
-    if here {
+    let leave = event.kind == EventKind::Leave;
+    let page = r.read_page(live, accepted_ms.div_euclid(HERE_SLOT_MS), leave, horizon);
+    changes.moved(keys.page_readers(site, live), page.from, page.to);
+    if !leave {
         let active = changes
-            .presence
+            .active
             .entry(keys.active_pages(site))
             .or_default()
             .entry(live.to_owned())
             .or_default();
-        *active = Some(active.unwrap_or(0).max(accepted_ms));
+        *active = (*active).max(accepted_ms);
     }
     figures
 }
@@ -608,22 +699,12 @@ fn operations(changes: Changes, now_ms: i64, window_ms: i64, trim: bool, horizon
         }
         ops.push("PEXPIRE", &key, vec![arg(window_ms + HERE_SLACK_MS)]);
     }
-    for (key, members) in changes.presence {
-        let mut here = Vec::new();
-        let mut gone = Vec::new();
-        for (member, score) in members {
-            match score {
-                Some(score) => here.extend([arg(score), arg(member)]),
-                None => gone.push(arg(member)),
-            }
-        }
-        if !gone.is_empty() {
-            ops.push_chunked("ZREM", &key, gone);
-        }
-        if !here.is_empty() {
-            ops.push_chunked("ZADD", &key, here);
-            ops.push("PEXPIRE", &key, vec![presence_ttl.clone()]);
-        }
+    for (key, pages) in changes.active {
+        let args = pages
+            .into_iter()
+            .flat_map(|(page, last)| [arg(last), arg(page)]);
+        ops.push_chunked("ZADD", &key, args.collect());
+        ops.push("PEXPIRE", &key, vec![presence_ttl.clone()]);
         if trim {
             ops.push(
                 "ZREMRANGEBYSCORE",
@@ -656,23 +737,68 @@ mod tests {
             viewed: 900,
             page: "/a:b".into(),
             seen: 25_200,
+            reading: vec![(page_tag("/a:b"), 2), (0xff, 1)],
         };
         assert_eq!(Visit::parse(&now.write()), Some(now.clone()));
-        // Seen in the second of the visit's last event: the short layout, same second.
-        let short = Visit {
-            seen: 1_999,
+        let reading_none = Visit {
+            reading: Vec::new(),
             ..now.clone()
         };
-        assert_eq!(short.write(), "7:1000:2:900:/a:b");
-        let read = Visit::parse(&short.write()).unwrap();
-        assert_eq!(read.seen.div_euclid(HERE_SLOT_MS), 0);
-        let before = Visit::parse("7:1000:2:900:/a:b").unwrap();
-        assert_eq!((before.page.as_str(), before.seen), ("/a:b", 1_000));
+        assert_eq!(reading_none.write(), "r|7:1000:2:900:25200::/a:b");
+        assert_eq!(Visit::parse(&reading_none.write()), Some(reading_none));
+        // Earlier releases: no pages being read.
+        let before = Visit::parse("w|7:1000:2:900:25200:/a:b").unwrap();
+        assert_eq!((before.seen, before.page.as_str()), (25_200, "/a:b"));
+        assert!(before.reading.is_empty());
+        let short = Visit::parse("7:1000:2:900:/a:b").unwrap();
+        assert_eq!((short.page.as_str(), short.seen), ("/a:b", 1_000));
         let oldest = Visit::parse("7:1000:2").unwrap();
         assert_eq!((oldest.viewed, oldest.page.as_str()), (0, ""));
-        for bad in ["", "x:1:2", "w|1:2", "7:1000:2:900"] {
+        for bad in [
+            "",
+            "x:1:2",
+            "w|1:2",
+            "7:1000:2:900",
+            "r|7:1000:2:900:25200:/a",
+            "r|7:1000:2:900:25200:zz.1:/a",
+            "r|7:1000:2:900:25200:1.x:/a",
+        ] {
             assert_eq!(Visit::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_visitor_moves_between_the_slots_of_the_pages_it_reads() {
+        let mut v = Visit::parse("7:1000:2:900:/a").unwrap();
+        let moved = |from, to| PageMove { from, to };
+        // New on /a, then seen again there in a later slot: it moves.
+        assert_eq!(v.read_page("/a", 10, false, 0), moved(None, Some(10)));
+        assert_eq!(v.read_page("/a", 10, false, 0), moved(Some(10), Some(10)));
+        assert_eq!(v.read_page("/a", 12, false, 0), moved(Some(10), Some(12)));
+        // An earlier slot (another beacon's clock) does not move it back.
+        assert_eq!(v.read_page("/a", 11, false, 0), moved(Some(12), Some(12)));
+        // A second tab: on /b too; leaving /a takes it off /a only.
+        assert_eq!(v.read_page("/b", 12, false, 0), moved(None, Some(12)));
+        assert_eq!(v.read_page("/a", 13, true, 0), moved(Some(12), None));
+        assert_eq!(v.read_page("/a", 13, true, 0), moved(None, None));
+        assert_eq!(v.reading, vec![(page_tag("/b"), 12)]);
+        // A slot older than the horizon is gone from the counts already: not taken again.
+        assert_eq!(v.read_page("/b", 40, false, 20), moved(None, Some(40)));
+        // At most MAX_PAGES_READ pages: the one seen longest ago is forgotten.
+        for i in 0..MAX_PAGES_READ as i64 {
+            v.read_page(&format!("/p{i}"), 50 + i, false, 0);
+        }
+        assert_eq!(v.reading.len(), MAX_PAGES_READ);
+        assert!(!v.reading.contains(&(page_tag("/b"), 40)));
+        assert_eq!(v.read_page("/p0", 70, false, 0), moved(Some(50), Some(70)));
+    }
+
+    #[test]
+    fn page_tags_are_fnv_1a() {
+        // The published FNV-1a test vectors: the tags must never change (records keep them).
+        assert_eq!(page_tag(""), 0x811c_9dc5);
+        assert_eq!(page_tag("a"), 0xe40c_292c);
+        assert_eq!(page_tag("foobar"), 0xbf9c_f968);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S: at most `tracking.max_pages` pages, then the field `""` ("other pages") counts the views of every later page |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots`, `unverified` (pixel hits naming no page, not counted) of site S |
 //! | `tally:{pN}:here:S` | hash, TTL = online window + 1 minute (renewed by every apply) | 10-second slot (Unix ms / 10,000) → how many visitors of site S were last seen in that slot: "online now" is the sum over the window's slots. A visitor seen again moves from its old slot to the new one (the applier knows the old one from the visit record); slots older than the window by a minute are dropped |
-//! | `tally:{pN}:online:S:PAGE` | sorted set, TTL = online window (renewed by every apply) | visitor → last seen (ms) on one page held live (`online:S:` for the other pages); a `leave` removes the visitor, members older than the online window trimmed |
-//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `w|session:last event ms:page views:last counted view ms:last seen ms:last page` (or, when the visitor was last seen in the presence slot of the visit's last event, `session:last event ms:page views:last counted view ms:last page`) of visitors seen on UTC day DAY (days since the epoch); a visit is over once its last event is older than the visit timeout, and session 0 means a visitor seen (a ping) outside any visit. Records of earlier versions (`session:last event ms:page views[:last counted view ms:last page]`, no `w|`) are read too |
+//! | `tally:{pN}:readers:S:PAGE` | hash, the same TTL | the same per page held live (`readers:S:` for the other pages): slot → visitors last seen on the page in it. A visitor may be on several pages at once; its visit record lists them (up to 16) with their slots, and a `leave` takes it off the page |
+//! | `tally:{pN}:visits:S:DAY` | hash, 2-day TTL | visitor → `r|session:last event ms:page views:last counted view ms:last seen ms:reading:last page` of visitors seen on UTC day DAY (days since the epoch), where `reading` lists the pages the visitor is on (`tag.slot`, the tag a hash of the page in hex, joined by `,`); a visit is over once its last event is older than the visit timeout, and session 0 means a visitor seen (a ping) outside any visit. Records of earlier versions are read too: `w|session:last:views:viewed:seen:page`, and without a prefix `session:last:views[:viewed:page]` (they list no pages being read) |
 //! | `tally:{pN}:uv:S:YYYYMMDD` | HyperLogLog, 2-day TTL | unique visitors of the day (site's time zone) |
 //! | `tally:{pN}:active:S` | sorted set, the same TTL | page held live (`""` for the other pages) → last event (ms) of pages read within the online window |
 //! | `tally:{pN}:titles:S` | hash | page held live → latest title seen (none for the other pages) |
@@ -79,8 +79,10 @@ impl Keys {
         format!("{}totals:{site}", self.prefix)
     }
 
-    pub fn page_online(&self, site: &str, page: &str) -> String {
-        format!("{}online:{site}:{page}", self.prefix)
+    /// Who is reading page `page` of site `site`: 10-second slot → visitors last seen there
+    /// in it.
+    pub fn page_readers(&self, site: &str, page: &str) -> String {
+        format!("{}readers:{site}:{page}", self.prefix)
     }
 
     pub fn baseline(&self, site: &str) -> String {
@@ -153,7 +155,7 @@ mod tests {
         let k = Keys::new(3);
         assert_eq!(k.events(), "tally:{p3}:events");
         assert_eq!(k.views("demo"), "tally:{p3}:views:demo");
-        assert_eq!(k.page_online("demo", "/a"), "tally:{p3}:online:demo:/a");
+        assert_eq!(k.page_readers("demo", "/a"), "tally:{p3}:readers:demo:/a");
         assert_eq!(salt("20261126"), "tally:salt:20261126");
     }
 }

@@ -29,7 +29,7 @@ use redis::{
 };
 use tally_core::settings::RedisSettings;
 
-pub use apply::Applied;
+pub use apply::{APPLY_LIMITS, Applied};
 pub use keys::Keys;
 pub use read::{Counters, REALTIME_CANDIDATES, Realtime, RealtimeView};
 pub use write::{Recorded, TrackedEvent};

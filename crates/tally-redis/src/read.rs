@@ -56,7 +56,7 @@ fn counters_from(
     };
     if let Some(p) = page_at {
         c.page_views = Some(number(&replies[p])? + number(&replies[p + 1])?);
-        c.page_online = Some(number(&replies[p + 2])?);
+        c.page_online = Some(here_since(&replies[p + 2], online_since_ms)?);
     }
     Ok(c)
 }
@@ -123,10 +123,8 @@ impl Store {
                                 .cmd("HGET")
                                 .arg(keys.baseline(s))
                                 .arg(p)
-                                .cmd("ZCOUNT")
-                                .arg(keys.page_online(s, p))
-                                .arg(online_since_ms)
-                                .arg("+inf");
+                                .cmd("HGETALL")
+                                .arg(keys.page_readers(s, p));
                             sent += 3;
                             sent - 3
                         })
@@ -468,17 +466,14 @@ impl Store {
         if !pages.is_empty() {
             let mut pipe = redis::pipe();
             for page in &pages {
-                pipe.cmd("ZCOUNT")
-                    .arg(keys.page_online(s, page))
-                    .arg(since)
-                    .arg("+inf");
+                pipe.cmd("HGETALL").arg(keys.page_readers(s, page));
             }
             pipe.cmd("HMGET").arg(keys.titles(s)).arg(&pages);
             let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
             let titles: Vec<Option<String>> =
                 redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))?;
             for ((page, reply), title) in pages.into_iter().zip(replies).zip(titles) {
-                let readers: u64 = redis::from_redis_value(reply)?;
+                let readers = here_since(&reply, since)?;
                 if readers > 0 {
                     rt.pages.push((page, title.unwrap_or_default(), readers));
                 }

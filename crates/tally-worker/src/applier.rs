@@ -14,18 +14,11 @@ use tally_redis::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// Most incoming entries (beacon batches) one apply takes.
-pub(crate) const MAX_ENTRIES: usize = 64;
-/// Most events one apply takes (at least one entry): Redis runs the commit as one script,
-/// ~10 µs an event, so this bounds how long it holds Redis (~5 ms) and so the beacon's
-/// latency while it runs.
-pub(crate) const MAX_EVENTS: usize = 500;
-/// After an apply of fewer than [`GATHER`] events the loop waits this long, so that under
-/// load an apply takes hundreds of events at once, and at rest the trailing figures (online,
-/// visits) lag the views by at most this plus one apply.
+/// After an apply of fewer events than one apply may take (`tally_redis::APPLY_LIMITS`) the
+/// loop waits this long, so that under load an apply takes hundreds of events at once, and
+/// at rest the trailing figures (online, visits) lag the views by at most this plus one
+/// apply.
 pub(crate) const PAUSE: Duration = Duration::from_millis(50);
-/// See [`PAUSE`].
-pub(crate) const GATHER: usize = 500;
 /// Presence older than the online window is dropped in one apply in this many.
 const TRIM_EVERY: u32 = 8;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -48,7 +41,7 @@ impl Applier {
             .apply(
                 self.partition,
                 &self.tracking,
-                (MAX_ENTRIES, MAX_EVENTS),
+                tally_redis::APPLY_LIMITS,
                 self.clock.now_ms(),
                 calls.is_multiple_of(TRIM_EVERY),
             )
@@ -71,7 +64,7 @@ impl Applier {
             let pause = match self.step(calls).await {
                 Ok(events) => {
                     backoff.reset();
-                    if events >= GATHER {
+                    if events >= tally_redis::APPLY_LIMITS.1 {
                         continue;
                     }
                     PAUSE
