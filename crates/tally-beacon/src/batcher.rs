@@ -1,13 +1,13 @@
 //! The micro-batcher between the handlers and Redis.
 //!
 //! Handlers `submit` events into a bounded queue and wait briefly for the write, so a view is
-//! visible in the counters by the time its request is answered. There is one queue (a lane)
-//! per Redis partition; `beacon.buffer` bounds the events queued in all of them together. A
-//! lane takes whatever is queued (up to `beacon.batch`) and writes it with one call of the
-//! accept script, [`IN_FLIGHT`] at a time. Lanes keep a site's events together: the accept
-//! script's cost is mostly per call (the batch marker, counters, the incoming stream entry),
-//! so one call for twelve events of a site costs little more than one for four, where a
-//! single queue split each batch four ways. When Redis is unreachable each batch is retried (same batch
+//! visible in the counters by the time its request is answered. A queue (a lane) takes
+//! whatever is queued (up to `beacon.batch`) and writes it with one call of the accept
+//! script, [`IN_FLIGHT`] at a time. The script's cost is mostly per call (the batch marker,
+//! the script's own, a round trip), so calls should be few and full: on one Redis there is
+//! one lane, whose call carries every partition's events; on a Redis Cluster, where a call
+//! reaches one partition's slot, one lane per partition. `beacon.buffer` bounds the events
+//! queued in all lanes together. When Redis is unreachable each batch is retried (same batch
 //! id, so a retry never counts twice) with capped exponential backoff while new events wait
 //! in the queue; only a full buffer makes handlers answer 503. Errors follow the one retry
 //! policy (`tally_core::retry`): a batch Redis refuses for itself (a script error: verdict
@@ -47,7 +47,7 @@ struct Pending {
 /// The handlers' side: cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
-    /// One sender per partition.
+    /// One sender per lane (the lane of partition p is p modulo their number).
     lanes: Arc<[mpsc::Sender<Pending>]>,
     /// Events queued in all lanes (taken out when a lane takes them into a batch).
     queued: Arc<AtomicUsize>,
@@ -92,27 +92,31 @@ impl Handle {
 }
 
 /// Batches of one lane written to Redis at the same time. One: the lane's next batch gathers
-/// while its call runs, so calls carry the most events of a site (measured in the beacon
-/// benchmark: ~7.7 events per call with one, 4.5 with two). Since the accept script keeps
-/// no per-visitor state its cost is mostly per call, and one busy site — one lane — is
-/// not held back by it: with one in flight it reached 0.31 of `/healthz` against 0.23 for
-/// four sites, with two 0.26 against 0.22 (docs/benchmarks.md, "The write path after
-/// issue 20"); the partitions' lanes still write in parallel.
+/// while its call runs, so calls carry the most events (measured in the beacon benchmark:
+/// ~7.7 events per call with one, 4.5 with two). Since the accept script keeps no
+/// per-visitor state its cost is mostly per call, and one busy site is not held back by
+/// it: with one in flight it reached 0.31 of `/healthz`, with two 0.26 (docs/benchmarks.md,
+/// "The write path after issue 20").
 pub const IN_FLIGHT: usize = 1;
 
-/// The batcher's side: one lane per partition.
+/// The batcher's side: its lanes.
 pub struct Batcher {
     lanes: Vec<Lane>,
 }
 
 impl Batcher {
     pub fn new(store: Store, settings: &Settings, clock: Clock) -> (Handle, Self) {
-        let partitions = usize::from(store.partitions().max(1));
+        // On one Redis a call takes every partition's events; a cluster call, one's.
+        let lanes = if store.is_cluster() {
+            usize::from(store.partitions().max(1))
+        } else {
+            1
+        };
         let capacity = settings.beacon.buffer.max(1);
         let queued = Arc::new(AtomicUsize::new(0));
         // Each lane could hold the whole buffer (one busy site); `queued` bounds the sum.
         // Channels allocate as they fill, so the room costs nothing until used.
-        let (senders, lanes): (Vec<_>, Vec<_>) = (0..partitions)
+        let (senders, lanes): (Vec<_>, Vec<_>) = (0..lanes)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(capacity);
                 let lane = Lane {
@@ -149,7 +153,7 @@ impl Batcher {
     }
 }
 
-/// One partition's queue and its writer.
+/// One queue and its writer.
 struct Lane {
     rx: mpsc::Receiver<Pending>,
     queued: Arc<AtomicUsize>,

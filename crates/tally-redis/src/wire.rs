@@ -1,7 +1,8 @@
 //! The wire between the beacon, the accept script, the applier and the worker, in one place.
 //!
-//! - **Script arguments.** The beacon calls `lua/accept.lua` with a [`Header`] (ARGV 1–7)
-//!   followed by [`EVENT_ARGS`] values per event ([`EventArgs`]). The script names every
+//! - **Script arguments.** The beacon calls `lua/accept.lua` with a [`Header`] (ARGV 1–4)
+//!   followed, per partition, by a [`Part`] and [`EVENT_ARGS`] values per event of it
+//!   ([`EventArgs`]). The script names every
 //!   position with the constants of [`lua_layout`], which is pasted at its top and checked
 //!   against this module by a test, so a position cannot change on one side only.
 //! - **Incoming entries.** One entry of the partition's incoming stream per partition and
@@ -47,17 +48,29 @@ pub mod field {
     pub const REASON: &str = "reason";
 }
 
-/// The accept script's header: ARGV 1–7, in this order.
+/// The accept script's header: ARGV 1–4, in this order. A [`Part`] per partition follows.
 #[derive(Debug, Clone)]
-pub struct Header<'a> {
-    /// Key prefix of the partition (`tally:{pN}:`).
-    pub prefix: &'a str,
+pub struct Header {
     /// Unique per batch, reused on retry.
     pub batch_id: u64,
     pub now_ms: i64,
     /// 0 = no cap.
     pub max_pages: u64,
-    /// Events that follow the header.
+    /// Partitions that follow (one per call on a Redis Cluster, where partitions live in
+    /// different slots).
+    pub parts: usize,
+}
+
+/// The names of the header's positions, as the script knows them (`A_` + name = ARGV index).
+const HEADER_NAMES: [&str; 4] = ["BATCH_ID", "NOW", "MAX_PAGES", "PARTS"];
+
+/// One partition's part of a call: these values, then its events' ([`EventArgs`]). Its
+/// incoming stream is the call's key of the same place.
+#[derive(Debug, Clone)]
+pub struct Part<'a> {
+    /// Key prefix of the partition (`tally:{pN}:`).
+    pub prefix: &'a str,
+    /// Events that follow.
     pub count: usize,
     /// The events' JSON, one line each (see [`json_lines`]).
     pub lines: &'a [u8],
@@ -65,16 +78,8 @@ pub struct Header<'a> {
     pub context: &'a str,
 }
 
-/// The names of the header's positions, as the script knows them (`A_` + name = ARGV index).
-const HEADER_NAMES: [&str; 7] = [
-    "PREFIX",
-    "BATCH_ID",
-    "NOW",
-    "MAX_PAGES",
-    "COUNT",
-    "LINES",
-    "CONTEXT",
-];
+/// The names of a part's positions (`P_` + name = offset from its first value).
+const PART_NAMES: [&str; 4] = ["PREFIX", "COUNT", "LINES", "CONTEXT"];
 
 /// One event's values after the header, in this order.
 #[derive(Debug, Clone)]
@@ -92,13 +97,20 @@ const EVENT_NAMES: [&str; 4] = ["KIND", "SITE", "PAGE", "FIELD"];
 /// Values per event after the header.
 pub const EVENT_ARGS: usize = EVENT_NAMES.len();
 
-impl Header<'_> {
+impl Header {
     /// Appends the header to `cmd` (after the script's keys).
     pub fn push(&self, cmd: &mut redis::Cmd) {
-        cmd.arg(self.prefix)
-            .arg(self.batch_id)
+        cmd.arg(self.batch_id)
             .arg(self.now_ms)
             .arg(self.max_pages)
+            .arg(self.parts);
+    }
+}
+
+impl Part<'_> {
+    /// Appends the part's own values to `cmd` (its events follow).
+    pub fn push(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(self.prefix)
             .arg(self.count)
             .arg(self.lines)
             .arg(self.context);
@@ -168,20 +180,22 @@ pub fn event_field(name: &str, target: &str) -> String {
 /// The Lua that names the layout, pasted at the top of `lua/accept.lua` (a test checks it
 /// is there, as written here).
 pub fn lua_layout() -> String {
-    let header: Vec<String> = HEADER_NAMES.iter().map(|n| format!("A_{n}")).collect();
-    let header_at: Vec<String> = (1..=HEADER_NAMES.len()).map(|i| i.to_string()).collect();
-    let event: Vec<String> = EVENT_NAMES.iter().map(|n| format!("E_{n}")).collect();
-    let event_at: Vec<String> = (0..EVENT_NAMES.len()).map(|i| i.to_string()).collect();
+    let names = |prefix: &str, names: &[&str], first: usize| {
+        let names: Vec<String> = names.iter().map(|n| format!("{prefix}{n}")).collect();
+        let at: Vec<String> = (first..first + names.len())
+            .map(|i| i.to_string())
+            .collect();
+        format!("local {} = {}\n", names.join(", "), at.join(", "))
+    };
     format!(
         "-- wire layout (tally-redis/src/wire.rs: lua_layout)\n\
-         local {} = {}\n\
-         local {} = {}\n\
-         local EVENT_ARGS, FIRST_EVENT = {}, {}\n\
+         {}{}{}\
+         local PART_ARGS, EVENT_ARGS, FIRST_PART = {}, {}, {}\n\
          local F_VERSION, F_BATCH, F_CONTEXT, F_NOW, F_OVER, VERSION = '{}', '{}', '{}', '{}', '{}', '{}'\n",
-        header.join(", "),
-        header_at.join(", "),
-        event.join(", "),
-        event_at.join(", "),
+        names("A_", &HEADER_NAMES, 1),
+        names("P_", &PART_NAMES, 0),
+        names("E_", &EVENT_NAMES, 0),
+        PART_NAMES.len(),
         EVENT_ARGS,
         HEADER_NAMES.len() + 1,
         incoming::VERSION,

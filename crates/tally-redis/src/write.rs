@@ -1,12 +1,11 @@
 //! The beacon's write path.
 //!
-//! Round trips: one per batch. A batch is split by partition and each partition's events go
-//! to one `EVALSHA` of `lua/accept.lua` (which counts their views and adds them to the
-//! partition's incoming stream as one entry, see [`wire`](crate::wire) for the layout of
-//! both; the applier does the rest a moment later, see [`apply`](crate::apply)); all of
-//! them travel in one pipeline (to a cluster: one call per partition, sent together, as
-//! partitions live in different slots). Only when Redis has lost its script cache (restart)
-//! does a batch take a second trip (`SCRIPT LOAD`).
+//! Round trips: one per batch. A batch goes to one `EVALSHA` of `lua/accept.lua`, which
+//! counts its views and adds each partition's events to that partition's incoming stream
+//! as one entry (see [`wire`](crate::wire) for the layout of both; the applier does the
+//! rest a moment later, see [`apply`](crate::apply)). To a cluster, where partitions live
+//! in different slots, it is one call per partition, sent together. Only when Redis has
+//! lost its script cache (restart) does a batch take a second trip (`SCRIPT LOAD`).
 
 use std::collections::BTreeMap;
 
@@ -35,7 +34,7 @@ pub struct TrackedEvent {
 pub struct Recorded {
     /// Events written by this call.
     pub events: usize,
-    /// Events of partitions whose part of the batch had been applied by an earlier try.
+    /// Events that an earlier try of the batch had accepted already.
     pub already_applied: usize,
     /// Events recorded live under "other pages" (their site is at `tracking.max_pages`).
     pub over_page_cap: usize,
@@ -62,11 +61,12 @@ impl redis::FromRedisValue for Applied {
 }
 
 impl Store {
-    /// Accepts `events` atomically per partition: the incoming stream's entry and the
-    /// counters a reader must see at once (views, crawlers, custom event counts); visits,
-    /// presence and unique visitors follow when the applier moves the entry on. `batch_id` must be unique per batch and reused on retry:
-    /// a partition that already applied this batch id is skipped, so a retry after a lost
-    /// reply never counts twice.
+    /// Accepts `events` atomically (on a cluster: per partition): the incoming streams'
+    /// entries and the counters a reader must see at once (views, crawlers, custom event
+    /// counts); visits, presence and unique visitors follow when the applier moves the
+    /// entries on. `batch_id` must be unique per batch and reused on retry: a call that
+    /// already accepted this batch id is skipped, so a retry after a lost reply never counts
+    /// twice.
     pub async fn record(
         &self,
         batch_id: u64,
@@ -78,50 +78,65 @@ impl Store {
         for e in events {
             by_partition.entry(e.partition).or_default().push(e);
         }
-        let mut cmds = Vec::with_capacity(by_partition.len());
-        let mut sizes = Vec::with_capacity(by_partition.len());
-        for (partition, events) in &by_partition {
-            let keys = Keys::new(*partition);
+        // Parts of one call: all partitions on one Redis, one per call on a cluster.
+        let calls: Vec<Vec<(u16, Vec<&TrackedEvent>)>> = if self.is_cluster() {
+            by_partition.into_iter().map(|part| vec![part]).collect()
+        } else {
+            vec![by_partition.into_iter().collect()]
+        };
+        let mut cmds = Vec::with_capacity(calls.len());
+        let mut sizes = Vec::with_capacity(calls.len());
+        for parts in &calls {
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(ACCEPT.get_hash()).arg(1).arg(keys.incoming());
-            let lines = wire::json_lines(events.iter().map(|e| &e.event));
-            let context = events
-                .iter()
-                .map(|e| {
-                    wire::Context {
-                        session_candidate: e.session_candidate,
-                        day: e.day.clone(),
-                    }
-                    .to_string()
-                })
-                .collect::<Vec<_>>()
-                .join(",");
+            cmd.arg(ACCEPT.get_hash()).arg(parts.len());
+            for (partition, _) in parts {
+                cmd.arg(Keys::new(*partition).incoming());
+            }
             wire::Header {
-                prefix: keys.prefix(),
                 batch_id,
                 now_ms,
                 max_pages: u64::from(tracking.max_pages),
-                count: events.len(),
-                lines: &lines,
-                context: &context,
+                parts: parts.len(),
             }
             .push(&mut cmd);
-            for e in events {
-                let field = if e.event.kind == EventKind::Custom {
-                    wire::event_field(&e.event.name, &e.event.target)
-                } else {
-                    String::new()
-                };
-                wire::EventArgs {
-                    kind: e.event.kind,
-                    site: &e.event.site,
-                    page: &e.event.page,
-                    field: &field,
+            for (partition, events) in parts {
+                let keys = Keys::new(*partition);
+                let lines = wire::json_lines(events.iter().map(|e| &e.event));
+                let context = events
+                    .iter()
+                    .map(|e| {
+                        wire::Context {
+                            session_candidate: e.session_candidate,
+                            day: e.day.clone(),
+                        }
+                        .to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                wire::Part {
+                    prefix: keys.prefix(),
+                    count: events.len(),
+                    lines: &lines,
+                    context: &context,
                 }
                 .push(&mut cmd);
+                for e in events {
+                    let field = if e.event.kind == EventKind::Custom {
+                        wire::event_field(&e.event.name, &e.event.target)
+                    } else {
+                        String::new()
+                    };
+                    wire::EventArgs {
+                        kind: e.event.kind,
+                        site: &e.event.site,
+                        page: &e.event.page,
+                        field: &field,
+                    }
+                    .push(&mut cmd);
+                }
             }
             cmds.push(cmd);
-            sizes.push(events.len());
+            sizes.push(parts.iter().map(|(_, events)| events.len()).sum::<usize>());
         }
         let mut conn = self.conn();
         let replies: Vec<Applied> = if self.is_cluster() {
