@@ -214,7 +214,8 @@ struct PageMove {
 
 /// One incoming entry, read.
 struct Entry {
-    lines: Vec<String>,
+    /// The events' JSON lines as accepted (joined by `\n`), passed on to the events stream.
+    batch: String,
     /// Per line: the event and its context, when both could be read.
     events: Vec<Option<(Event, Context)>>,
     /// When the batch was accepted (ms).
@@ -224,13 +225,11 @@ struct Entry {
 }
 
 impl Entry {
-    fn read(fields: &[String]) -> Self {
-        let get = |name| wire::field(fields, name).unwrap_or_default();
-        let batch = get(wire::incoming::BATCH);
-        let lines: Vec<String> = if batch.is_empty() {
-            Vec::new()
-        } else {
-            batch.split('\n').map(str::to_owned).collect()
+    fn read(mut fields: Vec<String>) -> Self {
+        let get = |name| wire::field(&fields, name).unwrap_or_default();
+        let lines: Vec<&str> = match get(wire::incoming::BATCH) {
+            "" => Vec::new(),
+            batch => batch.split('\n').collect(),
         };
         let context: Vec<&str> = get(wire::incoming::CONTEXT).split(',').collect();
         let readable =
@@ -246,84 +245,75 @@ impl Entry {
                 Some((event, Context::parse(context[i])?))
             })
             .collect();
+        let accepted_ms = get(wire::incoming::NOW).parse().unwrap_or(0);
+        let over = get(wire::incoming::OVER)
+            .split(',')
+            .filter_map(|i| i.parse().ok())
+            .collect();
+        let batch = fields
+            .iter()
+            .position(|f| f == wire::incoming::BATCH)
+            .filter(|at| at % 2 == 0 && at + 1 < fields.len())
+            .map(|at| std::mem::take(&mut fields[at + 1]))
+            .unwrap_or_default();
         Self {
-            lines,
+            batch,
             events,
-            accepted_ms: get(wire::incoming::NOW).parse().unwrap_or(0),
-            over: get(wire::incoming::OVER)
-                .split(',')
-                .filter_map(|i| i.parse().ok())
-                .collect(),
+            accepted_ms,
+            over,
         }
     }
 }
 
-/// The changes of one commit, per key, gathered before they are sent.
+/// The visit records of an apply's visitors, by site and visitor; `None` for a visitor
+/// without one.
+type Visits<'a> = HashMap<(&'a str, u64), Option<Visit>>;
+
+/// The changes of one commit, per site (and page), gathered before they are sent; the keys
+/// are named once per site and page when the commit is written. Borrowed from the entries'
+/// events.
 #[derive(Default)]
-struct Changes {
-    /// hash → field → increment (`totals:`, `views:`).
-    incr: BTreeMap<String, BTreeMap<String, i64>>,
-    /// string counter → increment (`vpm:`).
-    counters: BTreeMap<String, i64>,
-    /// `here:` and `readers:` hashes → slot → increment.
-    here: BTreeMap<String, BTreeMap<i64, i64>>,
-    /// `active:` sorted set → page → last event (ms).
-    active: BTreeMap<String, BTreeMap<String, i64>>,
-    /// HyperLogLog → visitors.
-    sketches: BTreeMap<String, Vec<String>>,
-    /// `titles:` hash → page → title.
-    titles: BTreeMap<String, BTreeMap<String, String>>,
-    /// `visits:` hash of today → visitor → record.
-    visits: BTreeMap<String, BTreeMap<String, String>>,
+struct Changes<'a> {
+    /// site → `totals:` field → increment.
+    totals: BTreeMap<&'a str, BTreeMap<&'static str, i64>>,
+    /// site → page held live → views to take back (reloads).
+    views: BTreeMap<&'a str, BTreeMap<&'a str, i64>>,
+    /// (site, minute) → views to take back.
+    minutes: BTreeMap<(&'a str, i64), i64>,
+    /// site → slot → increment of `here:`.
+    here: BTreeMap<&'a str, BTreeMap<i64, i64>>,
+    /// (site, page held live) → slot → increment of `readers:`.
+    readers: BTreeMap<(&'a str, &'a str), BTreeMap<i64, i64>>,
+    /// site → page held live → last event (ms), for `active:`.
+    active: BTreeMap<&'a str, BTreeMap<&'a str, i64>>,
+    /// (site, day) → visitors, for the day's `uv:` sketch.
+    sketches: BTreeMap<(&'a str, &'a str), Vec<u64>>,
+    /// site → page → title.
+    titles: BTreeMap<&'a str, BTreeMap<&'a str, &'a str>>,
 }
 
-impl Changes {
-    /// A visitor moves from slot `from` (if any) to slot `to` (if any) of presence hash `key`.
-    fn moved(&mut self, key: String, from: Option<i64>, to: Option<i64>) {
-        if from == to {
-            return;
-        }
-        let slots = self.here.entry(key).or_default();
-        if let Some(from) = from {
-            *slots.entry(from).or_default() -= 1;
-        }
-        if let Some(to) = to {
-            *slots.entry(to).or_default() += 1;
-        }
+/// A visitor moves from slot `from` (if any) to slot `to` (if any) of a presence hash.
+fn moved(slots: &mut BTreeMap<i64, i64>, from: Option<i64>, to: Option<i64>) {
+    if from == to {
+        return;
     }
-
-    fn incr(&mut self, key: String, field: &str, by: i64) {
-        *self
-            .incr
-            .entry(key)
-            .or_default()
-            .entry(field.to_owned())
-            .or_default() += by;
+    if let Some(from) = from {
+        *slots.entry(from).or_default() -= 1;
+    }
+    if let Some(to) = to {
+        *slots.entry(to).or_default() += 1;
     }
 }
 
-/// The commit's arguments after its header: `command key count args…` per operation.
-#[derive(Default)]
-struct Ops(Vec<Vec<u8>>);
+/// The commit script call being built: its header, then `command key count args…` per
+/// operation (variadic commands in chunks of at most [`CHUNK`] arguments).
+struct Ops(redis::Cmd);
 
 impl Ops {
-    fn push(&mut self, command: &str, key: &str, args: Vec<Vec<u8>>) {
-        self.0.push(command.as_bytes().to_vec());
-        self.0.push(key.as_bytes().to_vec());
-        self.0.push(args.len().to_string().into_bytes());
-        self.0.extend(args);
+    /// Starts an operation of `count` arguments, which the caller adds.
+    fn op(&mut self, command: &str, key: &str, count: usize) -> &mut redis::Cmd {
+        self.0.arg(command).arg(key).arg(count)
     }
-
-    /// A variadic command, in chunks of [`CHUNK`] arguments.
-    fn push_chunked(&mut self, command: &str, key: &str, args: Vec<Vec<u8>>) {
-        for chunk in args.chunks(CHUNK) {
-            self.push(command, key, chunk.to_vec());
-        }
-    }
-}
-
-fn arg(value: impl ToString) -> Vec<u8> {
-    value.to_string().into_bytes()
 }
 
 /// The id after stream id `id` (`ms-seq` → `ms-(seq+1)`): trimming below it removes `id`.
@@ -374,7 +364,7 @@ impl Store {
         let (first, trim_below) = (first.clone(), next_id(last)?);
         let entries: Vec<Entry> = raw
             .into_iter()
-            .map(|(_, fields)| Entry::read(&fields))
+            .map(|(_, fields)| Entry::read(fields))
             .collect();
 
         let today = now_ms.div_euclid(86_400_000);
@@ -385,54 +375,51 @@ impl Store {
         let horizon = (now_ms - window_ms - HERE_SLACK_MS).div_euclid(HERE_SLOT_MS);
 
         let mut changes = Changes::default();
-        let mut lines = Vec::new();
-        let mut figures = Vec::new();
+        let mut figures = String::new();
         let mut events = 0;
         for entry in &entries {
             let minute = entry.accepted_ms.div_euclid(60_000);
-            for (i, (line, event)) in entry.lines.iter().zip(&entry.events).enumerate() {
-                lines.push(line.as_str());
-                events += 1;
-                let Some((event, context)) = event else {
-                    figures.push(Figures::default());
-                    continue;
-                };
-                if matches!(event.kind, EventKind::Bot | EventKind::Unverified) {
-                    figures.push(Figures::default());
-                    continue;
+            for (i, event) in entry.events.iter().enumerate() {
+                if events > 0 {
+                    figures.push(',');
                 }
-                let live = if entry.over.contains(&i) {
-                    ""
-                } else {
-                    event.page.as_str()
+                events += 1;
+                let figure = match event {
+                    Some((event, context))
+                        if !matches!(event.kind, EventKind::Bot | EventKind::Unverified) =>
+                    {
+                        let live = if entry.over.contains(&i) {
+                            ""
+                        } else {
+                            event.page.as_str()
+                        };
+                        let record = visits
+                            .get_mut(&(event.site.as_str(), event.visitor))
+                            .expect("every visitor's record was read");
+                        apply_event(
+                            event,
+                            context,
+                            live,
+                            (entry.accepted_ms, minute),
+                            record,
+                            &mut changes,
+                            (timeout_ms, repeat_ms, horizon),
+                        )
+                    }
+                    _ => Figures::default(),
                 };
-                let record = visits
-                    .get_mut(&(event.site.clone(), event.visitor))
-                    .expect("every visitor's record was read");
-                figures.push(apply_event(
-                    &keys,
-                    event,
-                    context,
-                    live,
-                    (entry.accepted_ms, minute),
-                    record,
-                    &mut changes,
-                    (timeout_ms, repeat_ms, horizon),
-                ));
-            }
-        }
-        for ((site, visitor), record) in &visits {
-            if let Some(record) = record {
-                changes
-                    .visits
-                    .entry(keys.visits(site, today))
-                    .or_default()
-                    .insert(visitor.to_string(), record.write());
+                use std::fmt::Write as _;
+                let _ = write!(figures, "{figure}");
             }
         }
 
-        let ops = operations(changes, now_ms, window_ms, trim, horizon);
-        let figures: Vec<String> = figures.iter().map(ToString::to_string).collect();
+        let mut lines = String::new();
+        for entry in entries.iter().filter(|e| !e.batch.is_empty()) {
+            if !lines.is_empty() {
+                lines.push('\n');
+            }
+            lines.push_str(&entry.batch);
+        }
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(APPLY.get_hash())
             .arg(2)
@@ -441,11 +428,12 @@ impl Store {
             .arg(&first)
             .arg(&trim_below)
             .arg(wire::VERSION)
-            .arg(lines.join("\n"))
-            .arg(figures.join(","));
-        for op in ops.0 {
-            cmd.arg(op);
-        }
+            .arg(lines)
+            .arg(figures);
+        let mut ops = Ops(cmd);
+        write_visits(&mut ops, &keys, &visits, today);
+        operations(&mut ops, &keys, changes, (now_ms, window_ms, trim, horizon));
+        let Ops(cmd) = ops;
         let done: i64 = match cmd.query_async(&mut conn).await {
             Err(e) if e.code() == Some("NOSCRIPT") => {
                 APPLY.prepare_invoke().load_async(&mut conn).await?;
@@ -487,12 +475,12 @@ impl Store {
 
     /// The visit records of the entries' visitors: today's, else yesterday's (visits running
     /// over midnight). `None` for a visitor without one.
-    async fn read_visits(
+    async fn read_visits<'a>(
         &self,
         keys: &Keys,
-        entries: &[Entry],
+        entries: &'a [Entry],
         today: i64,
-    ) -> Result<HashMap<(String, u64), Option<Visit>>> {
+    ) -> Result<Visits<'a>> {
         let mut by_site: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         let mut out = HashMap::new();
         for (event, _) in entries.iter().flat_map(|e| e.events.iter().flatten()) {
@@ -500,7 +488,7 @@ impl Store {
                 continue;
             }
             if out
-                .insert((event.site.clone(), event.visitor), None)
+                .insert((event.site.as_str(), event.visitor), None)
                 .is_none()
             {
                 by_site.entry(&event.site).or_default().push(event.visitor);
@@ -510,14 +498,14 @@ impl Store {
         for (site, visitor, found) in self.hmget_visits(keys, &by_site, today).await? {
             match found {
                 Some(v) => {
-                    out.insert((site.to_owned(), visitor), Some(v));
+                    out.insert((site, visitor), Some(v));
                 }
                 None => missing.entry(site).or_default().push(visitor),
             }
         }
         for (site, visitor, found) in self.hmget_visits(keys, &missing, today - 1).await? {
             if found.is_some() {
-                out.insert((site.to_owned(), visitor), found);
+                out.insert((site, visitor), found);
             }
         }
         Ok(out)
@@ -557,15 +545,13 @@ impl Store {
 /// `accepted` = when its batch was accepted (ms; presence goes by it, as the counters are
 /// read by the time of the reader's request) and that minute; `limits` = (visit timeout,
 /// repeat window, the oldest presence slot kept).
-#[allow(clippy::too_many_arguments)]
-fn apply_event(
-    keys: &Keys,
-    event: &Event,
-    context: &Context,
-    live: &str,
+fn apply_event<'a>(
+    event: &'a Event,
+    context: &'a Context,
+    live: &'a str,
     (accepted_ms, minute): (i64, i64),
     record: &mut Option<Visit>,
-    changes: &mut Changes,
+    changes: &mut Changes<'a>,
     (timeout_ms, repeat_ms, horizon): (i64, i64, i64),
 ) -> Figures {
     let site = event.site.as_str();
@@ -577,8 +563,8 @@ fn apply_event(
         .as_ref()
         .map_or(accepted_ms, |r| r.seen.max(accepted_ms));
     let new_seen = seen.div_euclid(HERE_SLOT_MS);
-    changes.moved(
-        keys.here(site),
+    moved(
+        changes.here.entry(site).or_default(),
         old_seen.filter(|&s| s >= horizon),
         Some(new_seen),
     );
@@ -600,12 +586,19 @@ fn apply_event(
         // A reload: the accept script counted it as a view; take it back.
         figures.repeat = true;
         figures.gap_ms = gap(ts, r.last);
-        changes.incr(keys.views(site), live, -1);
-        changes.incr(keys.totals(site), "views", -1);
         *changes
-            .counters
-            .entry(keys.views_in_minute(site, minute))
+            .views
+            .entry(site)
+            .or_default()
+            .entry(live)
             .or_default() -= 1;
+        *changes
+            .totals
+            .entry(site)
+            .or_default()
+            .entry("views")
+            .or_default() -= 1;
+        *changes.minutes.entry((site, minute)).or_default() -= 1;
     } else if pageview {
         if running {
             figures.gap_ms = gap(ts, r.last);
@@ -620,7 +613,12 @@ fn apply_event(
                 reading: std::mem::take(&mut r.reading),
             };
             figures.new_visit = true;
-            changes.incr(keys.totals(site), "visits", 1);
+            *changes
+                .totals
+                .entry(site)
+                .or_default()
+                .entry("visits")
+                .or_default() += 1;
         }
         r.views += 1;
         r.viewed = ts;
@@ -628,15 +626,15 @@ fn apply_event(
         figures.visit_seq = u16::try_from(r.views).unwrap_or(u16::MAX);
         changes
             .sketches
-            .entry(keys.unique_visitors(site, &context.day))
+            .entry((site, context.day.as_str()))
             .or_default()
-            .push(event.visitor.to_string());
+            .push(event.visitor);
         if !event.title.is_empty() && !live.is_empty() {
             changes
                 .titles
-                .entry(keys.titles(site))
+                .entry(site)
                 .or_default()
-                .insert(event.page.clone(), event.title.clone());
+                .insert(&event.page, &event.title);
         }
     } else if running {
         // Pings, leaves and custom events keep a running visit alive (and long) but never
@@ -649,13 +647,17 @@ fn apply_event(
     }
     let leave = event.kind == EventKind::Leave;
     let page = r.read_page(live, accepted_ms.div_euclid(HERE_SLOT_MS), leave, horizon);
-    changes.moved(keys.page_readers(site, live), page.from, page.to);
+    moved(
+        changes.readers.entry((site, live)).or_default(),
+        page.from,
+        page.to,
+    );
     if !leave {
         let active = changes
             .active
-            .entry(keys.active_pages(site))
+            .entry(site)
             .or_default()
-            .entry(live.to_owned())
+            .entry(live)
             .or_default();
         *active = (*active).max(accepted_ms);
     }
@@ -666,62 +668,105 @@ fn gap(ts: i64, last: i64) -> u32 {
     u32::try_from((ts - last).max(0)).unwrap_or(u32::MAX)
 }
 
-/// The commit's operations for `changes`.
-fn operations(changes: Changes, now_ms: i64, window_ms: i64, trim: bool, horizon: i64) -> Ops {
-    let mut ops = Ops::default();
-    for (key, fields) in changes.visits {
-        let args = fields.into_iter().flat_map(|(f, v)| [arg(f), arg(v)]);
-        ops.push_chunked("HSET", &key, args.collect());
-        ops.push("EXPIRE", &key, vec![arg(VISITS_TTL_S)]);
+/// Writes the visit records of `visits` to today's hashes (a record read from yesterday's
+/// moves to today's).
+fn write_visits(ops: &mut Ops, keys: &Keys, visits: &Visits<'_>, today: i64) {
+    let mut by_site: BTreeMap<&str, Vec<(u64, String)>> = BTreeMap::new();
+    for (&(site, visitor), record) in visits {
+        if let Some(record) = record {
+            by_site
+                .entry(site)
+                .or_default()
+                .push((visitor, record.write()));
+        }
     }
-    for (key, fields) in changes.incr {
-        for (field, by) in fields {
-            if by != 0 {
-                ops.push("HINCRBY", &key, vec![arg(field), arg(by)]);
+    for (site, records) in by_site {
+        let key = keys.visits(site, today);
+        for chunk in records.chunks(CHUNK / 2) {
+            let cmd = ops.op("HSET", &key, chunk.len() * 2);
+            for (visitor, record) in chunk {
+                cmd.arg(visitor).arg(record);
+            }
+        }
+        ops.op("EXPIRE", &key, 1).arg(VISITS_TTL_S);
+    }
+}
+
+/// Adds the commit's operations for `changes`: `(now, online window, trim, oldest slot
+/// kept)`.
+fn operations(
+    ops: &mut Ops,
+    keys: &Keys,
+    changes: Changes<'_>,
+    (now_ms, window_ms, trim, horizon): (i64, i64, bool, i64),
+) {
+    for (site, fields) in changes.totals {
+        let key = keys.totals(site);
+        for (field, by) in fields.into_iter().filter(|&(_, by)| by != 0) {
+            ops.op("HINCRBY", &key, 2).arg(field).arg(by);
+        }
+    }
+    for (site, pages) in changes.views {
+        let key = keys.views(site);
+        for (page, by) in pages.into_iter().filter(|&(_, by)| by != 0) {
+            ops.op("HINCRBY", &key, 2).arg(page).arg(by);
+        }
+    }
+    for ((site, minute), by) in changes.minutes.into_iter().filter(|&(_, by)| by != 0) {
+        let key = keys.views_in_minute(site, minute);
+        ops.op("INCRBY", &key, 1).arg(by);
+        ops.op("EXPIRE", &key, 1).arg(3600);
+    }
+    let presence = changes
+        .here
+        .into_iter()
+        .map(|(site, slots)| (keys.here(site), slots))
+        .chain(
+            changes
+                .readers
+                .into_iter()
+                .map(|((site, page), slots)| (keys.page_readers(site, page), slots)),
+        );
+    for (key, slots) in presence {
+        for (slot, by) in slots.into_iter().filter(|&(_, by)| by != 0) {
+            ops.op("HINCRBY", &key, 2).arg(slot).arg(by);
+        }
+        if trim {
+            ops.op("TRIMHERE", &key, 1).arg(horizon);
+        }
+        ops.op("PEXPIRE", &key, 1).arg(window_ms + HERE_SLACK_MS);
+    }
+    for (site, pages) in changes.active {
+        let key = keys.active_pages(site);
+        for chunk in pages.into_iter().collect::<Vec<_>>().chunks(CHUNK / 2) {
+            let cmd = ops.op("ZADD", &key, chunk.len() * 2);
+            for (page, last) in chunk {
+                cmd.arg(last).arg(page);
+            }
+        }
+        ops.op("PEXPIRE", &key, 1).arg(window_ms);
+        if trim {
+            ops.op("ZREMRANGEBYSCORE", &key, 2)
+                .arg("-inf")
+                .arg(now_ms - window_ms);
+        }
+    }
+    for ((site, day), visitors) in changes.sketches {
+        let key = keys.unique_visitors(site, day);
+        for chunk in visitors.chunks(CHUNK) {
+            ops.op("PFADD", &key, chunk.len()).arg(chunk);
+        }
+        ops.op("EXPIRE", &key, 1).arg(SKETCH_TTL_S);
+    }
+    for (site, pages) in changes.titles {
+        let key = keys.titles(site);
+        for chunk in pages.into_iter().collect::<Vec<_>>().chunks(CHUNK / 2) {
+            let cmd = ops.op("HSET", &key, chunk.len() * 2);
+            for (page, title) in chunk {
+                cmd.arg(page).arg(title);
             }
         }
     }
-    for (key, by) in changes.counters {
-        if by != 0 {
-            ops.push("INCRBY", &key, vec![arg(by)]);
-            ops.push("EXPIRE", &key, vec![arg(3600)]);
-        }
-    }
-    let presence_ttl = arg(window_ms);
-    for (key, seconds) in changes.here {
-        for (second, by) in seconds {
-            if by != 0 {
-                ops.push("HINCRBY", &key, vec![arg(second), arg(by)]);
-            }
-        }
-        if trim {
-            ops.push("TRIMHERE", &key, vec![arg(horizon)]);
-        }
-        ops.push("PEXPIRE", &key, vec![arg(window_ms + HERE_SLACK_MS)]);
-    }
-    for (key, pages) in changes.active {
-        let args = pages
-            .into_iter()
-            .flat_map(|(page, last)| [arg(last), arg(page)]);
-        ops.push_chunked("ZADD", &key, args.collect());
-        ops.push("PEXPIRE", &key, vec![presence_ttl.clone()]);
-        if trim {
-            ops.push(
-                "ZREMRANGEBYSCORE",
-                &key,
-                vec![arg("-inf"), arg(now_ms - window_ms)],
-            );
-        }
-    }
-    for (key, visitors) in changes.sketches {
-        ops.push_chunked("PFADD", &key, visitors.into_iter().map(arg).collect());
-        ops.push("EXPIRE", &key, vec![arg(SKETCH_TTL_S)]);
-    }
-    for (key, pages) in changes.titles {
-        let args = pages.into_iter().flat_map(|(p, t)| [arg(p), arg(t)]);
-        ops.push_chunked("HSET", &key, args.collect());
-    }
-    ops
 }
 
 #[cfg(test)]

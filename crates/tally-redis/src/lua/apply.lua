@@ -24,7 +24,7 @@ redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
 
 local allowed = {
   HSET = true, HINCRBY = true, INCRBY = true, EXPIRE = true, PEXPIRE = true, ZADD = true,
-  ZREM = true, ZREMRANGEBYSCORE = true, PFADD = true,
+  ZREMRANGEBYSCORE = true, PFADD = true,
 }
 local i = 6
 while i <= #ARGV do
