@@ -179,6 +179,12 @@ fn prometheus() -> PrometheusHandle {
                         &[1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0],
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("tally_worker_insert_batches".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 64.0],
+                    )
+                })
                 .expect("bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -283,6 +289,11 @@ fn describe() {
         "tally_worker_batch_rows",
         Unit::Count,
         "Rows per ClickHouse insert."
+    );
+    describe_histogram!(
+        "tally_worker_insert_batches",
+        Unit::Count,
+        "Partitions' batches per combined ClickHouse insert (batches ready at the same time go in together)."
     );
     describe_counter!(
         "tally_readiness_checks_total",

@@ -685,3 +685,147 @@ async fn the_backlog_gauges_grow_while_clickhouse_is_down() {
     let db = Db::new(&settings.clickhouse);
     assert_eq!(db.count_events().await.unwrap(), 3);
 }
+
+/// A site's event as the beacon hands it to the store.
+fn event_of(
+    site: &tally_core::SiteId,
+    partitions: u16,
+    page: &str,
+    visitor: u64,
+) -> tally_redis::TrackedEvent {
+    tally_redis::TrackedEvent {
+        event: tally_core::Event {
+            kind: tally_core::EventKind::Pageview,
+            site: site.as_str().into(),
+            ts_ms: chrono::Utc::now().timestamp_millis(),
+            page: page.into(),
+            visitor,
+            ..tally_core::Event::empty()
+        },
+        partition: site.partition(partitions),
+        day: "20260101".into(),
+        session_candidate: visitor * 10,
+    }
+}
+
+/// The batches of several partitions that are ready together go into ClickHouse as one
+/// insert (its cost is mostly per insert); when that insert fails for one partition's bad
+/// row, each batch goes in on its own: the bad row to the dead letters, every other row once.
+#[tokio::test]
+async fn partitions_ready_together_share_one_insert_and_a_bad_row_costs_the_others_nothing() {
+    let mut settings = tally_testkit::settings();
+    let partitions = settings.redis.partitions;
+    let demo = tally_core::SiteId::parse("demo").unwrap();
+    let others: Vec<tally_core::SiteId> = (0..)
+        .map(|i| tally_core::SiteId::parse(&format!("other{i}")).unwrap())
+        .filter(|id| id.partition(partitions) != demo.partition(partitions))
+        .take(2)
+        .collect();
+    for other in &others {
+        let mut site = settings.sites[0].clone();
+        site.id = other.clone();
+        site.domains = vec![format!("{other}.example")];
+        settings.sites.push(site);
+    }
+    let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("beacon,api").unwrap()).await;
+    let (db, store) = (app.db(), app.store().await);
+    let run_worker = || async {
+        let worker = tally_worker::Worker::build(
+            &settings,
+            tally_core::directory::Directory::new(&settings.sites),
+            db.clone(),
+            tally_core::Clock::system(),
+        )
+        .await
+        .unwrap();
+        let (tracker, stop) = (
+            tokio_util::task::TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        worker.spawn(&tracker, stop.clone());
+        (tracker, stop)
+    };
+    let stop_worker = |(tracker, stop): (tokio_util::task::TaskTracker, CancellationToken)| async move {
+        stop.cancel();
+        tracker.close();
+        tracker.wait().await;
+    };
+    let sites = [&demo, &others[0], &others[1]];
+    let mut partitions_used: Vec<u16> = sites.iter().map(|s| s.partition(partitions)).collect();
+    partitions_used.sort_unstable();
+    partitions_used.dedup();
+    assert!(partitions_used.len() >= 2, "the sites share one partition");
+
+    // Every site's views wait in the streams; a worker starts and finds them all at once.
+    let batch: Vec<_> = sites
+        .iter()
+        .enumerate()
+        .flat_map(|(i, site)| {
+            (0..3u64)
+                .map(move |v| event_of(site, partitions, &format!("/ok{v}"), 100 * i as u64 + v))
+        })
+        .collect();
+    store
+        .record(
+            1,
+            &batch,
+            &settings.tracking,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await
+        .unwrap();
+    app.settled().await;
+    let worker = run_worker().await;
+    assert_exactly_once(&db, &store, partitions, 9).await;
+    stop_worker(worker).await;
+    assert_eq!(
+        db.events_inserts().await.unwrap(),
+        1,
+        "one insert for every partition's batch"
+    );
+
+    // Now one partition's batch holds a row ClickHouse refuses, in the same insert as the
+    // others' batches.
+    db.execute_unchecked(
+        "ALTER TABLE events ADD COLUMN refuse_poison UInt8 MATERIALIZED throwIf(page LIKE '/poison%')",
+    )
+    .await
+    .unwrap();
+    let batch = vec![
+        event_of(&demo, partitions, "/poison", 900),
+        event_of(&demo, partitions, "/ok9", 901),
+        event_of(&others[0], partitions, "/ok9", 902),
+        event_of(&others[1], partitions, "/ok9", 903),
+    ];
+    store
+        .record(
+            2,
+            &batch,
+            &settings.tracking,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await
+        .unwrap();
+    app.settled().await;
+    let worker = run_worker().await;
+    assert_exactly_once(&db, &store, partitions, 12).await;
+    stop_worker(worker).await;
+    assert_no_row_of(&db, "/poison").await;
+    assert_eq!(
+        store
+            .dead_letter_len(demo.partition(partitions))
+            .await
+            .unwrap(),
+        1
+    );
+    let all = common::all_time("demo");
+    assert_eq!(
+        db.summary(&all).await.unwrap().views,
+        4,
+        "the rollups hold demo's rows once"
+    );
+    for other in &others {
+        let all = common::all_time(other.as_str());
+        assert_eq!(db.summary(&all).await.unwrap().views, 4);
+    }
+}

@@ -69,6 +69,18 @@ impl Db {
             .await?)
     }
 
+    /// How many inserts `events` has taken: its highest block number (a MergeTree numbers
+    /// each insert's block, merges keep the numbers). For tests on a single server.
+    pub async fn events_inserts(&self) -> Result<u64> {
+        Ok(self
+            .query(
+                "SELECT toUInt64(max(max_block_number)) FROM system.parts \
+                 WHERE database = currentDatabase() AND table = 'events'",
+            )
+            .fetch_one()
+            .await?)
+    }
+
     /// Number of rows in `events` (all sites).
     pub async fn count_events(&self) -> Result<u64> {
         Ok(self.query("SELECT count() FROM events").fetch_one().await?)

@@ -20,10 +20,12 @@
 //! for events, and an entry is acknowledged once all its events are stored or dead-lettered.
 //! Consumers of stopped workers leave the group once they hold nothing and stay idle.
 //!
-//! One task per partition, each with its own Redis connection (XREADGROUP blocks it).
+//! One task per partition, each with its own Redis connection (XREADGROUP blocks it); their
+//! batches ready at the same time go into ClickHouse as one insert ([`gate`]).
 //! [`PartitionWorker::step`] runs one read–insert–ack cycle, so tests can drive it directly.
 
 mod applier;
+pub mod gate;
 mod partition;
 
 use tally_clickhouse::Db;
@@ -47,6 +49,7 @@ pub enum Error {
 pub struct Worker {
     appliers: Vec<Applier>,
     partitions: Vec<PartitionWorker>,
+    inserter: gate::Inserter,
     /// A connection for the backlog gauges, and the number of partitions.
     monitor: (Store, u16),
     db: Db,
@@ -83,18 +86,27 @@ impl Worker {
                 max_backoff: settings.worker.max_backoff,
             })
             .collect();
+        let (gate, inserter) = gate::gate(
+            db.clone(),
+            settings.redis.partitions,
+            settings.worker.max_age,
+        );
         for p in 0..settings.redis.partitions {
             let store = Store::connect(&settings.redis).await?;
             store.ensure_group(p).await?;
-            partitions.push(PartitionWorker::new(
-                p,
-                store,
-                db.clone(),
-                settings,
-                directory.clone(),
-                consumer.clone(),
-            ));
+            partitions.push(
+                PartitionWorker::new(
+                    p,
+                    store,
+                    db.clone(),
+                    settings,
+                    directory.clone(),
+                    consumer.clone(),
+                )
+                .with_gate(gate.clone()),
+            );
         }
+        drop(gate);
         info!(consumer = %consumer, partitions = partitions.len(), "worker ready");
         let monitor = (
             Store::connect(&settings.redis).await?,
@@ -104,6 +116,7 @@ impl Worker {
             monitor,
             appliers,
             partitions,
+            inserter,
             db,
             retention: settings.retention.clone(),
         })
@@ -117,6 +130,8 @@ impl Worker {
         for worker in self.partitions {
             tracker.spawn(worker.run(shutdown.clone()));
         }
+        // Ends once every partition's loop has (they hold its gate).
+        tracker.spawn(self.inserter.run());
         tracker.spawn(backlog_loop(self.monitor, shutdown.clone()));
         if self.retention.raw_days > 0 {
             tracker.spawn(retention_loop(self.db, self.retention, shutdown));

@@ -1,5 +1,6 @@
 //! The read → insert → ack loop of one partition.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
@@ -14,6 +15,8 @@ use tally_redis::Store;
 use tally_redis::wire::{DeadLetter, EventKey, Payload, StreamEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+use crate::gate::Gate;
 
 /// Longest single XREADGROUP block, so shutdown and reclaims are noticed promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(500);
@@ -50,6 +53,9 @@ pub struct PartitionWorker {
     /// no more entries than the batch has room for events (a batch exceeds `max_rows` by
     /// less than one entry at most).
     per_entry: usize,
+    /// Where a batch's first insert goes, to be combined with the other partitions' (see
+    /// [`crate::gate`]); without one, each batch is inserted on its own.
+    gate: Option<Gate>,
 }
 
 impl PartitionWorker {
@@ -70,7 +76,15 @@ impl PartitionWorker {
             consumer,
             last_claim: None,
             per_entry: settings.beacon.batch.max(1),
+            gate: None,
         }
+    }
+
+    /// Inserts through `gate`, together with the other partitions' batches ready at the same
+    /// time, and ends read windows on its ticks.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Loops over [`step`](Self::step) until `shutdown`. A step in progress always finishes:
@@ -217,11 +231,12 @@ impl PartitionWorker {
     ) -> Result<Vec<StreamEvent>, tally_redis::Error> {
         let mut batch: Vec<StreamEvent> = Vec::new();
         let mut bytes = 0usize;
-        let mut first_at: Option<Instant> = None;
+        // When the window that the first entry opened ends.
+        let mut end: Option<tokio::time::Instant> = None;
         loop {
-            let wait = match first_at {
+            let wait = match end {
                 None => MAX_BLOCK,
-                Some(t) => match self.settings.max_age.checked_sub(t.elapsed()) {
+                Some(end) => match end.checked_duration_since(tokio::time::Instant::now()) {
                     Some(left) if !left.is_zero() => left.min(MAX_BLOCK),
                     _ => break,
                 },
@@ -237,15 +252,19 @@ impl PartitionWorker {
                 )
                 .await?;
             self.learn_entry_sizes(&entries);
-            if !entries.is_empty() && first_at.is_none() {
-                first_at = Some(Instant::now());
+            if !entries.is_empty() && end.is_none() {
+                let now = tokio::time::Instant::now();
+                end = Some(match &self.gate {
+                    Some(gate) => gate.window_end(now),
+                    None => now + self.settings.max_age,
+                });
             }
             bytes += entries.iter().map(StreamEvent::size).sum::<usize>();
             batch.extend(entries);
             if batch.len() >= self.settings.max_rows
                 || bytes >= self.settings.max_bytes
                 || shutdown.is_cancelled()
-                || (first_at.is_none() && batch.is_empty())
+                || (end.is_none() && batch.is_empty())
             {
                 break;
             }
@@ -284,34 +303,50 @@ impl PartitionWorker {
                 }),
             }
         }
+        let rows = Arc::new(rows);
         let mut backoff = Backoff::new(FIRST_RETRY, self.settings.max_backoff);
         // A failed insert may still have been applied (reply lost, or part of a bisected
         // batch went in), so every retry checks which ids are stored, like a reclaim.
         let mut check_stored = reclaimed;
-        loop {
-            match self
-                .insert(&rows, &mut dead, &mut check_stored, &mut outcome)
-                .await
-            {
-                Ok(()) => break,
-                Err(error) => {
-                    // Bad rows were set aside by `insert`: what is left is the store's state
-                    // (retry) or the deployment's (stop and tell); the rows wait either way.
-                    check_stored = true;
-                    counter!("tally_worker_retries_total").increment(1);
-                    let verdict = error.verdict();
-                    let delay = backoff.next(verdict);
-                    if verdict == Verdict::Stop {
-                        error!(message = "clickhouse refuses the worker (check clickhouse.user, its password and rights, and that migrations ran); retrying", partition = self.partition, %error, ?delay, rows = rows.len());
-                    } else {
-                        warn!(message = "clickhouse insert failed; retrying", partition = self.partition, %error, ?delay, rows = rows.len());
-                    }
-                    tokio::select! {
-                        () = shutdown.cancelled() => {
-                            warn!(partition = self.partition, rows = rows.len(), "shutting down with a batch unwritten; it stays pending for another worker");
-                            return Ok(outcome);
+        let mut stored = false;
+        if let Some(gate) = self
+            .gate
+            .as_ref()
+            .filter(|_| !reclaimed && !rows.is_empty())
+        {
+            stored = gate.insert(rows.clone()).await;
+            if stored {
+                outcome.inserted += rows.len();
+            } else {
+                check_stored = true;
+            }
+        }
+        if !stored {
+            loop {
+                match self
+                    .insert(&rows, &mut dead, &mut check_stored, &mut outcome)
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(error) => {
+                        // Bad rows were set aside by `insert`: what is left is the store's state
+                        // (retry) or the deployment's (stop and tell); the rows wait either way.
+                        check_stored = true;
+                        counter!("tally_worker_retries_total").increment(1);
+                        let verdict = error.verdict();
+                        let delay = backoff.next(verdict);
+                        if verdict == Verdict::Stop {
+                            error!(message = "clickhouse refuses the worker (check clickhouse.user, its password and rights, and that migrations ran); retrying", partition = self.partition, %error, ?delay, rows = rows.len());
+                        } else {
+                            warn!(message = "clickhouse insert failed; retrying", partition = self.partition, %error, ?delay, rows = rows.len());
                         }
-                        () = tokio::time::sleep(delay) => {}
+                        tokio::select! {
+                            () = shutdown.cancelled() => {
+                                warn!(partition = self.partition, rows = rows.len(), "shutting down with a batch unwritten; it stays pending for another worker");
+                                return Ok(outcome);
+                            }
+                            () = tokio::time::sleep(delay) => {}
+                        }
                     }
                 }
             }
