@@ -729,26 +729,35 @@ async fn partitions_ready_together_share_one_insert_and_a_bad_row_costs_the_othe
     }
     let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("beacon,api").unwrap()).await;
     let (db, store) = (app.db(), app.store().await);
-    let run_worker = || async {
-        let worker = tally_worker::Worker::build(
-            &settings,
-            tally_core::directory::Directory::new(&settings.sites),
-            db.clone(),
-            tally_core::Clock::system(),
-        )
-        .await
-        .unwrap();
-        let (tracker, stop) = (
-            tokio_util::task::TaskTracker::new(),
-            CancellationToken::new(),
-        );
-        worker.spawn(&tracker, stop.clone());
-        (tracker, stop)
-    };
-    let stop_worker = |(tracker, stop): (tokio_util::task::TaskTracker, CancellationToken)| async move {
-        stop.cancel();
-        tracker.close();
-        tracker.wait().await;
+    // Records `batch` while no worker runs, so that every partition's part waits; then a
+    // worker starts, finds them all at once, and stores every event once before it stops.
+    let deliver = |id: u64, batch: Vec<tally_redis::TrackedEvent>, expected: u64| {
+        let (settings, db, store, app) = (&settings, &db, &store, &app);
+        async move {
+            let now = chrono::Utc::now().timestamp_millis();
+            store
+                .record(id, &batch, &settings.tracking, now)
+                .await
+                .unwrap();
+            app.settled().await;
+            let worker = tally_worker::Worker::build(
+                settings,
+                tally_core::directory::Directory::new(&settings.sites),
+                db.clone(),
+                tally_core::Clock::system(),
+            )
+            .await
+            .unwrap();
+            let (tracker, stop) = (
+                tokio_util::task::TaskTracker::new(),
+                CancellationToken::new(),
+            );
+            worker.spawn(&tracker, stop.clone());
+            assert_exactly_once(db, store, settings.redis.partitions, expected).await;
+            stop.cancel();
+            tracker.close();
+            tracker.wait().await;
+        }
     };
     let sites = [&demo, &others[0], &others[1]];
     let mut partitions_used: Vec<u16> = sites.iter().map(|s| s.partition(partitions)).collect();
@@ -756,7 +765,6 @@ async fn partitions_ready_together_share_one_insert_and_a_bad_row_costs_the_othe
     partitions_used.dedup();
     assert!(partitions_used.len() >= 2, "the sites share one partition");
 
-    // Every site's views wait in the streams; a worker starts and finds them all at once.
     let batch: Vec<_> = sites
         .iter()
         .enumerate()
@@ -765,19 +773,7 @@ async fn partitions_ready_together_share_one_insert_and_a_bad_row_costs_the_othe
                 .map(move |v| event_of(site, partitions, &format!("/ok{v}"), 100 * i as u64 + v))
         })
         .collect();
-    store
-        .record(
-            1,
-            &batch,
-            &settings.tracking,
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .await
-        .unwrap();
-    app.settled().await;
-    let worker = run_worker().await;
-    assert_exactly_once(&db, &store, partitions, 9).await;
-    stop_worker(worker).await;
+    deliver(1, batch, 9).await;
     assert_eq!(
         db.events_inserts().await.unwrap(),
         1,
@@ -797,19 +793,7 @@ async fn partitions_ready_together_share_one_insert_and_a_bad_row_costs_the_othe
         event_of(&others[0], partitions, "/ok9", 902),
         event_of(&others[1], partitions, "/ok9", 903),
     ];
-    store
-        .record(
-            2,
-            &batch,
-            &settings.tracking,
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .await
-        .unwrap();
-    app.settled().await;
-    let worker = run_worker().await;
-    assert_exactly_once(&db, &store, partitions, 12).await;
-    stop_worker(worker).await;
+    deliver(2, batch, 12).await;
     assert_no_row_of(&db, "/poison").await;
     assert_eq!(
         store
