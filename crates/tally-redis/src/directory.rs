@@ -56,7 +56,8 @@ for _, kind in ipairs({'views', 'totals', 'here', 'active', 'titles', 'baseline'
                        'baseline_totals'}) do
   gone = gone + redis.call('UNLINK', prefix .. kind .. ':' .. site)
 end
-for _, kind in ipairs({'online', 'visits', 'uv', 'vpm'}) do
+-- 'online': the per-page sorted sets of releases before the `readers` slots.
+for _, kind in ipairs({'readers', 'online', 'visits', 'uv', 'vpm'}) do
   local pattern = prefix .. kind .. ':' .. site .. ':*'
   local cursor = '0'
   repeat
