@@ -595,6 +595,12 @@ async fn one_batch_with_repeated_visitors_counts_like_single_events() {
         .await
         .unwrap();
     assert_eq!((again.events, again.already_applied), (0, 7));
+    // An empty batch is no call at all (the script needs a part to mark the batch by).
+    let none = store
+        .record(8, &[], &app.settings.tracking, now)
+        .await
+        .unwrap();
+    assert_eq!((none.events, none.already_applied), (0, 0));
     store.apply_all(&app.settings.tracking, now).await.unwrap();
     let c = counters(&http, &app, Some("/a")).await;
     assert_eq!(

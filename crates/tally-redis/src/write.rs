@@ -74,6 +74,13 @@ impl Store {
         tracking: &TrackingSettings,
         now_ms: i64,
     ) -> Result<Recorded> {
+        if events.is_empty() {
+            return Ok(Recorded {
+                events: 0,
+                already_applied: 0,
+                over_page_cap: 0,
+            });
+        }
         let mut by_partition: BTreeMap<u16, Vec<&TrackedEvent>> = BTreeMap::new();
         for e in events {
             by_partition.entry(e.partition).or_default().push(e);
