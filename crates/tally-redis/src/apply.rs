@@ -250,12 +250,7 @@ impl Entry {
             .split(',')
             .filter_map(|i| i.parse().ok())
             .collect();
-        let batch = fields
-            .iter()
-            .position(|f| f == wire::incoming::BATCH)
-            .filter(|at| at % 2 == 0 && at + 1 < fields.len())
-            .map(|at| std::mem::take(&mut fields[at + 1]))
-            .unwrap_or_default();
+        let batch = wire::take_field(&mut fields, wire::incoming::BATCH).unwrap_or_default();
         Self {
             batch,
             events,
@@ -313,6 +308,21 @@ impl Ops {
     /// Starts an operation of `count` arguments, which the caller adds.
     fn op(&mut self, command: &str, key: &str, count: usize) -> &mut redis::Cmd {
         self.0.arg(command).arg(key).arg(count)
+    }
+
+    /// A command taking `pairs` (HSET's field-value, ZADD's score-member), in chunks.
+    fn pairs<A: redis::ToRedisArgs, B: redis::ToRedisArgs>(
+        &mut self,
+        command: &str,
+        key: &str,
+        pairs: &[(A, B)],
+    ) {
+        for chunk in pairs.chunks(CHUNK / 2) {
+            let cmd = self.op(command, key, chunk.len() * 2);
+            for (a, b) in chunk {
+                cmd.arg(a).arg(b);
+            }
+        }
     }
 }
 
@@ -682,12 +692,7 @@ fn write_visits(ops: &mut Ops, keys: &Keys, visits: &Visits<'_>, today: i64) {
     }
     for (site, records) in by_site {
         let key = keys.visits(site, today);
-        for chunk in records.chunks(CHUNK / 2) {
-            let cmd = ops.op("HSET", &key, chunk.len() * 2);
-            for (visitor, record) in chunk {
-                cmd.arg(visitor).arg(record);
-            }
-        }
+        ops.pairs("HSET", &key, &records);
         ops.op("EXPIRE", &key, 1).arg(VISITS_TTL_S);
     }
 }
@@ -738,12 +743,8 @@ fn operations(
     }
     for (site, pages) in changes.active {
         let key = keys.active_pages(site);
-        for chunk in pages.into_iter().collect::<Vec<_>>().chunks(CHUNK / 2) {
-            let cmd = ops.op("ZADD", &key, chunk.len() * 2);
-            for (page, last) in chunk {
-                cmd.arg(last).arg(page);
-            }
-        }
+        let scored: Vec<(i64, &str)> = pages.into_iter().map(|(page, last)| (last, page)).collect();
+        ops.pairs("ZADD", &key, &scored);
         ops.op("PEXPIRE", &key, 1).arg(window_ms);
         if trim {
             ops.op("ZREMRANGEBYSCORE", &key, 2)
@@ -759,13 +760,8 @@ fn operations(
         ops.op("EXPIRE", &key, 1).arg(SKETCH_TTL_S);
     }
     for (site, pages) in changes.titles {
-        let key = keys.titles(site);
-        for chunk in pages.into_iter().collect::<Vec<_>>().chunks(CHUNK / 2) {
-            let cmd = ops.op("HSET", &key, chunk.len() * 2);
-            for (page, title) in chunk {
-                cmd.arg(page).arg(title);
-            }
-        }
+        let titled: Vec<(&str, &str)> = pages.into_iter().collect();
+        ops.pairs("HSET", &keys.titles(site), &titled);
     }
 }
 

@@ -369,6 +369,14 @@ pub(crate) fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
         .map(|kv| kv[1].as_str())
 }
 
+/// Like [`field`], taking the value out of `fields` (left empty there).
+pub(crate) fn take_field(fields: &mut [String], name: &str) -> Option<String> {
+    fields
+        .chunks_exact_mut(2)
+        .find(|kv| kv[0] == name)
+        .map(|kv| std::mem::take(&mut kv[1]))
+}
+
 /// The events of stream entry `id`, appended to `out`: one per event, or one for the whole
 /// entry when it cannot be read as events.
 pub fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEvent>) {
