@@ -22,22 +22,23 @@ use tally_core::clock::Clock;
 use tally_testkit::{ClickHouseCluster, TestApp, services, settings, settings_for};
 
 /// Settings on `cluster`: its first node's URL, `clickhouse.cluster` set.
-/// `db.migrate`, tried again (as a restarted process would) while its node is down: 18.16
-/// can crash while replicas are created at once (a segfault in its ZooKeeper client, see
+/// `call`, tried again (as a restarted process would) while its node is down: 18.16 can
+/// crash under concurrent `ON CLUSTER` work (a segfault in its ZooKeeper client, see
 /// tally-testkit's `ClickHouseCluster`), and the test kit restarts the node.
-async fn migrate_through_crashes(
-    db: &tally_clickhouse::Db,
-    sites: &[tally_core::settings::SiteSettings],
-) -> Vec<u32> {
+async fn through_crashes<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tally_clickhouse::Error>>,
+{
     use tally_core::retry::{Classify, Verdict};
     for attempt in 1.. {
-        match db.migrate(sites).await {
-            Ok(applied) => return applied,
+        match call().await {
+            Ok(done) => return done,
             Err(e) if e.verdict() == Verdict::Retry && attempt < 30 => {
-                eprintln!("migrating: {e}; trying again");
+                eprintln!("{what}: {e}; trying again");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            Err(e) => panic!("migrating: {e}"),
+            Err(e) => panic!("{what}: {e}"),
         }
     }
     unreachable!()
@@ -420,8 +421,8 @@ async fn migrations_retention_and_deleted_history_work_on_the_cluster() {
     through_node_3.url = cluster.nodes[3].url();
     let other = Db::new(&through_node_3);
     let (a, b) = tokio::join!(
-        migrate_through_crashes(&db, &settings.sites),
-        migrate_through_crashes(&other, &settings.sites)
+        through_crashes("migrating", || db.migrate(&settings.sites)),
+        through_crashes("migrating", || other.migrate(&settings.sites))
     );
     let last = tally_clickhouse::migrate::MIGRATIONS.len() as u32;
     assert!(a.contains(&last) || b.contains(&last), "{a:?} {b:?}");
@@ -472,7 +473,10 @@ async fn migrations_retention_and_deleted_history_work_on_the_cluster() {
         assert_eq!(summary.views, 3, "the rollups of {site} keep every view");
     }
     // Deleting a site's history runs on every shard's replicas.
-    db.drop_site_history("ward-3").await.unwrap();
+    through_crashes("dropping ward-3's history", || {
+        db.drop_site_history("ward-3")
+    })
+    .await;
     wait_for("ward-3's rows to go", || async {
         common::site_rows(&settings, "events", "ward-3").await == 0
             && common::site_rows(&settings, "site_daily", "ward-3").await == 0
