@@ -1,8 +1,8 @@
 //! The wire between the beacon, the accept script, the applier and the worker, in one place.
 //!
 //! - **Script arguments.** The beacon calls `lua/accept.lua` with a [`Header`] (ARGV 1–4)
-//!   followed, per partition, by a [`Part`] and [`EVENT_ARGS`] values per event of it
-//!   ([`EventArgs`]). The script names every
+//!   followed, per partition, by a [`Part`]: its events' JSON and what they add to the live
+//!   counters, by site and page ([`Counts`]). The script names every
 //!   position with the constants of [`lua_layout`], which is pasted at its top and checked
 //!   against this module by a test, so a position cannot change on one side only.
 //! - **Incoming entries.** One entry of the partition's incoming stream per partition and
@@ -64,38 +64,116 @@ pub struct Header {
 /// The names of the header's positions, as the script knows them (`A_` + name = ARGV index).
 const HEADER_NAMES: [&str; 4] = ["BATCH_ID", "NOW", "MAX_PAGES", "PARTS"];
 
-/// One partition's part of a call: these values, then its events' ([`EventArgs`]). Its
-/// incoming stream is the call's key of the same place.
+/// One partition's part of a call: these values, then its [`Counts`]. Its incoming stream is
+/// the call's key of the same place.
 #[derive(Debug, Clone)]
 pub struct Part<'a> {
     /// Key prefix of the partition (`tally:{pN}:`).
     pub prefix: &'a str,
-    /// Events that follow.
+    /// Events in the part.
     pub count: usize,
     /// The events' JSON, one line each (see [`json_lines`]).
     pub lines: &'a [u8],
     /// The events' [`Context`]s, joined by `,`.
     pub context: &'a str,
+    /// What the events add to the live counters.
+    pub counts: &'a Counts<'a>,
 }
 
 /// The names of a part's positions (`P_` + name = offset from its first value).
-const PART_NAMES: [&str; 4] = ["PREFIX", "COUNT", "LINES", "CONTEXT"];
+const PART_NAMES: [&str; 5] = ["PREFIX", "COUNT", "LINES", "CONTEXT", "SITES"];
 
-/// One event's values after the header, in this order.
-#[derive(Debug, Clone)]
-pub struct EventArgs<'a> {
-    pub kind: EventKind,
-    pub site: &'a str,
-    pub page: &'a str,
-    /// A custom event's live counter field ([`event_field`]); empty for other kinds.
-    pub field: &'a str,
+/// What a part's events add to the live counters, added up by site, page and custom event:
+/// the script's work is then per site and page, not per event (Lua's cost per value handled
+/// was most of the call's). Per site (in the order of [`SITE_NAMES`]) its counts, then its
+/// pages (each [`PAGE_NAMES`]), then its custom events' counter fields (each
+/// [`FIELD_NAMES`]).
+#[derive(Debug, Default)]
+pub struct Counts<'a> {
+    sites: std::collections::BTreeMap<&'a str, SiteCounts<'a>>,
 }
 
-/// The names of an event's positions (`E_` + name = offset from the event's first value).
-const EVENT_NAMES: [&str; 4] = ["KIND", "SITE", "PAGE", "FIELD"];
+#[derive(Debug, Default)]
+struct SiteCounts<'a> {
+    bots: u64,
+    unverified: u64,
+    views: u64,
+    pages: std::collections::BTreeMap<&'a str, PageCounts>,
+    fields: std::collections::BTreeMap<String, u64>,
+}
 
-/// Values per event after the header.
-pub const EVENT_ARGS: usize = EVENT_NAMES.len();
+/// A page's events in a part: the views among them, and all of them, by their place in the
+/// part's batch (joined by `,`): the script lists those places in [`incoming::OVER`] when the
+/// page goes live under "other pages".
+#[derive(Debug, Default)]
+struct PageCounts {
+    views: u64,
+    events: u64,
+    at: String,
+}
+
+/// The names of a site's positions (`S_` + name), a page's (`G_`) and a custom event
+/// field's (`C_`), as offsets from their first value.
+const SITE_NAMES: [&str; 6] = ["SITE", "BOTS", "UNVERIFIED", "VIEWS", "PAGES", "FIELDS"];
+const PAGE_NAMES: [&str; 4] = ["PAGE", "VIEWS", "EVENTS", "AT"];
+const FIELD_NAMES: [&str; 2] = ["FIELD", "COUNT"];
+
+impl<'a> Counts<'a> {
+    /// Counts the event at `place` in the part's batch. `field` is a custom event's counter
+    /// field ([`event_field`]).
+    pub fn add(
+        &mut self,
+        place: usize,
+        kind: EventKind,
+        site: &'a str,
+        page: &'a str,
+        field: Option<String>,
+    ) {
+        use std::fmt::Write as _;
+        let counts = self.sites.entry(site).or_default();
+        match kind {
+            // Counts of the site only: a crawler's hit, a pixel hit naming no page of it.
+            EventKind::Bot => counts.bots += 1,
+            EventKind::Unverified => counts.unverified += 1,
+            _ => {
+                let on_page = counts.pages.entry(page).or_default();
+                if on_page.events > 0 {
+                    on_page.at.push(',');
+                }
+                let _ = write!(on_page.at, "{place}");
+                on_page.events += 1;
+                if kind == EventKind::Pageview {
+                    on_page.views += 1;
+                    counts.views += 1;
+                }
+                if let Some(field) = field {
+                    *counts.fields.entry(field).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Appends the counts to `cmd` (after the part's own values).
+    fn push(&self, cmd: &mut redis::Cmd) {
+        for (site, counts) in &self.sites {
+            cmd.arg(*site)
+                .arg(counts.bots)
+                .arg(counts.unverified)
+                .arg(counts.views)
+                .arg(counts.pages.len())
+                .arg(counts.fields.len());
+            for (page, on_page) in &counts.pages {
+                cmd.arg(*page)
+                    .arg(on_page.views)
+                    .arg(on_page.events)
+                    .arg(&on_page.at);
+            }
+            for (field, count) in &counts.fields {
+                cmd.arg(field).arg(*count);
+            }
+        }
+    }
+}
 
 impl Header {
     /// Appends the header to `cmd` (after the script's keys).
@@ -108,22 +186,14 @@ impl Header {
 }
 
 impl Part<'_> {
-    /// Appends the part's own values to `cmd` (its events follow).
+    /// Appends the part, its counts included, to `cmd`.
     pub fn push(&self, cmd: &mut redis::Cmd) {
         cmd.arg(self.prefix)
             .arg(self.count)
             .arg(self.lines)
-            .arg(self.context);
-    }
-}
-
-impl EventArgs<'_> {
-    /// Appends the event's values to `cmd`.
-    pub fn push(&self, cmd: &mut redis::Cmd) {
-        cmd.arg(self.kind.as_str())
-            .arg(self.site)
-            .arg(self.page)
-            .arg(self.field);
+            .arg(self.context)
+            .arg(self.counts.sites.len());
+        self.counts.push(cmd);
     }
 }
 
@@ -189,14 +259,18 @@ pub fn lua_layout() -> String {
     };
     format!(
         "-- wire layout (tally-redis/src/wire.rs: lua_layout)\n\
-         {}{}{}\
-         local PART_ARGS, EVENT_ARGS, FIRST_PART = {}, {}, {}\n\
+         {}{}{}{}{}\
+         local PART_ARGS, SITE_ARGS, PAGE_ARGS, FIELD_ARGS, FIRST_PART = {}, {}, {}, {}, {}\n\
          local F_VERSION, F_BATCH, F_CONTEXT, F_NOW, F_OVER, VERSION = '{}', '{}', '{}', '{}', '{}', '{}'\n",
         names("A_", &HEADER_NAMES, 1),
         names("P_", &PART_NAMES, 0),
-        names("E_", &EVENT_NAMES, 0),
+        names("S_", &SITE_NAMES, 0),
+        names("G_", &PAGE_NAMES, 0),
+        names("C_", &FIELD_NAMES, 0),
         PART_NAMES.len(),
-        EVENT_ARGS,
+        SITE_NAMES.len(),
+        PAGE_NAMES.len(),
+        FIELD_NAMES.len(),
         HEADER_NAMES.len() + 1,
         incoming::VERSION,
         incoming::BATCH,

@@ -120,27 +120,20 @@ impl Store {
                     })
                     .collect::<Vec<_>>()
                     .join(",");
+                let mut counts = wire::Counts::default();
+                for (place, e) in events.iter().enumerate() {
+                    let field = (e.event.kind == EventKind::Custom)
+                        .then(|| wire::event_field(&e.event.name, &e.event.target));
+                    counts.add(place, e.event.kind, &e.event.site, &e.event.page, field);
+                }
                 wire::Part {
                     prefix: keys.prefix(),
                     count: events.len(),
                     lines: &lines,
                     context: &context,
+                    counts: &counts,
                 }
                 .push(&mut cmd);
-                for e in events {
-                    let field = if e.event.kind == EventKind::Custom {
-                        wire::event_field(&e.event.name, &e.event.target)
-                    } else {
-                        String::new()
-                    };
-                    wire::EventArgs {
-                        kind: e.event.kind,
-                        site: &e.event.site,
-                        page: &e.event.page,
-                        field: &field,
-                    }
-                    .push(&mut cmd);
-                }
             }
             cmds.push(cmd);
             sizes.push(parts.iter().map(|(_, events)| events.len()).sum::<usize>());

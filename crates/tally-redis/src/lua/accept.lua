@@ -8,11 +8,14 @@
 --          key this script touches is built from a part's prefix and carries the same {pN}
 --          hash tag as its stream.
 -- ARGV     the header (A_*: batch id, now (ms), page cap (0 = none), parts), then per part
---          its values (P_*: prefix, event count, the events' JSON, one line per event, and
---          their context, "session-candidate day" per event joined by ',') followed by
---          EVENT_ARGS values per event (E_*: kind, site, page, and a custom event's counter
---          field "name<TAB>target", else ''). The positions are named in the wire layout
---          below, which tally-redis/src/wire.rs owns.
+--          its values (P_*: prefix, event count, the events' JSON, one line per event, their
+--          context, "session-candidate day" per event joined by ',', and its sites) and what
+--          its events add to the live counters, added up by the beacon: per site its values
+--          (S_*: site, crawler hits, unverified hits, views, pages, custom event fields),
+--          then per page of it G_* (page, views, events, their places in the part's batch
+--          joined by ','), then per custom event field C_* (field "name<TAB>target", count).
+--          The positions are named in the wire layout below, which tally-redis/src/wire.rs
+--          owns. The work here is per site and page, not per event.
 -- Returns  {events accepted, events recorded live under "other pages"}, or -1 when this
 --          batch id was already accepted (a retry after a lost reply must not count twice).
 --          The batch marker lives under the first part's prefix.
@@ -29,7 +32,7 @@
 -- and the readers of pages) holds at most `cap` pages. A page not yet in the view-count
 -- hash while that hash has `cap` fields is recorded live under the page key '' ("other
 -- pages", never a real page key: page keys are never empty). The entry's `o` field lists the
--- events so recorded (their place in the batch, joined by ','), for the applier. The entry
+-- events so recorded (their places in the batch, joined by ','), for the applier. The entry
 -- keeps the real page, so ClickHouse has every page; the site's totals count every view. It
 -- costs one HLEN per site and batch; only a site within one batch of its cap has its pages
 -- looked up one by one. The custom event counts (`event_counts:`) are capped the same way.
@@ -43,9 +46,11 @@
 
 -- wire layout (tally-redis/src/wire.rs: lua_layout)
 local A_BATCH_ID, A_NOW, A_MAX_PAGES, A_PARTS = 1, 2, 3, 4
-local P_PREFIX, P_COUNT, P_LINES, P_CONTEXT = 0, 1, 2, 3
-local E_KIND, E_SITE, E_PAGE, E_FIELD = 0, 1, 2, 3
-local PART_ARGS, EVENT_ARGS, FIRST_PART = 4, 4, 5
+local P_PREFIX, P_COUNT, P_LINES, P_CONTEXT, P_SITES = 0, 1, 2, 3, 4
+local S_SITE, S_BOTS, S_UNVERIFIED, S_VIEWS, S_PAGES, S_FIELDS = 0, 1, 2, 3, 4, 5
+local G_PAGE, G_VIEWS, G_EVENTS, G_AT = 0, 1, 2, 3
+local C_FIELD, C_COUNT = 0, 1
+local PART_ARGS, SITE_ARGS, PAGE_ARGS, FIELD_ARGS, FIRST_PART = 5, 6, 4, 2, 5
 local F_VERSION, F_BATCH, F_CONTEXT, F_NOW, F_OVER, VERSION = 'v', 'b', 'c', 'n', 'o', '1'
 local now_arg = ARGV[A_NOW]
 local cap = tonumber(ARGV[A_MAX_PAGES])
@@ -56,21 +61,9 @@ if not redis.call('SET', ARGV[FIRST_PART + P_PREFIX] .. 'batch:' .. ARGV[A_BATCH
   return -1
 end
 
-local incr = {}      -- hash key -> field -> increment
-local incr_order = {}
-local function add(key, field)
-  local h = incr[key]
-  if not h then
-    h = {}
-    incr[key] = h
-    incr_order[#incr_order + 1] = key
-  end
-  h[field] = (h[field] or 0) + 1
-end
-
 -- Whether `member` has room in the capped hash `key` (a site's view counts or event counts)
--- when `n` events of the site's part may add to it: it is there already, or the hash has
--- fewer than `cap` fields as this batch grows it.
+-- when `n` members of this part may add to it: it is there already, or the hash has fewer
+-- than `cap` fields as this batch grows it.
 local known_members = {} -- key -> member -> fits
 local hash_sizes = {}    -- key -> fields (as this batch grows it)
 local function fits(key, member, n)
@@ -80,7 +73,7 @@ local function fits(key, member, n)
   if not hash_sizes[key] then
     hash_sizes[key] = redis.call('HLEN', key)
   end
-  -- Far from the cap, every member fits, however many of the batch's are new: one HLEN per
+  -- Far from the cap, every member fits, however many of the part's are new: one HLEN per
   -- hash and batch, no look-up per member.
   if hash_sizes[key] + n <= cap then
     return true
@@ -107,64 +100,62 @@ local function fits(key, member, n)
 end
 
 local total, total_over = 0, 0
-local minute_views = {} -- views key prefix of the minute -> views this minute
-local minute_keys = {}
 local at = FIRST_PART
 for part = 1, parts do
   local prefix = ARGV[at + P_PREFIX]
   local n = tonumber(ARGV[at + P_COUNT])
-  local first = at + PART_ARGS
+  local lines, context = ARGV[at + P_LINES], ARGV[at + P_CONTEXT]
+  local sites = tonumber(ARGV[at + P_SITES])
   local over = {}
-  for i = 0, n - 1 do
-    local base = first + i * EVENT_ARGS
-    local kind, site = ARGV[base + E_KIND], ARGV[base + E_SITE]
-    if kind == 'bot' then
-      add(prefix .. 'totals:' .. site, 'bots')
-    elseif kind == 'unverified' then
-      -- A pixel hit naming no page of the site: a count only.
-      add(prefix .. 'totals:' .. site, 'unverified')
-    else
-      local page = ARGV[base + E_PAGE]
-      local views = prefix .. 'views:' .. site
-      local live = page
-      if not fits(views, page, n) then
-        live = ''
-        over[#over + 1] = string.format('%d', i)
+  at = at + PART_ARGS
+  for _ = 1, sites do
+    local site, views = ARGV[at + S_SITE], ARGV[at + S_VIEWS]
+    local pages, fields = tonumber(ARGV[at + S_PAGES]), tonumber(ARGV[at + S_FIELDS])
+    local totals = prefix .. 'totals:' .. site
+    if ARGV[at + S_BOTS] ~= '0' then
+      redis.call('HINCRBY', totals, 'bots', ARGV[at + S_BOTS])
+    end
+    if ARGV[at + S_UNVERIFIED] ~= '0' then
+      redis.call('HINCRBY', totals, 'unverified', ARGV[at + S_UNVERIFIED])
+    end
+    at = at + SITE_ARGS
+    local counts = prefix .. 'views:' .. site
+    local others = 0
+    for _ = 1, pages do
+      local page, page_views = ARGV[at + G_PAGE], ARGV[at + G_VIEWS]
+      if fits(counts, page, pages) then
+        if page_views ~= '0' then
+          redis.call('HINCRBY', counts, page, page_views)
+        end
+      else
+        others = others + tonumber(page_views)
+        over[#over + 1] = ARGV[at + G_AT]
+        total_over = total_over + tonumber(ARGV[at + G_EVENTS])
       end
-      if kind == 'pageview' then
-        add(views, live)
-        add(prefix .. 'totals:' .. site, 'views')
-        local key = prefix .. 'vpm:' .. site .. ':' .. minute
-        if not minute_views[key] then
-          minute_views[key] = 0
-          minute_keys[#minute_keys + 1] = key
-        end
-        minute_views[key] = minute_views[key] + 1
-      elseif kind == 'event' then
-        local counts = prefix .. 'event_counts:' .. site
-        local field = ARGV[base + E_FIELD]
-        if fits(counts, field, n) then
-          add(counts, field)
-        end
+      at = at + PAGE_ARGS
+    end
+    if others > 0 then
+      redis.call('HINCRBY', counts, '', string.format('%d', others))
+    end
+    if views ~= '0' then
+      redis.call('HINCRBY', totals, 'views', views)
+      local key = prefix .. 'vpm:' .. site .. ':' .. minute
+      -- Expiry set once, when this call created the key.
+      if redis.call('INCRBY', key, views) == tonumber(views) then
+        redis.call('EXPIRE', key, '3600')
       end
     end
+    local events = prefix .. 'event_counts:' .. site
+    for _ = 1, fields do
+      local field = ARGV[at + C_FIELD]
+      if fits(events, field, fields) then
+        redis.call('HINCRBY', events, field, ARGV[at + C_COUNT])
+      end
+      at = at + FIELD_ARGS
+    end
   end
-  redis.call('XADD', KEYS[part], '*', F_VERSION, VERSION, F_BATCH, ARGV[at + P_LINES],
-    F_CONTEXT, ARGV[at + P_CONTEXT], F_NOW, now_arg, F_OVER, table.concat(over, ','))
-  total, total_over = total + n, total_over + #over
-  at = first + n * EVENT_ARGS
-end
-
-for _, key in ipairs(incr_order) do
-  for field, by in pairs(incr[key]) do
-    redis.call('HINCRBY', key, field, string.format('%d', by))
-  end
-end
-for _, key in ipairs(minute_keys) do
-  local by = minute_views[key]
-  -- Expiry set once, when this call created the key.
-  if redis.call('INCRBY', key, string.format('%d', by)) == by then
-    redis.call('EXPIRE', key, '3600')
-  end
+  redis.call('XADD', KEYS[part], '*', F_VERSION, VERSION, F_BATCH, lines,
+    F_CONTEXT, context, F_NOW, now_arg, F_OVER, table.concat(over, ','))
+  total = total + n
 end
 return {total, total_over}
