@@ -97,7 +97,6 @@ pub struct Counts<'a> {
 struct SiteCounts<'a> {
     bots: u64,
     unverified: u64,
-    views: u64,
     pages: std::collections::BTreeMap<&'a str, PageCounts>,
     fields: std::collections::BTreeMap<String, u64>,
 }
@@ -119,24 +118,16 @@ const PAGE_NAMES: [&str; 4] = ["PAGE", "VIEWS", "EVENTS", "AT"];
 const FIELD_NAMES: [&str; 2] = ["FIELD", "COUNT"];
 
 impl<'a> Counts<'a> {
-    /// Counts the event at `place` in the part's batch. `field` is a custom event's counter
-    /// field ([`event_field`]).
-    pub fn add(
-        &mut self,
-        place: usize,
-        kind: EventKind,
-        site: &'a str,
-        page: &'a str,
-        field: Option<String>,
-    ) {
+    /// Counts `event`, at `place` in the part's batch.
+    pub fn add(&mut self, place: usize, event: &'a Event) {
         use std::fmt::Write as _;
-        let counts = self.sites.entry(site).or_default();
-        match kind {
+        let counts = self.sites.entry(&event.site).or_default();
+        match event.kind {
             // Counts of the site only: a crawler's hit, a pixel hit naming no page of it.
             EventKind::Bot => counts.bots += 1,
             EventKind::Unverified => counts.unverified += 1,
-            _ => {
-                let on_page = counts.pages.entry(page).or_default();
+            kind => {
+                let on_page = counts.pages.entry(&event.page).or_default();
                 if on_page.events > 0 {
                     on_page.at.push(',');
                 }
@@ -144,9 +135,9 @@ impl<'a> Counts<'a> {
                 on_page.events += 1;
                 if kind == EventKind::Pageview {
                     on_page.views += 1;
-                    counts.views += 1;
                 }
-                if let Some(field) = field {
+                if kind == EventKind::Custom {
+                    let field = event_field(&event.name, &event.target);
                     *counts.fields.entry(field).or_default() += 1;
                 }
             }
@@ -156,10 +147,11 @@ impl<'a> Counts<'a> {
     /// Appends the counts to `cmd` (after the part's own values).
     fn push(&self, cmd: &mut redis::Cmd) {
         for (site, counts) in &self.sites {
+            let views: u64 = counts.pages.values().map(|p| p.views).sum();
             cmd.arg(*site)
                 .arg(counts.bots)
                 .arg(counts.unverified)
-                .arg(counts.views)
+                .arg(views)
                 .arg(counts.pages.len())
                 .arg(counts.fields.len());
             for (page, on_page) in &counts.pages {

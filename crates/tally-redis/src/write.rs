@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use redis::Script;
-use tally_core::{Event, EventKind, settings::TrackingSettings};
+use tally_core::{Event, settings::TrackingSettings};
 
 use crate::{Keys, Result, Store, wire};
 
@@ -122,9 +122,7 @@ impl Store {
                     .join(",");
                 let mut counts = wire::Counts::default();
                 for (place, e) in events.iter().enumerate() {
-                    let field = (e.event.kind == EventKind::Custom)
-                        .then(|| wire::event_field(&e.event.name, &e.event.target));
-                    counts.add(place, e.event.kind, &e.event.site, &e.event.page, field);
+                    counts.add(place, &e.event);
                 }
                 wire::Part {
                     prefix: keys.prefix(),
