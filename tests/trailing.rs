@@ -294,6 +294,73 @@ async fn an_apply_cut_off_anywhere_applies_nothing_or_everything() {
     assert_eq!(interrupted, reference, "{cut} applies cut off");
 }
 
+/// A busy partition's backlog is applied back to back: the applier pauses only once it has
+/// caught up. Beacon batches of 21 events fill an apply (`APPLY_LIMITS`: 500 events) with
+/// 483, short of the limit however far behind the applier is; a pause after each such
+/// apply capped one partition — one busy site — at ~10,000 events a second, well below
+/// what a beacon accepts, so its trailing figures fell further behind for as long as the
+/// load lasted.
+#[tokio::test]
+async fn a_backlog_is_applied_without_pausing() {
+    let settings = tally_testkit::settings();
+    let store = tally_redis::Store::connect(&settings.redis).await.unwrap();
+    let site = tally_core::SiteId::parse("demo").unwrap();
+    let partition = site.partition(settings.redis.partitions);
+    let now = chrono::Utc::now().timestamp_millis();
+    for b in 0..40u64 {
+        let batch: Vec<tally_redis::TrackedEvent> = (0..21u64)
+            .map(|i| {
+                let n = b * 21 + i;
+                tally_redis::TrackedEvent {
+                    partition,
+                    day: "20261203".into(),
+                    session_candidate: n + 1,
+                    event: tally_core::Event {
+                        kind: tally_core::EventKind::Pageview,
+                        site: "demo".into(),
+                        ts_ms: now,
+                        page: format!("/b{}", n % 9),
+                        visitor: n + 1,
+                        ..tally_core::Event::empty()
+                    },
+                }
+            })
+            .collect();
+        store
+            .record(b + 1, &batch, &settings.tracking, now)
+            .await
+            .unwrap();
+    }
+    let applier = tally_worker::Applier {
+        partition,
+        store: store.clone(),
+        tracking: settings.tracking.clone(),
+        clock: tally_core::Clock::system(),
+        max_backoff: Duration::from_secs(1),
+    };
+    let mut applied_events = 0;
+    for calls in 1..=10 {
+        let applied = applier.step(calls).await.unwrap();
+        applied_events += applied.events;
+        let left = store.incoming_len(partition).await.unwrap();
+        let pause = tally_worker::Applier::pause_after(&applied);
+        if left > 0 {
+            assert_eq!(
+                pause, None,
+                "apply {calls} ({applied:?}) pauses, {left} entries left"
+            );
+        } else {
+            assert!(
+                pause.is_some(),
+                "caught up after apply {calls}: the loop rests"
+            );
+            assert_eq!(applied_events, 40 * 21);
+            return;
+        }
+    }
+    panic!("840 events not applied in 10 applies");
+}
+
 /// Workers killed (SIGKILL) while they apply and insert under a steady load: the trailing
 /// figures still reach their exact values within 2 s of the last accepted event, and
 /// ClickHouse holds every accepted event once.

@@ -67,6 +67,9 @@ pub struct Applied {
     pub events: usize,
     /// Another applier moved the entries first: nothing was written.
     pub lost_race: bool,
+    /// The apply stopped at a limit: more entries may be waiting (the applier goes on at
+    /// once rather than resting).
+    pub more: bool,
 }
 
 /// A visitor's record in `visits:S:DAY`.
@@ -367,6 +370,8 @@ impl Store {
                 before == 0 || events_read <= max_events
             })
             .count();
+        // Cut short by the events limit, or as many entries as asked for came back.
+        let more = keep < raw.len() || raw.len() >= max_entries.max(1);
         raw.truncate(keep);
         let (Some((first, _)), Some((last, _))) = (raw.first(), raw.last()) else {
             return Ok(Applied::default());
@@ -461,6 +466,7 @@ impl Store {
             entries: entries.len(),
             events,
             lost_race: false,
+            more,
         })
     }
 

@@ -14,10 +14,11 @@ use tally_redis::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// After an apply of fewer events than one apply may take (`tally_redis::APPLY_LIMITS`) the
-/// loop waits this long, so that under load an apply takes hundreds of events at once, and
-/// at rest the trailing figures (online, visits) lag the views by at most this plus one
-/// apply.
+/// After an apply that took every waiting entry (none was left behind by
+/// `tally_redis::APPLY_LIMITS`) the loop waits this long, so that under load an apply takes
+/// hundreds of events at once, and at rest the trailing figures (online, visits) lag the
+/// views by at most this plus one apply. While a backlog is left, applies follow each other
+/// at once.
 pub(crate) const PAUSE: Duration = Duration::from_millis(50);
 /// Presence older than the online window is dropped in one apply in this many.
 const TRIM_EVERY: u32 = 8;
@@ -33,8 +34,8 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// One apply; the number of events applied.
-    pub async fn step(&self, calls: u32) -> Result<usize, tally_redis::Error> {
+    /// One apply (the `calls`-th: some of them also trim presence); what it did.
+    pub async fn step(&self, calls: u32) -> Result<tally_redis::Applied, tally_redis::Error> {
         let started = std::time::Instant::now();
         let applied = self
             .store
@@ -53,7 +54,13 @@ impl Applier {
         if applied.lost_race {
             counter!("tally_worker_apply_races_total").increment(1);
         }
-        Ok(applied.events)
+        Ok(applied)
+    }
+
+    /// How long the loop waits after `applied` before the next apply: not at all while a
+    /// backlog is left, else [`PAUSE`].
+    pub fn pause_after(applied: &tally_redis::Applied) -> Option<Duration> {
+        (!applied.more).then_some(PAUSE)
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -62,12 +69,12 @@ impl Applier {
         while !shutdown.is_cancelled() {
             calls = calls.wrapping_add(1);
             let pause = match self.step(calls).await {
-                Ok(events) => {
+                Ok(applied) => {
                     backoff.reset();
-                    if events >= tally_redis::APPLY_LIMITS.1 {
-                        continue;
+                    match Self::pause_after(&applied) {
+                        Some(pause) => pause,
+                        None => continue,
                     }
-                    PAUSE
                 }
                 Err(error) => {
                     let delay = backoff.next(error.verdict());
