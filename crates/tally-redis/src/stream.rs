@@ -71,8 +71,8 @@ impl Store {
 
     /// [`read_new`](Self::read_new), appending the events to `out`; how many it appended.
     /// The worker reads into one buffer that it keeps from batch to batch: a batch of tens
-    /// of thousands of events is tens of MB, which a new buffer would take fresh from the
-    /// system (and the kernel zero) every time.
+    /// of thousands of events is tens of MB, which a new buffer would allocate again,
+    /// growing copy by copy, every time.
     pub async fn read_new_into(
         &self,
         partition: u16,

@@ -57,8 +57,8 @@ pub struct PartitionWorker {
     /// [`crate::gate`]); without one, each batch is inserted on its own.
     gate: Option<Gate>,
     /// The buffers of a batch, kept empty from one batch to the next: a batch of
-    /// `max_rows` events is tens of MB, which new buffers would take fresh from the system
-    /// every time (the kernel zeroing their pages was a fifth of the worker's CPU).
+    /// `max_rows` events is tens of MB, which new buffers would allocate again, growing
+    /// copy by copy, every time.
     events: Vec<StreamEvent>,
     rows: Vec<EventRow>,
 }
