@@ -73,7 +73,6 @@ init = function(args)
   end
 end
 
-
 request = function()
   n = n % #bodies + 1
   if mode == "mix" then

@@ -63,25 +63,6 @@ impl Store {
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<StreamEvent>> {
-        let mut out = Vec::new();
-        self.read_new_into(partition, consumer, count, block_ms, &mut out)
-            .await?;
-        Ok(out)
-    }
-
-    /// [`read_new`](Self::read_new), appending the events to `out`; how many it appended.
-    /// The worker reads into one buffer that it keeps from batch to batch: a batch of tens
-    /// of thousands of events is tens of MB, which a new buffer would allocate again,
-    /// growing copy by copy, every time.
-    pub async fn read_new_into(
-        &self,
-        partition: u16,
-        consumer: &str,
-        count: usize,
-        block_ms: u64,
-        out: &mut Vec<StreamEvent>,
-    ) -> Result<usize> {
-        let before = out.len();
         let mut conn = self.conn();
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -97,21 +78,17 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         match reply {
-            Value::Nil => {}
+            Value::Nil => Ok(Vec::new()),
             Value::Array(streams) => match streams.into_iter().next() {
-                Some(Value::Array(mut pair)) if pair.len() == 2 => {
-                    parse_entries_into(pair.pop(), out)?;
-                }
-                other => return Err(Error::Reply(format!("XREADGROUP stream: {other:?}"))),
+                Some(Value::Array(mut pair)) if pair.len() == 2 => parse_entries(pair.pop()),
+                other => Err(Error::Reply(format!("XREADGROUP stream: {other:?}"))),
             },
-            Value::Map(map) => {
-                if let Some((_, entries)) = map.into_iter().next() {
-                    parse_entries_into(Some(entries), out)?;
-                }
-            }
-            other => return Err(Error::Reply(format!("XREADGROUP: {other:?}"))),
+            Value::Map(map) => match map.into_iter().next() {
+                Some((_, entries)) => parse_entries(Some(entries)),
+                None => Ok(Vec::new()),
+            },
+            other => Err(Error::Reply(format!("XREADGROUP: {other:?}"))),
         }
-        Ok(out.len() - before)
     }
 
     /// Takes over up to `count` entries that other consumers read but have not acknowledged
@@ -363,16 +340,10 @@ impl Store {
 }
 
 fn parse_entries(value: Option<Value>) -> Result<Vec<StreamEvent>> {
-    let mut out = Vec::new();
-    parse_entries_into(value, &mut out)?;
-    Ok(out)
-}
-
-/// [`parse_entries`], appending to `out`.
-fn parse_entries_into(value: Option<Value>, out: &mut Vec<StreamEvent>) -> Result<()> {
     let Some(Value::Array(items)) = value else {
-        return Ok(());
+        return Ok(Vec::new());
     };
+    let mut out = Vec::with_capacity(items.len());
     for item in items {
         let Value::Array(pair) = item else {
             // XAUTOCLAIM on old servers reports deleted entries as nil.
@@ -387,9 +358,9 @@ fn parse_entries_into(value: Option<Value>, out: &mut Vec<StreamEvent>) -> Resul
             Some(Value::Nil) | None => Vec::new(),
             Some(v) => redis::from_redis_value(v)?,
         };
-        wire::decode_entry(id, &fields, out);
+        wire::decode_entry(id, &fields, &mut out);
     }
-    Ok(())
+    Ok(out)
 }
 
 impl Store {

@@ -111,11 +111,8 @@ impl Inserter {
                 debug!(%error, batches = jobs.len(), rows = rows.len(), "combined insert failed; each batch retries on its own");
             }
             drop(rows);
-            for Job { rows, done } in jobs {
-                // Our reference goes first: the partition worker then holds the only one
-                // and keeps the rows' buffer for its next batch.
-                drop(rows);
-                let _ = done.send(result.is_ok());
+            for job in jobs {
+                let _ = job.done.send(result.is_ok());
             }
         }
     }

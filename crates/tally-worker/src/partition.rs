@@ -56,11 +56,6 @@ pub struct PartitionWorker {
     /// Where a batch's first insert goes, to be combined with the other partitions' (see
     /// [`crate::gate`]); without one, each batch is inserted on its own.
     gate: Option<Gate>,
-    /// The buffers of a batch, kept empty from one batch to the next: a batch of
-    /// `max_rows` events is tens of MB, which new buffers would allocate again, growing
-    /// copy by copy, every time.
-    events: Vec<StreamEvent>,
-    rows: Vec<EventRow>,
 }
 
 impl PartitionWorker {
@@ -82,8 +77,6 @@ impl PartitionWorker {
             last_claim: None,
             per_entry: settings.beacon.batch.max(1),
             gate: None,
-            events: Vec::new(),
-            rows: Vec::new(),
         }
     }
 
@@ -140,16 +133,11 @@ impl PartitionWorker {
                 return Ok(outcome);
             }
         }
-        let mut batch = std::mem::take(&mut self.events);
-        batch.clear();
-        self.read_batch(&mut batch, shutdown).await?;
-        let outcome = if batch.is_empty() {
-            StepOutcome::default()
-        } else {
-            self.deliver(&mut batch, false, shutdown).await?
-        };
-        self.events = batch;
-        Ok(outcome)
+        let batch = self.read_batch(shutdown).await?;
+        if batch.is_empty() {
+            return Ok(StepOutcome::default());
+        }
+        self.deliver(batch, false, shutdown).await
     }
 
     async fn reclaim(
@@ -182,7 +170,9 @@ impl PartitionWorker {
                     events = claimed.len(),
                     "took over idle entries"
                 );
-                let outcome = self.deliver(&mut claimed, true, shutdown).await?;
+                let outcome = self
+                    .deliver(std::mem::take(&mut claimed), true, shutdown)
+                    .await?;
                 total.inserted += outcome.inserted;
                 total.skipped += outcome.skipped;
                 total.dead += outcome.dead;
@@ -233,13 +223,13 @@ impl PartitionWorker {
         }
     }
 
-    /// Reads new entries into `batch` until `max_rows`, `max_bytes` or `max_age` (counted
-    /// from the first entry) is reached, or shutdown begins.
+    /// Reads new entries until `max_rows`, `max_bytes` or `max_age` (counted from the first
+    /// entry) is reached, or shutdown begins.
     async fn read_batch(
         &mut self,
-        batch: &mut Vec<StreamEvent>,
         shutdown: &CancellationToken,
-    ) -> Result<(), tally_redis::Error> {
+    ) -> Result<Vec<StreamEvent>, tally_redis::Error> {
+        let mut batch: Vec<StreamEvent> = Vec::new();
         let mut bytes = 0usize;
         // When the window that the first entry opened ends.
         let mut end: Option<tokio::time::Instant> = None;
@@ -252,18 +242,16 @@ impl PartitionWorker {
                 },
             };
             let want = self.entries_for(self.settings.max_rows - batch.len());
-            let before = batch.len();
-            self.store
-                .read_new_into(
+            let entries = self
+                .store
+                .read_new(
                     self.partition,
                     &self.consumer,
                     want,
                     wait.as_millis().max(1) as u64,
-                    batch,
                 )
                 .await?;
-            let entries = &batch[before..];
-            self.learn_entry_sizes(entries);
+            self.learn_entry_sizes(&entries);
             if !entries.is_empty() && end.is_none() {
                 let now = tokio::time::Instant::now();
                 end = Some(match &self.gate {
@@ -272,6 +260,7 @@ impl PartitionWorker {
                 });
             }
             bytes += entries.iter().map(StreamEvent::size).sum::<usize>();
+            batch.extend(entries);
             if batch.len() >= self.settings.max_rows
                 || bytes >= self.settings.max_bytes
                 || shutdown.is_cancelled()
@@ -280,25 +269,23 @@ impl PartitionWorker {
                 break;
             }
         }
-        Ok(())
+        Ok(batch)
     }
 
-    /// Inserts `entries` (leaving the buffer empty) and acknowledges them. Reclaimed entries are first checked against
+    /// Inserts `entries` and acknowledges them. Reclaimed entries are first checked against
     /// ClickHouse. Retries ClickHouse outages without limit (until shutdown, when the entries
     /// are left pending for another worker to take over).
     async fn deliver(
         &mut self,
-        entries: &mut Vec<StreamEvent>,
+        entries: Vec<StreamEvent>,
         reclaimed: bool,
         shutdown: &CancellationToken,
     ) -> Result<StepOutcome, tally_redis::Error> {
         let mut outcome = StepOutcome::default();
         let mut ids: Vec<String> = Vec::new();
         let mut dead = Vec::new();
-        let mut rows = std::mem::take(&mut self.rows);
-        rows.clear();
-        rows.reserve(entries.len());
-        for StreamEvent { key, event } in entries.drain(..) {
+        let mut rows = Vec::with_capacity(entries.len());
+        for StreamEvent { key, event } in entries {
             // The events of an entry are consecutive: acknowledge each entry once.
             if ids.last() != Some(&key.entry) {
                 ids.push(key.entry.clone());
@@ -363,11 +350,6 @@ impl PartitionWorker {
                     }
                 }
             }
-        }
-        // The gate has let go of the rows: their buffer serves the next batch.
-        if let Ok(mut rows) = Arc::try_unwrap(rows) {
-            rows.clear();
-            self.rows = rows;
         }
         dead.sort_by(|a, b| a.key.cmp(&b.key));
         dead.dedup_by(|a, b| a.key == b.key);
