@@ -552,6 +552,51 @@ async fn batches_are_bounded_by_events_not_entries() {
     assert_exactly_once(&db, &store, settings.redis.partitions, 40).await;
 }
 
+/// `worker.max_age` bounds how long an event waits in the stream before its batch is
+/// inserted, counted from the event's append: a backlog older than that (a worker that was
+/// down, a burst it is catching up on) is inserted as soon as it is read, not held for a
+/// further `max_age` to gather more.
+#[tokio::test]
+async fn a_backlog_older_than_max_age_is_inserted_as_soon_as_it_is_read() {
+    let mut settings = tally_testkit::settings();
+    settings.worker.max_age = Duration::from_secs(3);
+    let app = TestApp::spawn_roles(settings.clone(), Roles::from_str("api").unwrap()).await;
+    let store = app.store().await;
+    let db = app.db();
+    let events = tally::bench::synth_events(&settings, 12, 7);
+    let partition = events[0].partition;
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| e.partition == partition)
+        .collect();
+    store.ensure_group(partition).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .record(1, &events, &settings.tracking, now)
+        .await
+        .unwrap();
+    store.apply_all(&settings.tracking, now).await.unwrap();
+    tokio::time::sleep(settings.worker.max_age).await;
+
+    let mut worker = PartitionWorker::new(
+        partition,
+        store.clone(),
+        db.clone(),
+        &settings,
+        tally_core::directory::Directory::new(&settings.sites),
+        "late".into(),
+    );
+    let started = std::time::Instant::now();
+    let outcome = worker.step(&CancellationToken::new()).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(outcome.inserted, events.len());
+    assert!(
+        took < settings.worker.max_age / 2,
+        "events that waited max_age were held {took:?} more"
+    );
+    assert_exactly_once(&db, &store, settings.redis.partitions, events.len() as u64).await;
+}
+
 /// Each worker process reads under its own name. Once a stopped worker's entries are taken
 /// over and it has been idle for ten `claim_idle` periods, it leaves the consumer group; a
 /// consumer still holding entries never does.

@@ -391,6 +391,12 @@ impl EventKey {
             item,
         })
     }
+
+    /// When Redis appended the entry (its id starts with the milliseconds of the append, by
+    /// Redis' clock).
+    pub fn appended_ms(&self) -> Option<i64> {
+        self.entry.split_once('-')?.0.parse().ok()
+    }
 }
 
 impl fmt::Display for EventKey {

@@ -65,12 +65,16 @@ pub fn gate(db: Db, partitions: u16, max_age: Duration) -> (Gate, Inserter) {
 }
 
 impl Gate {
-    /// When a read window whose first entry came at `first` ends: at the first tick of
-    /// `max_age` after it, so that every partition's window ends at the same moment (a
-    /// window is between nothing and `max_age` long).
+    /// When a read window opened at `first` ends: at the first tick of `max_age` after it,
+    /// so that every partition's window ends at the same moment (a window is between nothing
+    /// and `max_age` long). A window opened before the gate was made (by an entry that had
+    /// waited in the stream before this worker started) ends at the gate's start.
     pub fn window_end(&self, first: Instant) -> Instant {
+        if first < self.epoch {
+            return self.epoch;
+        }
         let age = self.max_age.as_nanos().max(1);
-        let since = first.saturating_duration_since(self.epoch).as_nanos();
+        let since = first.duration_since(self.epoch).as_nanos();
         let ticks = since / age + 1;
         self.epoch + Duration::from_nanos(u64::try_from(ticks * age).unwrap_or(u64::MAX))
     }
@@ -115,5 +119,25 @@ impl Inserter {
                 let _ = job.done.send(result.is_ok());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn windows_end_on_the_ticks_after_they_open() {
+        let settings = tally_core::Settings::load(None, []).unwrap();
+        let (gate, _inserter) = gate(Db::new(&settings.clickhouse), 4, Duration::from_secs(1));
+        let epoch = gate.epoch;
+        let at = |ms: u64| epoch + Duration::from_millis(ms);
+        assert_eq!(gate.window_end(at(0)), at(1000));
+        assert_eq!(gate.window_end(at(1)), at(1000));
+        assert_eq!(gate.window_end(at(999)), at(1000));
+        assert_eq!(gate.window_end(at(1000)), at(2000));
+        assert_eq!(gate.window_end(at(2500)), at(3000));
+        // Opened before the gate was made: over at once.
+        assert_eq!(gate.window_end(epoch - Duration::from_millis(400)), epoch);
     }
 }

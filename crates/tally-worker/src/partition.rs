@@ -223,8 +223,27 @@ impl PartitionWorker {
         }
     }
 
-    /// Reads new entries until `max_rows`, `max_bytes` or `max_age` (counted from the first
-    /// entry) is reached, or shutdown begins.
+    /// When the read window that `oldest` opens began: when Redis appended it, so that
+    /// `max_age` bounds the time an event waits in the stream, not the time after a worker
+    /// read it (a backlog older than `max_age` — a worker that was down, a burst it catches up
+    /// on — goes in as soon as it is read). The append is dated by Redis' clock and now by
+    /// this machine's: the wait counted is kept between nothing and `max_age`, so a skew
+    /// between the clocks can shorten a window, never lengthen it.
+    fn window_opened(&self, oldest: &StreamEvent) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let waited = oldest
+            .key
+            .appended_ms()
+            .map_or(0, |ms| u64::try_from(now_ms - ms).unwrap_or(0));
+        now.checked_sub(Duration::from_millis(waited).min(self.settings.max_age))
+            .unwrap_or(now)
+    }
+
+    /// Reads new entries until `max_rows`, `max_bytes` or `max_age` (counted from the oldest
+    /// entry's append, see [`window_opened`](Self::window_opened)) is reached, or shutdown
+    /// begins. A window that is over still takes what the stream holds at once, up to the
+    /// batch's limits.
     async fn read_batch(
         &mut self,
         shutdown: &CancellationToken,
@@ -233,11 +252,15 @@ impl PartitionWorker {
         let mut bytes = 0usize;
         // When the window that the first entry opened ends.
         let mut end: Option<tokio::time::Instant> = None;
+        // The last read had all it asked for: the stream may hold more.
+        let mut more = false;
         loop {
             let wait = match end {
                 None => MAX_BLOCK,
                 Some(end) => match end.checked_duration_since(tokio::time::Instant::now()) {
                     Some(left) if !left.is_zero() => left.min(MAX_BLOCK),
+                    // The window is over, but a backlog fills the batch before it goes.
+                    _ if more => Duration::from_millis(1),
                     _ => break,
                 },
             };
@@ -251,12 +274,13 @@ impl PartitionWorker {
                     wait.as_millis().max(1) as u64,
                 )
                 .await?;
+            more = entries.len() >= want;
             self.learn_entry_sizes(&entries);
-            if !entries.is_empty() && end.is_none() {
-                let now = tokio::time::Instant::now();
+            if let (Some(oldest), None) = (entries.first(), end) {
+                let opened = self.window_opened(oldest);
                 end = Some(match &self.gate {
-                    Some(gate) => gate.window_end(now),
-                    None => now + self.settings.max_age,
+                    Some(gate) => gate.window_end(opened),
+                    None => opened + self.settings.max_age,
                 });
             }
             bytes += entries.iter().map(StreamEvent::size).sum::<usize>();
