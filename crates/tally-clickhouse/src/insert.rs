@@ -137,6 +137,15 @@ impl Db {
         Ok(())
     }
 
+    /// Merges ClickHouse is running in this database (the benchmark waits for none before
+    /// measuring its baseline, so that the parts a drain left do not slow it down).
+    pub async fn merges_running(&self) -> Result<u64> {
+        Ok(self
+            .query("SELECT count() FROM system.merges WHERE database = currentDatabase()")
+            .fetch_one()
+            .await?)
+    }
+
     /// Inserts `rows` into `events_plain` (benchmark baseline).
     pub async fn insert_plain<R: Borrow<EventRow>>(&self, rows: &[R]) -> Result<()> {
         self.insert_event_rows("events_plain", rows).await
