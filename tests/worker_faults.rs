@@ -576,7 +576,7 @@ async fn a_backlog_older_than_max_age_is_inserted_as_soon_as_it_is_read() {
         .await
         .unwrap();
     store.apply_all(&settings.tracking, now).await.unwrap();
-    tokio::time::sleep(settings.worker.max_age).await;
+    tokio::time::sleep(settings.worker.max_age + Duration::from_millis(100)).await;
 
     let mut worker = PartitionWorker::new(
         partition,

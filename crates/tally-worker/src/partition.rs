@@ -223,26 +223,27 @@ impl PartitionWorker {
         }
     }
 
-    /// When the read window that `oldest` opens began: when Redis appended it, so that
-    /// `max_age` bounds the time an event waits in the stream, not the time after a worker
-    /// read it (a backlog older than `max_age` — a worker that was down, a burst it catches up
-    /// on — goes in as soon as it is read). The append is dated by Redis' clock and now by
-    /// this machine's: the wait counted is kept between nothing and `max_age`, so a skew
-    /// between the clocks can shorten a window, never lengthen it.
+    /// When the read window that `oldest` opens began: now, unless `oldest` has already
+    /// waited `max_age` in the stream since Redis appended it (a backlog: a worker that was
+    /// down, a burst it catches up on); then the window is over at once and the batch goes
+    /// as soon as it is read. An entry that waited less opens its window now, so that under
+    /// a steady load the entries appended just before a tick do not end the next window at
+    /// once (a second insert per tick). The append is dated by Redis' clock, now by this
+    /// machine's; a skew between them only moves where a backlog is told from a load.
     fn window_opened(&self, oldest: &StreamEvent) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let waited = oldest
-            .key
-            .appended_ms()
-            .map_or(0, |ms| u64::try_from(now_ms - ms).unwrap_or(0));
-        now.checked_sub(Duration::from_millis(waited).min(self.settings.max_age))
-            .unwrap_or(now)
+        let waited = oldest.key.appended_ms().map_or(Duration::ZERO, |ms| {
+            Duration::from_millis(u64::try_from(now_ms - ms).unwrap_or(0))
+        });
+        if waited < self.settings.max_age {
+            return now;
+        }
+        now.checked_sub(self.settings.max_age).unwrap_or(now)
     }
 
-    /// Reads new entries until `max_rows`, `max_bytes` or `max_age` (counted from the oldest
-    /// entry's append, see [`window_opened`](Self::window_opened)) is reached, or shutdown
-    /// begins. A window that is over still takes what the stream holds at once, up to the
+    /// Reads new entries until `max_rows`, `max_bytes` or `max_age` (see
+    /// [`window_opened`](Self::window_opened)) is reached, or shutdown begins. A window that is over still takes what the stream holds at once, up to the
     /// batch's limits.
     async fn read_batch(
         &mut self,
