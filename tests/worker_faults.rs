@@ -552,10 +552,9 @@ async fn batches_are_bounded_by_events_not_entries() {
     assert_exactly_once(&db, &store, settings.redis.partitions, 40).await;
 }
 
-/// `worker.max_age` bounds how long an event waits in the stream before its batch is
-/// inserted, counted from the event's append: a backlog older than that (a worker that was
-/// down, a burst it is catching up on) is inserted as soon as it is read, not held for a
-/// further `max_age` to gather more.
+/// `worker.max_age` bounds how long a batch gathers events; a backlog whose first event has
+/// already waited that long in the stream (a worker that was down, a burst it is catching up
+/// on) is inserted as soon as it is read, not held for a further `max_age` to gather more.
 #[tokio::test]
 async fn a_backlog_older_than_max_age_is_inserted_as_soon_as_it_is_read() {
     let mut settings = tally_testkit::settings();

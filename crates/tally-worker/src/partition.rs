@@ -243,8 +243,8 @@ impl PartitionWorker {
     }
 
     /// Reads new entries until `max_rows`, `max_bytes` or `max_age` (see
-    /// [`window_opened`](Self::window_opened)) is reached, or shutdown begins. A window that is over still takes what the stream holds at once, up to the
-    /// batch's limits.
+    /// [`window_opened`](Self::window_opened)) is reached, or shutdown begins. A window that
+    /// is over still takes what the stream holds at once, up to the batch's limits.
     async fn read_batch(
         &mut self,
         shutdown: &CancellationToken,
