@@ -552,6 +552,22 @@ async fn batches_are_bounded_by_events_not_entries() {
     assert_exactly_once(&db, &store, settings.redis.partitions, 40).await;
 }
 
+/// Records `events` as beacon batch `id` and applies it at once, as the worker's applier
+/// would: one events entry.
+async fn record_applied(
+    store: &Store,
+    settings: &Settings,
+    id: u64,
+    events: &[tally_redis::TrackedEvent],
+) {
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .record(id, events, &settings.tracking, now)
+        .await
+        .unwrap();
+    store.apply_all(&settings.tracking, now).await.unwrap();
+}
+
 /// `worker.max_age` bounds how long a batch gathers events; a backlog whose first event has
 /// already waited that long in the stream (a worker that was down, a burst it is catching up
 /// on) is inserted as soon as it is read, not held for a further `max_age` to gather more.
@@ -569,12 +585,7 @@ async fn a_backlog_older_than_max_age_is_inserted_as_soon_as_it_is_read() {
         .filter(|e| e.partition == partition)
         .collect();
     store.ensure_group(partition).await.unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
-    store
-        .record(1, &events, &settings.tracking, now)
-        .await
-        .unwrap();
-    store.apply_all(&settings.tracking, now).await.unwrap();
+    record_applied(&store, &settings, 1, &events).await;
     tokio::time::sleep(settings.worker.max_age + Duration::from_millis(100)).await;
 
     let mut worker = PartitionWorker::new(
@@ -609,13 +620,7 @@ async fn stopped_workers_leave_the_consumer_group() {
     let events = tally::bench::synth_events(&settings, 8, 5);
     let partition = events[0].partition;
     store.ensure_group(partition).await.unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
-    store
-        .record(1, &events[..4], &settings.tracking, now)
-        .await
-        .unwrap();
-    // Applied at once (the worker's applier would): one events entry per batch.
-    store.apply_all(&settings.tracking, now).await.unwrap();
+    record_applied(&store, &settings, 1, &events[..4]).await;
     assert_eq!(
         store
             .read_new(partition, "stopped", 10, 10)
@@ -624,12 +629,7 @@ async fn stopped_workers_leave_the_consumer_group() {
             .len(),
         4
     );
-    store
-        .record(2, &events[4..], &settings.tracking, now)
-        .await
-        .unwrap();
-    // Applied at once (the worker's applier would): one events entry per batch.
-    store.apply_all(&settings.tracking, now).await.unwrap();
+    record_applied(&store, &settings, 2, &events[4..]).await;
     assert_eq!(
         store
             .read_new(partition, "holder", 10, 10)
