@@ -315,12 +315,11 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         let entries = incoming + events;
-        // A stream id starts with the milliseconds of the entry's append.
         let oldest_ms = oldest_in
             .first()
             .into_iter()
             .chain(oldest.first())
-            .filter_map(|(id, _)| id.split('-').next()?.parse::<i64>().ok())
+            .filter_map(|(id, _)| wire::appended_ms(id))
             .min();
         Ok(Backlog {
             entries,

@@ -392,11 +392,16 @@ impl EventKey {
         })
     }
 
-    /// When Redis appended the entry (its id starts with the milliseconds of the append, by
-    /// Redis' clock).
+    /// When Redis appended the entry (see [`appended_ms`]).
     pub fn appended_ms(&self) -> Option<i64> {
-        self.entry.split_once('-')?.0.parse().ok()
+        appended_ms(&self.entry)
     }
+}
+
+/// When Redis appended the stream entry `id`: an id starts with the milliseconds of the
+/// append, by Redis' clock.
+pub fn appended_ms(id: &str) -> Option<i64> {
+    id.split_once('-')?.0.parse().ok()
 }
 
 impl fmt::Display for EventKey {
