@@ -44,8 +44,13 @@ local function new_reader(i)
   return wrk.format("POST", "/collect", headers(bodies[i][1], address), bodies[i][2])
 end
 
--- The new readers' requests, built by init(); `next_new` the next one to send.
+-- The new readers' requests, built by init(); `next_new` the last one sent.
 local news, next_new = {}, 0
+
+local function next_new_reader()
+  next_new = next_new % new_count + 1
+  return news[next_new]
+end
 
 init = function(args)
   for _, a in ipairs(args) do
@@ -78,9 +83,8 @@ request = function()
   if mode == "mix" then
     local r = n % 20
     if r < 9 then return returning[n] end
-    if r < 15 then next_new = next_new % new_count + 1 return news[next_new] end
+    if r < 15 then return next_new_reader() end
     return pings[n]
   end
-  next_new = next_new % new_count + 1
-  return news[next_new]
+  return next_new_reader()
 end
