@@ -347,11 +347,12 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Drain { events } => {
             let r = crate::bench::drain(settings, events).await?;
             println!(
-                "drain events={} prefill_s={:.2} drain_s={:.2} drain_rate={:.0} plain_s={:.2} plain_rate={:.0} ratio={:.2}",
+                "drain events={} prefill_s={:.2} drain_s={:.2} drain_rate={:.0} worker_us_per_event={:.2} plain_s={:.2} plain_rate={:.0} ratio={:.2}",
                 r.events,
                 r.prefill.as_secs_f64(),
                 r.drain.as_secs_f64(),
                 r.drain_rate(),
+                r.worker_us_per_event(),
                 r.plain_insert.as_secs_f64(),
                 r.plain_rate(),
                 r.drain_rate() / r.plain_rate()
