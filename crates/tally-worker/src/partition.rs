@@ -20,6 +20,10 @@ use crate::gate::Gate;
 
 /// Longest single XREADGROUP block, so shutdown and reclaims are noticed promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(500);
+/// Most events one read asks for: a batch of `max_rows` is read in steps, so that a reply
+/// (the events' JSON, ~300 bytes each) stays ~1 MB rather than one reply the size of the
+/// batch, whose buffers the allocator would take fresh from the kernel on every batch.
+const READ_EVENTS: usize = 4096;
 /// Margin around entry timestamps when asking ClickHouse which ids it already has: events
 /// may sit in a beacon's buffer before Redis assigns their stream id.
 const ID_CHECK_MARGIN_SECS: u32 = 86_400;
@@ -265,7 +269,7 @@ impl PartitionWorker {
                     _ => break,
                 },
             };
-            let want = self.entries_for(self.settings.max_rows - batch.len());
+            let want = self.entries_for(READ_EVENTS.min(self.settings.max_rows - batch.len()));
             let entries = self
                 .store
                 .read_new(
@@ -285,6 +289,10 @@ impl PartitionWorker {
                 });
             }
             bytes += entries.iter().map(StreamEvent::size).sum::<usize>();
+            if batch.is_empty() && !entries.is_empty() {
+                // Room for the whole batch at once, rather than growing it read by read.
+                batch.reserve(self.settings.max_rows);
+            }
             batch.extend(entries);
             if batch.len() >= self.settings.max_rows
                 || bytes >= self.settings.max_bytes
