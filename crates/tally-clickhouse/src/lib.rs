@@ -238,7 +238,15 @@ fn base_client(settings: &ClickHouseSettings) -> clickhouse::Client {
             .iter()
             .fold(client, |c, (name, value)| c.with_setting(*name, *value))
     };
+    // Compressing what goes to a server on this machine only costs CPU on both sides (the
+    // worker's LZ4 was ~8 % of its CPU in a drain); across a network it saves bandwidth.
+    let compression = if is_loopback(&settings.url) {
+        clickhouse::Compression::None
+    } else {
+        clickhouse::Compression::Lz4
+    };
     client
+        .with_compression(compression)
         .with_url(&settings.url)
         .with_user(&settings.user)
         .with_password(tally_core::secrecy::ExposeSecret::expose_secret(
@@ -247,12 +255,49 @@ fn base_client(settings: &ClickHouseSettings) -> clickhouse::Client {
         .with_validation(false)
 }
 
+/// Whether `url`'s host is this machine: `localhost` or a loopback address.
+fn is_loopback(url: &str) -> bool {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// How long a single insert may take before it is abandoned and retried.
 pub const INSERT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tells_a_server_on_this_machine() {
+        for url in [
+            "http://127.0.0.1:8123",
+            "http://localhost:8123/",
+            "https://user:pw@127.0.0.2:8443",
+            "http://[::1]:8123",
+            "http://LOCALHOST",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:8123",
+            "https://clickhouse.example.com:8443",
+            "http://[2001:db8::1]:8123",
+            "http://localhost.example.com:8123",
+            "http://user:pw@db:8123?x=127.0.0.1",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
 
     #[test]
     fn reads_error_codes() {
