@@ -21,9 +21,12 @@ use crate::gate::Gate;
 /// Longest single XREADGROUP block, so shutdown and reclaims are noticed promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(500);
 /// Most events one read asks for: a batch of `max_rows` is read in steps, so that a reply
-/// (the events' JSON, ~300 bytes each) stays ~1 MB rather than one reply the size of the
-/// batch, whose buffers the allocator would take fresh from the kernel on every batch.
+/// (the events' JSON, ~300 bytes each) stays ~1 MB rather than one of ~15 MB for a whole
+/// batch, whose buffers are copied as they grow.
 const READ_EVENTS: usize = 4096;
+/// Most events a batch makes room for at its first read (the default `max_rows` is 50,000);
+/// a larger batch grows as it is read.
+const RESERVE_EVENTS: usize = 65_536;
 /// Margin around entry timestamps when asking ClickHouse which ids it already has: events
 /// may sit in a beacon's buffer before Redis assigns their stream id.
 const ID_CHECK_MARGIN_SECS: u32 = 86_400;
@@ -291,7 +294,7 @@ impl PartitionWorker {
             bytes += entries.iter().map(StreamEvent::size).sum::<usize>();
             if batch.is_empty() && !entries.is_empty() {
                 // Room for the whole batch at once, rather than growing it read by read.
-                batch.reserve(self.settings.max_rows);
+                batch.reserve(self.settings.max_rows.min(RESERVE_EVENTS));
             }
             batch.extend(entries);
             if batch.len() >= self.settings.max_rows
