@@ -285,6 +285,9 @@ impl PartitionWorker {
             more = entries.len() >= want;
             self.learn_entry_sizes(&entries);
             if let (Some(oldest), None) = (entries.first(), end) {
+                // The batch's first entries: room for the whole batch at once, rather than
+                // growing it read by read.
+                batch.reserve(self.settings.max_rows.min(RESERVE_EVENTS));
                 let opened = self.window_opened(oldest);
                 end = Some(match &self.gate {
                     Some(gate) => gate.window_end(opened),
@@ -292,10 +295,6 @@ impl PartitionWorker {
                 });
             }
             bytes += entries.iter().map(StreamEvent::size).sum::<usize>();
-            if batch.is_empty() && !entries.is_empty() {
-                // Room for the whole batch at once, rather than growing it read by read.
-                batch.reserve(self.settings.max_rows.min(RESERVE_EVENTS));
-            }
             batch.extend(entries);
             if batch.len() >= self.settings.max_rows
                 || bytes >= self.settings.max_bytes
