@@ -483,13 +483,7 @@ async fn a_batch_entry_is_delivered_whole_once_even_in_parts() {
     events[4].event.page = "/poison".into();
     let partition = events[0].partition;
     store.ensure_group(partition).await.unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
-    store
-        .record(1, &events, &settings.tracking, now)
-        .await
-        .unwrap();
-    // Applied at once (the worker's applier would): one events entry per batch.
-    store.apply_all(&settings.tracking, now).await.unwrap();
+    record_applied(&store, &settings, 1, &events).await;
     assert_eq!(store.stream_len(partition).await.unwrap(), 1, "one entry");
 
     // A worker read the entry, inserted three of its events and died before acknowledging.
@@ -522,15 +516,9 @@ async fn batches_are_bounded_by_events_not_entries() {
     let events = tally::bench::synth_events(&settings, 40, 11);
     let partition = events[0].partition;
     store.ensure_group(partition).await.unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
     // Ten entries of four events: five that a worker takes over, five that are new.
     for (i, chunk) in events.chunks(4).enumerate() {
-        store
-            .record(i as u64 + 1, chunk, &settings.tracking, now)
-            .await
-            .unwrap();
-        // Applied at once (the worker's applier would): one events entry per batch.
-        store.apply_all(&settings.tracking, now).await.unwrap();
+        record_applied(&store, &settings, i as u64 + 1, chunk).await;
         if i == 4 {
             let read = store
                 .read_new(partition, "dead-worker", 100, 10)
