@@ -14,8 +14,8 @@
 //! Exactly once: the commit checks that the stream's first entry is still the first one
 //! read; it removes the run from the incoming stream in the same atomic call. A second
 //! applier that read the same run (another worker process) finds the head moved, deletes
-//! the events entry its own XADD had just appended, and commits nothing; an applier killed before its commit leaves the run, and the visit
-//! records it read, as they were.
+//! the events entry its own XADD had just appended, and commits nothing; an applier killed
+//! before its commit leaves the run, and the visit records it read, as they were.
 //!
 //! Online presence costs O(1) per event: `here:S` counts visitors per 10-second slot of their
 //! last event; a visitor seen again moves from its old slot (known from its visit record) to
