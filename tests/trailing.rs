@@ -361,6 +361,73 @@ async fn a_backlog_is_applied_without_pausing() {
     panic!("840 events not applied in 10 applies");
 }
 
+/// A commit whose events entry cannot be appended (the events stream's key holds something
+/// else) trims nothing: its XADD goes as a command of its own in the commit's MULTI, and a
+/// command failing inside a MULTI does not stop the ones after it, so the commit script
+/// must see that the entry is missing rather than trim the run from the incoming stream.
+#[tokio::test]
+async fn a_commit_that_cannot_append_its_events_moves_nothing() {
+    let settings = tally_testkit::settings();
+    let store = tally_redis::Store::connect(&settings.redis).await.unwrap();
+    let site = tally_core::SiteId::parse("demo").unwrap();
+    let partition = site.partition(settings.redis.partitions);
+    let now = chrono::Utc::now().timestamp_millis();
+    let batch: Vec<tally_redis::TrackedEvent> = (0..5u64)
+        .map(|n| tally_redis::TrackedEvent {
+            partition,
+            day: "20261203".into(),
+            session_candidate: n + 1,
+            event: tally_core::Event {
+                kind: tally_core::EventKind::Pageview,
+                site: "demo".into(),
+                ts_ms: now,
+                page: format!("/c{n}"),
+                visitor: n + 1,
+                ..tally_core::Event::empty()
+            },
+        })
+        .collect();
+    store
+        .record(1, &batch, &settings.tracking, now)
+        .await
+        .unwrap();
+    let mut conn = redis::Client::open(settings.redis.nodes()[0])
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let events = tally_redis::Keys::new(partition).events();
+    let () = redis::cmd("SET")
+        .arg(&events)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let limits = tally_redis::APPLY_LIMITS;
+    let failed = store
+        .apply(partition, &settings.tracking, limits, now, false)
+        .await;
+    assert!(failed.is_err(), "the commit went through: {failed:?}");
+    assert_eq!(
+        store.incoming_len(partition).await.unwrap(),
+        1,
+        "the run stays"
+    );
+    // Once the key is a stream again (empty), the same run is applied, once.
+    let () = redis::cmd("DEL")
+        .arg(&events)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let applied = store
+        .apply(partition, &settings.tracking, limits, now, false)
+        .await
+        .unwrap();
+    assert_eq!((applied.entries, applied.events), (1, 5));
+    assert_eq!(store.incoming_len(partition).await.unwrap(), 0);
+    assert_eq!(store.all_entries(partition).await.unwrap().len(), 5);
+}
+
 /// Workers killed (SIGKILL) while they apply and insert under a steady load: the trailing
 /// figures still reach their exact values within 2 s of the last accepted event, and
 /// ClickHouse holds every accepted event once.

@@ -13,7 +13,8 @@
 --          operations, each `command key count` and `count` arguments.
 -- Returns  1, or 0 when the stream's first entry is no longer the one read: another applier
 --          moved the run first; the entry the XADD just appended (the events stream's last:
---          nothing runs between the two) is deleted, and nothing is written.
+--          nothing runs between the two) is deleted, and nothing is written. An error, and
+--          nothing written, when the events stream's key is not a stream (the XADD failed).
 --
 -- The commands are the ones the applier sends (the list below); TRIMHERE drops the slots of
 -- a `here:` hash below its one argument.
@@ -25,6 +26,11 @@ if #head == 0 or head[1][1] ~= ARGV[1] then
     redis.call('XDEL', KEYS[2], appended[1][1])
   end
   return 0
+end
+-- A command that fails inside a MULTI does not stop the ones after it: if the XADD failed
+-- (the key holds something else), the run must stay where it is.
+if ARGV[3] == '1' and redis.call('TYPE', KEYS[2])['ok'] ~= 'stream' then
+  return redis.error_reply('apply.lua: the events entry was not appended: ' .. KEYS[2] .. ' is not a stream')
 end
 redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
 
