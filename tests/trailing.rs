@@ -294,6 +294,24 @@ async fn an_apply_cut_off_anywhere_applies_nothing_or_everything() {
     assert_eq!(interrupted, reference, "{cut} applies cut off");
 }
 
+/// A page view of the demo site by visitor `n + 1` (session candidate `n + 1`), as the
+/// beacon hands it to the store.
+fn demo_view(partition: u16, n: u64, page: String, now: i64) -> tally_redis::TrackedEvent {
+    tally_redis::TrackedEvent {
+        partition,
+        day: "20261203".into(),
+        session_candidate: n + 1,
+        event: tally_core::Event {
+            kind: tally_core::EventKind::Pageview,
+            site: "demo".into(),
+            ts_ms: now,
+            page,
+            visitor: n + 1,
+            ..tally_core::Event::empty()
+        },
+    }
+}
+
 /// A busy partition's backlog is applied back to back: the applier pauses only once it has
 /// caught up. Beacon batches of 21 events fill an apply (`APPLY_LIMITS`: 500 events) with
 /// 483, short of the limit however far behind the applier is; a pause after each such
@@ -311,19 +329,7 @@ async fn a_backlog_is_applied_without_pausing() {
         let batch: Vec<tally_redis::TrackedEvent> = (0..21u64)
             .map(|i| {
                 let n = b * 21 + i;
-                tally_redis::TrackedEvent {
-                    partition,
-                    day: "20261203".into(),
-                    session_candidate: n + 1,
-                    event: tally_core::Event {
-                        kind: tally_core::EventKind::Pageview,
-                        site: "demo".into(),
-                        ts_ms: now,
-                        page: format!("/b{}", n % 9),
-                        visitor: n + 1,
-                        ..tally_core::Event::empty()
-                    },
-                }
+                demo_view(partition, n, format!("/b{}", n % 9), now)
             })
             .collect();
         store
@@ -373,19 +379,7 @@ async fn a_commit_that_cannot_append_its_events_moves_nothing() {
     let partition = site.partition(settings.redis.partitions);
     let now = chrono::Utc::now().timestamp_millis();
     let batch: Vec<tally_redis::TrackedEvent> = (0..5u64)
-        .map(|n| tally_redis::TrackedEvent {
-            partition,
-            day: "20261203".into(),
-            session_candidate: n + 1,
-            event: tally_core::Event {
-                kind: tally_core::EventKind::Pageview,
-                site: "demo".into(),
-                ts_ms: now,
-                page: format!("/c{n}"),
-                visitor: n + 1,
-                ..tally_core::Event::empty()
-            },
-        })
+        .map(|n| demo_view(partition, n, format!("/c{n}"), now))
         .collect();
     store
         .record(1, &batch, &settings.tracking, now)
