@@ -255,19 +255,16 @@ fn base_client(settings: &ClickHouseSettings) -> clickhouse::Client {
         .with_validation(false)
 }
 
-/// Whether `url`'s host is this machine: `localhost` or a loopback address.
+/// Whether `url`'s host is this machine: `localhost` or a loopback address (host as the
+/// beacon reads a page's URL: user info, port and IPv6 brackets taken off, lower-cased).
 fn is_loopback(url: &str) -> bool {
-    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host_port.split(':').next().unwrap_or_default(),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    tally_core::page::split_url(url).is_some_and(|parts| {
+        parts.host == "localhost"
+            || parts
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// How long a single insert may take before it is abandoned and retried.
