@@ -368,9 +368,7 @@ async fn a_backlog_is_applied_without_pausing() {
 }
 
 /// A commit whose events entry cannot be appended (the events stream's key holds something
-/// else) trims nothing: its XADD goes as a command of its own in the commit's MULTI, and a
-/// command failing inside a MULTI does not stop the ones after it, so the commit script
-/// must see that the entry is missing rather than trim the run from the incoming stream.
+/// else) moves nothing: the run stays unapplied, and is applied once when it can be.
 #[tokio::test]
 async fn a_commit_that_cannot_append_its_events_moves_nothing() {
     let settings = tally_testkit::settings();
@@ -595,4 +593,168 @@ async fn the_trailing_figures_are_exact_after_a_beacon_is_killed() {
     within_promise("online and visits after a beacon kill", lag);
     assert!(readers.len() as u64 <= want.split('\t').nth(2).unwrap().parse().unwrap());
     app.stop().await;
+}
+
+/// A raw connection to the tests' Redis.
+async fn raw_redis(settings: &Settings) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(settings.redis.nodes()[0])
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The events' JSON is written to Redis once: the applier's events entry names the incoming
+/// entries that hold it (with the visit figures), and they stay until the worker has stored
+/// their events; acknowledging the events entry deletes them with it.
+#[tokio::test]
+async fn an_applied_run_keeps_its_json_in_the_incoming_entries_until_stored() {
+    let settings = tally_testkit::settings();
+    let store = tally_redis::Store::connect(&settings.redis).await.unwrap();
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    let now = chrono::Utc::now().timestamp_millis();
+    let views: Vec<tally_redis::TrackedEvent> = (0..5u64)
+        .map(|n| demo_view(partition, n, format!("/json-once-{n}"), now))
+        .collect();
+    store
+        .record(1, &views[..3], &settings.tracking, now)
+        .await
+        .unwrap();
+    store
+        .record(2, &views[3..], &settings.tracking, now)
+        .await
+        .unwrap();
+    let applied = store
+        .apply(
+            partition,
+            &settings.tracking,
+            tally_redis::APPLY_LIMITS,
+            now,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!((applied.entries, applied.events), (2, 5));
+    assert_eq!(store.incoming_len(partition).await.unwrap(), 0, "applied");
+    assert_eq!(
+        store.stream_len(partition).await.unwrap(),
+        1,
+        "one run to store"
+    );
+
+    let keys = tally_redis::Keys::new(partition);
+    let mut conn = raw_redis(&settings).await;
+    type Entries = Vec<(String, Vec<String>)>;
+    let incoming: Entries = redis::cmd("XRANGE")
+        .arg(keys.incoming())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let events: Entries = redis::cmd("XRANGE")
+        .arg(keys.events())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(incoming.len(), 2, "the batches stay until stored");
+    assert_eq!(events.len(), 1);
+    let names: Vec<&str> = events[0].1.iter().step_by(2).map(String::as_str).collect();
+    assert_eq!(names, ["v", "i", "m"], "no JSON in the events entry");
+    let ids: Vec<&str> = incoming.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(events[0].1[3], ids.join(" "));
+    assert!(!events[0].1.iter().any(|v| v.contains("json-once")));
+
+    store.ensure_group(partition).await.unwrap();
+    let read = store.read_new(partition, "reader", 10, 10).await.unwrap();
+    let pages: Vec<String> = read
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().page.clone())
+        .collect();
+    let want: Vec<String> = (0..5).map(|n| format!("/json-once-{n}")).collect();
+    assert_eq!(pages, want);
+    let sessions: BTreeSet<u64> = read
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().session)
+        .collect();
+    assert_eq!(sessions, (1..=5).collect(), "each view with its figures");
+    store
+        .ack(partition, std::slice::from_ref(&events[0].0))
+        .await
+        .unwrap();
+    for stream in [keys.incoming(), keys.events()] {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 0, "{stream} after the acknowledgement");
+    }
+}
+
+/// An events entry whose incoming entries are gone (deleted by hand) cannot be stored: the
+/// worker keeps it whole as a dead letter with the reason, and nothing is left pending.
+#[tokio::test]
+async fn an_events_entry_without_its_incoming_entries_is_a_dead_letter() {
+    let settings = tally_testkit::settings();
+    let app = tally_testkit::TestApp::spawn_roles(settings.clone(), "api".parse().unwrap()).await;
+    let store = app.store().await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    let now = chrono::Utc::now().timestamp_millis();
+    let views: Vec<tally_redis::TrackedEvent> = (0..2u64)
+        .map(|n| demo_view(partition, n, format!("/gone-{n}"), now))
+        .collect();
+    store
+        .record(1, &views, &settings.tracking, now)
+        .await
+        .unwrap();
+    store.apply_all(&settings.tracking, now).await.unwrap();
+    let keys = tally_redis::Keys::new(partition);
+    let mut conn = raw_redis(&settings).await;
+    let incoming: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(keys.incoming())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let () = redis::cmd("XDEL")
+        .arg(keys.incoming())
+        .arg(&incoming[0].0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    store.ensure_group(partition).await.unwrap();
+    let mut worker = tally_worker::PartitionWorker::new(
+        partition,
+        store.clone(),
+        app.db().clone(),
+        &settings,
+        tally_core::directory::Directory::new(&settings.sites),
+        "w1".into(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    worker.step(&stop).await.unwrap();
+    let letters = store.dead_letters(partition).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0]
+            .reason
+            .contains("incoming entries holding its events are gone"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(
+        store.stream_len(partition).await.unwrap(),
+        0,
+        "nothing pending"
+    );
+    assert_eq!(app.db().count_events().await.unwrap(), 0);
 }

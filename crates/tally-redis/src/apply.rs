@@ -5,17 +5,21 @@
 //! takes a run of incoming entries at a time (hundreds of events), reads the visit records
 //! of their visitors in one `HMGET` per site, works out in Rust what the old all-in-one
 //! write script worked out in Lua — visits, the figures each event carries to ClickHouse,
-//! reloads, who is online, unique visitors, titles — and commits it all in one MULTI: an
-//! XADD of the run to the events stream (one entry, with the figures), then `lua/apply.lua`,
-//! which trims the run from the incoming stream and writes every change as one variadic
-//! command per key. The XADD is a command of its own because Lua hashes every string handed
-//! to it, byte by byte: the events' JSON passed through the script was ~3 % of Redis' CPU.
+//! reloads, who is online, unique visitors, titles — and commits it all with one call of
+//! `lua/apply.lua`: it appends an entry to the events stream naming the run's incoming
+//! entries, with the figures, and writes every change as one variadic command per key. The
+//! events' JSON stays where the beacon put it: the incoming entries are kept until the
+//! worker has stored their events and deletes them with the events entry, so the JSON is
+//! written to Redis and its append-only file once, and never handed to the commit script
+//! (Lua hashes every string handed to it, byte by byte).
 //!
-//! Exactly once: the commit checks that the stream's first entry is still the first one
-//! read; it removes the run from the incoming stream in the same atomic call. A second
-//! applier that read the same run (another worker process) finds the head moved, deletes
-//! the events entry its own XADD had just appended, and commits nothing; an applier killed
-//! before its commit leaves the run, and the visit records it read, as they were.
+//! Exactly once: the applier's cursor is the last delivered id of the incoming stream's
+//! [`APPLIER`] consumer group (a group nobody reads through: the cursor lives in the
+//! stream's own key). A run is read after the cursor; the commit checks that the cursor has
+//! not moved and moves it past the run in the same atomic call. A second applier that read
+//! the same run (another worker process) finds the cursor moved and commits nothing; an
+//! applier killed before its commit leaves the cursor, and the visit records it read, as
+//! they were.
 //!
 //! Online presence costs O(1) per event: `here:S` counts visitors per 10-second slot of their
 //! last event; a visitor seen again moves from its old slot (known from its visit record) to
@@ -29,11 +33,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use tally_core::{Event, EventKind, settings::TrackingSettings};
 
+use crate::keys::APPLIER;
 use crate::wire::{self, Context, Figures};
 use crate::{Error, Keys, Result, Store};
 
-/// The commit script, sent whole with EVAL (see [`Store::apply`]).
-const APPLY: &str = include_str!("lua/apply.lua");
+/// The commit script (see [`Store::apply`]).
+static APPLY: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/apply.lua")));
 
 /// Variadic commands are sent in chunks of at most this many arguments (Lua's `unpack`
 /// gives at most ~8,000 values; an even number keeps field-value pairs whole).
@@ -218,8 +224,6 @@ struct PageMove {
 
 /// One incoming entry, read.
 struct Entry {
-    /// The events' JSON lines as accepted (joined by `\n`), passed on to the events stream.
-    batch: String,
     /// Per line: the event and its context, when both could be read.
     events: Vec<Option<(Event, Context)>>,
     /// When the batch was accepted (ms).
@@ -229,8 +233,8 @@ struct Entry {
 }
 
 impl Entry {
-    fn read(mut fields: Vec<String>) -> Self {
-        let get = |name| wire::field(&fields, name).unwrap_or_default();
+    fn read(fields: &[String]) -> Self {
+        let get = |name| wire::field(fields, name).unwrap_or_default();
         let lines: Vec<&str> = match get(wire::incoming::BATCH) {
             "" => Vec::new(),
             batch => batch.split('\n').collect(),
@@ -254,9 +258,7 @@ impl Entry {
             .split(',')
             .filter_map(|i| i.parse().ok())
             .collect();
-        let batch = wire::take_field(&mut fields, wire::incoming::BATCH).unwrap_or_default();
         Self {
-            batch,
             events,
             accepted_ms,
             over,
@@ -306,11 +308,16 @@ fn moved(slots: &mut BTreeMap<i64, i64>, from: Option<i64>, to: Option<i64>) {
 
 /// The commit script call being built: its header, then `command key count args…` per
 /// operation (variadic commands in chunks of at most [`CHUNK`] arguments).
-struct Ops(redis::Cmd);
+struct Ops(redis::ScriptInvocation<'static>);
 
 impl Ops {
     /// Starts an operation of `count` arguments, which the caller adds.
-    fn op(&mut self, command: &str, key: &str, count: usize) -> &mut redis::Cmd {
+    fn op(
+        &mut self,
+        command: &str,
+        key: &str,
+        count: usize,
+    ) -> &mut redis::ScriptInvocation<'static> {
         self.0.arg(command).arg(key).arg(count)
     }
 
@@ -330,14 +337,6 @@ impl Ops {
     }
 }
 
-/// The id after stream id `id` (`ms-seq` → `ms-(seq+1)`): trimming below it removes `id`.
-fn next_id(id: &str) -> Result<String> {
-    let bad = || Error::Reply(format!("stream id {id:?}"));
-    let (ms, seq) = id.split_once('-').ok_or_else(bad)?;
-    let seq: u64 = seq.parse().map_err(|_| bad())?;
-    Ok(format!("{ms}-{}", seq + 1))
-}
-
 impl Store {
     /// Applies the oldest of `partition`'s incoming entries, up to `max_entries` of them and
     /// no more than `max_events` events (but at least one entry; see the module
@@ -352,10 +351,15 @@ impl Store {
         trim: bool,
     ) -> Result<Applied> {
         let keys = Keys::new(partition);
+        let cursor = self.applied_cursor(&keys).await?;
         let mut conn = self.conn();
         let mut raw: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
             .arg(keys.incoming())
-            .arg("-")
+            .arg(
+                cursor
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |c| format!("({c}")),
+            )
             .arg("+")
             .arg("COUNT")
             .arg(max_entries.max(1))
@@ -374,14 +378,17 @@ impl Store {
         // Cut short by the events limit, or as many entries as asked for came back.
         let more = keep < raw.len() || raw.len() >= max_entries.max(1);
         raw.truncate(keep);
-        let (Some((first, _)), Some((last, _))) = (raw.first(), raw.last()) else {
+        let Some((last, _)) = raw.last() else {
             return Ok(Applied::default());
         };
-        let (first, trim_below) = (first.clone(), next_id(last)?);
-        let entries: Vec<Entry> = raw
-            .into_iter()
-            .map(|(_, fields)| Entry::read(fields))
-            .collect();
+        let last = last.clone();
+        let cursor = match cursor {
+            Some(cursor) => cursor,
+            None => self.start_cursor(&keys).await?,
+        };
+        let ids: Vec<&str> = raw.iter().map(|(id, _)| id.as_str()).collect();
+        let ids = ids.join(" ");
+        let entries: Vec<Entry> = raw.iter().map(|(_, fields)| Entry::read(fields)).collect();
 
         let today = now_ms.div_euclid(86_400_000);
         let mut visits = self.read_visits(&keys, &entries, today).await?;
@@ -429,46 +436,25 @@ impl Store {
             }
         }
 
-        let mut lines = String::new();
-        for entry in entries.iter().filter(|e| !e.batch.is_empty()) {
-            if !lines.is_empty() {
-                lines.push('\n');
-            }
-            lines.push_str(&entry.batch);
-        }
-        // One MULTI: the events entry appended as a command (its JSON never enters Lua),
-        // then the commit script, which deletes that entry again if it lost the race. The
-        // script goes as EVAL, its text included: an EVALSHA that met an empty script cache
-        // inside the MULTI would fail after the XADD had run.
-        let appends = !lines.is_empty();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if appends {
-            pipe.cmd("XADD")
-                .arg(keys.events())
-                .arg("*")
-                .arg(wire::field::VERSION)
-                .arg(wire::VERSION)
-                .arg(wire::field::BATCH)
-                .arg(lines)
-                .arg(wire::field::FIGURES)
-                .arg(figures)
-                .ignore();
-        }
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(APPLY)
-            .arg(2)
-            .arg(keys.incoming())
-            .arg(keys.events())
-            .arg(&first)
-            .arg(&trim_below)
-            .arg(if appends { "1" } else { "0" });
-        let mut ops = Ops(cmd);
+        // One script: it checks the cursor, appends the events entry (the run's ids and the
+        // figures: the JSON stays in the incoming entries) and writes every change.
+        let mut invocation = APPLY.key(keys.incoming());
+        invocation
+            .key(keys.events())
+            .arg(APPLIER)
+            .arg(&cursor)
+            .arg(&last)
+            .arg(wire::field::VERSION)
+            .arg(wire::VERSION)
+            .arg(wire::field::INCOMING)
+            .arg(&ids)
+            .arg(wire::field::FIGURES)
+            .arg(if events > 0 { figures.as_str() } else { "" });
+        let mut ops = Ops(invocation);
         write_visits(&mut ops, &keys, &visits, today);
         operations(&mut ops, &keys, changes, (now_ms, window_ms, trim, horizon));
-        let Ops(cmd) = ops;
-        pipe.add_command(cmd);
-        let (done,): (i64,) = pipe.query_async(&mut conn).await?;
+        let Ops(invocation) = ops;
+        let done: i64 = invocation.invoke_async(&mut conn).await?;
         if done == 0 {
             return Ok(Applied {
                 lost_race: true,
@@ -481,6 +467,54 @@ impl Store {
             lost_race: false,
             more,
         })
+    }
+
+    /// The applier's cursor in `keys`' incoming stream: the last entry applied. `None` while
+    /// the stream or its [`APPLIER`] group does not exist (nothing applied yet, or only by a
+    /// release that deleted what it applied).
+    pub(crate) async fn applied_cursor(&self, keys: &Keys) -> Result<Option<String>> {
+        let mut conn = self.conn();
+        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(keys.incoming())
+            .query_async(&mut conn)
+            .await;
+        let groups = match groups {
+            Err(e) if e.to_string().contains("no such key") => return Ok(None),
+            other => other?,
+        };
+        for mut group in groups {
+            let name: Option<String> = group
+                .remove("name")
+                .map(redis::from_redis_value)
+                .transpose()?;
+            if name.as_deref() == Some(APPLIER) {
+                let last = group
+                    .remove("last-delivered-id")
+                    .ok_or_else(|| Error::Reply("XINFO GROUPS without last-delivered-id".into()))?;
+                return Ok(Some(redis::from_redis_value(last)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates the [`APPLIER`] group of `keys`' incoming stream before its first entry, and
+    /// returns that cursor (`0-0`). If another applier created it first, the commit of a run
+    /// read from the start finds the cursor moved, or not, as for any race.
+    async fn start_cursor(&self, keys: &Keys) -> Result<String> {
+        let mut conn = self.conn();
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(keys.incoming())
+            .arg(APPLIER)
+            .arg("0")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            other => other?,
+        }
+        Ok("0-0".to_owned())
     }
 
     /// Applies every partition's incoming entries, until none is left (tests, benchmarks
@@ -859,11 +893,5 @@ mod tests {
         assert_eq!(page_tag(""), 0x811c_9dc5);
         assert_eq!(page_tag("a"), 0xe40c_292c);
         assert_eq!(page_tag("foobar"), 0xbf9c_f968);
-    }
-
-    #[test]
-    fn the_id_after_a_stream_id() {
-        assert_eq!(next_id("1700000000000-9").unwrap(), "1700000000000-10");
-        assert!(next_id("nonsense").is_err());
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tally:{pN}:incoming` | stream | accepted events not yet applied: one entry per beacon batch and partition, in the layout of [`wire::incoming`](crate::wire::incoming): `v`, `b` (the events' JSON, one line each), `c` (their context), `n` (accepted at, ms), `o` (events recorded under "other pages"). The applier moves a run of them at once to `events` |
-//! | `tally:{pN}:events` | stream | applied events, one entry per applied run of incoming entries, in the layout of [`wire`](crate::wire): `v` (the wire version), `b` (the events' JSON, one line each) and `m` (their visit figures, joined by `,`). Consumer group `tally` |
+//! | `tally:{pN}:incoming` | stream | accepted events not yet in ClickHouse: one entry per beacon batch and partition, in the layout of [`wire::incoming`](crate::wire::incoming): `v`, `b` (the events' JSON, one line each), `c` (their context), `n` (accepted at, ms), `o` (events recorded under "other pages"). Consumer group `applier`, read by nobody: its last delivered id is the last entry applied. The applier applies a run of them at once and names it in an entry of `events`; the worker deletes them with that entry, once their events are stored |
+//! | `tally:{pN}:events` | stream | applied events, one entry per applied run of incoming entries, in the layout of [`wire`](crate::wire): `v` (the wire version), `i` (the run's incoming entries, which hold the events' JSON) and `m` (their visit figures, joined by `,`); a dead letter sent back holds its JSON in `b` instead (version 2). Consumer group `tally` |
 //! | `tally:{pN}:dead` | stream, at most `worker.dead_letter_max` entries | events ClickHouse refused or that could not be decoded ([`wire::DeadLetter`](crate::wire::DeadLetter)): `v`, `key` (the event's key, `ms-seq-i`), `reason`, and `b` + `m` (the event and its figures, as in a stream entry) or `raw`; `tally dead-letters list|replay` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S: at most `tracking.max_pages` pages, then the field `""` ("other pages") counts the views of every later page |
 //! | `tally:{pN}:totals:S` | hash | `views`, `visits`, `bots`, `unverified` (pixel hits naming no page, not counted) of site S |
@@ -29,6 +29,11 @@
 
 /// Name of the consumer group that workers share.
 pub const GROUP: &str = "tally";
+
+/// Name of the consumer group of each incoming stream whose last delivered id is the
+/// applier's cursor: the last incoming entry applied. Nobody reads through it; it keeps the
+/// cursor in the stream's own key (see `apply.rs`).
+pub const APPLIER: &str = "applier";
 
 /// Key builder for one partition.
 #[derive(Debug, Clone)]

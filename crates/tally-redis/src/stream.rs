@@ -10,6 +10,12 @@ use redis::Value;
 use crate::wire::{self, DeadLetter, Payload, StreamEvent};
 use crate::{Error, Keys, Result, Store, keys::GROUP};
 
+/// The acknowledgement (see the script): sent whole with EVAL.
+const ACK: &str = include_str!("lua/ack.lua");
+
+/// An entry of a stream as read: its id and fields (name, value, …).
+type RawEntry = (String, Vec<String>);
+
 static FORGET_CONSUMERS: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/forget_consumers.lua")));
 
@@ -77,18 +83,65 @@ impl Store {
             .arg(">")
             .query_async(&mut conn)
             .await?;
-        match reply {
-            Value::Nil => Ok(Vec::new()),
+        let raw = match reply {
+            Value::Nil => Vec::new(),
             Value::Array(streams) => match streams.into_iter().next() {
-                Some(Value::Array(mut pair)) if pair.len() == 2 => parse_entries(pair.pop()),
-                other => Err(Error::Reply(format!("XREADGROUP stream: {other:?}"))),
+                Some(Value::Array(mut pair)) if pair.len() == 2 => parse_entries(pair.pop())?,
+                other => return Err(Error::Reply(format!("XREADGROUP stream: {other:?}"))),
             },
             Value::Map(map) => match map.into_iter().next() {
-                Some((_, entries)) => parse_entries(Some(entries)),
-                None => Ok(Vec::new()),
+                Some((_, entries)) => parse_entries(Some(entries))?,
+                None => Vec::new(),
             },
-            other => Err(Error::Reply(format!("XREADGROUP: {other:?}"))),
+            other => return Err(Error::Reply(format!("XREADGROUP: {other:?}"))),
+        };
+        self.decode(partition, raw).await
+    }
+
+    /// The events of `entries` of `partition`'s events stream: the JSON of an entry of the
+    /// current wire version is read from the incoming entries it names (one round trip for
+    /// all of them).
+    async fn decode(&self, partition: u16, entries: Vec<RawEntry>) -> Result<Vec<StreamEvent>> {
+        let keys = Keys::new(partition);
+        let mut pipe = redis::pipe();
+        let mut linked = 0;
+        for (_, fields) in &entries {
+            if let Some(ids) = wire::linked_ids(fields) {
+                let (first, last) = (ids.first().copied(), ids.last().copied());
+                // The ids of a run are consecutive in the stream: one range reads them all.
+                pipe.cmd("XRANGE")
+                    .arg(keys.incoming())
+                    .arg(first.unwrap_or("+"))
+                    .arg(last.unwrap_or("-"));
+                linked += 1;
+            }
         }
+        let mut sources: std::vec::IntoIter<Vec<RawEntry>> = if linked > 0 {
+            let mut conn = self.conn();
+            let read: Vec<Vec<RawEntry>> = pipe.query_async(&mut conn).await?;
+            read.into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            let Some(ids) = wire::linked_ids(&fields) else {
+                wire::decode_entry(id, &fields, None, &mut out);
+                continue;
+            };
+            let read = sources.next().unwrap_or_default();
+            // Every named entry, and no other (none is deleted before its events are stored).
+            let whole = read.len() == ids.len() && read.iter().zip(&ids).all(|(r, id)| r.0 == *id);
+            let lines = whole.then(|| {
+                read.iter()
+                    .filter_map(|(_, f)| wire::field(f, wire::incoming::BATCH))
+                    .filter(|batch| !batch.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            wire::decode_entry(id, &fields, lines.as_deref(), &mut out);
+        }
+        Ok(out)
     }
 
     /// Takes over up to `count` entries that other consumers read but have not acknowledged
@@ -119,27 +172,18 @@ impl Store {
             .map(redis::from_redis_value::<String>)
             .transpose()?
             .ok_or_else(|| Error::Reply("XAUTOCLAIM without cursor".into()))?;
-        Ok((next, parse_entries(parts.next())?))
+        let raw = parse_entries(parts.next())?;
+        Ok((next, self.decode(partition, raw).await?))
     }
 
-    /// Acknowledges and deletes `ids` from the stream (one atomic round trip).
+    /// Acknowledges and deletes `ids` from the stream, with the incoming entries holding
+    /// their events' JSON (one atomic round trip).
     pub async fn ack(&self, partition: u16, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let key = Keys::new(partition).events();
         let mut conn = self.conn();
-        let _: () = redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&key)
-            .arg(GROUP)
-            .arg(ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&key)
-            .arg(ids)
-            .ignore()
+        let _: () = ack_cmd(&Keys::new(partition), ids)
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -176,17 +220,8 @@ impl Store {
         let mut ids: Vec<&str> = letters.iter().map(|l| l.key.entry.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        pipe.cmd("XLEN")
-            .arg(keys.dead_letters())
-            .cmd("XACK")
-            .arg(keys.events())
-            .arg(GROUP)
-            .arg(&ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(keys.events())
-            .arg(&ids)
-            .ignore();
+        pipe.cmd("XLEN").arg(keys.dead_letters());
+        pipe.add_command(ack_cmd(&keys, &ids)).ignore();
         let mut conn = self.conn();
         let (before, after): (u64, u64) = pipe.query_async(&mut conn).await?;
         Ok((before + letters.len() as u64).saturating_sub(after))
@@ -268,32 +303,32 @@ impl Store {
             .collect()
     }
 
-    /// Entries of the partition not yet in ClickHouse (the backlog): accepted and not yet
-    /// applied, or applied and not yet acknowledged and deleted.
+    /// Entries of the partition not yet in ClickHouse: accepted and not yet applied, or
+    /// applied and not yet acknowledged and deleted (an events entry, whose incoming entries
+    /// are not counted again). Reads the unapplied entries: for tests and tools.
     pub async fn stream_len(&self, partition: u16) -> Result<u64> {
-        let keys = Keys::new(partition);
+        let unapplied = self.incoming_len(partition).await?;
         let mut conn = self.conn();
-        let (incoming, events): (u64, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(keys.incoming())
-            .cmd("XLEN")
-            .arg(keys.events())
+        let events: u64 = redis::cmd("XLEN")
+            .arg(Keys::new(partition).events())
             .query_async(&mut conn)
             .await?;
-        Ok(incoming + events)
+        Ok(unapplied + events)
     }
 
-    /// Accepted batches of the partition not yet applied.
+    /// Accepted batches of the partition not yet applied: the incoming entries past the
+    /// applier's cursor (see `apply.rs`), counted by reading them: for tests and tools.
     pub async fn incoming_len(&self, partition: u16) -> Result<u64> {
-        let mut conn = self.conn();
-        Ok(redis::cmd("XLEN")
-            .arg(Keys::new(partition).incoming())
-            .query_async(&mut conn)
-            .await?)
+        let keys = Keys::new(partition);
+        let cursor = self.applied_cursor(&keys).await?;
+        let after = cursor.map_or_else(|| "-".to_owned(), |c| format!("({c}"));
+        Ok(self.range_from(&keys.incoming(), after).await?.len() as u64)
     }
 
-    /// The partition's backlog at `now_ms`: entries in its incoming and events streams, the
-    /// age (ms) of the oldest (0 when empty) and dead letters. One round trip.
+    /// The partition's backlog at `now_ms`: accepted beacon batches not yet in ClickHouse
+    /// (every one stays in the incoming stream until the worker has stored its events; a
+    /// dead letter sent back is not counted), the age (ms) of the oldest entry of the
+    /// incoming and events streams (0 when both are empty) and dead letters. One round trip.
     pub async fn backlog(&self, partition: u16, now_ms: i64) -> Result<Backlog> {
         let keys = Keys::new(partition);
         let mut conn = self.conn();
@@ -309,12 +344,12 @@ impl Store {
                 .arg(1);
         }
         type Oldest = Vec<(String, Value)>;
-        let (incoming, oldest_in, events, oldest, dead): (u64, Oldest, u64, Oldest, u64) = pipe
+        let (incoming, oldest_in, _, oldest, dead): (u64, Oldest, u64, Oldest, u64) = pipe
             .cmd("XLEN")
             .arg(keys.dead_letters())
             .query_async(&mut conn)
             .await?;
-        let entries = incoming + events;
+        let entries = incoming;
         let oldest_ms = oldest_in
             .first()
             .into_iter()
@@ -338,7 +373,21 @@ impl Store {
     }
 }
 
-fn parse_entries(value: Option<Value>) -> Result<Vec<StreamEvent>> {
+/// Acknowledges and deletes the events entries `ids`, with the incoming entries they name
+/// (`lua/ack.lua`).
+fn ack_cmd(keys: &Keys, ids: &[impl redis::ToRedisArgs]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(ACK)
+        .arg(2)
+        .arg(keys.events())
+        .arg(keys.incoming())
+        .arg(GROUP)
+        .arg(wire::field::INCOMING)
+        .arg(ids);
+    cmd
+}
+
+fn parse_entries(value: Option<Value>) -> Result<Vec<RawEntry>> {
     let Some(Value::Array(items)) = value else {
         return Ok(Vec::new());
     };
@@ -357,7 +406,7 @@ fn parse_entries(value: Option<Value>) -> Result<Vec<StreamEvent>> {
             Some(Value::Nil) | None => Vec::new(),
             Some(v) => redis::from_redis_value(v)?,
         };
-        wire::decode_entry(id, &fields, &mut out);
+        out.push((id, fields));
     }
     Ok(out)
 }
@@ -366,17 +415,23 @@ impl Store {
     /// Every event still in `partition`'s stream, oldest first (see [`range_all`](Self::range_all)).
     pub async fn all_entries(&self, partition: u16) -> Result<Vec<StreamEvent>> {
         let mut out = Vec::new();
-        for (id, fields) in self.range_all(&Keys::new(partition).events()).await? {
-            wire::decode_entry(id, &fields, &mut out);
+        let entries = self.range_all(&Keys::new(partition).events()).await?;
+        for page in entries.chunks(RANGE_PAGE) {
+            out.extend(self.decode(partition, page.to_vec()).await?);
         }
         Ok(out)
     }
 
     /// Every entry of stream `key` as (id, fields), oldest first, read in pages of
     /// [`RANGE_PAGE`] entries.
-    async fn range_all(&self, key: &str) -> Result<Vec<(String, Vec<String>)>> {
+    async fn range_all(&self, key: &str) -> Result<Vec<RawEntry>> {
+        self.range_from(key, "-".to_owned()).await
+    }
+
+    /// The entries of stream `key` from `start` (an id, `(id` after it, or `-`) on, oldest
+    /// first, read in pages of [`RANGE_PAGE`] entries.
+    async fn range_from(&self, key: &str, mut start: String) -> Result<Vec<RawEntry>> {
         let mut out = Vec::new();
-        let mut start = "-".to_owned();
         loop {
             let mut conn = self.conn();
             let page: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")

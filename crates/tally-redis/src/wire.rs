@@ -8,10 +8,15 @@
 //! - **Incoming entries.** One entry of the partition's incoming stream per partition and
 //!   batch, with the fields of [`incoming`]: the events' JSON, their [`Context`]s, when they
 //!   were accepted and which went live under "other pages". The applier
-//!   (`apply.rs`) reads them, works out the visits, and moves them to the events stream.
+//!   (`apply.rs`) reads them, works out the visits, and names them in an entry of the events
+//!   stream; the worker deletes them with that entry once their events are stored.
 //! - **Stream entries.** One entry of the events stream per applied run of incoming entries,
-//!   with the fields [`field::VERSION`] ([`VERSION`]), [`field::BATCH`] (the events' JSON,
-//!   one line each) and [`field::FIGURES`] (one [`Figures`] per event, joined by `,`).
+//!   with the fields [`field::VERSION`] ([`VERSION`]), [`field::INCOMING`] (the ids of the
+//!   run's incoming entries, which keep the events' JSON until the worker has stored them:
+//!   the JSON is written to Redis, and to its append-only file, once) and [`field::FIGURES`]
+//!   (one [`Figures`] per event, joined by `,`). A dead letter sent back is an entry of
+//!   [`INLINE_VERSION`], holding its JSON itself in [`field::BATCH`] (one line each), as
+//!   every entry did before version 3.
 //! - **Event keys.** An event is named within its partition by its entry's stream id and its
 //!   place in the entry's batch ([`EventKey`], `ms-seq-i`); prefixed with the partition it is
 //!   the `event_id` stored in ClickHouse.
@@ -21,7 +26,8 @@
 //!
 //! Versions: entries without a version field are version 1, the batch layout of the release
 //! before the field existed; they differ from version 2 only in the tab's JSON name (`t`,
-//! now `sid`, as in the tracker's body) and are read until the next release. Entries of
+//! now `sid`, as in the tracker's body) and are read until the next release. Version 2
+//! entries hold their JSON; version 3 entries name the incoming entries that hold it. Entries of
 //! an unknown version, and the one-event entries of releases before batches (fields `e`,
 //! `se`…), are not guessed at: they become dead letters with the reason, to be replayed by
 //! a release that reads them. The upgrade rule in `docs/operations.md` says to let the
@@ -31,15 +37,22 @@ use std::fmt;
 
 use tally_core::{Event, EventKind};
 
-/// The stream entry format this release writes.
-pub const VERSION: u32 = 2;
+/// The stream entry format the applier writes: the events' JSON stays in the incoming
+/// entries it names.
+pub const VERSION: u32 = 3;
+/// The stream entry format holding its events' JSON itself: what a dead letter sent back
+/// is, and what the applier wrote before version 3.
+pub const INLINE_VERSION: u32 = 2;
 
 /// The fields of a stream entry (and of a dead letter).
 pub mod field {
     /// The entry's wire version; absent in version 1.
     pub const VERSION: &str = "v";
-    /// The events' JSON, one line each.
+    /// The events' JSON, one line each (entries of [`INLINE_VERSION`](super::INLINE_VERSION)).
     pub const BATCH: &str = "b";
+    /// The ids of the incoming entries holding the events' JSON, joined by ` `, in order
+    /// (entries of [`VERSION`](super::VERSION)).
+    pub const INCOMING: &str = "i";
     /// The events' [`Figures`](super::Figures), joined by `,`.
     pub const FIGURES: &str = "m";
     /// A dead letter's [`EventKey`](super::EventKey) in the events stream.
@@ -215,8 +228,8 @@ impl fmt::Display for Context {
     }
 }
 
-/// The fields of an entry of the incoming stream (written by `lua/accept.lua`, read and
-/// removed by the applier).
+/// The fields of an entry of the incoming stream (written by `lua/accept.lua`, read by the
+/// applier and by the worker, which deletes it once its events are stored).
 pub mod incoming {
     /// The layout's version.
     pub const VERSION: &str = "v";
@@ -446,17 +459,30 @@ pub(crate) fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
         .map(|kv| kv[1].as_str())
 }
 
-/// Like [`field`], taking the value out of `fields` (left empty there).
-pub(crate) fn take_field(fields: &mut [String], name: &str) -> Option<String> {
-    fields
-        .chunks_exact_mut(2)
-        .find(|kv| kv[0] == name)
-        .map(|kv| std::mem::take(&mut kv[1]))
+/// The incoming entries an entry of [`VERSION`] names ([`field::INCOMING`]); `None` for an
+/// entry of another version.
+pub fn linked_ids(fields: &[String]) -> Option<Vec<&str>> {
+    if field(fields, field::VERSION)? != VERSION.to_string() {
+        return None;
+    }
+    Some(
+        field(fields, field::INCOMING)
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|id| !id.is_empty())
+            .collect(),
+    )
 }
 
 /// The events of stream entry `id`, appended to `out`: one per event, or one for the whole
-/// entry when it cannot be read as events.
-pub fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEvent>) {
+/// entry when it cannot be read as events. `linked` is, for an entry of [`VERSION`], the
+/// JSON lines of the incoming entries it names, read by the caller (`None`: they are gone).
+pub fn decode_entry(
+    id: String,
+    fields: &[String],
+    linked: Option<&str>,
+    out: &mut Vec<StreamEvent>,
+) {
     let whole = |raw: String, reason: String| StreamEvent {
         key: EventKey {
             entry: id.clone(),
@@ -468,17 +494,20 @@ pub fn decode_entry(id: String, fields: &[String], out: &mut Vec<StreamEvent>) {
         None => 1,
         Some(v) => v.parse::<u32>().unwrap_or(0),
     };
-    let batch = field(fields, field::BATCH);
-    let (Some(batch), 1 | VERSION) = (batch, version) else {
+    let batch = match version {
+        VERSION => linked,
+        _ => field(fields, field::BATCH),
+    };
+    let (Some(batch), 1 | INLINE_VERSION | VERSION) = (batch, version) else {
         let raw = serde_json::to_string(&fields).unwrap_or_default();
-        let reason = if batch.is_none() {
+        let reason = if version == VERSION {
+            "the incoming entries holding its events are gone".to_owned()
+        } else if batch.is_none() {
             "not a batch entry (one-event entries of releases before 2026-09 are not read: \
              see the upgrade rule in docs/operations.md)"
                 .to_owned()
         } else {
-            format!(
-                "wire version {version} is not known to this release (it reads 1 and {VERSION})"
-            )
+            format!("wire version {version} is not known to this release (it reads 1 to {VERSION})")
         };
         out.push(whole(raw, reason));
         return;
@@ -538,7 +567,7 @@ struct V1Event {
 /// The fields of a stream entry of one event: how a dead letter's event goes back.
 pub fn entry_fields(event: &Event, figures: Figures) -> [(&'static str, String); 3] {
     [
-        (field::VERSION, VERSION.to_string()),
+        (field::VERSION, INLINE_VERSION.to_string()),
         (
             field::BATCH,
             String::from_utf8(to_json(event)).expect("JSON is UTF-8"),
@@ -572,7 +601,7 @@ impl DeadLetter {
     /// The fields to add to the dead-letter stream.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut out = vec![
-            (field::VERSION, VERSION.to_string()),
+            (field::VERSION, INLINE_VERSION.to_string()),
             (field::KEY, self.key.to_string()),
             (field::REASON, self.reason.clone()),
         ];
@@ -594,7 +623,7 @@ impl DeadLetter {
         let reason = get(field::REASON);
         let (key, payload) = if field(fields, field::VERSION).is_some() {
             let payload = match (field(fields, field::BATCH), field(fields, field::FIGURES)) {
-                (Some(line), Some(figures)) => match decode_event(line, figures, VERSION) {
+                (Some(line), Some(figures)) => match decode_event(line, figures, INLINE_VERSION) {
                     Ok(event) => Payload::Event(Box::new(event)),
                     Err(u) => Payload::Raw(u.raw),
                 },
@@ -723,6 +752,7 @@ mod tests {
                 ("b", &lines),
                 ("m", "42 1 1 0,42 0 2 1500 r,0 0 0 0"),
             ]),
+            None,
             &mut out,
         );
         assert_eq!(out.len(), 3);
@@ -750,6 +780,32 @@ mod tests {
         );
     }
 
+    /// An entry of the current version names its incoming entries; the lines read from them
+    /// are its events, with the entry's figures and keys.
+    #[test]
+    fn a_linked_entry_yields_the_lines_of_its_incoming_entries() {
+        let entry = fields(&[("v", "3"), ("i", "4-0 4-1"), ("m", "7 1 1 0,7 0 2 900")]);
+        assert_eq!(linked_ids(&entry), Some(vec!["4-0", "4-1"]));
+        assert_eq!(linked_ids(&fields(&[("v", "2"), ("b", EVENT)])), None);
+        let lines = format!("{EVENT}\n{}", EVENT.replace("/a", "/b"));
+        let mut out = Vec::new();
+        decode_entry("6-0".into(), &entry, Some(&lines), &mut out);
+        let read: Vec<(String, String, u16)> = out
+            .iter()
+            .map(|e| {
+                let event = e.event.as_ref().unwrap();
+                (e.key.to_string(), event.page.clone(), event.visit_seq)
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("6-0-0".to_owned(), "/a".to_owned(), 1),
+                ("6-0-1".to_owned(), "/b".to_owned(), 2)
+            ]
+        );
+    }
+
     /// Entries written by the release before the version field (still in a stream at an
     /// upgrade): the tab was `t`.
     #[test]
@@ -759,6 +815,7 @@ mod tests {
         decode_entry(
             "5-0".into(),
             &fields(&[("b", v1), ("m", "9 0 0 30")]),
+            None,
             &mut out,
         );
         let event = out[0].event.as_ref().unwrap();
@@ -776,8 +833,12 @@ mod tests {
                 "not a batch entry",
             ),
             (
-                fields(&[("v", "3"), ("b", EVENT), ("m", "0 0 0 0")]),
-                "wire version 3",
+                fields(&[("v", "4"), ("b", EVENT), ("m", "0 0 0 0")]),
+                "wire version 4",
+            ),
+            (
+                fields(&[("v", "3"), ("i", "4-0"), ("m", "0 0 0 0")]),
+                "incoming entries holding its events are gone",
             ),
             (
                 fields(&[
@@ -790,7 +851,7 @@ mod tests {
         ];
         for (fields, want) in cases {
             let mut out = Vec::new();
-            decode_entry("5-0".into(), &fields, &mut out);
+            decode_entry("5-0".into(), &fields, None, &mut out);
             assert_eq!(out.len(), 1);
             assert_eq!(out[0].key.to_string(), "5-0");
             let u = out[0].event.as_ref().unwrap_err();
