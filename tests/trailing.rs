@@ -758,3 +758,47 @@ async fn an_events_entry_without_its_incoming_entries_is_a_dead_letter() {
     );
     assert_eq!(app.db().count_events().await.unwrap(), 0);
 }
+
+/// An events entry of the current version whose `i` field names no stream ids (garbage
+/// written by hand) is a dead letter too: reading and acknowledging it must not fail, or it
+/// would stop its partition's worker for good.
+#[tokio::test]
+async fn an_events_entry_naming_no_stream_ids_is_a_dead_letter() {
+    let settings = tally_testkit::settings();
+    let app = tally_testkit::TestApp::spawn_roles(settings.clone(), "api".parse().unwrap()).await;
+    let store = app.store().await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    store.ensure_group(partition).await.unwrap();
+    let mut conn = raw_redis(&settings).await;
+    let _: String = redis::cmd("XADD")
+        .arg(tally_redis::Keys::new(partition).events())
+        .arg("*")
+        .arg("v")
+        .arg(tally_redis::wire::VERSION)
+        .arg("i")
+        .arg("not-an-id 5")
+        .arg("m")
+        .arg("0 0 0 0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut worker = tally_worker::PartitionWorker::new(
+        partition,
+        store.clone(),
+        app.db().clone(),
+        &settings,
+        tally_core::directory::Directory::new(&settings.sites),
+        "w1".into(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let outcome = worker.step(&stop).await.unwrap();
+    assert_eq!(outcome.dead, 1);
+    assert_eq!(store.dead_letters(partition).await.unwrap().len(), 1);
+    assert_eq!(
+        store.stream_len(partition).await.unwrap(),
+        0,
+        "nothing pending"
+    );
+}

@@ -103,20 +103,26 @@ impl Store {
     /// all of them).
     async fn decode(&self, partition: u16, entries: Vec<RawEntry>) -> Result<Vec<StreamEvent>> {
         let keys = Keys::new(partition);
+        // Per entry: `None` for one holding its JSON; for one naming incoming entries,
+        // whether they can be read (ids written by hand may be no stream ids at all).
+        let linked: Vec<Option<bool>> = entries
+            .iter()
+            .map(|(_, fields)| wire::linked_ids(fields).map(|ids| readable(&ids)))
+            .collect();
         let mut pipe = redis::pipe();
-        let mut linked = 0;
-        for (_, fields) in &entries {
-            if let Some(ids) = wire::linked_ids(fields) {
-                let (first, last) = (ids.first().copied(), ids.last().copied());
-                // The ids of a run are consecutive in the stream: one range reads them all.
-                pipe.cmd("XRANGE")
-                    .arg(keys.incoming())
-                    .arg(first.unwrap_or("+"))
-                    .arg(last.unwrap_or("-"));
-                linked += 1;
-            }
+        for ((_, fields), _) in entries
+            .iter()
+            .zip(&linked)
+            .filter(|(_, l)| **l == Some(true))
+        {
+            let ids = wire::linked_ids(fields).unwrap_or_default();
+            // The ids of a run are consecutive in the stream: one range reads them all.
+            pipe.cmd("XRANGE")
+                .arg(keys.incoming())
+                .arg(ids[0])
+                .arg(ids[ids.len() - 1]);
         }
-        let mut sources: std::vec::IntoIter<Vec<RawEntry>> = if linked > 0 {
+        let mut sources = if linked.contains(&Some(true)) {
             let mut conn = self.conn();
             let read: Vec<Vec<RawEntry>> = pipe.query_async(&mut conn).await?;
             read.into_iter()
@@ -124,11 +130,12 @@ impl Store {
             Vec::new().into_iter()
         };
         let mut out = Vec::with_capacity(entries.len());
-        for (id, fields) in entries {
-            let Some(ids) = wire::linked_ids(&fields) else {
+        for ((id, fields), linked) in entries.into_iter().zip(linked) {
+            if linked != Some(true) {
                 wire::decode_entry(id, &fields, None, &mut out);
                 continue;
-            };
+            }
+            let ids = wire::linked_ids(&fields).unwrap_or_default();
             let read = sources.next().unwrap_or_default();
             // Every named entry, and no other (none is deleted before its events are stored).
             let whole = read.len() == ids.len() && read.iter().zip(&ids).all(|(r, id)| r.0 == *id);
@@ -371,6 +378,18 @@ impl Store {
             .query_async(&mut conn)
             .await?)
     }
+}
+
+/// Whether `ids` can be read from a stream: at least one, each `ms-seq`.
+fn readable(ids: &[&str]) -> bool {
+    let id = |id: &str| {
+        id.split_once('-').is_some_and(|(ms, seq)| {
+            [ms, seq]
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    !ids.is_empty() && ids.iter().all(|i| id(i))
 }
 
 /// Acknowledges and deletes the events entries `ids`, with the incoming entries they name

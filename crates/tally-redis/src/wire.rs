@@ -501,7 +501,8 @@ pub fn decode_entry(
     let (Some(batch), 1 | INLINE_VERSION | VERSION) = (batch, version) else {
         let raw = serde_json::to_string(&fields).unwrap_or_default();
         let reason = if version == VERSION {
-            "the incoming entries holding its events are gone".to_owned()
+            "the incoming entries holding its events are gone (or `i` names no stream entries)"
+                .to_owned()
         } else if batch.is_none() {
             "not a batch entry (one-event entries of releases before 2026-09 are not read: \
              see the upgrade rule in docs/operations.md)"

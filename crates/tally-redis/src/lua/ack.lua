@@ -18,7 +18,10 @@ for i = 3, #ARGV do
       if fields[j] == ARGV[2] then
         local ids = {}
         for id in string.gmatch(fields[j + 1], '%S+') do
-          ids[#ids + 1] = id
+          -- An id written by hand may be none; XDEL would refuse the whole call.
+          if string.match(id, '^%d+%-%d+$') then
+            ids[#ids + 1] = id
+          end
         end
         for k = 1, #ids, 1000 do
           deleted = deleted + redis.call('XDEL', KEYS[2], unpack(ids, k, math.min(k + 999, #ids)))
