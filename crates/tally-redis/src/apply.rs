@@ -279,7 +279,7 @@ struct Changes<'a> {
     totals: BTreeMap<&'a str, BTreeMap<&'static str, i64>>,
     /// site → page held live → views to take back (reloads).
     views: BTreeMap<&'a str, BTreeMap<&'a str, i64>>,
-    /// (site, minute) → views to take back.
+    /// (site, minute accepted) → views counted (reloads are not), for the realtime chart.
     minutes: BTreeMap<(&'a str, i64), i64>,
     /// site → slot → increment of `here:`.
     here: BTreeMap<&'a str, BTreeMap<i64, i64>>,
@@ -661,8 +661,8 @@ fn apply_event<'a>(
             .or_default()
             .entry("views")
             .or_default() -= 1;
-        *changes.minutes.entry((site, minute)).or_default() -= 1;
     } else if pageview {
+        *changes.minutes.entry((site, minute)).or_default() += 1;
         if running {
             figures.gap_ms = gap(ts, r.last);
         } else {

@@ -21,12 +21,12 @@
 --          The batch marker lives under the first part's prefix.
 --
 -- What a reader must see at once is counted here: a page's views and the site's views (read
--- your writes: the tracker reads the counter right after sending the view), the views of
--- the minute, crawlers, unverified hits and custom event counts. Everything that needs the
--- visitor's state — visits, reloads, online presence, unique visitors, titles — is applied
--- by the worker's applier (tally-redis/src/apply.rs), in bulk, a moment later: it moves
--- this entry to the events stream with the visit figures, and takes back the view of a
--- page view it finds to be a reload.
+-- your writes: the tracker reads the counter right after sending the view), crawlers,
+-- unverified hits and custom event counts. Everything else — visits, reloads, online
+-- presence, unique visitors, titles, and the views of the minute for the realtime chart —
+-- is applied by the worker's applier (tally-redis/src/apply.rs), in bulk, a moment later:
+-- it names this entry in the events stream with the visit figures, and takes back the view
+-- of a page view it finds to be a reload.
 --
 -- Page cap: the live state of a site (its view-count and title hashes, which never expire,
 -- and the readers of pages) holds at most `cap` pages. A page not yet in the view-count
@@ -55,7 +55,6 @@ local F_VERSION, F_BATCH, F_CONTEXT, F_NOW, F_OVER, VERSION = 'v', 'b', 'c', 'n'
 local now_arg = ARGV[A_NOW]
 local cap = tonumber(ARGV[A_MAX_PAGES])
 local parts = tonumber(ARGV[A_PARTS])
-local minute = string.format('%d', math.floor(tonumber(now_arg) / 60000))
 
 if not redis.call('SET', ARGV[FIRST_PART + P_PREFIX] .. 'batch:' .. ARGV[A_BATCH_ID], '1', 'NX', 'EX', '3600') then
   return -1
@@ -139,11 +138,6 @@ for part = 1, parts do
     end
     if views ~= '0' then
       redis.call('HINCRBY', totals, 'views', views)
-      local key = prefix .. 'vpm:' .. site .. ':' .. minute
-      -- Expiry set once, when this call created the key.
-      if redis.call('INCRBY', key, views) == tonumber(views) then
-        redis.call('EXPIRE', key, '3600')
-      end
     end
     local events = prefix .. 'event_counts:' .. site
     for _ = 1, fields do
