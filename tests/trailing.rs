@@ -312,6 +312,28 @@ fn demo_view(partition: u16, n: u64, page: String, now: i64) -> tally_redis::Tra
     }
 }
 
+/// Records beacon batch `batch`: page views of the demo site by visitors `n + 1` for `n` in
+/// `visitors`, each on page `{page}{n}`.
+async fn record_demo_views(
+    store: &tally_redis::Store,
+    settings: &Settings,
+    batch: u64,
+    visitors: std::ops::Range<u64>,
+    page: &str,
+    now: i64,
+) {
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    let views: Vec<tally_redis::TrackedEvent> = visitors
+        .map(|n| demo_view(partition, n, format!("{page}{n}"), now))
+        .collect();
+    store
+        .record(batch, &views, &settings.tracking, now)
+        .await
+        .unwrap();
+}
+
 /// A busy partition's backlog is applied back to back: the applier pauses only once it has
 /// caught up. Beacon batches of 21 events fill an apply (`APPLY_LIMITS`: 500 events) with
 /// 483, short of the limit however far behind the applier is; a pause after each such
@@ -376,18 +398,8 @@ async fn a_commit_that_cannot_append_its_events_moves_nothing() {
     let site = tally_core::SiteId::parse("demo").unwrap();
     let partition = site.partition(settings.redis.partitions);
     let now = chrono::Utc::now().timestamp_millis();
-    let batch: Vec<tally_redis::TrackedEvent> = (0..5u64)
-        .map(|n| demo_view(partition, n, format!("/c{n}"), now))
-        .collect();
-    store
-        .record(1, &batch, &settings.tracking, now)
-        .await
-        .unwrap();
-    let mut conn = redis::Client::open(settings.redis.nodes()[0])
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    record_demo_views(&store, &settings, 1, 0..5, "/c", now).await;
+    let mut conn = raw_redis(&settings).await;
     let events = tally_redis::Keys::new(partition).events();
     let () = redis::cmd("SET")
         .arg(&events)
@@ -604,6 +616,20 @@ async fn raw_redis(settings: &Settings) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// Every entry of stream `key`: (id, fields).
+async fn stream_entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<(String, Vec<String>)> {
+    redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 /// The events' JSON is written to Redis once: the applier's events entry names the incoming
 /// entries that hold it (with the visit figures), and they stay until the worker has stored
 /// their events; acknowledging the events entry deletes them with it.
@@ -615,17 +641,8 @@ async fn an_applied_run_keeps_its_json_in_the_incoming_entries_until_stored() {
         .unwrap()
         .partition(settings.redis.partitions);
     let now = chrono::Utc::now().timestamp_millis();
-    let views: Vec<tally_redis::TrackedEvent> = (0..5u64)
-        .map(|n| demo_view(partition, n, format!("/json-once-{n}"), now))
-        .collect();
-    store
-        .record(1, &views[..3], &settings.tracking, now)
-        .await
-        .unwrap();
-    store
-        .record(2, &views[3..], &settings.tracking, now)
-        .await
-        .unwrap();
+    record_demo_views(&store, &settings, 1, 0..3, "/json-once-", now).await;
+    record_demo_views(&store, &settings, 2, 3..5, "/json-once-", now).await;
     let applied = store
         .apply(
             partition,
@@ -646,21 +663,8 @@ async fn an_applied_run_keeps_its_json_in_the_incoming_entries_until_stored() {
 
     let keys = tally_redis::Keys::new(partition);
     let mut conn = raw_redis(&settings).await;
-    type Entries = Vec<(String, Vec<String>)>;
-    let incoming: Entries = redis::cmd("XRANGE")
-        .arg(keys.incoming())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let events: Entries = redis::cmd("XRANGE")
-        .arg(keys.events())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let incoming = stream_entries(&mut conn, &keys.incoming()).await;
+    let events = stream_entries(&mut conn, &keys.events()).await;
     assert_eq!(incoming.len(), 2, "the batches stay until stored");
     assert_eq!(events.len(), 1);
     let names: Vec<&str> = events[0].1.iter().step_by(2).map(String::as_str).collect();
@@ -696,34 +700,49 @@ async fn an_applied_run_keeps_its_json_in_the_incoming_entries_until_stored() {
     }
 }
 
+/// An app with the api role (for its ClickHouse database), its store and the demo site's
+/// partition.
+async fn api_app() -> (TestApp, tally_redis::Store, u16) {
+    let app = TestApp::spawn_roles(tally_testkit::settings(), "api".parse().unwrap()).await;
+    let store = app.store().await;
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(app.settings.redis.partitions);
+    (app, store, partition)
+}
+
+/// One step of a worker of `partition` (its consumer group made first), as a worker process
+/// takes it: what it inserted and set aside.
+async fn worker_step(
+    app: &TestApp,
+    store: &tally_redis::Store,
+    partition: u16,
+) -> tally_worker::StepOutcome {
+    store.ensure_group(partition).await.unwrap();
+    let mut worker = tally_worker::PartitionWorker::new(
+        partition,
+        store.clone(),
+        app.db().clone(),
+        &app.settings,
+        tally_core::directory::Directory::new(&app.settings.sites),
+        "w1".into(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    worker.step(&stop).await.unwrap()
+}
+
 /// An events entry whose incoming entries are gone (deleted by hand) cannot be stored: the
 /// worker keeps it whole as a dead letter with the reason, and nothing is left pending.
 #[tokio::test]
 async fn an_events_entry_without_its_incoming_entries_is_a_dead_letter() {
-    let settings = tally_testkit::settings();
-    let app = tally_testkit::TestApp::spawn_roles(settings.clone(), "api".parse().unwrap()).await;
-    let store = app.store().await;
-    let partition = tally_core::SiteId::parse("demo")
-        .unwrap()
-        .partition(settings.redis.partitions);
+    let (app, store, partition) = api_app().await;
+    let settings = app.settings.clone();
     let now = chrono::Utc::now().timestamp_millis();
-    let views: Vec<tally_redis::TrackedEvent> = (0..2u64)
-        .map(|n| demo_view(partition, n, format!("/gone-{n}"), now))
-        .collect();
-    store
-        .record(1, &views, &settings.tracking, now)
-        .await
-        .unwrap();
+    record_demo_views(&store, &settings, 1, 0..2, "/gone-", now).await;
     store.apply_all(&settings.tracking, now).await.unwrap();
     let keys = tally_redis::Keys::new(partition);
     let mut conn = raw_redis(&settings).await;
-    let incoming: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(keys.incoming())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let incoming = stream_entries(&mut conn, &keys.incoming()).await;
     let () = redis::cmd("XDEL")
         .arg(keys.incoming())
         .arg(&incoming[0].0)
@@ -731,17 +750,7 @@ async fn an_events_entry_without_its_incoming_entries_is_a_dead_letter() {
         .await
         .unwrap();
 
-    store.ensure_group(partition).await.unwrap();
-    let mut worker = tally_worker::PartitionWorker::new(
-        partition,
-        store.clone(),
-        app.db().clone(),
-        &settings,
-        tally_core::directory::Directory::new(&settings.sites),
-        "w1".into(),
-    );
-    let stop = tokio_util::sync::CancellationToken::new();
-    worker.step(&stop).await.unwrap();
+    worker_step(&app, &store, partition).await;
     let letters = store.dead_letters(partition).await.unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert!(
@@ -764,12 +773,8 @@ async fn an_events_entry_without_its_incoming_entries_is_a_dead_letter() {
 /// would stop its partition's worker for good.
 #[tokio::test]
 async fn an_events_entry_naming_no_stream_ids_is_a_dead_letter() {
-    let settings = tally_testkit::settings();
-    let app = tally_testkit::TestApp::spawn_roles(settings.clone(), "api".parse().unwrap()).await;
-    let store = app.store().await;
-    let partition = tally_core::SiteId::parse("demo")
-        .unwrap()
-        .partition(settings.redis.partitions);
+    let (app, store, partition) = api_app().await;
+    let settings = app.settings.clone();
     store.ensure_group(partition).await.unwrap();
     let mut conn = raw_redis(&settings).await;
     let _: String = redis::cmd("XADD")
@@ -784,16 +789,7 @@ async fn an_events_entry_naming_no_stream_ids_is_a_dead_letter() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let mut worker = tally_worker::PartitionWorker::new(
-        partition,
-        store.clone(),
-        app.db().clone(),
-        &settings,
-        tally_core::directory::Directory::new(&settings.sites),
-        "w1".into(),
-    );
-    let stop = tokio_util::sync::CancellationToken::new();
-    let outcome = worker.step(&stop).await.unwrap();
+    let outcome = worker_step(&app, &store, partition).await;
     assert_eq!(outcome.dead, 1);
     assert_eq!(store.dead_letters(partition).await.unwrap().len(), 1);
     assert_eq!(
