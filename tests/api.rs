@@ -1210,3 +1210,40 @@ async fn admin_sessions_are_hardened() {
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
 }
+
+/// A JSON body that is not an object is refused with 400, naming what is wanted: serde reads
+/// a struct from an array too (its fields by position), so `[null]` made a share (the API
+/// fuzzer found it) and `["x"]` would have been read as a goal named `x`.
+#[tokio::test]
+async fn a_json_body_that_is_not_an_object_is_refused() {
+    let app = TestApp::spawn_roles(settings(), "api".parse().unwrap()).await;
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("/api/v1/sites/demo/shares", "[null]"),
+        ("/api/v1/sites/demo/shares", "[]"),
+        ("/api/v1/sites/demo/goals", r#"["x", "pageview"]"#),
+        ("/api/v1/sites/demo/goals", "7"),
+    ] {
+        let response = http
+            .post(app.url(path))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_eq!(answer["code"], "bad_request");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("a JSON object"),
+            "{answer}"
+        );
+    }
+    let (_, shares) = get(&http, &app, "/api/v1/sites/demo/shares", Some(TOKEN)).await;
+    assert_eq!(shares["shares"], serde_json::json!([]), "no share made");
+}

@@ -166,19 +166,30 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     }
 }
 
-/// axum's `Json`: as a body it answers a body it cannot read (not JSON, a missing or unknown
-/// field, a wrong type) with the API's JSON error, naming the field; as an answer it is
-/// axum's.
+/// axum's `Json`: as a body it answers a body it cannot read (not JSON, not an object, a
+/// missing or unknown field, a wrong type) with the API's JSON error, naming the field; as an
+/// answer it is axum's. Every body the API takes is an object: serde would read a struct from
+/// an array too (its fields by position), so anything else is refused first.
 pub(crate) struct Json<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(req, state)
-            .await
+        let bad = |e: axum::extract::rejection::JsonRejection| ApiError::BadRequest(e.body_text());
+        // The content type, the body limit and the JSON syntax, as axum checks them.
+        let axum::Json(raw) =
+            axum::Json::<Box<serde_json::value::RawValue>>::from_request(req, state)
+                .await
+                .map_err(bad)?;
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(ApiError::BadRequest(
+                "the body must be a JSON object".to_owned(),
+            ));
+        }
+        axum::Json::<T>::from_bytes(raw.get().as_bytes())
             .map(|axum::Json(body)| Self(body))
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
+            .map_err(bad)
     }
 }
 
