@@ -340,10 +340,9 @@ impl Store {
         let keys = Keys::new(partition);
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
+        pipe.cmd("XLEN").arg(keys.incoming());
         for stream in [keys.incoming(), keys.events()] {
-            pipe.cmd("XLEN")
-                .arg(&stream)
-                .cmd("XRANGE")
+            pipe.cmd("XRANGE")
                 .arg(&stream)
                 .arg("-")
                 .arg("+")
@@ -351,12 +350,11 @@ impl Store {
                 .arg(1);
         }
         type Oldest = Vec<(String, Value)>;
-        let (incoming, oldest_in, _, oldest, dead): (u64, Oldest, u64, Oldest, u64) = pipe
+        let (entries, oldest_in, oldest, dead): (u64, Oldest, Oldest, u64) = pipe
             .cmd("XLEN")
             .arg(keys.dead_letters())
             .query_async(&mut conn)
             .await?;
-        let entries = incoming;
         let oldest_ms = oldest_in
             .first()
             .into_iter()
