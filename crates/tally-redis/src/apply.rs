@@ -68,7 +68,7 @@ pub const APPLY_LIMITS: (usize, usize) = (64, 500);
 /// What one [`Store::apply`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Incoming entries moved to the events stream.
+    /// Incoming entries applied (named by the run's entry in the events stream).
     pub entries: usize,
     /// Events in them.
     pub events: usize,

@@ -1,6 +1,6 @@
-//! The applier loop of one partition: moves accepted batches from the incoming stream to
-//! the events stream with their visits, presence and unique visitors (see
-//! `tally_redis::Store::apply`).
+//! The applier loop of one partition: applies the accepted batches of the incoming stream —
+//! their visits, presence and unique visitors — and names them, with their visit figures, in
+//! the events stream (see `tally_redis::Store::apply`).
 
 use std::time::Duration;
 

@@ -3,12 +3,14 @@
 //! Finishes what the beacon accepted, and moves it into ClickHouse, effectively once.
 //!
 //! The [`Applier`] of each partition takes the batches the beacon appended to the incoming
-//! stream, works out their visits, presence and unique visitors in bulk, and moves them to
-//! the events stream in one atomic script call (`tally_redis::Store::apply`). Then:
+//! stream, works out their visits, presence and unique visitors in bulk, and names them,
+//! with their visit figures, in an entry of the events stream in one atomic script call
+//! (`tally_redis::Store::apply`); the events' JSON stays in the incoming entries. Then:
 //!
-//! 1. read a batch with XREADGROUP (bounded by `worker.max_rows`, `max_bytes`, `max_age`);
+//! 1. read a batch with XREADGROUP (bounded by `worker.max_rows`, `max_bytes`, `max_age`),
+//!    and the JSON of its events from the incoming entries its entries name;
 //! 2. insert it into ClickHouse;
-//! 3. only then XACK and XDEL the entries.
+//! 3. only then acknowledge and delete the entries, with their incoming entries.
 //!
 //! A worker that dies between 2 and 3 leaves its entries pending; after `worker.claim_idle`
 //! another worker takes them over with XAUTOCLAIM and, before inserting, asks ClickHouse
