@@ -773,17 +773,47 @@ async fn an_events_entry_without_its_incoming_entries_is_a_dead_letter() {
 /// would stop its partition's worker for good.
 #[tokio::test]
 async fn an_events_entry_naming_no_stream_ids_is_a_dead_letter() {
+    an_entry_naming_ids_is_a_dead_letter("not-an-id 5").await;
+}
+
+/// The same for ids of digits past what a stream id holds (64 bits each side): they look
+/// like ids, and Redis refuses them as the ones above.
+#[tokio::test]
+async fn an_events_entry_naming_ids_past_64_bits_is_a_dead_letter() {
+    an_entry_naming_ids_is_a_dead_letter("99999999999999999999999-0 1-99999999999999999999999")
+        .await;
+}
+
+/// An events entry of the current version naming `ids` is read and acknowledged as one dead
+/// letter, and nothing is left pending.
+async fn an_entry_naming_ids_is_a_dead_letter(ids: &str) {
     let (app, store, partition) = api_app().await;
     let settings = app.settings.clone();
     store.ensure_group(partition).await.unwrap();
     let mut conn = raw_redis(&settings).await;
+    // The incoming stream exists (empty): Redis reads XDEL's ids only for a key it holds.
+    let keys = tally_redis::Keys::new(partition);
+    let added: String = redis::cmd("XADD")
+        .arg(keys.incoming())
+        .arg("*")
+        .arg("x")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: u64 = redis::cmd("XDEL")
+        .arg(keys.incoming())
+        .arg(&added)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let _: String = redis::cmd("XADD")
-        .arg(tally_redis::Keys::new(partition).events())
+        .arg(keys.events())
         .arg("*")
         .arg("v")
         .arg(tally_redis::wire::VERSION)
         .arg("i")
-        .arg("not-an-id 5")
+        .arg(ids)
         .arg("m")
         .arg("0 0 0 0")
         .query_async(&mut conn)

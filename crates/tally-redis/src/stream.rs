@@ -378,13 +378,13 @@ impl Store {
     }
 }
 
-/// Whether `ids` can be read from a stream: at least one, each `ms-seq`.
+/// Whether `ids` can be read from a stream: at least one, each `ms-seq` (64-bit numbers).
 fn readable(ids: &[&str]) -> bool {
     let id = |id: &str| {
         id.split_once('-').is_some_and(|(ms, seq)| {
             [ms, seq]
                 .iter()
-                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .all(|n| n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<u64>().is_ok())
         })
     };
     !ids.is_empty() && ids.iter().all(|i| id(i))

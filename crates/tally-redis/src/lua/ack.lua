@@ -9,6 +9,16 @@
 --          events entries' ids.
 -- Returns  the incoming entries deleted.
 
+-- Whether `id` is a stream id Redis takes (`ms-seq`, each a 64-bit number): ids written by
+-- hand may be none, and XDEL would refuse the whole call for one of them.
+local function stream_id(id)
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  local function u64(n)
+    return #n < 20 or (#n == 20 and n <= '18446744073709551615')
+  end
+  return ms ~= nil and u64(ms) and u64(seq)
+end
+
 local deleted = 0
 for i = 3, #ARGV do
   local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
@@ -18,8 +28,7 @@ for i = 3, #ARGV do
       if fields[j] == ARGV[2] then
         local ids = {}
         for id in string.gmatch(fields[j + 1], '%S+') do
-          -- An id written by hand may be none; XDEL would refuse the whole call.
-          if string.match(id, '^%d+%-%d+$') then
+          if stream_id(id) then
             ids[#ids + 1] = id
           end
         end
