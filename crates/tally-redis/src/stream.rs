@@ -95,34 +95,31 @@ impl Store {
             },
             other => return Err(Error::Reply(format!("XREADGROUP: {other:?}"))),
         };
-        self.decode(partition, raw).await
+        self.decode(partition, &raw).await
     }
 
     /// The events of `entries` of `partition`'s events stream: the JSON of an entry of the
     /// current wire version is read from the incoming entries it names (one round trip for
     /// all of them).
-    async fn decode(&self, partition: u16, entries: Vec<RawEntry>) -> Result<Vec<StreamEvent>> {
+    async fn decode(&self, partition: u16, entries: &[RawEntry]) -> Result<Vec<StreamEvent>> {
         let keys = Keys::new(partition);
-        // Per entry: `None` for one holding its JSON; for one naming incoming entries,
-        // whether they can be read (ids written by hand may be no stream ids at all).
-        let linked: Vec<Option<bool>> = entries
+        // Per entry: `None` for one holding its JSON, else the incoming entries it names
+        // when they can be read (ids written by hand may be no stream ids at all: empty).
+        let linked: Vec<Option<Vec<&str>>> = entries
             .iter()
-            .map(|(_, fields)| wire::linked_ids(fields).map(|ids| readable(&ids)))
+            .map(|(_, fields)| {
+                wire::linked_ids(fields).map(|ids| if readable(&ids) { ids } else { Vec::new() })
+            })
             .collect();
         let mut pipe = redis::pipe();
-        for ((_, fields), _) in entries
-            .iter()
-            .zip(&linked)
-            .filter(|(_, l)| **l == Some(true))
-        {
-            let ids = wire::linked_ids(fields).unwrap_or_default();
+        for ids in linked.iter().flatten().filter(|ids| !ids.is_empty()) {
             // The ids of a run are consecutive in the stream: one range reads them all.
             pipe.cmd("XRANGE")
                 .arg(keys.incoming())
                 .arg(ids[0])
                 .arg(ids[ids.len() - 1]);
         }
-        let mut sources = if linked.contains(&Some(true)) {
+        let mut sources = if pipe.cmd_iter().next().is_some() {
             let mut conn = self.conn();
             let read: Vec<Vec<RawEntry>> = pipe.query_async(&mut conn).await?;
             read.into_iter()
@@ -130,23 +127,25 @@ impl Store {
             Vec::new().into_iter()
         };
         let mut out = Vec::with_capacity(entries.len());
-        for ((id, fields), linked) in entries.into_iter().zip(linked) {
-            if linked != Some(true) {
-                wire::decode_entry(id, &fields, None, &mut out);
-                continue;
-            }
-            let ids = wire::linked_ids(&fields).unwrap_or_default();
-            let read = sources.next().unwrap_or_default();
-            // Every named entry, and no other (none is deleted before its events are stored).
-            let whole = read.len() == ids.len() && read.iter().zip(&ids).all(|(r, id)| r.0 == *id);
-            let lines = whole.then(|| {
-                read.iter()
-                    .filter_map(|(_, f)| wire::field(f, wire::incoming::BATCH))
-                    .filter(|batch| !batch.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            wire::decode_entry(id, &fields, lines.as_deref(), &mut out);
+        for ((id, fields), ids) in entries.iter().zip(&linked) {
+            let lines = match ids {
+                Some(ids) if !ids.is_empty() => {
+                    let read = sources.next().unwrap_or_default();
+                    // Every named entry, and no other (none is deleted before its events
+                    // are stored).
+                    let whole =
+                        read.len() == ids.len() && read.iter().zip(ids).all(|(r, id)| r.0 == *id);
+                    whole.then(|| {
+                        read.iter()
+                            .filter_map(|(_, f)| wire::field(f, wire::incoming::BATCH))
+                            .filter(|batch| !batch.is_empty())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                }
+                _ => None,
+            };
+            wire::decode_entry(id.clone(), fields, lines.as_deref(), &mut out);
         }
         Ok(out)
     }
@@ -180,7 +179,7 @@ impl Store {
             .transpose()?
             .ok_or_else(|| Error::Reply("XAUTOCLAIM without cursor".into()))?;
         let raw = parse_entries(parts.next())?;
-        Ok((next, self.decode(partition, raw).await?))
+        Ok((next, self.decode(partition, &raw).await?))
     }
 
     /// Acknowledges and deletes `ids` from the stream, with the incoming entries holding
@@ -434,7 +433,7 @@ impl Store {
         let mut out = Vec::new();
         let entries = self.range_all(&Keys::new(partition).events()).await?;
         for page in entries.chunks(RANGE_PAGE) {
-            out.extend(self.decode(partition, page.to_vec()).await?);
+            out.extend(self.decode(partition, page).await?);
         }
         Ok(out)
     }
