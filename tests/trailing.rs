@@ -616,11 +616,12 @@ async fn raw_redis(settings: &Settings) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// Every entry of stream `key`: (id, fields).
-async fn stream_entries(
+/// Every entry of stream `key`: (id, fields as `F`; an incoming entry's batch may be binary,
+/// see `wire::pack_lines`).
+async fn stream_entries<F: redis::FromRedisValue>(
     conn: &mut redis::aio::MultiplexedConnection,
     key: &str,
-) -> Vec<(String, Vec<String>)> {
+) -> Vec<(String, F)> {
     redis::cmd("XRANGE")
         .arg(key)
         .arg("-")
@@ -663,8 +664,8 @@ async fn an_applied_run_keeps_its_json_in_the_incoming_entries_until_stored() {
 
     let keys = tally_redis::Keys::new(partition);
     let mut conn = raw_redis(&settings).await;
-    let incoming = stream_entries(&mut conn, &keys.incoming()).await;
-    let events = stream_entries(&mut conn, &keys.events()).await;
+    let incoming = stream_entries::<redis::Value>(&mut conn, &keys.incoming()).await;
+    let events = stream_entries::<Vec<String>>(&mut conn, &keys.events()).await;
     assert_eq!(incoming.len(), 2, "the batches stay until stored");
     assert_eq!(events.len(), 1);
     let names: Vec<&str> = events[0].1.iter().step_by(2).map(String::as_str).collect();
@@ -742,7 +743,7 @@ async fn an_events_entry_without_its_incoming_entries_is_a_dead_letter() {
     store.apply_all(&settings.tracking, now).await.unwrap();
     let keys = tally_redis::Keys::new(partition);
     let mut conn = raw_redis(&settings).await;
-    let incoming = stream_entries(&mut conn, &keys.incoming()).await;
+    let incoming = stream_entries::<redis::Value>(&mut conn, &keys.incoming()).await;
     let () = redis::cmd("XDEL")
         .arg(keys.incoming())
         .arg(&incoming[0].0)
@@ -827,4 +828,94 @@ async fn an_entry_naming_ids_is_a_dead_letter(ids: &str) {
         0,
         "nothing pending"
     );
+}
+
+/// A batch's JSON is written to its incoming entry LZ4-compressed (layout 2) when that makes
+/// it smaller: a batch of 20 views takes a third of its JSON or less, and its events are
+/// read back whole, with their visit figures, and stored.
+#[tokio::test]
+async fn a_batch_is_stored_compressed_and_read_back_whole() {
+    let (app, store, partition) = api_app().await;
+    let settings = app.settings.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    record_demo_views(&store, &settings, 1, 0..20, "/packed-", now).await;
+    let keys = tally_redis::Keys::new(partition);
+    let mut conn = raw_redis(&settings).await;
+    let incoming = stream_entries::<Vec<Vec<u8>>>(&mut conn, &keys.incoming()).await;
+    assert_eq!(incoming.len(), 1);
+    let fields = &incoming[0].1;
+    let field = |name: &[u8]| {
+        fields
+            .chunks(2)
+            .find(|kv| kv[0] == name)
+            .map(|kv| kv[1].clone())
+            .unwrap()
+    };
+    assert_eq!(field(b"v"), b"2", "layout 2: LZ4");
+    let views: Vec<tally_core::Event> = (0..20)
+        .map(|n| demo_view(partition, n, format!("/packed-{n}"), now).event)
+        .collect();
+    let json = tally_redis::wire::json_lines(&views);
+    assert!(
+        field(b"b").len() * 3 <= json.len(),
+        "{} bytes for {} of JSON",
+        field(b"b").len(),
+        json.len()
+    );
+
+    store.apply_all(&settings.tracking, now).await.unwrap();
+    let outcome = worker_step(&app, &store, partition).await;
+    assert_eq!((outcome.inserted, outcome.dead), (20, 0));
+    let stored = common::run_sql(
+        &settings,
+        &format!(
+            "SELECT count(), uniqExact(page), sum(new_visit) FROM {}.events \
+             WHERE startsWith(page, '/packed-')",
+            settings.clickhouse.database
+        ),
+    )
+    .await;
+    assert_eq!(stored.trim(), "20\t20\t20");
+}
+
+/// An incoming entry of layout 2 whose batch cannot be unpacked (damaged in Redis) costs
+/// only itself: it is kept as a dead letter saying so, and the batch after it is stored.
+#[tokio::test]
+async fn a_damaged_compressed_batch_is_a_dead_letter_and_costs_only_itself() {
+    let (app, store, partition) = api_app().await;
+    let settings = app.settings.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let keys = tally_redis::Keys::new(partition);
+    let mut conn = raw_redis(&settings).await;
+    let _: String = redis::cmd("XADD")
+        .arg(keys.incoming())
+        .arg("*")
+        .arg("v")
+        .arg("2")
+        .arg("b")
+        .arg(&b"\x40\x00\x00\x00\xf0\x01{\"k\""[..])
+        .arg("c")
+        .arg("5 20261203")
+        .arg("n")
+        .arg(now)
+        .arg("o")
+        .arg("")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    record_demo_views(&store, &settings, 2, 0..5, "/after-damage-", now).await;
+    store.apply_all(&settings.tracking, now).await.unwrap();
+    let outcome = worker_step(&app, &store, partition).await;
+    assert_eq!((outcome.inserted, outcome.dead), (5, 1));
+    let letters = store.dead_letters(partition).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let raw = match &letters[0].payload {
+        tally_redis::wire::Payload::Raw(raw) => raw.clone(),
+        other => panic!("an event: {other:?}"),
+    };
+    assert!(
+        letters[0].reason.contains("undecodable event") && raw.contains("cannot be unpacked"),
+        "{letters:?}"
+    );
+    assert_eq!(store.stream_len(partition).await.unwrap(), 0);
 }

@@ -233,15 +233,17 @@ struct Entry {
 }
 
 impl Entry {
-    fn read(fields: &[String]) -> Self {
-        let get = |name| wire::field(fields, name).unwrap_or_default();
-        let lines: Vec<&str> = match get(wire::incoming::BATCH) {
+    fn read(fields: &[Vec<u8>]) -> Self {
+        let get = |name| wire::incoming_field(fields, name);
+        let batch = wire::incoming_lines(fields);
+        let lines: Vec<&str> = match batch.as_ref() {
             "" => Vec::new(),
             batch => batch.split('\n').collect(),
         };
         let context: Vec<&str> = get(wire::incoming::CONTEXT).split(',').collect();
-        let readable =
-            get(wire::incoming::VERSION) == wire::incoming::CURRENT && context.len() == lines.len();
+        let readable = [wire::incoming::PLAIN, wire::incoming::LZ4]
+            .contains(&get(wire::incoming::VERSION))
+            && context.len() == lines.len();
         let events = lines
             .iter()
             .enumerate()
@@ -353,7 +355,7 @@ impl Store {
         let keys = Keys::new(partition);
         let cursor = self.applied_cursor(&keys).await?;
         let mut conn = self.conn();
-        let mut raw: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        let mut raw: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
             .arg(keys.incoming())
             .arg(
                 cursor
@@ -365,19 +367,20 @@ impl Store {
             .arg(max_entries.max(1))
             .query_async(&mut conn)
             .await?;
+        let mut entries: Vec<Entry> = raw.iter().map(|(_, fields)| Entry::read(fields)).collect();
         let mut events_read = 0;
-        let keep = raw
+        let keep = entries
             .iter()
-            .take_while(|(_, fields)| {
+            .take_while(|entry| {
                 let before = events_read;
-                events_read += wire::field(fields, wire::incoming::BATCH)
-                    .map_or(0, |b| b.matches('\n').count() + 1);
+                events_read += entry.events.len();
                 before == 0 || events_read <= max_events
             })
             .count();
         // Cut short by the events limit, or as many entries as asked for came back.
         let more = keep < raw.len() || raw.len() >= max_entries.max(1);
         raw.truncate(keep);
+        entries.truncate(keep);
         let Some((last, _)) = raw.last() else {
             return Ok(Applied::default());
         };
@@ -388,7 +391,6 @@ impl Store {
         };
         let ids: Vec<&str> = raw.iter().map(|(id, _)| id.as_str()).collect();
         let ids = ids.join(" ");
-        let entries: Vec<Entry> = raw.iter().map(|(_, fields)| Entry::read(fields)).collect();
 
         let today = now_ms.div_euclid(86_400_000);
         let mut visits = self.read_visits(&keys, &entries, today).await?;

@@ -121,7 +121,7 @@ impl Store {
         }
         let mut sources = if pipe.cmd_iter().next().is_some() {
             let mut conn = self.conn();
-            let read: Vec<Vec<RawEntry>> = pipe.query_async(&mut conn).await?;
+            let read: Vec<Vec<(String, Vec<Vec<u8>>)>> = pipe.query_async(&mut conn).await?;
             read.into_iter()
         } else {
             Vec::new().into_iter()
@@ -137,7 +137,7 @@ impl Store {
                         read.len() == ids.len() && read.iter().zip(ids).all(|(r, id)| r.0 == *id);
                     whole.then(|| {
                         read.iter()
-                            .filter_map(|(_, f)| wire::field(f, wire::incoming::BATCH))
+                            .map(|(_, f)| wire::incoming_lines(f))
                             .filter(|batch| !batch.is_empty())
                             .collect::<Vec<_>>()
                             .join("\n")
@@ -328,7 +328,8 @@ impl Store {
         let keys = Keys::new(partition);
         let cursor = self.applied_cursor(&keys).await?;
         let after = cursor.map_or_else(|| "-".to_owned(), |c| format!("({c}"));
-        Ok(self.range_from(&keys.incoming(), after).await?.len() as u64)
+        let unapplied: Vec<(String, Value)> = self.range_from(&keys.incoming(), after).await?;
+        Ok(unapplied.len() as u64)
     }
 
     /// The partition's backlog at `now_ms`: accepted beacon batches not yet in ClickHouse
@@ -446,11 +447,15 @@ impl Store {
 
     /// The entries of stream `key` from `start` (an id, `(id` after it, or `-`) on, oldest
     /// first, read in pages of [`RANGE_PAGE`] entries.
-    async fn range_from(&self, key: &str, mut start: String) -> Result<Vec<RawEntry>> {
+    async fn range_from<F: redis::FromRedisValue>(
+        &self,
+        key: &str,
+        mut start: String,
+    ) -> Result<Vec<(String, F)>> {
         let mut out = Vec::new();
         loop {
             let mut conn = self.conn();
-            let page: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            let page: Vec<(String, F)> = redis::cmd("XRANGE")
                 .arg(key)
                 .arg(&start)
                 .arg("+")

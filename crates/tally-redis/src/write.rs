@@ -108,7 +108,8 @@ impl Store {
             .push(&mut cmd);
             for (partition, events) in parts {
                 let keys = Keys::new(*partition);
-                let lines = wire::json_lines(events.iter().map(|e| &e.event));
+                let (layout, lines) =
+                    wire::pack_lines(wire::json_lines(events.iter().map(|e| &e.event)));
                 let context = events
                     .iter()
                     .map(|e| {
@@ -127,6 +128,7 @@ impl Store {
                 wire::Part {
                     prefix: keys.prefix(),
                     count: events.len(),
+                    layout,
                     lines: &lines,
                     context: &context,
                     counts: &counts,

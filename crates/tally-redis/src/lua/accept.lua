@@ -8,8 +8,9 @@
 --          key this script touches is built from a part's prefix and carries the same {pN}
 --          hash tag as its stream.
 -- ARGV     the header (A_*: batch id, now (ms), page cap (0 = none), parts), then per part
---          its values (P_*: prefix, event count, the events' JSON, one line per event, their
---          context, "session-candidate day" per event joined by ',', and its sites) and what
+--          its values (P_*: prefix, event count, the incoming layout version and the events'
+--          JSON in it — one line per event, LZ4-compressed in layout 2 —, their context,
+--          "session-candidate day" per event joined by ',', and its sites) and what
 --          its events add to the live counters, added up by the beacon: per site its values
 --          (S_*: site, crawler hits, unverified hits, views, pages, custom event fields),
 --          then per page of it G_* (page, views, events, their places in the part's batch
@@ -38,20 +39,20 @@
 -- looked up one by one. The custom event counts (`event_counts:`) are capped the same way.
 --
 -- Each part is one entry of its partition's incoming stream: `v` = the incoming layout's
--- version, `b` = the events' JSON lines as the beacon sent them, `c` = their context, `n` =
--- now, `o` = the events recorded under "other pages".
+-- version, `b` = the events' JSON lines as the beacon sent them (this script never reads
+-- them), `c` = their context, `n` = now, `o` = the events recorded under "other pages".
 --
 -- Numbers reach Redis as strings made with '%d': Lua's own number-to-string conversion goes
 -- through the C library's floating-point printf, a visible cost here.
 
 -- wire layout (tally-redis/src/wire.rs: lua_layout)
 local A_BATCH_ID, A_NOW, A_MAX_PAGES, A_PARTS = 1, 2, 3, 4
-local P_PREFIX, P_COUNT, P_LINES, P_CONTEXT, P_SITES = 0, 1, 2, 3, 4
+local P_PREFIX, P_COUNT, P_LAYOUT, P_LINES, P_CONTEXT, P_SITES = 0, 1, 2, 3, 4, 5
 local S_SITE, S_BOTS, S_UNVERIFIED, S_VIEWS, S_PAGES, S_FIELDS = 0, 1, 2, 3, 4, 5
 local G_PAGE, G_VIEWS, G_EVENTS, G_AT = 0, 1, 2, 3
 local C_FIELD, C_COUNT = 0, 1
-local PART_ARGS, SITE_ARGS, PAGE_ARGS, FIELD_ARGS, FIRST_PART = 5, 6, 4, 2, 5
-local F_VERSION, F_BATCH, F_CONTEXT, F_NOW, F_OVER, VERSION = 'v', 'b', 'c', 'n', 'o', '1'
+local PART_ARGS, SITE_ARGS, PAGE_ARGS, FIELD_ARGS, FIRST_PART = 6, 6, 4, 2, 5
+local F_VERSION, F_BATCH, F_CONTEXT, F_NOW, F_OVER = 'v', 'b', 'c', 'n', 'o'
 local now_arg = ARGV[A_NOW]
 local cap = tonumber(ARGV[A_MAX_PAGES])
 local parts = tonumber(ARGV[A_PARTS])
@@ -103,7 +104,7 @@ local at = FIRST_PART
 for part = 1, parts do
   local prefix = ARGV[at + P_PREFIX]
   local n = tonumber(ARGV[at + P_COUNT])
-  local lines, context = ARGV[at + P_LINES], ARGV[at + P_CONTEXT]
+  local layout, lines, context = ARGV[at + P_LAYOUT], ARGV[at + P_LINES], ARGV[at + P_CONTEXT]
   local sites = tonumber(ARGV[at + P_SITES])
   local over = {}
   at = at + PART_ARGS
@@ -148,7 +149,7 @@ for part = 1, parts do
       at = at + FIELD_ARGS
     end
   end
-  redis.call('XADD', KEYS[part], '*', F_VERSION, VERSION, F_BATCH, lines,
+  redis.call('XADD', KEYS[part], '*', F_VERSION, layout, F_BATCH, lines,
     F_CONTEXT, context, F_NOW, now_arg, F_OVER, table.concat(over, ','))
   total = total + n
 end
