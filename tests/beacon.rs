@@ -956,14 +956,21 @@ async fn a_visit_running_over_midnight_goes_on() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    // Session, last event, page views, last counted view, last seen, the pages being read
-    // (one: /a, by its tag and slot) and the page of the last counted view.
+    // Session (77, in hex), last event, page views, last counted view and last seen (both
+    // now: 0 before the last event), the pages being read (one: /a, by its tag and slot)
+    // and the page of the last counted view (/a, by its tag: FNV-1a, 32 bits, in hex).
     let today = today.unwrap();
     let fields: Vec<&str> = today.splitn(7, ':').collect();
     let now_s = now.to_string();
+    let a = b"/a".iter().fold(0x811c_9dc5_u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     assert_eq!(
         (fields[..5].to_vec(), fields[6]),
-        (vec!["r|77", &now_s, "3", &now_s, &now_s], "/a"),
+        (
+            vec!["c|4d", &now_s, "3", "0", "0"],
+            format!("{a:x}").as_str()
+        ),
         "{today}"
     );
     assert!(!fields[5].is_empty() && !fields[5].contains(','), "{today}");
