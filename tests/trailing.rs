@@ -919,3 +919,49 @@ async fn a_damaged_compressed_batch_is_a_dead_letter_and_costs_only_itself() {
     );
     assert_eq!(store.stream_len(partition).await.unwrap(), 0);
 }
+
+/// A worker acknowledges an insert's entries in calls of a few entries each: every events
+/// entry and every incoming entry it names is deleted, however many there are.
+#[tokio::test]
+async fn many_events_entries_are_acknowledged_with_their_incoming_entries() {
+    let (app, store, partition) = api_app().await;
+    let settings = app.settings.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    // 30 runs of two batches each: 30 events entries naming 60 incoming entries.
+    for run in 0..30u64 {
+        for half in 0..2u64 {
+            let first = run * 4 + half * 2;
+            record_demo_views(
+                &store,
+                &settings,
+                run * 2 + half + 1,
+                first..first + 2,
+                "/ack-",
+                now,
+            )
+            .await;
+        }
+        store.apply_all(&settings.tracking, now).await.unwrap();
+    }
+    let keys = tally_redis::Keys::new(partition);
+    let mut conn = raw_redis(&settings).await;
+    let entries = stream_entries::<redis::Value>(&mut conn, &keys.events()).await;
+    assert_eq!(entries.len(), 30);
+    let mut inserted = 0;
+    for _ in 0..10 {
+        inserted += worker_step(&app, &store, partition).await.inserted;
+        if inserted >= 120 {
+            break;
+        }
+    }
+    assert_eq!(inserted, 120);
+    for stream in [keys.incoming(), keys.events()] {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 0, "{stream} after the acknowledgement");
+    }
+    assert_eq!(app.db().count_events().await.unwrap(), 120);
+}

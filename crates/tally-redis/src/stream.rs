@@ -183,15 +183,14 @@ impl Store {
     }
 
     /// Acknowledges and deletes `ids` from the stream, with the incoming entries holding
-    /// their events' JSON (one atomic round trip).
+    /// their events' JSON: [`ACK_ENTRIES`] entries per call (each atomic), one call after
+    /// the other.
     pub async fn ack(&self, partition: u16, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
+        let keys = Keys::new(partition);
         let mut conn = self.conn();
-        let _: () = ack_cmd(&Keys::new(partition), ids)
-            .query_async(&mut conn)
-            .await?;
+        for chunk in ids.chunks(ACK_ENTRIES) {
+            let _: () = ack_cmd(&keys, chunk).query_async(&mut conn).await?;
+        }
         Ok(())
     }
 
@@ -474,6 +473,14 @@ impl Store {
         }
     }
 }
+
+/// Events entries acknowledged per call of `lua/ack.lua`. An insert's worth of entries (~70
+/// of ~450 events each at 40,000 views a second, ~1,500 incoming entries) held Redis for
+/// ~5 ms in one call, and every beacon's accept call waited behind it; in calls of this
+/// many, one after the other, Redis serves the beacons between them. A worker stopped
+/// between two calls leaves the rest pending: they are taken over and found stored, as
+/// after a stop before any call.
+const ACK_ENTRIES: usize = 8;
 
 /// Entries read per XRANGE call when reading a whole stream.
 const RANGE_PAGE: usize = 1000;
