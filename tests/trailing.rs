@@ -631,6 +631,22 @@ async fn stream_entries<F: redis::FromRedisValue>(
         .unwrap()
 }
 
+/// Both streams of `keys`' partition are empty: every events entry and every incoming entry
+/// it named was deleted with its acknowledgement.
+async fn assert_streams_empty(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &tally_redis::Keys,
+) {
+    for stream in [keys.incoming(), keys.events()] {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 0, "{stream} after the acknowledgement");
+    }
+}
+
 /// The events' JSON is written to Redis once: the applier's events entry names the incoming
 /// entries that hold it (with the visit figures), and they stay until the worker has stored
 /// their events; acknowledging the events entry deletes them with it.
@@ -691,14 +707,7 @@ async fn an_applied_run_keeps_its_json_in_the_incoming_entries_until_stored() {
         .ack(partition, std::slice::from_ref(&events[0].0))
         .await
         .unwrap();
-    for stream in [keys.incoming(), keys.events()] {
-        let len: u64 = redis::cmd("XLEN")
-            .arg(&stream)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(len, 0, "{stream} after the acknowledgement");
-    }
+    assert_streams_empty(&mut conn, &keys).await;
 }
 
 /// An app with the api role (for its ClickHouse database), its store and the demo site's
@@ -955,13 +964,6 @@ async fn many_events_entries_are_acknowledged_with_their_incoming_entries() {
         }
     }
     assert_eq!(inserted, 120);
-    for stream in [keys.incoming(), keys.events()] {
-        let len: u64 = redis::cmd("XLEN")
-            .arg(&stream)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(len, 0, "{stream} after the acknowledgement");
-    }
+    assert_streams_empty(&mut conn, &keys).await;
     assert_eq!(app.db().count_events().await.unwrap(), 120);
 }
