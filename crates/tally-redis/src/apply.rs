@@ -421,20 +421,23 @@ impl Store {
             .arg(max_entries.max(1))
             .query_async(&mut conn)
             .await?;
-        let mut entries: Vec<Entry> = raw.iter().map(|(_, fields)| Entry::read(fields)).collect();
+        // Read (unpacked, parsed) up to the events limit: under a backlog the range holds
+        // more entries than one apply takes, and the next apply reads those again.
+        let mut entries: Vec<Entry> = Vec::with_capacity(raw.len());
         let mut events_read = 0;
-        let keep = entries
-            .iter()
-            .take_while(|entry| {
-                let before = events_read;
-                events_read += entry.events.len();
-                before == 0 || events_read <= max_events
-            })
-            .count();
+        for (_, fields) in &raw {
+            let entry = Entry::read(fields);
+            let before = events_read;
+            events_read += entry.events.len();
+            if before > 0 && events_read > max_events {
+                break;
+            }
+            entries.push(entry);
+        }
+        let keep = entries.len();
         // Cut short by the events limit, or as many entries as asked for came back.
         let more = keep < raw.len() || raw.len() >= max_entries.max(1);
         raw.truncate(keep);
-        entries.truncate(keep);
         let Some((last, _)) = raw.last() else {
             return Ok(Applied::default());
         };
