@@ -255,10 +255,7 @@ pub mod incoming {
 /// The value of field `name` of an incoming entry with `fields` (names and values, as read);
 /// empty when absent.
 fn incoming_bytes<'a>(fields: &'a [Vec<u8>], name: &str) -> &'a [u8] {
-    fields
-        .chunks_exact(2)
-        .find(|kv| kv[0] == name.as_bytes())
-        .map_or(&[][..], |kv| kv[1].as_slice())
+    value(fields, name).map_or(&[][..], Vec::as_slice)
 }
 
 /// A text field of an incoming entry ([`incoming::VERSION`], [`incoming::CONTEXT`],
@@ -523,12 +520,18 @@ impl StreamEvent {
     }
 }
 
-/// The value of field `name` among an entry's `fields` (name, value, name, value, …).
-pub(crate) fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
+/// The value of field `name` among an entry's `fields` (name, value, name, value, …), read
+/// as text or as bytes.
+fn value<'a, T: AsRef<[u8]>>(fields: &'a [T], name: &str) -> Option<&'a T> {
     fields
         .chunks_exact(2)
-        .find(|kv| kv[0] == name)
-        .map(|kv| kv[1].as_str())
+        .find(|kv| kv[0].as_ref() == name.as_bytes())
+        .map(|kv| &kv[1])
+}
+
+/// The value of field `name` among an entry's `fields`, read as text.
+pub(crate) fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
+    value(fields, name).map(String::as_str)
 }
 
 /// The incoming entries an entry of [`VERSION`] names ([`field::INCOMING`]); `None` for an
