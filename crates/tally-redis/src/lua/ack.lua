@@ -9,13 +9,15 @@
 --          events entries' ids.
 -- Returns  the incoming entries deleted.
 
+-- Whether the digits `n` are a 64-bit number.
+local function u64(n)
+  return #n < 20 or (#n == 20 and n <= '18446744073709551615')
+end
+
 -- Whether `id` is a stream id Redis takes (`ms-seq`, each a 64-bit number): ids written by
 -- hand may be none, and XDEL would refuse the whole call for one of them.
 local function stream_id(id)
   local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
-  local function u64(n)
-    return #n < 20 or (#n == 20 and n <= '18446744073709551615')
-  end
   return ms ~= nil and u64(ms) and u64(seq)
 end
 
