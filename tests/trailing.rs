@@ -967,3 +967,95 @@ async fn many_events_entries_are_acknowledged_with_their_incoming_entries() {
     assert_streams_empty(&mut conn, &keys).await;
     assert_eq!(app.db().count_events().await.unwrap(), 120);
 }
+
+/// The worker's store step takes the events its applier parsed (the handoff) rather than
+/// reading and parsing them from Redis again: what it reads is what a handle without the
+/// handoff reads from Redis, event for event, figures included; and it is really taken from
+/// the process — once the incoming entries are deleted by hand, the handle with the handoff
+/// still reads the run whole, the other finds its JSON gone.
+#[tokio::test]
+async fn the_store_step_reads_what_its_applier_parsed_as_redis_holds_it() {
+    let settings = tally_testkit::settings();
+    let handoff = tally_redis::Handoff::default();
+    let worker = tally_redis::Store::connect(&settings.redis)
+        .await
+        .unwrap()
+        .with_handoff(handoff.clone());
+    let other = tally_redis::Store::connect(&settings.redis).await.unwrap();
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    let now = chrono::Utc::now().timestamp_millis();
+    record_demo_views(&worker, &settings, 1, 0..3, "/handed-", now).await;
+    // The same readers on the same pages again (reloads), and new ones.
+    record_demo_views(&worker, &settings, 2, 0..3, "/handed-", now + 1).await;
+    record_demo_views(&worker, &settings, 3, 3..6, "/handed-", now + 2).await;
+    let applied = worker
+        .apply(
+            partition,
+            &settings.tracking,
+            tally_redis::APPLY_LIMITS,
+            now + 3,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!((applied.entries, applied.events), (3, 9));
+    worker.ensure_group(partition).await.unwrap();
+    let handed = worker.read_new(partition, "w", 100, 10).await.unwrap();
+    let (_, from_redis) = other
+        .claim_idle(partition, "other", 0, "0-0", 100)
+        .await
+        .unwrap();
+    assert_eq!(handed.len(), 9);
+    assert_eq!(from_redis.len(), 9);
+    for (a, b) in handed.iter().zip(&from_redis) {
+        assert_eq!(a.key, b.key);
+        assert_eq!(a.event.as_ref().unwrap(), b.event.as_ref().unwrap());
+    }
+    let sessions: BTreeSet<u64> = handed
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().session)
+        .collect();
+    assert_eq!(
+        sessions,
+        (1..=6).collect(),
+        "the figures of the events entry"
+    );
+    let ids: Vec<String> = handed.iter().map(|e| e.key.entry.clone()).collect();
+    worker.ack(partition, &ids).await.unwrap();
+
+    record_demo_views(&worker, &settings, 4, 6..8, "/handed-", now + 4).await;
+    worker
+        .apply(
+            partition,
+            &settings.tracking,
+            tally_redis::APPLY_LIMITS,
+            now + 5,
+            false,
+        )
+        .await
+        .unwrap();
+    let keys = tally_redis::Keys::new(partition);
+    let mut conn = raw_redis(&settings).await;
+    for (id, _) in stream_entries::<redis::Value>(&mut conn, &keys.incoming()).await {
+        let _: u64 = redis::cmd("XDEL")
+            .arg(keys.incoming())
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let handed = worker.read_new(partition, "w", 100, 10).await.unwrap();
+    let pages: Vec<String> = handed
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().page.clone())
+        .collect();
+    assert_eq!(pages, ["/handed-6", "/handed-7"]);
+    let (_, from_redis) = other
+        .claim_idle(partition, "other", 0, "0-0", 100)
+        .await
+        .unwrap();
+    assert_eq!(from_redis.len(), 1, "one entry, unreadable: {from_redis:?}");
+    assert!(from_redis[0].event.is_err());
+}

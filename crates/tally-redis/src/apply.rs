@@ -520,8 +520,23 @@ impl Store {
                 ..Applied::default()
             });
         }
+        drop(visits);
+        let applied = entries.len();
+        // The store step of this process reads these events next: it takes them from the
+        // handoff rather than from Redis. An event that could not be parsed here is read
+        // there (as a dead letter), so such a run is not handed over.
+        if let Some(handoff) = self.handoff.as_ref().filter(|_| events > 0) {
+            let parsed: Option<Vec<Event>> = entries
+                .into_iter()
+                .flat_map(|entry| entry.events)
+                .map(|event| event.map(|(event, _)| event))
+                .collect();
+            if let Some(parsed) = parsed {
+                handoff.put(partition, ids, parsed);
+            }
+        }
         Ok(Applied {
-            entries: entries.len(),
+            entries: applied,
             events,
             lost_race: false,
             more,

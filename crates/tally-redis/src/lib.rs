@@ -11,6 +11,7 @@
 
 mod apply;
 mod directory;
+pub mod handoff;
 pub mod keys;
 mod read;
 mod sentinel;
@@ -30,6 +31,7 @@ use redis::{
 use tally_core::settings::RedisSettings;
 
 pub use apply::{APPLY_LIMITS, Applied};
+pub use handoff::Handoff;
 pub use keys::Keys;
 pub use read::{Counters, REALTIME_CANDIDATES, Realtime, RealtimeView};
 pub use write::{Recorded, TrackedEvent};
@@ -134,6 +136,9 @@ impl redis::aio::ConnectionLike for Conn {
 pub struct Store {
     conn: Conn,
     partitions: u16,
+    /// Applied events for this process' own store step (see [`handoff`]), when
+    /// [`Store::with_handoff`] gave it one.
+    handoff: Option<Handoff>,
 }
 
 impl Store {
@@ -178,7 +183,17 @@ impl Store {
         Ok(Self {
             conn,
             partitions: settings.partitions,
+            handoff: None,
         })
+    }
+
+    /// This handle with `handoff`: the events its applies parse are left there, and its
+    /// stream reads take them from there rather than from Redis (see [`handoff`]). For a
+    /// process that both applies and stores a partition, the worker: every handle it uses
+    /// gets the same one.
+    pub fn with_handoff(mut self, handoff: Handoff) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// Whether this handle talks to a Redis Cluster.

@@ -100,15 +100,42 @@ impl Store {
 
     /// The events of `entries` of `partition`'s events stream: the JSON of an entry of the
     /// current wire version is read from the incoming entries it names (one round trip for
-    /// all of them).
+    /// all of them), or taken parsed from the handoff when this handle applied them.
     async fn decode(&self, partition: u16, entries: &[RawEntry]) -> Result<Vec<StreamEvent>> {
         let keys = Keys::new(partition);
-        // Per entry: `None` for one holding its JSON, else the incoming entries it names
-        // when they can be read (ids written by hand may be no stream ids at all: empty).
-        let linked: Vec<Option<Vec<&str>>> = entries
+        // One event per visit figure (an entry without figures is read as one), so the
+        // batch is not grown push by push: under load its reallocations went to fresh pages.
+        let events = entries
             .iter()
             .map(|(_, fields)| {
-                wire::linked_ids(fields).map(|ids| if readable(&ids) { ids } else { Vec::new() })
+                wire::field(fields, wire::field::FIGURES).map_or(1, |m| m.matches(',').count() + 1)
+            })
+            .sum();
+        let mut out = Vec::with_capacity(events);
+        // Entries applied by this process: their events come from the handoff (see
+        // `handoff`), the others from Redis.
+        let mut handed = vec![false; entries.len()];
+        let mut from_handoff = Vec::with_capacity(if self.handoff.is_some() { events } else { 0 });
+        if let Some(handoff) = &self.handoff {
+            for ((id, fields), handed) in entries.iter().zip(&mut handed) {
+                if let Some(events) =
+                    wire::linked_field(fields).and_then(|ids| handoff.take(partition, ids))
+                {
+                    *handed = wire::decode_applied(id, fields, events, &mut from_handoff);
+                }
+            }
+        }
+        // Per entry: `None` for one holding its JSON or handed over, else the incoming
+        // entries it names when they can be read (ids written by hand may be no stream ids
+        // at all: empty).
+        let linked: Vec<Option<Vec<&str>>> = entries
+            .iter()
+            .zip(&handed)
+            .map(|((_, fields), handed)| {
+                (!handed)
+                    .then(|| wire::linked_ids(fields))
+                    .flatten()
+                    .map(|ids| if readable(&ids) { ids } else { Vec::new() })
             })
             .collect();
         let mut pipe = redis::pipe();
@@ -126,8 +153,14 @@ impl Store {
         } else {
             Vec::new().into_iter()
         };
-        let mut out = Vec::with_capacity(entries.len());
-        for ((id, fields), ids) in entries.iter().zip(&linked) {
+        let mut from_handoff = from_handoff.into_iter().peekable();
+        for (((id, fields), ids), handed) in entries.iter().zip(&linked).zip(&handed) {
+            if *handed {
+                while let Some(event) = from_handoff.next_if(|e| e.key.entry == *id) {
+                    out.push(event);
+                }
+                continue;
+            }
             let lines = match ids {
                 Some(ids) if !ids.is_empty() => {
                     let read = sources.next().unwrap_or_default();

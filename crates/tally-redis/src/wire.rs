@@ -537,16 +537,21 @@ pub(crate) fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
 /// The incoming entries an entry of [`VERSION`] names ([`field::INCOMING`]); `None` for an
 /// entry of another version.
 pub fn linked_ids(fields: &[String]) -> Option<Vec<&str>> {
-    if field(fields, field::VERSION)? != VERSION.to_string() {
-        return None;
-    }
     Some(
-        field(fields, field::INCOMING)
-            .unwrap_or_default()
+        linked_field(fields)?
             .split(' ')
             .filter(|id| !id.is_empty())
             .collect(),
     )
+}
+
+/// The [`field::INCOMING`] field of an entry of [`VERSION`], as written; `None` for an
+/// entry of another version.
+pub fn linked_field(fields: &[String]) -> Option<&str> {
+    if field(fields, field::VERSION)? != VERSION.to_string() {
+        return None;
+    }
+    Some(field(fields, field::INCOMING).unwrap_or_default())
 }
 
 /// The events of stream entry `id`, appended to `out`: one per event, or one for the whole
@@ -608,6 +613,38 @@ pub fn decode_entry(
             event: decode_event(line, figures, version),
         });
     }
+}
+
+/// The events of stream entry `id` of [`VERSION`] from `events`, parsed from its incoming
+/// entries by this process' applier (see `handoff`), appended to `out` with the figures of
+/// the entry. `false`, with nothing appended, when the figures do not fit the events: the
+/// caller then reads the entry from Redis.
+pub fn decode_applied(
+    id: &str,
+    fields: &[String],
+    events: Vec<Event>,
+    out: &mut Vec<StreamEvent>,
+) -> bool {
+    let figures: Option<Vec<Figures>> = field(fields, field::FIGURES)
+        .unwrap_or_default()
+        .split(',')
+        .map(Figures::parse)
+        .collect();
+    let Some(figures) = figures.filter(|f| f.len() == events.len()) else {
+        return false;
+    };
+    out.reserve(events.len());
+    for (i, (mut event, figures)) in events.into_iter().zip(figures).enumerate() {
+        figures.apply(&mut event);
+        out.push(StreamEvent {
+            key: EventKey {
+                entry: id.to_owned(),
+                item: Some(i as u32),
+            },
+            event: Ok(event),
+        });
+    }
+    true
 }
 
 /// One event's JSON line and figures.

@@ -78,7 +78,11 @@ impl Worker {
     ) -> Result<Self, Error> {
         let consumer = consumer_name();
         let mut partitions = Vec::new();
-        let applying = Store::connect(&settings.redis).await?;
+        // The store steps take what the appliers parsed rather than reading it again.
+        let handoff = tally_redis::Handoff::default();
+        let applying = Store::connect(&settings.redis)
+            .await?
+            .with_handoff(handoff.clone());
         let appliers = (0..settings.redis.partitions)
             .map(|partition| Applier {
                 partition,
@@ -94,7 +98,9 @@ impl Worker {
             settings.worker.max_age,
         );
         for p in 0..settings.redis.partitions {
-            let store = Store::connect(&settings.redis).await?;
+            let store = Store::connect(&settings.redis)
+                .await?
+                .with_handoff(handoff.clone());
             store.ensure_group(p).await?;
             partitions.push(
                 PartitionWorker::new(
