@@ -3,6 +3,10 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's allocator: request handling allocates many small, short-lived
 /// buffers, and malloc/free were ~14 % of the api's and the beacon's profiles under load.
+/// Built without transparent huge pages (the `no_thp` feature): mimalloc returns freed
+/// memory to the system after 10 ms, and with huge pages each batch the worker read faulted
+/// whole 2 MiB pages back in, zeroing them (~24 % of the worker's CPU under load; see
+/// `docs/decisions.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
