@@ -1059,3 +1059,55 @@ async fn the_store_step_reads_what_its_applier_parsed_as_redis_holds_it() {
     assert_eq!(from_redis.len(), 1, "one entry, unreadable: {from_redis:?}");
     assert!(from_redis[0].event.is_err());
 }
+
+/// The worker's store step is usually blocked in its read when the applier commits: the
+/// commit's events entry wakes it at once, and its answer may come before the applier's.
+/// The read must still find the run in the handoff (left there before the commit, not
+/// after it), or the handoff would save nothing in the steady state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_woken_by_the_commit_finds_the_run_in_the_handoff() {
+    let settings = tally_testkit::settings();
+    let handoff = tally_redis::Handoff::default();
+    let connect = || async {
+        tally_redis::Store::connect(&settings.redis)
+            .await
+            .unwrap()
+            .with_handoff(handoff.clone())
+    };
+    let (applier, reader) = (connect().await, connect().await);
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    reader.ensure_group(partition).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    for round in 0..20u64 {
+        let blocked = tokio::spawn({
+            let reader = reader.clone();
+            async move { reader.read_new(partition, "w", 100, 5000).await.unwrap() }
+        });
+        // The read reaches Redis and blocks there.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let views = round * 2..round * 2 + 2;
+        record_demo_views(&applier, &settings, round + 1, views, "/woken-", now).await;
+        let applied = applier
+            .apply(
+                partition,
+                &settings.tracking,
+                tally_redis::APPLY_LIMITS,
+                now,
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(applied.events, 2);
+        let read = blocked.await.unwrap();
+        assert_eq!(read.len(), 2, "round {round}");
+        assert_eq!(
+            handoff.held(),
+            0,
+            "round {round}: the woken read took the run from the handoff"
+        );
+        let ids: Vec<String> = read.iter().map(|e| e.key.entry.clone()).collect();
+        reader.ack(partition, &ids[..1]).await.unwrap();
+    }
+}

@@ -322,6 +322,17 @@ impl Entry {
     }
 }
 
+/// The events of `entries` (`events` of them), when every one could be parsed.
+fn parsed_events(entries: Vec<Entry>, events: usize) -> Option<Vec<Event>> {
+    let mut parsed = Vec::with_capacity(events);
+    for entry in entries {
+        for event in entry.events {
+            parsed.push(event?.0);
+        }
+    }
+    Some(parsed)
+}
+
 /// The visit records of an apply's visitors, by site and visitor; `None` for a visitor
 /// without one.
 type Visits<'a> = HashMap<(&'a str, u64), Option<Visit>>;
@@ -513,27 +524,31 @@ impl Store {
         write_visits(&mut ops, &keys, &visits, today);
         operations(&mut ops, &keys, changes, (now_ms, window_ms, trim, horizon));
         let Ops(invocation) = ops;
-        let done: i64 = invocation.invoke_async(&mut conn).await?;
-        if done == 0 {
+        drop(visits);
+        let applied = entries.len();
+        // The store step of this process reads these events next: it takes them from the
+        // handoff rather than from Redis. They go there before the commit, whose events
+        // entry wakes the store step's blocked read, which may be answered before this
+        // call is. Any events entry naming these ids names the same incoming entries, so
+        // the parsed events are right whichever commit wrote it; a run not committed is
+        // taken back. A run with an event that could not be parsed here is not handed
+        // over: the store step reads it from Redis (that event as a dead letter).
+        let handed = match &self.handoff {
+            Some(handoff) if events > 0 => parsed_events(entries, events).map(|parsed| {
+                handoff.put(partition, ids.clone(), parsed);
+                handoff
+            }),
+            _ => None,
+        };
+        let done: Result<i64> = invocation.invoke_async(&mut conn).await.map_err(Into::into);
+        if let Some(handoff) = handed.filter(|_| !matches!(done, Ok(1..))) {
+            handoff.take(partition, &ids);
+        }
+        if done? == 0 {
             return Ok(Applied {
                 lost_race: true,
                 ..Applied::default()
             });
-        }
-        drop(visits);
-        let applied = entries.len();
-        // The store step of this process reads these events next: it takes them from the
-        // handoff rather than from Redis. An event that could not be parsed here is read
-        // there (as a dead letter), so such a run is not handed over.
-        if let Some(handoff) = self.handoff.as_ref().filter(|_| events > 0) {
-            let parsed: Option<Vec<Event>> = entries
-                .into_iter()
-                .flat_map(|entry| entry.events)
-                .map(|event| event.map(|(event, _)| event))
-                .collect();
-            if let Some(parsed) = parsed {
-                handoff.put(partition, ids, parsed);
-            }
         }
         Ok(Applied {
             entries: applied,

@@ -90,9 +90,8 @@ impl Handoff {
         Some(run.events)
     }
 
-    /// How many runs are held (for tests).
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// How many runs are held: put and not yet taken (nor dropped).
+    pub fn held(&self) -> usize {
         self.runs.lock().expect("handoff lock").runs.len()
     }
 }
@@ -121,7 +120,7 @@ mod tests {
         assert_eq!(handoff.take(2, "1-0 2-0").map(|e| e.len()), Some(3));
         assert_eq!(handoff.take(1, "1-0 2-0").map(|e| e.len()), Some(2));
         assert!(handoff.take(1, "1-0 2-0").is_none());
-        assert_eq!(handoff.len(), 0);
+        assert_eq!(handoff.held(), 0);
     }
 
     #[test]
