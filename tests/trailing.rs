@@ -607,6 +607,25 @@ async fn the_trailing_figures_are_exact_after_a_beacon_is_killed() {
     app.stop().await;
 }
 
+/// One apply of `partition` at `now` (`APPLY_LIMITS`, presence not trimmed).
+async fn apply_run(
+    store: &tally_redis::Store,
+    settings: &Settings,
+    partition: u16,
+    now: i64,
+) -> tally_redis::Applied {
+    store
+        .apply(
+            partition,
+            &settings.tracking,
+            tally_redis::APPLY_LIMITS,
+            now,
+            false,
+        )
+        .await
+        .unwrap()
+}
+
 /// A raw connection to the tests' Redis.
 async fn raw_redis(settings: &Settings) -> redis::aio::MultiplexedConnection {
     redis::Client::open(settings.redis.nodes()[0])
@@ -660,16 +679,7 @@ async fn an_applied_run_keeps_its_json_in_the_incoming_entries_until_stored() {
     let now = chrono::Utc::now().timestamp_millis();
     record_demo_views(&store, &settings, 1, 0..3, "/json-once-", now).await;
     record_demo_views(&store, &settings, 2, 3..5, "/json-once-", now).await;
-    let applied = store
-        .apply(
-            partition,
-            &settings.tracking,
-            tally_redis::APPLY_LIMITS,
-            now,
-            false,
-        )
-        .await
-        .unwrap();
+    let applied = apply_run(&store, &settings, partition, now).await;
     assert_eq!((applied.entries, applied.events), (2, 5));
     assert_eq!(store.incoming_len(partition).await.unwrap(), 0, "applied");
     assert_eq!(
@@ -990,16 +1000,7 @@ async fn the_store_step_reads_what_its_applier_parsed_as_redis_holds_it() {
     // The same readers on the same pages again (reloads), and new ones.
     record_demo_views(&worker, &settings, 2, 0..3, "/handed-", now + 1).await;
     record_demo_views(&worker, &settings, 3, 3..6, "/handed-", now + 2).await;
-    let applied = worker
-        .apply(
-            partition,
-            &settings.tracking,
-            tally_redis::APPLY_LIMITS,
-            now + 3,
-            false,
-        )
-        .await
-        .unwrap();
+    let applied = apply_run(&worker, &settings, partition, now + 3).await;
     assert_eq!((applied.entries, applied.events), (3, 9));
     worker.ensure_group(partition).await.unwrap();
     let handed = worker.read_new(partition, "w", 100, 10).await.unwrap();
@@ -1026,16 +1027,7 @@ async fn the_store_step_reads_what_its_applier_parsed_as_redis_holds_it() {
     worker.ack(partition, &ids).await.unwrap();
 
     record_demo_views(&worker, &settings, 4, 6..8, "/handed-", now + 4).await;
-    worker
-        .apply(
-            partition,
-            &settings.tracking,
-            tally_redis::APPLY_LIMITS,
-            now + 5,
-            false,
-        )
-        .await
-        .unwrap();
+    apply_run(&worker, &settings, partition, now + 5).await;
     let keys = tally_redis::Keys::new(partition);
     let mut conn = raw_redis(&settings).await;
     for (id, _) in stream_entries::<redis::Value>(&mut conn, &keys.incoming()).await {
@@ -1089,16 +1081,7 @@ async fn a_read_woken_by_the_commit_finds_the_run_in_the_handoff() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let views = round * 2..round * 2 + 2;
         record_demo_views(&applier, &settings, round + 1, views, "/woken-", now).await;
-        let applied = applier
-            .apply(
-                partition,
-                &settings.tracking,
-                tally_redis::APPLY_LIMITS,
-                now,
-                false,
-            )
-            .await
-            .unwrap();
+        let applied = apply_run(&applier, &settings, partition, now).await;
         assert_eq!(applied.events, 2);
         let read = blocked.await.unwrap();
         assert_eq!(read.len(), 2, "round {round}");

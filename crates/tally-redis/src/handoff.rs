@@ -2,9 +2,10 @@
 //!
 //! The applier reads, unpacks and parses each incoming entry to apply it; the store step
 //! then reads the events entry naming those incoming entries and, without a handoff, reads,
-//! unpacks and parses them all again. After a commit the applier leaves its parsed events
-//! here under the ids it names in the events entry, and [`Store::read_new`] takes them from
-//! here instead of from Redis when the same process reads that entry. Anything not here —
+//! unpacks and parses them all again. The applier leaves its parsed events here, just
+//! before its commit, under the ids it names in the events entry (and takes them back if the
+//! commit fails), and [`Store::read_new`] takes them from here instead of from Redis when
+//! the same process reads that entry. Anything not here —
 //! another process' applies, entries read again after a restart or a takeover, an apply
 //! left out because the handoff was full — is read from Redis as before: the handoff saves
 //! work and never decides what is stored.

@@ -112,19 +112,17 @@ impl Store {
             })
             .sum();
         let mut out = Vec::with_capacity(events);
-        // Entries applied by this process: their events come from the handoff (see
-        // `handoff`), the others from Redis.
-        let mut handed = vec![false; entries.len()];
-        let mut from_handoff = Vec::with_capacity(if self.handoff.is_some() { events } else { 0 });
-        if let Some(handoff) = &self.handoff {
-            for ((id, fields), handed) in entries.iter().zip(&mut handed) {
-                if let Some(events) =
-                    wire::linked_field(fields).and_then(|ids| handoff.take(partition, ids))
-                {
-                    *handed = wire::decode_applied(id, fields, events, &mut from_handoff);
-                }
-            }
-        }
+        // Per entry applied by this process: its events, from the handoff (see `handoff`);
+        // the others are read from Redis.
+        let handed: Vec<Option<Vec<StreamEvent>>> = entries
+            .iter()
+            .map(|(id, fields)| {
+                let handoff = self.handoff.as_ref()?;
+                let events = handoff.take(partition, wire::linked_field(fields)?)?;
+                let mut decoded = Vec::new();
+                wire::decode_applied(id, fields, events, &mut decoded).then_some(decoded)
+            })
+            .collect();
         // Per entry: `None` for one holding its JSON or handed over, else the incoming
         // entries it names when they can be read (ids written by hand may be no stream ids
         // at all: empty).
@@ -132,7 +130,8 @@ impl Store {
             .iter()
             .zip(&handed)
             .map(|((_, fields), handed)| {
-                (!handed)
+                handed
+                    .is_none()
                     .then(|| wire::linked_ids(fields))
                     .flatten()
                     .map(|ids| if readable(&ids) { ids } else { Vec::new() })
@@ -153,12 +152,9 @@ impl Store {
         } else {
             Vec::new().into_iter()
         };
-        let mut from_handoff = from_handoff.into_iter().peekable();
-        for (((id, fields), ids), handed) in entries.iter().zip(&linked).zip(&handed) {
-            if *handed {
-                while let Some(event) = from_handoff.next_if(|e| e.key.entry == *id) {
-                    out.push(event);
-                }
+        for (((id, fields), ids), handed) in entries.iter().zip(&linked).zip(handed) {
+            if let Some(events) = handed {
+                out.extend(events);
                 continue;
             }
             let lines = match ids {
