@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use tally_clickhouse::{Db, EventRow};
 use tally_core::{Event, EventKind, Settings, dates::DayRange, visitor};
-use tally_redis::{Store, TrackedEvent};
+use tally_redis::{Attempt, Store, TrackedEvent};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// A deterministic generator (xorshift64*), so every run measures the same data.
@@ -156,7 +156,7 @@ pub async fn drain(settings: &Settings, n: usize) -> anyhow::Result<DrainReport>
     for (i, chunk) in events.chunks(PREFILL_BATCH).enumerate() {
         let now = chrono::Utc::now().timestamp_millis();
         store
-            .record(i as u64 + 1, chunk, &settings.tracking, now)
+            .record(i as u64 + 1, chunk, &settings.tracking, now, Attempt::First)
             .await?;
         // The applier takes what gathered while it paused: ~500 events under that load.
         if (i + 1) % PREFILL_APPLY_EVERY == 0 {
@@ -667,7 +667,7 @@ pub async fn seed_realtime(
     for (i, chunk) in events.chunks(1000).enumerate() {
         let at = chunk.iter().map(|e| e.event.ts_ms).max().unwrap_or(now_ms);
         store
-            .record(i as u64 + 1, chunk, &settings.tracking, at)
+            .record(i as u64 + 1, chunk, &settings.tracking, at, Attempt::First)
             .await?;
     }
     store.apply_all(&settings.tracking, now_ms).await?;

@@ -7,6 +7,7 @@ use std::{str::FromStr, time::Duration};
 
 use common::{CHROME, FIREFOX, GOOGLEBOT, Hit, counters, send, wait_for};
 use serde_json::{Value, json};
+use tally_redis::Attempt;
 use tally_testkit::{RedisServer, TestApp};
 
 fn trusting_localhost() -> tally_core::Settings {
@@ -585,19 +586,19 @@ async fn one_batch_with_repeated_visitors_counts_like_single_events() {
     ];
     let now = chrono::Utc::now().timestamp_millis();
     let recorded = store
-        .record(7, &batch, &app.settings.tracking, now)
+        .record(7, &batch, &app.settings.tracking, now, Attempt::First)
         .await
         .unwrap();
     assert_eq!(recorded.events, 7);
     // The same batch again (a retry) changes nothing.
     let again = store
-        .record(7, &batch, &app.settings.tracking, now)
+        .record(7, &batch, &app.settings.tracking, now, Attempt::Retry)
         .await
         .unwrap();
     assert_eq!((again.events, again.already_applied), (0, 7));
     // An empty batch is no call at all (the script needs a part to mark the batch by).
     let none = store
-        .record(8, &[], &app.settings.tracking, now)
+        .record(8, &[], &app.settings.tracking, now, Attempt::First)
         .await
         .unwrap();
     assert_eq!((none.events, none.already_applied), (0, 0));
@@ -643,6 +644,309 @@ async fn one_batch_with_repeated_visitors_counts_like_single_events() {
     assert_eq!(gaps, [0, 0, 0, 2000, 0, 0, 0]);
 }
 
+/// Calls of EVALSHA (the accept script) and of EXEC (a transaction) Redis has served, less
+/// those that failed (an EVALSHA that met an empty script cache).
+async fn accept_calls(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let calls = |command: &str| {
+        let Some(stats) = info
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+        else {
+            return 0;
+        };
+        let stat = |name: &str| -> u64 {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .map_or(0, |v| v.trim().parse().unwrap())
+        };
+        stat("calls") - stat("failed_calls")
+    };
+    (calls("evalsha"), calls("exec"))
+}
+
+/// A Redis of its own (no role of Tally touches it, so its command counts are the test's),
+/// settings with page cap `max_pages`, a handle and a connection, and the demo site's keys.
+struct PrivateStore {
+    _redis: RedisServer,
+    settings: tally_core::Settings,
+    store: tally_redis::Store,
+    conn: redis::aio::MultiplexedConnection,
+    partition: u16,
+    keys: tally_redis::Keys,
+}
+
+async fn private_store(max_pages: u32) -> PrivateStore {
+    let redis = RedisServer::start();
+    let mut settings = tally_testkit::settings_for(&redis, &tally_testkit::services().clickhouse);
+    settings.tracking.max_pages = max_pages;
+    let store = tally_redis::Store::connect(&settings.redis).await.unwrap();
+    let conn = redis::Client::open(settings.redis.nodes()[0])
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let partition = tally_core::SiteId::parse("demo")
+        .unwrap()
+        .partition(settings.redis.partitions);
+    PrivateStore {
+        _redis: redis,
+        settings,
+        store,
+        conn,
+        partition,
+        keys: tally_redis::Keys::new(partition),
+    }
+}
+
+/// The events of a batch for the tests of the two ways of accepting it: views, a ping, a
+/// custom event and a crawler's hit.
+fn mixed_batch(partition: u16, now: i64) -> Vec<tally_redis::TrackedEvent> {
+    use tally_core::EventKind::{Bot, Custom, Pageview, Ping};
+    let mut custom = demo_event(partition, Custom, "/a", 1, now);
+    custom.event.name = "signup".into();
+    vec![
+        demo_event(partition, Pageview, "/a", 1, now),
+        demo_event(partition, Pageview, "/b", 2, now),
+        demo_event(partition, Ping, "/b", 2, now),
+        custom,
+        demo_event(partition, Bot, "", 0, now),
+    ]
+}
+
+/// A batch id's first try goes as a plain transaction once the handle knows the site's
+/// capped hashes are far from the cap (the first call reads their sizes); it writes the
+/// incoming entry and the counters the script writes, and a retry of it (the script) finds
+/// it accepted.
+#[tokio::test]
+async fn a_first_try_goes_as_a_transaction_that_writes_what_the_script_writes() {
+    let default_cap = tally_testkit::settings().tracking.max_pages;
+    assert!(default_cap > 0, "the default has a page cap");
+    let PrivateStore {
+        settings,
+        store,
+        mut conn,
+        partition,
+        keys,
+        _redis: _server,
+    } = private_store(default_cap).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let batch = mixed_batch(partition, now);
+    let tracking = &settings.tracking;
+
+    let before = accept_calls(&mut conn).await;
+    let first = store
+        .record(1, &batch, tracking, now, Attempt::First)
+        .await
+        .unwrap();
+    let after_first = accept_calls(&mut conn).await;
+    assert_eq!(
+        (after_first.0 - before.0, after_first.1 - before.1),
+        (1, 0),
+        "sizes not known yet: the script"
+    );
+    let second = store
+        .record(2, &batch, tracking, now, Attempt::First)
+        .await
+        .unwrap();
+    let after_second = accept_calls(&mut conn).await;
+    assert_eq!(
+        (
+            after_second.0 - after_first.0,
+            after_second.1 - after_first.1
+        ),
+        (0, 1),
+        "far from the cap: a transaction"
+    );
+    assert_eq!((first.events, second.events), (5, 5));
+    let retry = store
+        .record(2, &batch, tracking, now, Attempt::Retry)
+        .await
+        .unwrap();
+    assert_eq!((retry.events, retry.already_applied), (0, 5));
+    assert_eq!(
+        accept_calls(&mut conn).await.0 - after_second.0,
+        1,
+        "a retry: the script"
+    );
+
+    // The two entries are alike, field by field.
+    type Fields = Vec<(String, Vec<u8>)>;
+    let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
+        .arg(keys.incoming())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2, "the retry appended nothing");
+    assert_eq!(entries[0].1, entries[1].1);
+    let names: Vec<&str> = entries[0].1.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["v", "b", "c", "n", "o"]);
+    // Every counter counted both batches once.
+    let hash = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            let h: std::collections::BTreeMap<String, u64> = redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            h
+        }
+    };
+    let views = hash(keys.views("demo")).await;
+    assert_eq!(
+        views.into_iter().collect::<Vec<_>>(),
+        [("/a".into(), 2), ("/b".into(), 2)]
+    );
+    let totals = hash(keys.totals("demo")).await;
+    assert_eq!(
+        (totals.get("views"), totals.get("bots")),
+        (Some(&4), Some(&2))
+    );
+    let events = hash(keys.event_counts("demo")).await;
+    assert_eq!(
+        events.into_iter().collect::<Vec<_>>(),
+        [("signup\t".into(), 2)]
+    );
+    // Both batch markers are there, for retries.
+    for id in [1, 2] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(keys.batch(id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((3590..=3600).contains(&ttl), "batch {id}: ttl {ttl}");
+    }
+}
+
+/// A site within one batch of its page cap goes through the script, which decides page by
+/// page: a transaction, which cannot, would let the hash pass the cap.
+#[tokio::test]
+async fn a_site_near_its_page_cap_goes_through_the_script() {
+    use tally_core::EventKind::Pageview;
+    let PrivateStore {
+        settings,
+        store,
+        mut conn,
+        partition,
+        keys: _,
+        _redis: _server,
+    } = private_store(3).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let tracking = &settings.tracking;
+    let views = |pages: &[&str]| -> Vec<_> {
+        pages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| demo_event(partition, Pageview, p, i as u64 + 1, now))
+            .collect()
+    };
+    let mut calls = accept_calls(&mut conn).await;
+    // (pages, way: script or transaction, events under "other pages")
+    let steps: [(&[&str], &str, usize); 4] = [
+        (&["/a", "/b"], "script", 0),
+        (&["/a"], "transaction", 0),
+        (&["/c", "/d"], "script", 1),
+        (&["/a"], "script", 0),
+    ];
+    for (id, (pages, way, over)) in steps.into_iter().enumerate() {
+        let recorded = store
+            .record(id as u64 + 1, &views(pages), tracking, now, Attempt::First)
+            .await
+            .unwrap();
+        let now_calls = accept_calls(&mut conn).await;
+        let went = match (now_calls.0 - calls.0, now_calls.1 - calls.1) {
+            (1, 0) => "script",
+            (0, 1) => "transaction",
+            other => panic!("step {id}: {other:?}"),
+        };
+        calls = now_calls;
+        assert_eq!(
+            (went, recorded.over_page_cap),
+            (way, over),
+            "step {id}: {pages:?}"
+        );
+    }
+    let counts: std::collections::BTreeMap<String, u64> = redis::cmd("HGETALL")
+        .arg(tally_redis::Keys::new(partition).views("demo"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let counts: Vec<(&str, u64)> = counts.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+    assert_eq!(counts, [("", 1), ("/a", 3), ("/b", 1), ("/c", 1)]);
+}
+
+/// Without a page cap every first try is a transaction, the very first too; a Redis that
+/// refuses the transaction as it queues it (here: full) leaves nothing written and is
+/// retried, not given up, and the retry counts the batch once.
+#[tokio::test]
+async fn without_a_cap_every_first_try_is_a_transaction_and_a_refused_one_is_retried() {
+    use tally_core::retry::{Classify, Verdict};
+    let PrivateStore {
+        settings,
+        store,
+        mut conn,
+        partition,
+        keys,
+        _redis: _server,
+    } = private_store(0).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let batch = mixed_batch(partition, now);
+    let tracking = &settings.tracking;
+    let before = accept_calls(&mut conn).await;
+    store
+        .record(1, &batch, tracking, now, Attempt::First)
+        .await
+        .unwrap();
+    let after = accept_calls(&mut conn).await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (0, 1));
+
+    let memory = |limit: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(limit)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    memory("1").await;
+    let refused = store
+        .record(2, &batch, tracking, now, Attempt::First)
+        .await
+        .unwrap_err();
+    memory("0").await;
+    assert_eq!(refused.verdict(), Verdict::Retry, "{refused}");
+    let xlen: u64 = redis::cmd("XLEN")
+        .arg(keys.incoming())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(xlen, 1, "the refused transaction wrote nothing");
+    let retried = store
+        .record(2, &batch, tracking, now, Attempt::Retry)
+        .await
+        .unwrap();
+    assert_eq!(retried.events, 5);
+    let views: u64 = redis::cmd("HGET")
+        .arg(keys.totals("demo"))
+        .arg("views")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(views, 4);
+}
+
 /// The largest batch the beacon may send (`beacon.batch`), each event a new visitor on a
 /// page of its own: the script takes it whole (Lua's `unpack` stops at ~8,000 values, so it
 /// sends its per-visitor and per-page commands in chunks), and a larger `beacon.batch` is
@@ -672,7 +976,7 @@ async fn the_largest_batch_is_recorded_whole() {
         })
         .collect();
     let recorded = store
-        .record(1, &batch, &app.settings.tracking, now)
+        .record(1, &batch, &app.settings.tracking, now, Attempt::First)
         .await
         .unwrap();
     assert_eq!(recorded.events, n);
@@ -861,7 +1165,7 @@ async fn passing_keys_expire_and_lasting_counters_do_not() {
     let second = vec![ev(Pageview, "/a", 1), ev(Ping, "/b", 2)];
     for (id, batch) in [(1, &first), (2, &second)] {
         let recorded = store
-            .record(id, batch, &app.settings.tracking, now)
+            .record(id, batch, &app.settings.tracking, now, Attempt::First)
             .await
             .unwrap();
         assert_eq!(recorded.events, batch.len());
@@ -935,7 +1239,7 @@ async fn a_visit_running_over_midnight_goes_on() {
         demo_event(partition, Pageview, "/a", 6, now),
     ];
     store
-        .record(3, &batch, &app.settings.tracking, now)
+        .record(3, &batch, &app.settings.tracking, now, Attempt::First)
         .await
         .unwrap();
     store.apply_all(&app.settings.tracking, now).await.unwrap();
@@ -1073,7 +1377,7 @@ async fn events_make_the_round_trip_through_the_script_and_the_stream() {
         full(Leave, "/b", 1, now),
     ];
     store
-        .record(11, &batch, &app.settings.tracking, now)
+        .record(11, &batch, &app.settings.tracking, now, Attempt::First)
         .await
         .unwrap();
     store.apply_all(&app.settings.tracking, now).await.unwrap();

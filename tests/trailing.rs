@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::{CHROME, Served};
 use serde_json::{Value, json};
 use tally_core::Settings;
+use tally_redis::Attempt;
 use tally_testkit::TestApp;
 
 /// The promise: online, visits and the rest trail an accepted event by at most this.
@@ -203,7 +204,13 @@ async fn an_apply_cut_off_anywhere_applies_nothing_or_everything() {
     for store in &stores {
         for (i, batch) in batches.iter().enumerate() {
             store
-                .record(i as u64 + 1, batch, &settings[0].tracking, now)
+                .record(
+                    i as u64 + 1,
+                    batch,
+                    &settings[0].tracking,
+                    now,
+                    Attempt::First,
+                )
                 .await
                 .unwrap();
         }
@@ -329,7 +336,7 @@ async fn record_demo_views(
         .map(|n| demo_view(partition, n, format!("{page}{n}"), now))
         .collect();
     store
-        .record(batch, &views, &settings.tracking, now)
+        .record(batch, &views, &settings.tracking, now, Attempt::First)
         .await
         .unwrap();
 }
@@ -355,7 +362,7 @@ async fn a_backlog_is_applied_without_pausing() {
             })
             .collect();
         store
-            .record(b + 1, &batch, &settings.tracking, now)
+            .record(b + 1, &batch, &settings.tracking, now, Attempt::First)
             .await
             .unwrap();
     }

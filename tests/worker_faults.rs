@@ -14,7 +14,7 @@ use serde_json::json;
 use tally::Roles;
 use tally_clickhouse::Db;
 use tally_core::Settings;
-use tally_redis::{Store, wire::StreamEvent};
+use tally_redis::{Attempt, Store, wire::StreamEvent};
 use tally_testkit::{ClickHouseServer, TestApp};
 use tally_worker::{PartitionWorker, StepOutcome};
 use tokio_util::sync::CancellationToken;
@@ -550,7 +550,7 @@ async fn record_applied(
 ) {
     let now = chrono::Utc::now().timestamp_millis();
     store
-        .record(id, events, &settings.tracking, now)
+        .record(id, events, &settings.tracking, now, Attempt::First)
         .await
         .unwrap();
     store.apply_all(&settings.tracking, now).await.unwrap();
@@ -768,7 +768,7 @@ async fn partitions_ready_together_share_one_insert_and_a_bad_row_costs_the_othe
         async move {
             let now = chrono::Utc::now().timestamp_millis();
             store
-                .record(id, &batch, &settings.tracking, now)
+                .record(id, &batch, &settings.tracking, now, Attempt::First)
                 .await
                 .unwrap();
             app.settled().await;

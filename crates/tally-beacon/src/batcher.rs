@@ -26,7 +26,7 @@ use tally_core::{
     retry::{Backoff, Classify, Verdict},
     settings::TrackingSettings,
 };
-use tally_redis::{Store, TrackedEvent};
+use tally_redis::{Attempt, Store, TrackedEvent};
 
 use tokio::{
     sync::{Semaphore, mpsc, oneshot},
@@ -261,11 +261,13 @@ impl Write {
         let (events, waiters): (Vec<TrackedEvent>, Vec<_>) =
             batch.into_iter().map(|p| (p.event, p.written)).unzip();
         let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
+        // A try after a failed one may find the batch accepted: its reply may be what failed.
+        let mut attempt = Attempt::First;
         loop {
             let now_ms = self.clock.now_ms();
             let error = match self
                 .store
-                .record(batch_id, &events, &self.tracking, now_ms)
+                .record(batch_id, &events, &self.tracking, now_ms, attempt)
                 .await
             {
                 Ok(recorded) => {
@@ -277,6 +279,7 @@ impl Write {
                 }
                 Err(error) => error,
             };
+            attempt = Attempt::Retry;
             let verdict = error.verdict();
             match verdict {
                 Verdict::GiveUp => {

@@ -62,6 +62,12 @@ impl Keys {
         format!("{}incoming", self.prefix)
     }
 
+    /// Marks beacon batch `id` as accepted (the accept script builds the same name from the
+    /// first part's prefix).
+    pub fn batch(&self, id: u64) -> String {
+        format!("{}batch:{id}", self.prefix)
+    }
+
     /// Visits of site `site` active on UTC day `day` (days since the epoch).
     pub fn visits(&self, site: &str, day: i64) -> String {
         format!("{}visits:{site}:{day}", self.prefix)

@@ -34,7 +34,7 @@ pub use apply::{APPLY_LIMITS, Applied};
 pub use handoff::Handoff;
 pub use keys::Keys;
 pub use read::{Counters, REALTIME_CANDIDATES, Realtime, RealtimeView};
-pub use write::{Recorded, TrackedEvent};
+pub use write::{Attempt, Recorded, TrackedEvent};
 
 /// Errors from the live tier.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,8 @@ impl From<redis::ParsingError> for Error {
 
 impl tally_core::retry::Classify for Error {
     /// Retry: Redis down, restarting, timed out, failing over, or full (`OOM`: memory frees
-    /// as the workers empty the streams). Stop: Redis refuses Tally's credentials or
+    /// as the workers empty the streams), also when it refused a transaction for it as it
+    /// queued the commands. Stop: Redis refuses Tally's credentials or
     /// permissions. Give up: anything else (a script error, a key of the wrong type) fails
     /// the same way again for this data.
     fn verdict(&self) -> tally_core::retry::Verdict {
@@ -73,7 +74,16 @@ impl tally_core::retry::Classify for Error {
         {
             return Verdict::Retry;
         }
-        match e.code() {
+        // A transaction Redis refused as it queued it (full, read-only, loading): the first
+        // of its commands' errors says why. Nothing of it ran.
+        let queued = (e.code() == Some("EXECABORT"))
+            .then(|| e.clone().into_server_errors())
+            .flatten();
+        let code = match queued.as_deref() {
+            Some([(_, first), ..]) => Some(first.code()),
+            _ => e.code(),
+        };
+        match code {
             Some(
                 "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "OOM" | "READONLY" | "CLUSTERDOWN"
                 | "NOREPLICAS",
@@ -139,6 +149,8 @@ pub struct Store {
     /// Applied events for this process' own store step (see [`handoff`]), when
     /// [`Store::with_handoff`] gave it one.
     handoff: Option<Handoff>,
+    /// The capped hashes' sizes as the beacon's calls last read them (see [`write`]).
+    capped_sizes: std::sync::Arc<write::CappedSizes>,
 }
 
 impl Store {
@@ -184,6 +196,7 @@ impl Store {
             conn,
             partitions: settings.partitions,
             handoff: None,
+            capped_sizes: Default::default(),
         })
     }
 

@@ -38,6 +38,8 @@ use std::fmt;
 
 use tally_core::{Event, EventKind};
 
+use crate::Keys;
+
 /// The stream entry format the applier writes: the events' JSON stays in the incoming
 /// entries it names.
 pub const VERSION: u32 = 3;
@@ -158,6 +160,70 @@ impl<'a> Counts<'a> {
                 }
             }
         }
+    }
+
+    /// The same counts as the script's commands, for a transaction (see
+    /// [`Store::record`](crate::Store::record)): what the script does for a part when every
+    /// page and custom event field fits under the page cap.
+    pub fn push_commands(&self, pipe: &mut redis::Pipeline, keys: &Keys) {
+        for (site, counts) in &self.sites {
+            let totals = keys.totals(site);
+            if counts.bots > 0 {
+                pipe.cmd("HINCRBY")
+                    .arg(&totals)
+                    .arg("bots")
+                    .arg(counts.bots)
+                    .ignore();
+            }
+            if counts.unverified > 0 {
+                pipe.cmd("HINCRBY")
+                    .arg(&totals)
+                    .arg("unverified")
+                    .arg(counts.unverified)
+                    .ignore();
+            }
+            let views = keys.views(site);
+            let mut site_views = 0;
+            for (page, on_page) in counts.pages.iter().filter(|(_, p)| p.views > 0) {
+                pipe.cmd("HINCRBY")
+                    .arg(&views)
+                    .arg(*page)
+                    .arg(on_page.views)
+                    .ignore();
+                site_views += on_page.views;
+            }
+            if site_views > 0 {
+                pipe.cmd("HINCRBY")
+                    .arg(&totals)
+                    .arg("views")
+                    .arg(site_views)
+                    .ignore();
+            }
+            let events = keys.event_counts(site);
+            for (field, count) in &counts.fields {
+                pipe.cmd("HINCRBY")
+                    .arg(&events)
+                    .arg(field)
+                    .arg(*count)
+                    .ignore();
+            }
+        }
+    }
+
+    /// The hashes the page cap bounds that these counts may add members to, each with how
+    /// many they may add: per site its view counts (its pages) and, with custom events, its
+    /// event counts (their fields).
+    pub fn capped(&self, keys: &Keys) -> Vec<(String, usize)> {
+        let mut capped = Vec::new();
+        for (site, counts) in &self.sites {
+            if !counts.pages.is_empty() {
+                capped.push((keys.views(site), counts.pages.len()));
+            }
+            if !counts.fields.is_empty() {
+                capped.push((keys.event_counts(site), counts.fields.len()));
+            }
+        }
+        capped
     }
 
     /// Appends the counts to `cmd` (after the part's own values).

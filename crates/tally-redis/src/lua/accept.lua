@@ -1,4 +1,7 @@
--- Accepts a batch of events atomically: the synchronous half of the write. A batch holds
+-- Accepts a batch of events atomically: the synchronous half of the write. On one Redis a
+-- beacon's first try of a batch whose sites are all far from the page cap goes instead as a
+-- transaction of plain commands writing the same (tally-redis/src/write.rs): this script is
+-- for retries (it checks the batch marker first), sites near the cap, and a cluster. A batch holds
 -- the events of one or more partitions: on one Redis a beacon sends all of them in one call
 -- (the call's fixed cost — the batch marker, the script's own, a round trip — is then paid
 -- once for every site's events); to a Redis Cluster, whose partitions live in different
