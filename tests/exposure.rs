@@ -455,7 +455,7 @@ async fn preflighted_posts_and_request_ids() {
         &settings,
         "beacon,api",
         &[("TALLY_LOG", "warn,tower_http=debug")],
-        log.reopen().unwrap(),
+        Some(&log.reopen().unwrap()),
     )
     .await;
     let http = reqwest::Client::new();
@@ -550,4 +550,23 @@ fn no_site_in_the_configuration_means_no_site() {
     assert!(config.contains("sites = []"), "{config}");
     assert!(!config.contains("id = \"demo\""), "{config}");
     assert!(!config.contains("[[sites]]"), "{config}");
+}
+
+/// The harness: a `tally serve` that exits before it listens (here: its metrics port is
+/// taken, as when another test takes a free port first) is started again on other ports,
+/// and one that keeps exiting fails the test at once, not after the 30 s wait.
+#[tokio::test]
+#[should_panic(expected = "exited before listening three times")]
+async fn a_process_that_exits_before_listening_is_started_again_then_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let settings = tally_testkit::settings();
+    let started = std::time::Instant::now();
+    let _served = Served::start(
+        &settings,
+        "beacon",
+        &[("TALLY__SERVER__METRICS_LISTEN", address.as_str())],
+    )
+    .await;
+    unreachable!("started after {:?}", started.elapsed());
 }

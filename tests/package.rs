@@ -84,7 +84,7 @@ async fn the_installed_package_records_a_page_view() {
         &settings,
         "beacon,worker,api",
         &[],
-        std::process::Stdio::inherit(),
+        None,
     )
     .await;
     let http = reqwest::Client::new();

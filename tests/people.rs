@@ -893,7 +893,7 @@ async fn secrets_stay_out_of_the_logs() {
         &settings,
         "beacon,worker,api",
         &[("TALLY_LOG", "debug")],
-        std::fs::File::create(&log).unwrap(),
+        Some(&std::fs::File::create(&log).unwrap()),
     )
     .await;
     let db = tally_clickhouse::Db::new(&settings.clickhouse);

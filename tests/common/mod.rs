@@ -201,15 +201,16 @@ impl Served {
         roles: &str,
         extra: &[(&str, &str)],
     ) -> Self {
-        Self::start_logging_to(settings, roles, extra, std::process::Stdio::inherit()).await
+        Self::start_logging_to(settings, roles, extra, None).await
     }
 
-    /// Like [`start`](Self::start), with the process's log (stderr) going to `log`.
+    /// Like [`start`](Self::start), with the process's log (stderr) going to `log` (the
+    /// test's own stderr with `None`).
     pub async fn start_logging_to(
         settings: &tally_core::Settings,
         roles: &str,
         extra: &[(&str, &str)],
-        log: impl Into<std::process::Stdio>,
+        log: Option<&std::fs::File>,
     ) -> Self {
         Self::start_binary(
             std::path::Path::new(env!("CARGO_BIN_EXE_tally")),
@@ -222,43 +223,63 @@ impl Served {
     }
 
     /// Like [`start_logging_to`](Self::start_logging_to), running the binary at `binary`
-    /// (an installed one).
+    /// (an installed one). A free port can be taken by another test between being found and
+    /// being listened on: a process that exits before it answers is started again on other
+    /// ports (three times at most).
     pub async fn start_binary(
         binary: &std::path::Path,
         settings: &tally_core::Settings,
         roles: &str,
         extra: &[(&str, &str)],
-        log: impl Into<std::process::Stdio>,
+        log: Option<&std::fs::File>,
     ) -> Self {
-        let (port, metrics) = (free_port(), free_port());
-        let child = std::process::Command::new(binary)
-            .args(["serve", "--roles", roles])
-            .envs(tally_testkit::env_for(settings))
-            .env("TALLY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "TALLY__SERVER__METRICS_LISTEN",
-                format!("127.0.0.1:{metrics}"),
-            )
-            .env("TALLY__ADMIN__TOKENS", "test-admin-token-0123456789")
-            .env("TALLY_LOG", "warn")
-            .envs(extra.iter().map(|(k, v)| (*k, *v)))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let served = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            metrics: format!("http://127.0.0.1:{metrics}/metrics"),
-        };
         let http = reqwest::Client::new();
-        let health = served.url("/healthz");
-        wait_for("the tally process to listen", || async {
-            http.get(&health).send().await.is_ok()
-        })
-        .await;
-        served
+        for _ in 0..3 {
+            let (port, metrics) = (free_port(), free_port());
+            let stderr = match log {
+                Some(file) => std::process::Stdio::from(file.try_clone().unwrap()),
+                None => std::process::Stdio::inherit(),
+            };
+            let child = std::process::Command::new(binary)
+                .args(["serve", "--roles", roles])
+                .envs(tally_testkit::env_for(settings))
+                .env("TALLY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+                .env(
+                    "TALLY__SERVER__METRICS_LISTEN",
+                    format!("127.0.0.1:{metrics}"),
+                )
+                .env("TALLY__ADMIN__TOKENS", "test-admin-token-0123456789")
+                .env("TALLY_LOG", "warn")
+                .envs(extra.iter().map(|(k, v)| (*k, *v)))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap();
+            let mut served = Self {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+                metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+            };
+            let health = served.url("/healthz");
+            let mut exited = None;
+            wait_for("the tally process to listen", || {
+                exited = served.child.try_wait().unwrap();
+                let up = exited.is_none().then(|| http.get(&health).send());
+                async move {
+                    match up {
+                        Some(request) => request.await.is_ok(),
+                        None => true,
+                    }
+                }
+            })
+            .await;
+            match exited {
+                None => return served,
+                Some(status) => eprintln!("tally serve exited before listening ({status}); again"),
+            }
+        }
+        panic!("tally serve exited before listening three times (see its log)");
     }
 
     pub fn url(&self, path: &str) -> String {
