@@ -679,6 +679,8 @@ struct PrivateStore {
     conn: redis::aio::MultiplexedConnection,
     partition: u16,
     keys: tally_redis::Keys,
+    /// When every batch of the test is accepted, so that the entries of equal batches are equal.
+    now: i64,
 }
 
 async fn private_store(max_pages: u32) -> PrivateStore {
@@ -701,6 +703,41 @@ async fn private_store(max_pages: u32) -> PrivateStore {
         conn,
         partition,
         keys: tally_redis::Keys::new(partition),
+        now: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+impl PrivateStore {
+    /// Records `batch` as batch `id`, and says which way it went by what Redis served meanwhile:
+    /// "script" (one EVALSHA), "transaction" (one EXEC) or, for anything else, the counts.
+    async fn record(
+        &mut self,
+        id: u64,
+        batch: &[tally_redis::TrackedEvent],
+        attempt: Attempt,
+    ) -> (tally_redis::Result<tally_redis::Recorded>, String) {
+        let before = accept_calls(&mut self.conn).await;
+        let recorded = self
+            .store
+            .record(id, batch, &self.settings.tracking, self.now, attempt)
+            .await;
+        let after = accept_calls(&mut self.conn).await;
+        let way = match (after.0 - before.0, after.1 - before.1) {
+            (1, 0) => "script".to_owned(),
+            (0, 1) => "transaction".to_owned(),
+            other => format!("{other:?}"),
+        };
+        (recorded, way)
+    }
+
+    /// The hash at `key`.
+    async fn hash(&mut self, key: String) -> Vec<(String, u64)> {
+        let hash: std::collections::BTreeMap<String, u64> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        hash.into_iter().collect()
     }
 }
 
@@ -727,61 +764,26 @@ fn mixed_batch(partition: u16, now: i64) -> Vec<tally_redis::TrackedEvent> {
 async fn a_first_try_goes_as_a_transaction_that_writes_what_the_script_writes() {
     let default_cap = tally_testkit::settings().tracking.max_pages;
     assert!(default_cap > 0, "the default has a page cap");
-    let PrivateStore {
-        settings,
-        store,
-        mut conn,
-        partition,
-        keys,
-        _redis: _server,
-    } = private_store(default_cap).await;
-    let now = chrono::Utc::now().timestamp_millis();
-    let batch = mixed_batch(partition, now);
-    let tracking = &settings.tracking;
+    let mut p = private_store(default_cap).await;
+    let batch = mixed_batch(p.partition, p.now);
 
-    let before = accept_calls(&mut conn).await;
-    let first = store
-        .record(1, &batch, tracking, now, Attempt::First)
-        .await
-        .unwrap();
-    let after_first = accept_calls(&mut conn).await;
-    assert_eq!(
-        (after_first.0 - before.0, after_first.1 - before.1),
-        (1, 0),
-        "sizes not known yet: the script"
-    );
-    let second = store
-        .record(2, &batch, tracking, now, Attempt::First)
-        .await
-        .unwrap();
-    let after_second = accept_calls(&mut conn).await;
-    assert_eq!(
-        (
-            after_second.0 - after_first.0,
-            after_second.1 - after_first.1
-        ),
-        (0, 1),
-        "far from the cap: a transaction"
-    );
-    assert_eq!((first.events, second.events), (5, 5));
-    let retry = store
-        .record(2, &batch, tracking, now, Attempt::Retry)
-        .await
-        .unwrap();
+    let (first, way) = p.record(1, &batch, Attempt::First).await;
+    assert_eq!(way, "script", "sizes not known yet: the script");
+    let (second, way) = p.record(2, &batch, Attempt::First).await;
+    assert_eq!(way, "transaction", "far from the cap: a transaction");
+    assert_eq!((first.unwrap().events, second.unwrap().events), (5, 5));
+    let (retry, way) = p.record(2, &batch, Attempt::Retry).await;
+    let retry = retry.unwrap();
     assert_eq!((retry.events, retry.already_applied), (0, 5));
-    assert_eq!(
-        accept_calls(&mut conn).await.0 - after_second.0,
-        1,
-        "a retry: the script"
-    );
+    assert_eq!(way, "script", "a retry: the script");
 
     // The two entries are alike, field by field.
     type Fields = Vec<(String, Vec<u8>)>;
     let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
-        .arg(keys.incoming())
+        .arg(p.keys.incoming())
         .arg("-")
         .arg("+")
-        .query_async(&mut conn)
+        .query_async(&mut p.conn)
         .await
         .unwrap();
     assert_eq!(entries.len(), 2, "the retry appended nothing");
@@ -789,37 +791,21 @@ async fn a_first_try_goes_as_a_transaction_that_writes_what_the_script_writes() 
     let names: Vec<&str> = entries[0].1.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["v", "b", "c", "n", "o"]);
     // Every counter counted both batches once.
-    let hash = |key: String| {
-        let mut conn = conn.clone();
-        async move {
-            let h: std::collections::BTreeMap<String, u64> = redis::cmd("HGETALL")
-                .arg(key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            h
-        }
-    };
-    let views = hash(keys.views("demo")).await;
-    assert_eq!(
-        views.into_iter().collect::<Vec<_>>(),
-        [("/a".into(), 2), ("/b".into(), 2)]
-    );
-    let totals = hash(keys.totals("demo")).await;
+    let views = p.hash(p.keys.views("demo")).await;
+    assert_eq!(views, [("/a".into(), 2), ("/b".into(), 2)]);
+    let totals: std::collections::BTreeMap<_, _> =
+        p.hash(p.keys.totals("demo")).await.into_iter().collect();
     assert_eq!(
         (totals.get("views"), totals.get("bots")),
         (Some(&4), Some(&2))
     );
-    let events = hash(keys.event_counts("demo")).await;
-    assert_eq!(
-        events.into_iter().collect::<Vec<_>>(),
-        [("signup\t".into(), 2)]
-    );
+    let events = p.hash(p.keys.event_counts("demo")).await;
+    assert_eq!(events, [("signup\t".into(), 2)]);
     // Both batch markers are there, for retries.
     for id in [1, 2] {
         let ttl: i64 = redis::cmd("TTL")
-            .arg(keys.batch(id))
-            .query_async(&mut conn)
+            .arg(p.keys.batch(id))
+            .query_async(&mut p.conn)
             .await
             .unwrap();
         assert!((3590..=3600).contains(&ttl), "batch {id}: ttl {ttl}");
@@ -831,24 +817,15 @@ async fn a_first_try_goes_as_a_transaction_that_writes_what_the_script_writes() 
 #[tokio::test]
 async fn a_site_near_its_page_cap_goes_through_the_script() {
     use tally_core::EventKind::Pageview;
-    let PrivateStore {
-        settings,
-        store,
-        mut conn,
-        partition,
-        keys: _,
-        _redis: _server,
-    } = private_store(3).await;
-    let now = chrono::Utc::now().timestamp_millis();
-    let tracking = &settings.tracking;
+    let mut p = private_store(3).await;
+    let (partition, now) = (p.partition, p.now);
     let views = |pages: &[&str]| -> Vec<_> {
         pages
             .iter()
             .enumerate()
-            .map(|(i, p)| demo_event(partition, Pageview, p, i as u64 + 1, now))
+            .map(|(i, page)| demo_event(partition, Pageview, page, i as u64 + 1, now))
             .collect()
     };
-    let mut calls = accept_calls(&mut conn).await;
     // (pages, way: script or transaction, events under "other pages")
     let steps: [(&[&str], &str, usize); 4] = [
         (&["/a", "/b"], "script", 0),
@@ -857,29 +834,15 @@ async fn a_site_near_its_page_cap_goes_through_the_script() {
         (&["/a"], "script", 0),
     ];
     for (id, (pages, way, over)) in steps.into_iter().enumerate() {
-        let recorded = store
-            .record(id as u64 + 1, &views(pages), tracking, now, Attempt::First)
-            .await
-            .unwrap();
-        let now_calls = accept_calls(&mut conn).await;
-        let went = match (now_calls.0 - calls.0, now_calls.1 - calls.1) {
-            (1, 0) => "script",
-            (0, 1) => "transaction",
-            other => panic!("step {id}: {other:?}"),
-        };
-        calls = now_calls;
+        let (recorded, went) = p.record(id as u64 + 1, &views(pages), Attempt::First).await;
         assert_eq!(
-            (went, recorded.over_page_cap),
+            (went.as_str(), recorded.unwrap().over_page_cap),
             (way, over),
             "step {id}: {pages:?}"
         );
     }
-    let counts: std::collections::BTreeMap<String, u64> = redis::cmd("HGETALL")
-        .arg(tally_redis::Keys::new(partition).views("demo"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let counts: Vec<(&str, u64)> = counts.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+    let counts = p.hash(p.keys.views("demo")).await;
+    let counts: Vec<(&str, u64)> = counts.iter().map(|(page, n)| (page.as_str(), *n)).collect();
     assert_eq!(counts, [("", 1), ("/a", 3), ("/b", 1), ("/c", 1)]);
 }
 
@@ -889,25 +852,13 @@ async fn a_site_near_its_page_cap_goes_through_the_script() {
 #[tokio::test]
 async fn without_a_cap_every_first_try_is_a_transaction_and_a_refused_one_is_retried() {
     use tally_core::retry::{Classify, Verdict};
-    let PrivateStore {
-        settings,
-        store,
-        mut conn,
-        partition,
-        keys,
-        _redis: _server,
-    } = private_store(0).await;
-    let now = chrono::Utc::now().timestamp_millis();
-    let batch = mixed_batch(partition, now);
-    let tracking = &settings.tracking;
-    let before = accept_calls(&mut conn).await;
-    store
-        .record(1, &batch, tracking, now, Attempt::First)
-        .await
-        .unwrap();
-    let after = accept_calls(&mut conn).await;
-    assert_eq!((after.0 - before.0, after.1 - before.1), (0, 1));
+    let mut p = private_store(0).await;
+    let batch = mixed_batch(p.partition, p.now);
+    let (recorded, way) = p.record(1, &batch, Attempt::First).await;
+    recorded.unwrap();
+    assert_eq!(way, "transaction");
 
+    let conn = p.conn.clone();
     let memory = |limit: &'static str| {
         let mut conn = conn.clone();
         async move {
@@ -921,27 +872,22 @@ async fn without_a_cap_every_first_try_is_a_transaction_and_a_refused_one_is_ret
         }
     };
     memory("1").await;
-    let refused = store
-        .record(2, &batch, tracking, now, Attempt::First)
-        .await
-        .unwrap_err();
+    let (refused, _) = p.record(2, &batch, Attempt::First).await;
+    let refused = refused.unwrap_err();
     memory("0").await;
     assert_eq!(refused.verdict(), Verdict::Retry, "{refused}");
     let xlen: u64 = redis::cmd("XLEN")
-        .arg(keys.incoming())
-        .query_async(&mut conn)
+        .arg(p.keys.incoming())
+        .query_async(&mut p.conn)
         .await
         .unwrap();
     assert_eq!(xlen, 1, "the refused transaction wrote nothing");
-    let retried = store
-        .record(2, &batch, tracking, now, Attempt::Retry)
-        .await
-        .unwrap();
-    assert_eq!(retried.events, 5);
+    let (retried, _) = p.record(2, &batch, Attempt::Retry).await;
+    assert_eq!(retried.unwrap().events, 5);
     let views: u64 = redis::cmd("HGET")
-        .arg(keys.totals("demo"))
+        .arg(p.keys.totals("demo"))
         .arg("views")
-        .query_async(&mut conn)
+        .query_async(&mut p.conn)
         .await
         .unwrap();
     assert_eq!(views, 4);

@@ -285,8 +285,7 @@ impl Store {
             read_sizes(&mut pipe, &parts, cap);
             let sizes: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
             self.capped_sizes.learn(&parts, sizes);
-            recorded.events = events.len();
-            return Ok(recorded);
+            vec![(Applied::Now { over_page_cap: 0 }, events.len())]
         } else {
             let mut pipe = redis::pipe();
             pipe.add_command(accept_cmd(batch_id, now_ms, cap, &parts));
