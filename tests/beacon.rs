@@ -812,6 +812,152 @@ async fn a_first_try_goes_as_a_transaction_that_writes_what_the_script_writes() 
     }
 }
 
+/// On one server the applier commits a run as a transaction (guarded by a WATCH, see
+/// `trailing.rs` for two appliers racing) instead of the commit script, and writes what the
+/// script writes: two Redis servers get the same batches, one applies with the script, the
+/// other with transactions, and every key but the transaction's `applied` mark ends alike,
+/// also presence trimmed of a slot past the online window.
+#[tokio::test]
+async fn an_apply_commits_as_a_transaction_that_writes_what_the_script_writes() {
+    use tally_core::EventKind::{Leave, Pageview, Ping};
+    let default_cap = tally_testkit::settings().tracking.max_pages;
+    let mut by_script = private_store(default_cap).await;
+    by_script.store = by_script.store.clone().with_script_commits();
+    let mut by_transaction = private_store(default_cap).await;
+    // A quarter of an hour ago (its presence slot is past the window by then), then now.
+    let (partition, now) = (by_script.partition, by_script.now);
+    let earlier = now - 15 * 60_000;
+    let batches = [
+        (earlier, mixed_batch(partition, earlier)),
+        (now, mixed_batch(partition, now)),
+        (
+            now,
+            vec![
+                demo_event(partition, Pageview, "/c", 3, now),
+                demo_event(partition, Leave, "/a", 1, now),
+                demo_event(partition, Ping, "/c", 3, now),
+            ],
+        ),
+    ];
+    let mut dumps = Vec::new();
+    for (p, way) in [
+        (&mut by_script, "script"),
+        (&mut by_transaction, "transaction"),
+    ] {
+        for (id, (at, batch)) in batches.iter().enumerate() {
+            p.store
+                .record(id as u64, batch, &p.settings.tracking, *at, Attempt::Retry)
+                .await
+                .unwrap();
+            let before = accept_calls(&mut p.conn).await;
+            let applied = p
+                .store
+                .apply(partition, &p.settings.tracking, (64, 500), *at, *at == now)
+                .await
+                .unwrap();
+            let after = accept_calls(&mut p.conn).await;
+            assert_eq!((applied.entries, applied.lost_race), (1, false));
+            let calls = (after.0 - before.0, after.1 - before.1);
+            let expected = if way == "script" { (1, 0) } else { (0, 1) };
+            assert_eq!(calls, expected, "{way}: (EVALSHA, EXEC) of the apply");
+        }
+        // The earlier slot was trimmed: presence holds the slot of now alone.
+        let here = p.hash(p.keys.here("demo")).await;
+        let slot = (now / 10_000).to_string();
+        assert_eq!(here, [(slot, 3)], "{way}: three visitors online now");
+        dumps.push(dump(&mut p.conn, &p.keys).await);
+    }
+    assert_eq!(dumps[0], dumps[1]);
+    let kinds: std::collections::BTreeSet<&str> = dumps[1]
+        .keys()
+        .map(|k| k.split(':').nth(2).unwrap())
+        .collect();
+    for kind in [
+        "events", "here", "readers", "visits", "uv", "active", "titles", "vpm", "totals",
+    ] {
+        assert!(
+            kinds.contains(kind),
+            "the dumps hold {kind} keys: {kinds:?}"
+        );
+    }
+}
+
+/// Every key of `keys`' partition but the batch marks and the `applied` mark, by name: its
+/// type, whether it expires, and its value (a stream's entries without their ids and the
+/// ids they name, which are times).
+async fn dump(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &tally_redis::Keys,
+) -> std::collections::BTreeMap<String, (String, bool, String)> {
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", keys.prefix()))
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for name in names {
+        let kind = name.split(':').nth(2).unwrap();
+        if kind == "batch" || kind == "applied" {
+            continue;
+        }
+        let (kind, ttl): (String, i64) = redis::pipe()
+            .cmd("TYPE")
+            .arg(&name)
+            .cmd("PTTL")
+            .arg(&name)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let value = match kind.as_str() {
+            "hash" => {
+                let v: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+                    .arg(&name)
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                format!("{v:?}")
+            }
+            "zset" => {
+                let v: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                    .arg(&name)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                format!("{v:?}")
+            }
+            "string" => {
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg(&name)
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                format!("{v:?}")
+            }
+            "stream" => {
+                type Fields = Vec<(String, Vec<u8>)>;
+                let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
+                    .arg(&name)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                let fields: Vec<Fields> = entries
+                    .into_iter()
+                    .map(|(_, fields)| fields.into_iter().filter(|(f, _)| f != "i").collect())
+                    .collect();
+                format!("{fields:?}")
+            }
+            other => panic!("{name}: a type this test does not know ({other})"),
+        };
+        out.insert(name, (kind, ttl > 0, value));
+    }
+    out
+}
+
 /// A site within one batch of its page cap goes through the script, which decides page by
 /// page: a transaction, which cannot, would let the hash pass the cap.
 #[tokio::test]
@@ -1132,7 +1278,7 @@ async fn passing_keys_expire_and_lasting_counters_do_not() {
             .await
             .unwrap();
         match kind.as_str() {
-            "events" | "incoming" | "views" | "totals" | "titles" => {
+            "applied" | "events" | "incoming" | "views" | "totals" | "titles" => {
                 assert_eq!(ttl, -1, "{key} lasts")
             }
             "visits" | "uv" | "vpm" | "readers" | "here" | "active" | "batch" => {
@@ -1146,8 +1292,8 @@ async fn passing_keys_expire_and_lasting_counters_do_not() {
     assert_eq!(
         seen,
         [
-            "active", "batch", "events", "here", "incoming", "readers", "titles", "totals", "uv",
-            "views", "visits", "vpm"
+            "active", "applied", "batch", "events", "here", "incoming", "readers", "titles",
+            "totals", "uv", "views", "visits", "vpm"
         ]
     );
     // Both batches' marks, the site's presence by the second, and the readers of each page

@@ -5,9 +5,11 @@
 //! takes a run of incoming entries at a time (hundreds of events), reads the visit records
 //! of their visitors in one `HMGET` per site, works out in Rust what the old all-in-one
 //! write script worked out in Lua — visits, the figures each event carries to ClickHouse,
-//! reloads, who is online, unique visitors, titles — and commits it all with one call of
-//! `lua/apply.lua`: it appends an entry to the events stream naming the run's incoming
-//! entries, with the figures, and writes every change as one variadic command per key. The
+//! reloads, who is online, unique visitors, titles — and commits it all at once: it appends
+//! an entry to the events stream naming the run's incoming entries, with the figures, and
+//! writes every change as one variadic command per key. On one server the commit is a
+//! transaction (`MULTI` … `EXEC`) on a connection of the applier's own (`watch.rs`); on a
+//! cluster, one call of `lua/apply.lua`. The
 //! events' JSON stays where the beacon put it: the incoming entries are kept until the
 //! worker has stored their events and deletes them with the events entry, so the JSON is
 //! written to Redis and its append-only file once, and never handed to the commit script
@@ -15,9 +17,12 @@
 //!
 //! Exactly once: the applier's cursor is the last delivered id of the incoming stream's
 //! [`APPLIER`] consumer group (a group nobody reads through: the cursor lives in the
-//! stream's own key). A run is read after the cursor; the commit checks that the cursor has
-//! not moved and moves it past the run in the same atomic call. A second applier that read
-//! the same run (another worker process) finds the cursor moved and commits nothing; an
+//! stream's own key). A run is read after the cursor; the commit moves the cursor past the
+//! run, atomically with the rest, and only if no other commit came since the run was read:
+//! the script checks the cursor, a transaction is failed by a `WATCH` sent before the
+//! cursor was read, on the events stream and the [`applied`](Keys::applied) key, one of
+//! which every commit writes. A second applier that read the same run (another worker
+//! process) commits nothing; an
 //! applier killed before its commit leaves the cursor, and the visit records it read, as
 //! they were.
 //!
@@ -31,6 +36,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use redis::aio::MultiplexedConnection;
 use tally_core::{Event, EventKind, settings::TrackingSettings};
 
 use crate::keys::APPLIER;
@@ -373,19 +379,46 @@ fn moved(slots: &mut BTreeMap<i64, i64>, from: Option<i64>, to: Option<i64>) {
     }
 }
 
-/// The commit script call being built: its header, then `command key count args…` per
-/// operation (variadic commands in chunks of at most [`CHUNK`] arguments).
-struct Ops(redis::ScriptInvocation<'static>);
+/// The commit being built: the script's arguments, `command key count args…` per
+/// operation, or a transaction's commands (variadic commands in chunks of at most [`CHUNK`]
+/// arguments either way).
+enum Ops {
+    Script(redis::ScriptInvocation<'static>),
+    Transaction {
+        pipe: redis::Pipeline,
+        /// Presence hashes to trim and the oldest slot each keeps: their slots are read
+        /// before the transaction is sent (a transaction cannot read what it deletes).
+        trims: Vec<(String, i64)>,
+    },
+}
+
+/// One operation's arguments, added with [`Args::arg`].
+enum Args<'a> {
+    Script(&'a mut redis::ScriptInvocation<'static>),
+    Command(&'a mut redis::Pipeline),
+}
+
+impl Args<'_> {
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        match self {
+            Self::Script(invocation) => {
+                invocation.arg(arg);
+            }
+            Self::Command(pipe) => {
+                pipe.arg(arg);
+            }
+        }
+        self
+    }
+}
 
 impl Ops {
     /// Starts an operation of `count` arguments, which the caller adds.
-    fn op(
-        &mut self,
-        command: &str,
-        key: &str,
-        count: usize,
-    ) -> &mut redis::ScriptInvocation<'static> {
-        self.0.arg(command).arg(key).arg(count)
+    fn op(&mut self, command: &str, key: &str, count: usize) -> Args<'_> {
+        match self {
+            Self::Script(invocation) => Args::Script(invocation.arg(command).arg(key).arg(count)),
+            Self::Transaction { pipe, .. } => Args::Command(pipe.cmd(command).ignore().arg(key)),
+        }
     }
 
     /// A command taking `pairs` (HSET's field-value, ZADD's score-member), in chunks.
@@ -396,10 +429,20 @@ impl Ops {
         pairs: &[(A, B)],
     ) {
         for chunk in pairs.chunks(CHUNK / 2) {
-            let cmd = self.op(command, key, chunk.len() * 2);
+            let mut cmd = self.op(command, key, chunk.len() * 2);
             for (a, b) in chunk {
                 cmd.arg(a).arg(b);
             }
+        }
+    }
+
+    /// Drops the slots of presence hash `key` older than `horizon`.
+    fn trim(&mut self, key: &str, horizon: i64) {
+        match self {
+            Self::Script(_) => {
+                self.op("TRIMHERE", key, 1).arg(horizon);
+            }
+            Self::Transaction { trims, .. } => trims.push((key.to_owned(), horizon)),
         }
     }
 }
@@ -418,6 +461,9 @@ impl Store {
         trim: bool,
     ) -> Result<Applied> {
         let keys = Keys::new(partition);
+        // On one server the commit is a transaction, guarded by a WATCH sent before the
+        // cursor is read (see `watched`); dropped with its connection on any error.
+        let watched = self.watched(&keys).await?;
         let cursor = self.applied_cursor(&keys).await?;
         let mut conn = self.conn();
         let mut raw: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
@@ -450,6 +496,9 @@ impl Store {
         let more = keep < raw.len() || raw.len() >= max_entries.max(1);
         raw.truncate(keep);
         let Some((last, _)) = raw.last() else {
+            if let Some(watched) = watched {
+                self.unwatch(watched).await?;
+            }
             return Ok(Applied::default());
         };
         let last = last.clone();
@@ -506,24 +555,71 @@ impl Store {
             }
         }
 
-        // One script: it checks the cursor, appends the events entry (the run's ids and the
-        // figures: the JSON stays in the incoming entries) and writes every change.
-        let mut invocation = APPLY.key(keys.incoming());
-        invocation
-            .key(keys.events())
-            .arg(APPLIER)
-            .arg(&cursor)
-            .arg(&last)
-            .arg(wire::field::VERSION)
-            .arg(wire::VERSION)
-            .arg(wire::field::INCOMING)
-            .arg(&ids)
-            .arg(wire::field::FIGURES)
-            .arg(if events > 0 { figures.as_str() } else { "" });
-        let mut ops = Ops(invocation);
+        // One commit: it appends the events entry (the run's ids and the figures: the JSON
+        // stays in the incoming entries), moves the cursor and writes every change. A
+        // script checks the cursor itself; a transaction's WATCH fails it when another
+        // commit came first.
+        let figures = if events > 0 { figures.as_str() } else { "" };
+        let mut ops = match &watched {
+            Some(_) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                if events > 0 {
+                    pipe.cmd("XADD")
+                        .arg(keys.events())
+                        .arg("*")
+                        .arg(wire::field::VERSION)
+                        .arg(wire::VERSION)
+                        .arg(wire::field::INCOMING)
+                        .arg(&ids)
+                        .arg(wire::field::FIGURES)
+                        .arg(figures)
+                        .ignore();
+                } else {
+                    // No events: nobody else will delete these entries.
+                    for chunk in raw.chunks(CHUNK) {
+                        pipe.cmd("XDEL").arg(keys.incoming()).ignore();
+                        for (id, _) in chunk {
+                            pipe.arg(id);
+                        }
+                    }
+                }
+                pipe.cmd("XGROUP")
+                    .arg("SETID")
+                    .arg(keys.incoming())
+                    .arg(APPLIER)
+                    .arg(&last)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(keys.applied())
+                    .arg(&last)
+                    .ignore();
+                Ops::Transaction {
+                    pipe,
+                    trims: Vec::new(),
+                }
+            }
+            None => {
+                let mut invocation = APPLY.key(keys.incoming());
+                invocation
+                    .key(keys.events())
+                    .arg(APPLIER)
+                    .arg(&cursor)
+                    .arg(&last)
+                    .arg(wire::field::VERSION)
+                    .arg(wire::VERSION)
+                    .arg(wire::field::INCOMING)
+                    .arg(&ids)
+                    .arg(wire::field::FIGURES)
+                    .arg(figures);
+                Ops::Script(invocation)
+            }
+        };
         write_visits(&mut ops, &keys, &visits, today);
         operations(&mut ops, &keys, changes, (now_ms, window_ms, trim, horizon));
-        let Ops(invocation) = ops;
+        if let Ops::Transaction { pipe, trims } = &mut ops {
+            self.trim_slots(pipe, trims).await?;
+        }
         drop(visits);
         let applied = entries.len();
         // The store step of this process reads these events next: it takes them from the
@@ -540,7 +636,13 @@ impl Store {
             }),
             _ => None,
         };
-        let done: Result<i64> = invocation.invoke_async(&mut conn).await.map_err(Into::into);
+        let done: Result<i64> = match (ops, watched) {
+            (Ops::Script(invocation), _) => {
+                invocation.invoke_async(&mut conn).await.map_err(Into::into)
+            }
+            (Ops::Transaction { pipe, .. }, Some(watched)) => self.commit(watched, &pipe).await,
+            (Ops::Transaction { .. }, None) => unreachable!("a transaction is built when watched"),
+        };
         if let Some(handoff) = handed.filter(|_| !matches!(done, Ok(1..))) {
             handoff.take(partition, &ids);
         }
@@ -556,6 +658,79 @@ impl Store {
             lost_race: false,
             more,
         })
+    }
+
+    /// On one server, a connection of the applier's own with a `WATCH` on `keys`' events
+    /// stream and [`applied`](Keys::applied) key, for the commit's transaction: every commit
+    /// writes one of them (a transaction both, a script of an earlier release the events
+    /// stream when the run holds events), so the `EXEC` fails when another commit came after
+    /// the `WATCH`, which is sent before the cursor is read. `None` on a cluster (the commit
+    /// is a script), and when the events stream's key holds something else: a transaction
+    /// goes on past a command that fails, and would move the cursor past a run whose entry
+    /// was refused; the script stops at it.
+    async fn watched(&self, keys: &Keys) -> Result<Option<MultiplexedConnection>> {
+        let Some(watcher) = &self.watcher else {
+            return Ok(None);
+        };
+        let mut conn = watcher.take().await?;
+        let (kind,): (String,) = redis::pipe()
+            .cmd("WATCH")
+            .arg(keys.events())
+            .arg(keys.applied())
+            .ignore()
+            .cmd("TYPE")
+            .arg(keys.events())
+            .query_async(&mut conn)
+            .await?;
+        if kind == "stream" || kind == "none" {
+            return Ok(Some(conn));
+        }
+        self.unwatch(conn).await?;
+        Ok(None)
+    }
+
+    /// Ends the `WATCH` of a connection from [`Self::watched`] without a commit.
+    async fn unwatch(&self, mut conn: MultiplexedConnection) -> Result<()> {
+        let () = redis::cmd("UNWATCH").query_async(&mut conn).await?;
+        if let Some(watcher) = &self.watcher {
+            watcher.give_back(conn);
+        }
+        Ok(())
+    }
+
+    /// Sends a commit's transaction on its watched connection: 1 when it was applied, 0
+    /// when the `WATCH` failed it (another commit came first; nothing was written).
+    async fn commit(&self, mut conn: MultiplexedConnection, pipe: &redis::Pipeline) -> Result<i64> {
+        let done: Option<redis::Value> = pipe.query_async(&mut conn).await?;
+        // The EXEC ended the WATCH either way.
+        if let Some(watcher) = &self.watcher {
+            watcher.give_back(conn);
+        }
+        Ok(i64::from(done.is_some()))
+    }
+
+    /// Adds to a commit's transaction the deletion of the presence slots older than each
+    /// trim's oldest slot kept, as the hashes hold them now: under the `WATCH`, no other
+    /// commit writes them before this one (the script reads them as it deletes them).
+    async fn trim_slots(&self, pipe: &mut redis::Pipeline, trims: &[(String, i64)]) -> Result<()> {
+        if trims.is_empty() {
+            return Ok(());
+        }
+        let mut read = redis::pipe();
+        for (key, _) in trims {
+            read.cmd("HKEYS").arg(key);
+        }
+        let slots: Vec<Vec<String>> = read.query_async(&mut self.conn()).await?;
+        for ((key, horizon), slots) in trims.iter().zip(slots) {
+            let old: Vec<String> = slots
+                .into_iter()
+                .filter(|slot| slot.parse::<i64>().is_ok_and(|slot| slot < *horizon))
+                .collect();
+            for chunk in old.chunks(CHUNK) {
+                pipe.cmd("HDEL").arg(key).arg(chunk).ignore();
+            }
+        }
+        Ok(())
     }
 
     /// The applier's cursor in `keys`' incoming stream: the last entry applied. `None` while
@@ -885,7 +1060,7 @@ fn operations(
             ops.op("HINCRBY", &key, 2).arg(slot).arg(by);
         }
         if trim {
-            ops.op("TRIMHERE", &key, 1).arg(horizon);
+            ops.trim(&key, horizon);
         }
         ops.op("PEXPIRE", &key, 1).arg(window_ms + HERE_SLACK_MS);
     }

@@ -3,6 +3,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `tally:{pN}:incoming` | stream | accepted events not yet in ClickHouse: one entry per beacon batch and partition, in the layout of [`wire::incoming`](crate::wire::incoming): `v`, `b` (the events' JSON, one line each), `c` (their context), `n` (accepted at, ms), `o` (events recorded under "other pages"). Consumer group `applier`, read by nobody: its last delivered id is the last entry applied. The applier applies a run of them at once and names it in an entry of `events`; the worker deletes them with that entry, once their events are stored |
+//! | `tally:{pN}:applied` | string | the last incoming entry applied, as the applier's cursor (which stays the group's): set by every commit sent as a transaction, which the appliers `WATCH` with `events`, so a commit fails when another applier's came first. Not on a cluster, where the commit is a script |
 //! | `tally:{pN}:events` | stream | applied events, one entry per applied run of incoming entries, in the layout of [`wire`](crate::wire): `v` (the wire version), `i` (the run's incoming entries, which hold the events' JSON) and `m` (their visit figures, joined by `,`); a dead letter sent back holds its JSON in `b` instead (version 2). Consumer group `tally` |
 //! | `tally:{pN}:dead` | stream, at most `worker.dead_letter_max` entries | events ClickHouse refused or that could not be decoded ([`wire::DeadLetter`](crate::wire::DeadLetter)): `v`, `key` (the event's key, `ms-seq-i`), `reason`, and `b` + `m` (the event and its figures, as in a stream entry) or `raw`; `tally dead-letters list|replay` |
 //! | `tally:{pN}:views:S` | hash | page → live view count of site S: at most `tracking.max_pages` pages, then the field `""` ("other pages") counts the views of every later page |
@@ -60,6 +61,13 @@ impl Keys {
     /// Accepted batches the applier has not yet moved to [`events`](Self::events).
     pub fn incoming(&self) -> String {
         format!("{}incoming", self.prefix)
+    }
+
+    /// The last incoming entry applied, written by every commit sent as a transaction: the
+    /// appliers `WATCH` it, so a commit fails when another applier committed first (see
+    /// `apply.rs`). The cursor itself is the [`APPLIER`] group's.
+    pub fn applied(&self) -> String {
+        format!("{}applied", self.prefix)
     }
 
     /// Marks beacon batch `id` as accepted (the accept script builds the same name from the

@@ -3,7 +3,10 @@
 //! The live tier. This crate is the only code that names Redis keys (see [`keys`] for the
 //! table of every key) or talks to Redis:
 //!
-//! - [`Store::record`]: the beacon's write — one Lua call per partition per batch.
+//! - [`Store::record`]: the beacon's write — one round trip per batch: a transaction, or
+//!   the accept script (retries, sites near their page cap, a cluster: one call per slot).
+//! - [`Store::apply`]: the worker's applier — a run of accepted batches at a time, committed
+//!   as a transaction guarded by a `WATCH` (`watch.rs`), or on a cluster by a script.
 //! - [`Store::counters`] / [`Store::page_views`]: live public counters, one round trip.
 //! - [`stream`]: the worker's side — consumer groups, reads, reclaims, acks, dead letters.
 //! - [`Store::salt`]: the visitor-id salt of a local day; [`Store::rewrite_aof_once`]
@@ -17,6 +20,7 @@ mod read;
 mod sentinel;
 pub mod stream;
 mod tls;
+mod watch;
 pub mod wire;
 mod write;
 
@@ -151,6 +155,9 @@ pub struct Store {
     handoff: Option<Handoff>,
     /// The capped hashes' sizes as the beacon's calls last read them (see [`write`]).
     capped_sizes: std::sync::Arc<write::CappedSizes>,
+    /// Connections for the applier's transactions; none on a cluster, where it commits with
+    /// its script (see `apply.rs`).
+    watcher: Option<std::sync::Arc<watch::Watcher>>,
 }
 
 impl Store {
@@ -158,8 +165,11 @@ impl Store {
     /// reconnects by itself and calls fail fast while Redis is down.
     pub async fn connect(settings: &RedisSettings) -> Result<Self> {
         let certs = tls::certificates(settings)?;
+        let mut watcher = None;
         let conn = if !settings.sentinels.is_empty() {
-            Conn::Sentinel(sentinel::Primary::connect(settings).await?)
+            let primary = sentinel::Primary::connect(settings).await?;
+            watcher = Some(watch::Target::Sentinel(primary.clone()));
+            Conn::Sentinel(primary)
         } else if settings.cluster {
             let mut builder = ClusterClientBuilder::new(settings.nodes())
                 .connection_timeout(Duration::from_secs(2))
@@ -186,6 +196,7 @@ impl Store {
                 .set_response_timeout(Some(Duration::from_secs(5)))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(500));
+            watcher = Some(watch::Target::Server(Box::new(client.clone())));
             Conn::Single(
                 ConnectionManager::new_with_config(client, config)
                     .await
@@ -197,6 +208,7 @@ impl Store {
             partitions: settings.partitions,
             handoff: None,
             capped_sizes: Default::default(),
+            watcher: watcher.map(|target| std::sync::Arc::new(watch::Watcher::new(target))),
         })
     }
 
@@ -206,6 +218,13 @@ impl Store {
     /// gets the same one.
     pub fn with_handoff(mut self, handoff: Handoff) -> Self {
         self.handoff = Some(handoff);
+        self
+    }
+
+    /// This handle, committing every apply with the commit script, as on a cluster, instead
+    /// of a transaction (tests compare the two).
+    pub fn with_script_commits(mut self) -> Self {
+        self.watcher = None;
         self
     }
 

@@ -84,6 +84,17 @@ impl Primary {
         Ok(conn)
     }
 
+    /// A connection of its own to the primary the sentinels name now (see `watch.rs`).
+    pub(crate) async fn dedicated(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let client = self.inner.lock().await.sentinels.async_get_client().await?;
+        client
+            .get_multiplexed_async_connection_with_config(config)
+            .await
+    }
+
     /// Drops the connection after `e` when it means the primary is gone or is one no more.
     async fn after<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
         if let Err(e) = &result {
