@@ -386,6 +386,8 @@ enum Ops {
     Script(redis::ScriptInvocation<'static>),
     Transaction {
         pipe: redis::Pipeline,
+        /// The connection holding the `WATCH` (see [`Store::watched`]).
+        watched: MultiplexedConnection,
         /// Presence hashes to trim and the oldest slot each keeps: their slots are read
         /// before the transaction is sent (a transaction cannot read what it deletes).
         trims: Vec<(String, i64)>,
@@ -560,8 +562,8 @@ impl Store {
         // script checks the cursor itself; a transaction's WATCH fails it when another
         // commit came first.
         let figures = if events > 0 { figures.as_str() } else { "" };
-        let mut ops = match &watched {
-            Some(_) => {
+        let mut ops = match watched {
+            Some(watched) => {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
                 if events > 0 {
@@ -596,6 +598,7 @@ impl Store {
                     .ignore();
                 Ops::Transaction {
                     pipe,
+                    watched,
                     trims: Vec::new(),
                 }
             }
@@ -617,7 +620,7 @@ impl Store {
         };
         write_visits(&mut ops, &keys, &visits, today);
         operations(&mut ops, &keys, changes, (now_ms, window_ms, trim, horizon));
-        if let Ops::Transaction { pipe, trims } = &mut ops {
+        if let Ops::Transaction { pipe, trims, .. } = &mut ops {
             self.trim_slots(pipe, trims).await?;
         }
         drop(visits);
@@ -636,12 +639,9 @@ impl Store {
             }),
             _ => None,
         };
-        let done: Result<i64> = match (ops, watched) {
-            (Ops::Script(invocation), _) => {
-                invocation.invoke_async(&mut conn).await.map_err(Into::into)
-            }
-            (Ops::Transaction { pipe, .. }, Some(watched)) => self.commit(watched, &pipe).await,
-            (Ops::Transaction { .. }, None) => unreachable!("a transaction is built when watched"),
+        let done: Result<i64> = match ops {
+            Ops::Script(invocation) => invocation.invoke_async(&mut conn).await.map_err(Into::into),
+            Ops::Transaction { pipe, watched, .. } => self.commit(watched, &pipe).await,
         };
         if let Some(handoff) = handed.filter(|_| !matches!(done, Ok(1..))) {
             handoff.take(partition, &ids);

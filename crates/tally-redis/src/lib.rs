@@ -142,6 +142,14 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
+/// The timeouts of a plain connection to one server (the primary the sentinels name, or
+/// one of the applier's own, `watch.rs`): 2 s to connect, 5 s for an answer.
+pub(crate) fn connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+}
+
 /// A handle on Redis, cheap to clone: one multiplexed connection that reconnects by itself,
 /// or a cluster connection that follows the slots. Every pipeline this crate sends stays
 /// within one partition, so within one cluster slot; only [`Store::record`] spans

@@ -5,10 +5,10 @@
 //! beacon keeps the events in its buffer, the worker backs off), so they recover without a
 //! restart.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use redis::{
-    AsyncConnectionConfig, IntoConnectionInfo, RedisFuture, Value,
+    IntoConnectionInfo, RedisFuture, Value,
     aio::{ConnectionLike, MultiplexedConnection},
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
@@ -56,43 +56,20 @@ impl Primary {
         Ok(this)
     }
 
-    /// The connection to the primary, made when there is none. Not finding one (no sentinel
-    /// answers, or they name no primary during a failover) is an I/O error to the callers:
-    /// it passes, and they retry it as they retry a Redis that is down.
+    /// The connection to the primary, made when there is none.
     async fn current(&self) -> redis::RedisResult<MultiplexedConnection> {
         let mut state = self.inner.lock().await;
         if let Some(conn) = &state.conn {
             return Ok(conn.clone());
         }
-        let client = state.sentinels.async_get_client().await.map_err(|e| {
-            redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                format!("no primary named by the sentinels: {e}"),
-            ))
-        })?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        tracing::info!(
-            primary = %client.get_connection_info().addr(),
-            "connected to the primary the sentinels name"
-        );
+        let conn = state.connect().await?;
         state.conn = Some(conn.clone());
         Ok(conn)
     }
 
     /// A connection of its own to the primary the sentinels name now (see `watch.rs`).
-    pub(crate) async fn dedicated(
-        &self,
-        config: &AsyncConnectionConfig,
-    ) -> redis::RedisResult<MultiplexedConnection> {
-        let client = self.inner.lock().await.sentinels.async_get_client().await?;
-        client
-            .get_multiplexed_async_connection_with_config(config)
-            .await
+    pub(crate) async fn dedicated(&self) -> redis::RedisResult<MultiplexedConnection> {
+        self.inner.lock().await.connect().await
     }
 
     /// Drops the connection after `e` when it means the primary is gone or is one no more.
@@ -108,6 +85,28 @@ impl Primary {
             }
         }
         result
+    }
+}
+
+impl State {
+    /// A new connection to the primary the sentinels name now. Not finding one (no sentinel
+    /// answers, or they name no primary during a failover) is an I/O error to the callers:
+    /// it passes, and they retry it as they retry a Redis that is down.
+    async fn connect(&mut self) -> redis::RedisResult<MultiplexedConnection> {
+        let client = self.sentinels.async_get_client().await.map_err(|e| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("no primary named by the sentinels: {e}"),
+            ))
+        })?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&crate::connection_config())
+            .await?;
+        tracing::info!(
+            primary = %client.get_connection_info().addr(),
+            "connected to the primary the sentinels name"
+        );
+        Ok(conn)
     }
 }
 

@@ -9,9 +9,9 @@
 //! a fresh connection. A process holds as many as it runs transactions at once (one per
 //! partition being applied).
 
-use std::{sync::Mutex, time::Duration};
+use std::sync::Mutex;
 
-use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 
 use crate::{Result, sentinel};
 
@@ -43,16 +43,13 @@ impl Watcher {
         if let Some(conn) = self.idle.lock().expect("watcher lock").pop() {
             return Ok(conn);
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
         let conn = match &self.target {
             Target::Server(client) => {
                 client
-                    .get_multiplexed_async_connection_with_config(&config)
+                    .get_multiplexed_async_connection_with_config(&crate::connection_config())
                     .await?
             }
-            Target::Sentinel(primary) => primary.dedicated(&config).await?,
+            Target::Sentinel(primary) => primary.dedicated().await?,
         };
         Ok(conn)
     }
